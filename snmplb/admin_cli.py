@@ -1,0 +1,107 @@
+"""snmplb-admin: set this application server's load-balancing state and weight.
+
+    snmplb-admin show
+    snmplb-admin drain | enable | disable
+    snmplb-admin weight 200
+    snmplb-admin max-sessions 40
+    snmplb-admin create-v3-user snmplb < passphrases   # two lines: auth, priv
+
+The change is written atomically to the admin file, which the agent re-reads
+at every sample: the next GET (within about a second) shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .adminconf import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
+from .errors import ConfigError, SnmplbError
+from .v3user import AUTH_PROTOCOLS, PRIV_PROTOCOLS, append_secret_line, create_user_line
+
+DEFAULT_FILE = Path("/etc/snmplb/admin.conf")
+SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="snmplb-admin", description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="print the current settings")
+    sub.add_parser("enable", help="accept new sessions")
+    sub.add_parser("drain", help="no new sessions; existing sessions stay")
+    sub.add_parser("disable", help="out of rotation (maintenance)")
+    w = sub.add_parser("weight", help=f"capacity weight in percent (0..{MAX_WEIGHT})")
+    w.add_argument("value")
+    m = sub.add_parser("max-sessions", help="most sessions this server takes (0 = no limit)")
+    m.add_argument("value")
+    u = sub.add_parser("create-v3-user", help="add an SNMPv3 authPriv user to snmpd; passphrases from stdin")
+    u.add_argument("user")
+    u.add_argument("--auth-protocol", default="SHA", choices=AUTH_PROTOCOLS)
+    u.add_argument("--priv-protocol", default="AES", choices=PRIV_PROTOCOLS)
+    u.add_argument("--snmpd-file", type=Path, default=SNMPD_PERSISTENT,
+                   help=f"file to append the createUser line to (default {SNMPD_PERSISTENT}; stop snmpd first)")
+    return ap
+
+
+def _read_passphrases() -> tuple[str, str]:
+    """Two passphrases: prompted on a terminal, else the first two lines of stdin."""
+    if sys.stdin.isatty():
+        return getpass.getpass("auth passphrase: "), getpass.getpass("priv passphrase: ")
+    lines = sys.stdin.read(4096).splitlines()
+    if len(lines) < 2:
+        raise ConfigError("stdin: expected two lines, the auth passphrase then the priv passphrase")
+    return lines[0], lines[1]
+
+
+def create_v3_user(args: argparse.Namespace) -> int:
+    auth, priv = _read_passphrases()
+    line = create_user_line(args.user, auth, priv, args.auth_protocol, args.priv_protocol)
+    append_secret_line(args.snmpd_file, line)
+    print(f"added SNMPv3 user {args.user} ({args.auth_protocol}/{args.priv_protocol}) to {args.snmpd_file}; "
+          "restart snmpd to load it")
+    return 0
+
+
+def change(settings: AdminSettings, command: str, value: str | None) -> AdminSettings:
+    """The settings after ``command``; ConfigError for a bad value."""
+    if command == "enable":
+        return replace(settings, state="enabled")
+    if command == "drain":
+        return replace(settings, state="draining")
+    if command == "disable":
+        return replace(settings, state="disabled")
+    if command == "weight":
+        return replace(settings, weight=check_int("weight", value or "", 0, MAX_WEIGHT))
+    if command == "max-sessions":
+        return replace(settings, max_sessions=check_int("max_sessions", value or "", 0, 2**31 - 1))
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "create-v3-user":
+        try:
+            return create_v3_user(args)
+        except (SnmplbError, OSError) as exc:
+            print(f"snmplb-admin: {exc}", file=sys.stderr)
+            return 2
+    settings, problems = load_admin(args.file)
+    for p in problems:
+        print(f"snmplb-admin: warning: {p}", file=sys.stderr)
+    try:
+        new = change(settings, args.command, getattr(args, "value", None))
+        if new != settings or (args.command != "show" and not args.file.exists()):
+            save_admin(args.file, new)
+    except (SnmplbError, OSError) as exc:
+        print(f"snmplb-admin: {exc}", file=sys.stderr)
+        return 2
+    print(f"state={new.state} weight={new.weight} max_sessions={new.max_sessions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""snmplb-agent: the pass_persist script that serves SNMPLB-MIB to snmpd.
+
+snmpd starts it at the first request under the MIB's root and talks to it
+over stdin/stdout. This module is the thin driver: it owns stdin and stdout,
+runs a sampler thread that rebuilds an in-memory table every ``interval``
+seconds, and hands each input line to the pure ``passpersist.Protocol``.
+
+Two rules hold everywhere here because snmpd reads stdout as the protocol and
+joins stderr to it: nothing but protocol is ever written to stdout, and
+nothing at all to stderr (fd 2 is pointed at /dev/null before anything else
+runs; problems go to syslog or the configured log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import logging
+import logging.handlers
+import os
+import select
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+from . import agentconf, mib
+from .adminconf import load_admin
+from .agentconf import AgentConfig
+from .passpersist import PONG, Entry, Protocol, Table
+from .procstats import ProcError, ProcSample, read_proc, swap_rates
+from .sessions import count_sessions
+from .snapshot import compute_values
+
+LINE_LIMIT = 4096
+SPIN_AFTER_PONG = 0.0002
+_OVERLONG = "\0overlong"  # fed in place of a line cut at LINE_LIMIT: never a command or an OID
+log = logging.getLogger("snmplb.agent")
+
+
+class _Once:
+    """Log each distinct problem once per ``period`` seconds, so a broken file cannot flood syslog."""
+
+    def __init__(self, period: float = 300.0) -> None:
+        self._seen: dict[str, float] = {}
+        self._period = period
+
+    def warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._seen.get(message, -self._period) >= self._period:
+            if len(self._seen) > 1000:
+                self._seen.clear()
+            self._seen[message] = now
+            log.warning("%s", message)
+
+
+def build_table(values: dict) -> Table:
+    """The pass_persist table of the MIB's objects from their values by name."""
+    return Table(Entry(o.instance, o.pass_type, values[o.name]) for o in mib.OBJECTS)
+
+
+class Sampler:
+    """Keeps the current table fresh: samples /proc, sessions and the admin file."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._history: collections.deque[ProcSample] = collections.deque(
+            maxlen=max(2, int(config.rate_window / config.interval) + 2))
+        self._warn = _Once()
+        self._stop = threading.Event()
+        self.table = Table(())  # replaced whole, never mutated: readers need no lock
+
+    def sample(self) -> None:
+        """Take one sample and replace the table; on error keep the last table (its age grows)."""
+        cfg = self.config
+        try:
+            proc = read_proc(cfg.proc_root, time.monotonic())
+        except ProcError as exc:
+            self._warn.warn(f"cannot read load figures: {exc}")
+            return
+        self._history.append(proc)
+        admin, problems = load_admin(cfg.admin_file)
+        for p in problems:
+            self._warn.warn(p)
+        sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
+        rates = swap_rates(self._history, cfg.rate_window)
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy))
+
+    def run(self) -> None:
+        """Sample every ``interval`` seconds until stopped (the thread's body)."""
+        while not self._stop.wait(self.config.interval):
+            try:
+                self.sample()
+            except Exception:  # the thread's outer edge: log and keep sampling
+                log.exception("sampling failed")
+
+    def start(self) -> None:
+        self.sample()
+        threading.Thread(target=self.run, name="sampler", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _read_lines(stream: BinaryIO):
+    """Yield input lines as text; a line over LINE_LIMIT is consumed whole and yields a marker."""
+    while True:
+        raw = stream.readline(LINE_LIMIT)
+        if not raw:
+            return
+        if not raw.endswith(b"\n") and len(raw) >= LINE_LIMIT:
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(LINE_LIMIT)
+            yield _OVERLONG
+            continue
+        yield raw.decode("ascii", "replace").rstrip("\r\n")
+
+
+def _await_request(fd: int, poller: select.poll, budget: float) -> None:
+    """Poll ``fd`` without sleeping for at most ``budget`` seconds.
+
+    snmpd sends every request right after it reads our PONG. Sleeping in
+    read() until then costs a process wake-up (~50 us here), which is most of
+    a request's cost; polling for the few microseconds snmpd takes saves it.
+    Bounded: after ``budget`` the caller blocks in read() as usual.
+    """
+    end = time.perf_counter() + budget
+    while not poller.poll(0) and time.perf_counter() < end:
+        pass
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO, sampler: Sampler, spin: float = SPIN_AFTER_PONG) -> None:
+    """Answer requests from ``stdin`` until EOF."""
+    protocol = Protocol()
+    poller = None
+    if spin > 0:
+        try:
+            poller = select.poll()
+            poller.register(stdin.fileno(), select.POLLIN)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            poller = None  # not a real file (tests feed a BytesIO)
+    for line in _read_lines(stdin):
+        out = protocol.feed(line, sampler.table, time.monotonic())
+        if out:
+            stdout.write(out.encode("ascii", "replace"))
+            stdout.flush()
+            if poller is not None and out == PONG:
+                _await_request(stdin.fileno(), poller, spin)
+
+
+def _silence_stderr() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(os.devnull, "w")
+    warnings.simplefilter("ignore")
+
+
+def _setup_logging(log_file: str) -> None:
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s snmplb-agent[%(process)d]: %(message)s"))
+    else:
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
+        handler.setFormatter(logging.Formatter("snmplb-agent[%(process)d]: %(message)s"))
+    logging.raiseExceptions = False  # a broken log target must not write to stderr
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB (run by snmpd)")
+    ap.add_argument("--config", type=Path, default=None, help=f"key = value file (default {agentconf.DEFAULT_CONFIG} if present)")
+    for key in agentconf.KEYS:
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _silence_stderr()
+    try:
+        args = _parse_args(argv)
+    except SystemExit:
+        return 2
+    overrides = {k: getattr(args, k) for k in agentconf.KEYS if getattr(args, k) is not None}
+    config, problems = agentconf.load(args.config or agentconf.DEFAULT_CONFIG, overrides)
+    try:
+        _setup_logging(config.log_file)
+    except OSError:
+        _setup_logging("")
+    for p in problems:
+        log.warning("%s", p)
+    sampler = Sampler(config)
+    try:
+        sampler.start()
+        serve(sys.stdin.buffer, sys.stdout.buffer, sampler)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    except Exception:  # the outer edge: never a traceback on stderr
+        log.exception("agent stopped on an unexpected error")
+        return 1
+    finally:
+        sampler.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The agent's own configuration: where to read from, how often, thresholds.
+
+A ``key = value`` file (default /etc/snmplb/agent.conf, optional) and
+command-line options of the same names (``--proc-root`` for ``proc_root``);
+the command line wins. Every source path is configurable so that tests and
+the demo run many agents on one machine, each with its own fake /proc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+from .health import HealthPolicy
+from .kvfile import parse_kv
+
+DEFAULT_CONFIG = Path("/etc/snmplb/agent.conf")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of snmplb-agent.
+
+    proc_root: where loadavg, meminfo, vmstat and stat are read (/proc).
+    sessions_dir: systemd-logind's session state (/run/systemd/sessions).
+    utmp: the utmp file used where logind is absent (/var/run/utmp).
+    admin_file: the admin's settings, written by snmplb-admin (/etc/snmplb/admin.conf).
+    log_file: log here instead of syslog (empty: syslog, facility daemon).
+    interval: seconds between samples; answers are never older than this (1.0).
+    rate_window: seconds over which swap rates are averaged (10).
+    busy_load: load per CPU from which the status is busy (1.0).
+    low_mem_percent: available-memory percentage below which the status is busy (10).
+    swap_threshold: swap pages/s (in + out) from which the server is swapping (50).
+    """
+
+    proc_root: Path = Path("/proc")
+    sessions_dir: Path = Path("/run/systemd/sessions")
+    utmp: Path = Path("/var/run/utmp")
+    admin_file: Path = Path("/etc/snmplb/admin.conf")
+    log_file: str = ""
+    interval: float = 1.0
+    rate_window: float = 10.0
+    busy_load: float = 1.0
+    low_mem_percent: int = 10
+    swap_threshold: float = 50.0
+
+    @property
+    def policy(self) -> HealthPolicy:
+        return HealthPolicy(busy_load=self.busy_load, low_mem_percent=self.low_mem_percent,
+                            swap_threshold=self.swap_threshold)
+
+
+_LIMITS = {
+    "interval": (0.05, 60.0),
+    "rate_window": (1.0, 3600.0),
+    "busy_load": (0.01, 1000.0),
+    "low_mem_percent": (0, 100),
+    "swap_threshold": (0.0, 1e9),
+}
+KEYS = tuple(f.name for f in fields(AgentConfig))
+
+
+def convert(key: str, raw: str) -> object:
+    """Convert and validate one setting; ConfigError names it."""
+    kind = {f.name: f.type for f in fields(AgentConfig)}[key]
+    if kind == "Path":
+        if not raw:
+            raise ConfigError(f"{key}: empty path")
+        return Path(raw)
+    if kind == "str":
+        return raw
+    try:
+        value = int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: {raw!r} is not a number") from None
+    low, high = _LIMITS[key]
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: {value} is outside {low}..{high}")
+    return value
+
+
+def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[AgentConfig, list[str]]:
+    """Apply ``pairs`` to ``config``; bad or unknown entries are reported and skipped."""
+    problems = []
+    changes = {}
+    for key, raw in pairs.items():
+        if key not in KEYS:
+            problems.append(f"{origin}: unknown setting {key!r}")
+            continue
+        try:
+            changes[key] = convert(key, raw)
+        except ConfigError as exc:
+            problems.append(f"{origin}: {exc}; using {getattr(config, key)!s}")
+    return replace(config, **changes), problems
+
+
+def load(path: Path | None, overrides: dict[str, str]) -> tuple[AgentConfig, list[str]]:
+    """The configuration from the file (if any) and then the command-line overrides."""
+    config, problems = AgentConfig(), []
+    if path is not None:
+        try:
+            pairs, bad = parse_kv(path.read_text(errors="replace"))
+            problems += [f"{path}: {b}" for b in bad]
+            config, more = apply(config, pairs, str(path))
+            problems += more
+        except FileNotFoundError:
+            if path != DEFAULT_CONFIG:
+                problems.append(f"{path}: no such file; using defaults")
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}; using defaults")
+    config, more = apply(config, overrides, "command line")
+    return config, problems + more

@@ -1,0 +1,106 @@
+"""The SNMPLB-MIB's objects, as the rest of the project sees them.
+
+Every OID in snmplb comes from here, and this module takes them from
+``_mibdata.py``, which ``snmplb.mibgen`` compiles from mibs/SNMPLB-MIB.txt.
+Importing this module is cheap (no MIB parsing): it runs on thin clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import _mibdata
+
+Oid = tuple[int, ...]
+
+# pass_persist type words for the MIB's base types (snmpd.conf(5), pass).
+_PASS_TYPES = {
+    "Gauge32": "gauge",
+    "Unsigned32": "gauge",
+    "Counter32": "counter",
+    "Counter64": "counter64",
+    "Integer32": "integer",
+    "INTEGER": "integer",
+    "OCTET STRING": "string",
+    "TimeTicks": "timeticks",
+}
+
+
+@dataclass(frozen=True)
+class MibObject:
+    """One scalar object of SNMPLB-MIB; its instance OID is ``oid + (0,)``."""
+
+    name: str
+    oid: Oid
+    base: str
+    tc: str
+    enums: dict[str, int] = field(hash=False)
+    units: str
+    hint: str
+    access: str
+    description: str
+
+    @property
+    def instance(self) -> Oid:
+        """The OID of the scalar's only instance."""
+        return self.oid + (0,)
+
+    @property
+    def pass_type(self) -> str:
+        """The type word the pass_persist protocol uses for this object."""
+        return _PASS_TYPES[self.base]
+
+    def enum_name(self, value: int) -> str:
+        """The enumeration label of ``value``, or the number as text."""
+        for label, number in self.enums.items():
+            if number == value:
+                return label
+        return str(value)
+
+
+MODULE: str = _mibdata.MODULE
+ROOT: Oid = _mibdata.ROOT
+OBJECTS: tuple[MibObject, ...] = tuple(MibObject(**d) for d in _mibdata.SCALARS)
+BY_NAME: dict[str, MibObject] = {o.name: o for o in OBJECTS}
+ROW = BY_NAME["lbRow"]
+# lbRow's fields: every integer-valued scalar, in OID order (its DESCRIPTION in the MIB).
+ROW_FIELDS: tuple[MibObject, ...] = tuple(o for o in OBJECTS if o.base != "OCTET STRING")
+
+
+def oid_str(oid: Oid) -> str:
+    """Dotted text of an OID with a leading dot, as net-snmp prints it."""
+    return "." + ".".join(map(str, oid))
+
+
+def parse_oid(text: str) -> Oid | None:
+    """Parse ``.1.3.6`` or ``1.3.6``; None for anything that is not a numeric OID."""
+    text = text.strip()
+    if text.startswith("."):
+        text = text[1:]
+    if not text:
+        return None
+    parts = text.split(".")
+    if not all(p.isdigit() and p.isascii() and len(p) <= 10 for p in parts):
+        return None
+    return tuple(int(p) for p in parts)
+
+
+def obj(name: str) -> MibObject:
+    """The object called ``name`` (KeyError names it when absent)."""
+    return BY_NAME[name]
+
+
+def encode_row(numbers: list[int]) -> str:
+    """lbRow's text from the values of ROW_FIELDS, in order."""
+    return " ".join(str(int(n)) for n in numbers)
+
+
+def decode_row(text: str) -> dict[str, int] | None:
+    """The named values of an lbRow text; None unless every known field is a number.
+
+    Extra trailing fields (objects added to the MIB after this client) are ignored.
+    """
+    parts = text.split()
+    if len(parts) < len(ROW_FIELDS) or not all(p.isdigit() and p.isascii() and len(p) <= 20 for p in parts):
+        return None
+    return {o.name: int(p) for o, p in zip(ROW_FIELDS, parts)}

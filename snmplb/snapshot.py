@@ -1,0 +1,94 @@
+"""From samples to the MIB's values: what one GET of the agent answers.
+
+Pure: the agent's sampler gathers the inputs, this module computes every
+object of SNMPLB-MIB from them, by name, and the pass_persist table is built
+from the result with the MIB's OIDs and types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import __version__, health, mib
+from .adminconf import AdminSettings
+from .procstats import ProcSample
+from .sessions import SessionCount
+
+AGENT_VERSION = f"snmplb-agent {__version__}"
+_GAUGE_MAX = 2**32 - 1
+_SOURCES = mib.obj("lbSessionSource").enums
+_TRUTH = mib.obj("lbSwapping").enums
+
+
+@dataclass(frozen=True)
+class DataAge:
+    """Placeholder for lbDataAge: milliseconds since ``taken_at``, computed when answering."""
+
+    taken_at: float
+
+    def at(self, now: float) -> int:
+        return max(0, min(_GAUGE_MAX, int((now - self.taken_at) * 1000)))
+
+
+@dataclass(frozen=True)
+class Row:
+    """lbRow's value: the fields' values, lbDataAge among them, rendered when answering."""
+
+    fields: tuple[int | DataAge, ...]
+
+    def at(self, now: float) -> str:
+        return mib.encode_row([f.at(now) if isinstance(f, DataAge) else f for f in self.fields])
+
+
+Dynamic = (DataAge, Row)
+
+
+def _gauge(x: float) -> int:
+    return max(0, min(_GAUGE_MAX, int(round(x))))
+
+
+def compute_values(
+    proc: ProcSample,
+    rates: tuple[float, float],
+    sessions: SessionCount,
+    admin: AdminSettings,
+    policy: health.HealthPolicy,
+) -> dict[str, int | str | DataAge | Row]:
+    """Every object of the MIB, by name, in MIB units."""
+    load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
+    swapping = health.is_swapping(rates[0], rates[1], policy)
+    figures = health.Figures(
+        load_per_cpu=load_per_cpu, mem_total=proc.mem_total, mem_available=proc.mem_available,
+        swapping=swapping, sessions=sessions.sessions, weight=admin.weight,
+        max_sessions=admin.max_sessions, admin_state=admin.state,
+    )
+    status = health.server_status(figures, policy)
+    values: dict[str, int | str | DataAge | Row] = {
+        "lbLoad1": _gauge(proc.load1 * 100),
+        "lbLoad5": _gauge(proc.load5 * 100),
+        "lbLoad15": _gauge(proc.load15 * 100),
+        "lbCpuCount": proc.cpus,
+        "lbLoadPerCpu": load_per_cpu,
+        "lbMemTotal": _gauge(proc.mem_total),
+        "lbMemAvailable": _gauge(proc.mem_available),
+        "lbMemAvailablePercent": health.mem_available_percent(proc.mem_total, proc.mem_available),
+        "lbSwapTotal": _gauge(proc.swap_total),
+        "lbSwapFree": _gauge(proc.swap_free),
+        "lbSwapInRate": _gauge(rates[0]),
+        "lbSwapOutRate": _gauge(rates[1]),
+        "lbSwapInPages": proc.pswpin % 2**64,
+        "lbSwapOutPages": proc.pswpout % 2**64,
+        "lbSwapping": _TRUTH["true" if swapping else "false"],
+        "lbSessions": sessions.sessions,
+        "lbUsers": sessions.users,
+        "lbWeight": admin.weight,
+        "lbMaxSessions": admin.max_sessions,
+        "lbAdminState": mib.obj("lbAdminState").enums[admin.state],
+        "lbStatus": mib.obj("lbStatus").enums[status],
+        "lbRating": health.rating(figures, status),
+        "lbDataAge": DataAge(proc.taken_at),
+        "lbAgentVersion": AGENT_VERSION,
+        "lbSessionSource": _SOURCES[sessions.source],
+    }
+    values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
+    return values
