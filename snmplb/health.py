@@ -1,6 +1,6 @@
 """The server's verdict on itself: lbStatus and lbRating, by documented rules.
 
-The rules are stated in SNMPLB-MIB (LbServerStatus, lbRating) and in
+The rules are stated in SNMPLB-MIB (SnmplbServerStatus, lbRating) and in
 docs/mib.md; this module is their only implementation. Pure functions.
 """
 
@@ -50,7 +50,7 @@ def is_swapping(in_rate: float, out_rate: float, policy: HealthPolicy) -> bool:
 
 
 def server_status(f: Figures, policy: HealthPolicy) -> str:
-    """The first rule of LbServerStatus that holds."""
+    """The first rule of SnmplbServerStatus that holds."""
     if f.admin_state == "disabled":
         return "disabled"
     if f.admin_state == "draining":

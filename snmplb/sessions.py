@@ -17,7 +17,7 @@ from pathlib import Path
 _FILE_LIMIT = 64 * 1024
 _MAX_FILES = 100_000
 # struct utmp on Linux (glibc, x86_64 and the other 64-bit ABIs with 32-bit ut_tv).
-_UTMP = struct.Struct("<h2xi32s4s32s256shhii2i4i20s")
+_UTMP = struct.Struct("<h2xi32s4s32s256shhi2i4i20s")
 _USER_PROCESS = 7
 _CLOSED_STATES = frozenset({"closing"})
 
@@ -28,7 +28,7 @@ class SessionCount:
 
     sessions: int
     users: int
-    source: str  # "logind", "utmp" or "none", as LbSessionSource
+    source: str  # "logind", "utmp" or "none", as SnmplbSessionSource
 
 
 def parse_logind_session(text: str) -> dict[str, str]:

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up everything snmplb's demo, tests and benchmarks need on Debian (12+):
+# the apt packages (net-snmp's snmpd and client tools, and the real peers the
+# tests run against) and a Python virtual environment in .venv with the
+# package installed in editable mode. Idempotent and quiet when nothing is missing.
+#
+#   scripts/setup.sh            # everything (tests)
+#   scripts/setup.sh --minimal  # only what the demo needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(snmpd snmp procps)
+if [ "${1:-}" != "--minimal" ]; then
+    packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2)
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
+command -v python3 >/dev/null || packages+=(python3 python3-venv)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+stamp=".venv/.snmplb-setup"
+want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: preparing .venv" >&2
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    echo "$want" > "$stamp"
+fi

@@ -1,0 +1,132 @@
+"""snmplb-agent run as a process, the way snmpd runs it: stdin/stdout protocol, silence on stderr."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN
+from snmplb import mib
+from snmplb.adminconf import AdminSettings, save_admin
+from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
+
+LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
+STATUS = mib.oid_str(mib.obj("lbStatus").instance)
+
+
+class AgentProcess:
+    """A running snmplb-agent with a line-oriented request helper (every read bounded in time)."""
+
+    def __init__(self, tmp: Path, extra: tuple[str, ...] = ()) -> None:
+        self.proc_root, self.sessions = tmp / "proc", tmp / "sessions"
+        self.admin, self.log = tmp / "admin.conf", tmp / "agent.log"
+        write_fake_proc(self.proc_root, FakeLoad(load1=0.5))
+        write_fake_sessions(self.sessions, (("ann", "h1"),))
+        os.mkfifo(self.sessions / "1.ref")
+        self.p = subprocess.Popen(
+            [str(BIN / "snmplb-agent"), "--proc-root", str(self.proc_root), "--sessions-dir", str(self.sessions),
+             "--admin-file", str(self.admin), "--log-file", str(self.log), "--interval", "0.2", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def readline(self, timeout: float = 5.0) -> str:
+        end = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.p.stdout], [], [], left)[0]:
+                raise TimeoutError("agent did not answer")
+            chunk = os.read(self.p.stdout.fileno(), 65536)
+            if not chunk:
+                raise EOFError("agent closed stdout")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode()
+
+    def get(self, oid: str) -> list[str]:
+        self.send(f"PING\nget\n{oid}\n".encode())
+        assert self.readline() == "PONG"
+        first = self.readline()
+        return [first] if first == "NONE" else [first, self.readline(), self.readline()]
+
+    def close(self) -> tuple[int, bytes]:
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=10)
+        err = self.p.stderr.read()
+        return rc, err
+
+
+@pytest.fixture
+def agent_proc(tmp_path):
+    a = AgentProcess(tmp_path)
+    yield a
+    if a.p.poll() is None:
+        a.p.kill()
+        a.p.wait()
+
+
+def test_answers_and_exits_cleanly_on_eof_without_a_byte_on_stderr(agent_proc):
+    assert agent_proc.get(LOAD1) == [LOAD1, "gauge", "50"]
+    assert agent_proc.get(mib.oid_str(mib.obj("lbSessions").instance))[2] == "1"
+    rc, err = agent_proc.close()
+    assert rc == 0 and err == b""
+    assert agent_proc._buf == b""
+
+
+def test_garbage_on_stdin_leaves_it_answering(agent_proc):
+    garbage = [b"\x00\x01\x02\xff\xfe\n", b"z" * 100_000 + b"\n", b"frobnicate\n", b"get\n\n\nnot-an-oid\n",
+               b"getnext\n.1.3.6.1.4.1.8072.9999.9999.377.1.25.0.9\n", b"set\n" + LOAD1.encode() + b"\ninteger 1\n",
+               "get\n.1.3.6.1.4.1.\u00e9\n".encode(), b"\r\n\t\n"]
+    for g in garbage:
+        agent_proc.send(g)
+    # Answers owed: NONE (not-an-oid), the lbRow after lbSessionSource.0.9, not-writable, NONE.
+    assert agent_proc.readline() == "NONE"
+    assert agent_proc.readline() == mib.oid_str(mib.ROW.instance)
+    agent_proc.readline(), agent_proc.readline()
+    assert agent_proc.readline() == "not-writable"
+    assert agent_proc.readline() == "NONE"
+    assert agent_proc.get(LOAD1) == [LOAD1, "gauge", "50"]
+    assert agent_proc.p.poll() is None
+    rc, err = agent_proc.close()
+    assert rc == 0 and err == b""
+
+
+def test_values_follow_proc_and_admin_changes_within_about_a_second(agent_proc):
+    assert agent_proc.get(LOAD1)[2] == "50"
+    write_fake_proc(agent_proc.proc_root, FakeLoad(load1=7.25))
+    save_admin(agent_proc.admin, AdminSettings(state="draining"))
+    t0 = time.monotonic()
+    while agent_proc.get(LOAD1)[2] != "725" or agent_proc.get(STATUS)[2] != "5":
+        assert time.monotonic() - t0 < 3.0, "values did not follow within 3 s"
+        time.sleep(0.05)
+    age = int(agent_proc.get(mib.oid_str(mib.obj("lbDataAge").instance))[2])
+    assert 0 <= age < 1500
+
+
+def test_bad_config_and_broken_proc_are_logged_not_printed(tmp_path):
+    conf = tmp_path / "agent.conf"
+    conf.write_text("interval = soon\nwhat = ever\n")
+    a = AgentProcess(tmp_path, ("--config", str(conf)))
+    (tmp_path / "admin.conf").write_text("state = sideways\n")
+    try:
+        assert a.get(LOAD1)[2] == "50"
+        for name in ("loadavg", "meminfo"):
+            (a.proc_root / name).unlink()
+        time.sleep(0.6)
+        assert a.get(LOAD1)[2] == "50"  # the last good sample stays, and its age grows
+        rc, err = a.close()
+        assert rc == 0 and err == b""
+    finally:
+        if a.p.poll() is None:
+            a.p.kill()
+    log = a.log.read_text()
+    for needle in ("interval", "what", "state", "loadavg"):
+        assert needle in log

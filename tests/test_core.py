@@ -1,0 +1,193 @@
+"""Table tests of the pure cores: /proc parsers, sessions, health rules, settings files, values."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from snmplb import agentconf, health, mib
+from snmplb.adminconf import AdminSettings, load_admin, parse_admin, render_admin
+from snmplb.kvfile import parse_kv, write_atomic
+from snmplb.procstats import (ProcError, ProcSample, parse_cpu_count, parse_loadavg, parse_meminfo,
+                              parse_vmstat, swap_rates)
+from snmplb.sessions import (SessionCount, count_logind, count_sessions, make_utmp_record,
+                             parse_logind_session, parse_utmp)
+from snmplb.snapshot import DataAge, Row, compute_values
+
+MEMINFO = """MemTotal:       16314412 kB
+MemFree:         1234567 kB
+MemAvailable:    9876543 kB
+Buffers:          100000 kB
+Cached:          5000000 kB
+SwapCached:            0 kB
+SwapTotal:       2097148 kB
+SwapFree:        1048576 kB
+HugePages_Total:       0
+"""
+
+
+def test_loadavg():
+    assert parse_loadavg("0.52 1.03 2.50 2/1234 5678\n") == (0.52, 1.03, 2.5)
+    for bad in ("", "a b c", "1.0 2.0", "-1 0 0 1/1 1", "nan 0 0 1/1 1"):
+        with pytest.raises(ProcError):
+            parse_loadavg(bad)
+
+
+def test_meminfo_uses_memavailable_and_falls_back_on_old_kernels():
+    assert parse_meminfo(MEMINFO) == (16314412, 9876543, 2097148, 1048576)
+    old = "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 50 kB\nCached: 200 kB\n"
+    assert parse_meminfo(old) == (1000, 350, 0, 0)
+    with pytest.raises(ProcError):
+        parse_meminfo("garbage\n")
+
+
+def test_vmstat_and_cpu_count():
+    assert parse_vmstat("nr_free_pages 5\npswpin 123\npswpout 456\n") == (123, 456)
+    assert parse_vmstat("nr_free_pages 5\n") == (0, 0)
+    stat = "cpu  1 2 3\ncpu0 1 2 3\ncpu1 1 2 3\ncpu3 1 2 3\nintr 5\n"
+    assert parse_cpu_count(stat) == 3
+    assert parse_cpu_count("intr 5\n") == 1
+
+
+def _sample(t: float, pin: int, pout: int) -> ProcSample:
+    return ProcSample(t, 0, 0, 0, 1, 100, 50, 0, 0, pin, pout)
+
+
+def test_swap_rates_over_the_window():
+    assert swap_rates([], 10) == (0.0, 0.0)
+    assert swap_rates([_sample(0, 0, 0)], 10) == (0.0, 0.0)
+    hist = [_sample(t, 100 * t, 10 * t) for t in range(0, 21)]
+    assert swap_rates(hist, 10) == (100.0, 10.0)
+    burst = [_sample(0, 0, 0), _sample(1, 0, 0), _sample(2, 500, 0)]
+    assert swap_rates(burst, 10) == (250.0, 0.0)
+    assert swap_rates([_sample(0, 1000, 1000), _sample(1, 5, 5)], 10) == (0.0, 0.0)  # counter reset
+
+
+LOGIND = """# This is private data. Do not parse.
+UID=1001
+USER=ann
+ACTIVE=1
+STATE=active
+REMOTE=1
+TYPE=tty
+CLASS=user
+REMOTE_HOST=192.168.0.10
+SERVICE=sshd
+"""
+
+
+def test_logind_sessions_counts_remote_user_sessions_only():
+    ann = parse_logind_session(LOGIND)
+    assert ann["USER"] == "ann" and ann["REMOTE"] == "1"
+    local = {**ann, "REMOTE": "0"}
+    greeter = {**ann, "CLASS": "greeter"}
+    closing = {**ann, "STATE": "closing"}
+    bob = {**ann, "USER": "bob"}
+    assert count_logind([ann, ann, bob, local, greeter, closing]) == SessionCount(3, 2, "logind")
+
+
+def test_logind_directory_skips_fifos_and_dot_files(tmp_path):
+    d = tmp_path / "sessions"
+    d.mkdir()
+    (d / "1").write_text(LOGIND)
+    (d / "2").write_text(LOGIND.replace("ann", "bob"))
+    os.mkfifo(d / "1.ref")  # logind keeps these; opening one for reading would block
+    os.mkfifo(d / "3")  # even a FIFO without a dot must not block
+    (d / "subdir").mkdir()
+    assert count_sessions(d, tmp_path / "no-utmp") == SessionCount(2, 2, "logind")
+
+
+def test_utmp_fallback_when_logind_is_absent(tmp_path):
+    utmp = tmp_path / "utmp"
+    utmp.write_bytes(make_utmp_record("ann", "10.0.0.1") + make_utmp_record("ann", "10.0.0.2")
+                     + make_utmp_record("root", "")  # a local console login
+                     + make_utmp_record("bob", "10.0.0.3", ut_type=8)  # DEAD_PROCESS
+                     + make_utmp_record("cid", "10.0.0.4") + b"\x01\x02")  # a torn last record
+    assert parse_utmp(utmp.read_bytes()) == SessionCount(3, 2, "utmp")
+    assert count_sessions(tmp_path / "no-logind", utmp) == SessionCount(3, 2, "utmp")
+    assert count_sessions(tmp_path / "no-logind", tmp_path / "nothing") == SessionCount(0, 0, "none")
+
+
+def _figures(**kw) -> health.Figures:
+    base = dict(load_per_cpu=50, mem_total=1000, mem_available=500, swapping=False, sessions=5,
+                weight=100, max_sessions=0, admin_state="enabled")
+    return health.Figures(**{**base, **kw})
+
+
+@pytest.mark.parametrize("changes, status", [
+    ({}, "idle"),
+    ({"load_per_cpu": 100}, "busy"),
+    ({"mem_available": 99}, "busy"),
+    ({"swapping": True}, "swapping"),
+    ({"swapping": True, "load_per_cpu": 300}, "swapping"),
+    ({"max_sessions": 5}, "full"),
+    ({"max_sessions": 6}, "idle"),
+    ({"max_sessions": 5, "swapping": True}, "full"),
+    ({"admin_state": "draining", "max_sessions": 5}, "draining"),
+    ({"admin_state": "disabled"}, "disabled"),
+])
+def test_status_rules_in_order(changes, status):
+    assert health.server_status(_figures(**changes), health.HealthPolicy()) == status
+
+
+def test_rating_formula():
+    rate = lambda **kw: health.rating(_figures(**kw), health.server_status(_figures(**kw), health.HealthPolicy()))
+    assert rate(load_per_cpu=0, mem_available=1000) == 100
+    assert rate(load_per_cpu=100, mem_available=500) == 50
+    assert rate(load_per_cpu=400, mem_available=0) == 1
+    assert rate(load_per_cpu=0, mem_available=1000, swapping=True) == 10
+    assert rate(max_sessions=5) == 0
+    assert rate(admin_state="draining") == 0
+    assert rate(weight=0) == 0
+    assert health.mem_available_percent(0, 0) == 0
+
+
+def test_kv_files_and_atomic_write(tmp_path):
+    pairs, problems = parse_kv("# c\n\nState = 'draining'\nweight=\"50\"\nnonsense line\n= x\n")
+    assert pairs == {"state": "draining", "weight": "50"}
+    assert len(problems) == 2 and "line 5" in problems[0]
+    f = tmp_path / "sub" / "x.conf"
+    write_atomic(f, "a = 1\n", mode=0o600)
+    assert f.read_text() == "a = 1\n" and (f.stat().st_mode & 0o777) == 0o600
+    assert [p.name for p in f.parent.iterdir()] == ["x.conf"]
+
+
+def test_admin_settings_bad_values_fall_back_and_are_named(tmp_path):
+    settings, problems = parse_admin("state = drainng\nweight = 300\nmax_sessions = -4\ncolour = red\n")
+    assert settings == AdminSettings(state="enabled", weight=300, max_sessions=0)
+    assert any(p.startswith("state:") for p in problems)
+    assert any(p.startswith("max_sessions:") for p in problems)
+    assert any("colour" in p for p in problems)
+    good = AdminSettings("draining", 250, 40)
+    assert parse_admin(render_admin(good)) == (good, [])
+    assert load_admin(tmp_path / "missing") == (AdminSettings(), [])
+
+
+def test_agent_config_file_and_overrides(tmp_path):
+    f = tmp_path / "agent.conf"
+    f.write_text("proc_root = /x/proc\ninterval = 0.2\nbusy_load = lots\nswap_threshold = -5\nfoo = 1\n")
+    cfg, problems = agentconf.load(f, {"interval": "0.5", "utmp": "/x/utmp"})
+    assert cfg.proc_root == Path("/x/proc") and cfg.utmp == Path("/x/utmp") and cfg.interval == 0.5
+    assert cfg.busy_load == 1.0 and cfg.swap_threshold == 50.0
+    assert len(problems) == 3 and all(str(f) in p for p in problems)
+    cfg, problems = agentconf.load(tmp_path / "none.conf", {})
+    assert cfg == agentconf.AgentConfig() and "no such file" in problems[0]
+    assert agentconf.load(agentconf.DEFAULT_CONFIG, {})[1] in ([], [])
+
+
+def test_compute_values_gives_every_object_and_a_consistent_row():
+    proc = ProcSample(100.0, 3.0, 2.0, 1.0, 2, 1000, 250, 500, 400, 10, 20)
+    values = compute_values(proc, (40.0, 20.0), SessionCount(7, 5, "logind"),
+                            AdminSettings("enabled", 150, 0), health.HealthPolicy())
+    assert set(values) == set(mib.BY_NAME)
+    assert values["lbLoadPerCpu"] == 150 and values["lbMemAvailablePercent"] == 25
+    assert values["lbSwapping"] == 1 and values["lbStatus"] == mib.obj("lbStatus").enums["swapping"]
+    assert values["lbRating"] == 10 and values["lbWeight"] == 150
+    assert isinstance(values["lbDataAge"], DataAge) and values["lbDataAge"].at(100.25) == 250
+    row = values["lbRow"]
+    assert isinstance(row, Row)
+    decoded = mib.decode_row(row.at(100.5))
+    assert decoded["lbDataAge"] == 500
+    assert all(decoded[k] == values[k] for k in decoded if k != "lbDataAge")

@@ -1,0 +1,91 @@
+"""The MIB compiles strictly, the generated data matches it, and every OID user agrees with it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from snmplb import mib, mibgen
+from snmplb.labfleet import DROP_IN, client_env
+
+MIB_FILE = mibgen.MIB_DIR / "SNMPLB-MIB.txt"
+
+
+def test_pysmi_strict_compile_and_generated_data_is_current():
+    doc = mibgen.compile_json(strict=True)
+    assert mibgen.render(doc) == mibgen.DATA_FILE.read_text(), "run python -m snmplb.mibgen"
+    assert mibgen.main(["--check"]) == 0
+
+
+def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
+    assert len(mib.OBJECTS) == 26
+    assert len({o.oid for o in mib.OBJECTS}) == len(mib.OBJECTS)
+    for o in mib.OBJECTS:
+        assert o.oid[: len(mib.ROOT)] == mib.ROOT
+        assert o.access == "read-only"
+        assert o.pass_type in ("gauge", "integer", "counter64", "string")
+    assert mib.obj("lbStatus").enums == {"idle": 1, "busy": 2, "swapping": 3, "full": 4,
+                                         "draining": 5, "disabled": 6}
+    assert mib.obj("lbAdminState").enums == {"enabled": 1, "draining": 2, "disabled": 3}
+    assert mib.obj("lbLoad1").hint == "d-2"
+
+
+def test_row_fields_are_the_integer_objects_in_oid_order():
+    names = [o.name for o in mib.ROW_FIELDS]
+    assert names[0] == "lbLoad1" and names[-1] == "lbSessionSource"
+    assert "lbAgentVersion" not in names and "lbRow" not in names
+    assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
+    values = list(range(len(mib.ROW_FIELDS)))
+    text = mib.encode_row(values)
+    assert mib.decode_row(text) == {o.name: v for o, v in zip(mib.ROW_FIELDS, values)}
+    assert mib.decode_row(text + " 7 8") == mib.decode_row(text)  # newer agents append fields
+    assert mib.decode_row(" ".join(text.split()[:-1])) is None  # truncated
+    assert mib.decode_row(text.replace("3", "x", 1)) is None
+    assert mib.decode_row("-1 " + text) is None
+
+
+def _netsnmp(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["snmptranslate", "-M", ":".join(mibgen.mib_search_dirs()), *args],
+                          env=client_env(tmp), capture_output=True, text=True, timeout=20)
+
+
+def test_net_snmp_parses_the_mib_strictly_and_resolves_every_name(tmp_path):
+    r = _netsnmp("-m", mib.MODULE, "-Pw", "-PW", "-Tp", f"{mib.MODULE}::snmplbMIB", tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    problems = [ln for ln in r.stderr.splitlines() if ln.strip() and "parsed and ignored" not in ln
+                and not ln.startswith("Created directory")]
+    assert problems == []
+    for o in mib.OBJECTS:
+        r = _netsnmp("-m", mib.MODULE, "-On", f"{mib.MODULE}::{o.name}.0", tmp=tmp_path)
+        assert r.stdout.strip() == mib.oid_str(o.instance), (o.name, r.stderr)
+        r = _netsnmp("-m", mib.MODULE, mib.oid_str(o.instance), tmp=tmp_path)
+        assert r.stdout.strip() == f"{mib.MODULE}::{o.name}.0"
+
+
+@pytest.mark.skipif(shutil.which("smilint") is None, reason="smitools not installed")
+def test_smilint_at_its_strictest_level_finds_nothing(tmp_path):
+    # smilint finds imported modules by exact module name, so link them so.
+    for d in reversed(mibgen.mib_search_dirs()):
+        for f in Path(d).glob("*.txt"):
+            link = tmp_path / f.stem
+            if link.is_symlink():
+                link.unlink()
+            link.symlink_to(f)
+    r = subprocess.run(["smilint", "-l", "6", "-s", str(tmp_path / mib.MODULE)],
+                       env=dict(os.environ, SMIPATH=str(tmp_path)), capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout + r.stderr == "", r.stdout + r.stderr
+
+
+def test_the_snmpd_drop_in_registers_and_views_the_mibs_root():
+    lines = [ln.split() for ln in DROP_IN.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    root = mib.oid_str(mib.ROOT)
+    assert ["pass_persist", root] == lines[0][:2]
+    views = [ln for ln in lines if ln[0] == "view"]
+    assert ["view", "snmplbView", "included", root] in views
+    assert {ln[0] for ln in lines} == {"pass_persist", "view", "rocommunity", "rouser"}
+    assert all("-V" in ln and ln[-1] == "snmplbView" for ln in lines if ln[0] in ("rocommunity", "rouser"))
+    assert ["rouser", "snmplb", "authPriv", "-V", "snmplbView"] in lines
