@@ -89,3 +89,11 @@ def test_the_snmpd_drop_in_registers_and_views_the_mibs_root():
     assert {ln[0] for ln in lines} == {"pass_persist", "view", "rocommunity", "rouser"}
     assert all("-V" in ln and ln[-1] == "snmplbView" for ln in lines if ln[0] in ("rocommunity", "rouser"))
     assert ["rouser", "snmplb", "authPriv", "-V", "snmplbView"] in lines
+
+
+def test_readme_table_lists_every_object_with_its_oid():
+    readme = (mibgen.PROJECT / "README.md").read_text()
+    for o in mib.OBJECTS:
+        sub = "." + ".".join(map(str, o.oid[len(mib.ROOT):])) + ".0"
+        assert f"| {sub} | `{o.name}` |" in readme, o.name
+    assert mib.oid_str(mib.ROOT) in readme

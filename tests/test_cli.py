@@ -1,0 +1,37 @@
+"""The command-line tools run as processes: snmplb-demo (the README's main job) and snmplb-admin."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import BIN
+from snmplb import mib
+
+
+def test_demo_runs_a_fleet_and_reads_every_server_by_name():
+    r = subprocess.run([str(BIN / "snmplb-demo")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln.startswith("app")}
+    assert rows["app1"][2] == "idle" and rows["app2"][2] == "busy"
+    assert rows["app3"][2] == "swapping" and rows["app4"][2] == "draining"
+    walked = [ln.split(".0 = ")[0] for ln in lines if ln.startswith(mib.MODULE + "::") and ".0 = " in ln]
+    assert walked[: len(mib.OBJECTS)] == [f"{mib.MODULE}::{o.name}" for o in mib.OBJECTS]
+    assert r.stdout.rstrip().endswith("fleet stopped.")
+
+
+def test_create_v3_user_reads_secrets_from_stdin_into_a_private_file(tmp_path):
+    target = tmp_path / "snmpd.conf"
+    cmd = [str(BIN / "snmplb-admin"), "create-v3-user", "nms", "--snmpd-file", str(target)]
+    r = subprocess.run(cmd, input="auth-pass-123\npriv-pass-456\n", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == 'createUser nms SHA "auth-pass-123" AES "priv-pass-456"\n'
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert "pass-123" not in r.stdout + r.stderr
+    r = subprocess.run(cmd, input="short\npriv-pass-456\n", capture_output=True, text=True)
+    assert r.returncode == 2 and "8 characters" in r.stderr and "short" not in r.stderr
+    r = subprocess.run(cmd, input='has"quote\npriv-pass-456\n', capture_output=True, text=True)
+    assert r.returncode == 2 and "quotes" in r.stderr
+    r = subprocess.run(cmd, input="only-one-line\n", capture_output=True, text=True)
+    assert r.returncode == 2 and "two lines" in r.stderr
+    assert target.read_text().count("createUser") == 1
