@@ -196,10 +196,17 @@ class Fleet:
         self.stop_all()
 
     def add(self, name: str, load: FakeLoad = FakeLoad(), admin: AdminSettings | None = None) -> Instance:
-        """Prepare and start one instance; returns when it answers a GET."""
+        """Prepare and start one instance; returns when it answers a GET.
+
+        Each instance listens on its own loopback address (127.0.0.11, .12, ...)
+        so that host names printed by get_hosts tell them apart, as on a real LAN.
+        """
         if shutil.which("snmpd") is None and not Path(SNMPD).exists():
             raise FleetError("snmpd is not installed (apt-get install snmpd snmp)")
-        inst = Instance(name=name, dir=self.base / name)
+        n = len(self.instances)
+        if n >= 240:
+            raise FleetError("at most 240 instances (127.0.0.11 .. 127.0.0.250)")
+        inst = Instance(name=name, dir=self.base / name, host=f"127.0.0.{11 + n}")
         (inst.dir / "persist").mkdir(parents=True, exist_ok=True)
         inst.set_load(load)
         inst.set_admin(admin or AdminSettings())

@@ -7,7 +7,7 @@ Importing this module is cheap (no MIB parsing): it runs on thin clients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from . import _mibdata
 
@@ -26,19 +26,15 @@ _PASS_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class MibObject:
-    """One scalar object of SNMPLB-MIB; its instance OID is ``oid + (0,)``."""
+class MibObject(namedtuple("MibObject", "name oid base tc enums units hint access description")):
+    """One scalar object of SNMPLB-MIB; its instance OID is ``oid + (0,)``.
 
-    name: str
-    oid: Oid
-    base: str
-    tc: str
-    enums: dict[str, int] = field(hash=False)
-    units: str
-    hint: str
-    access: str
-    description: str
+    name, base (SMI type), tc (textual convention), units, hint (DISPLAY-HINT),
+    access and description are str; oid a tuple of int; enums {label: number}.
+    A namedtuple, not a dataclass: thin clients import this at every login.
+    """
+
+    __slots__ = ()
 
     @property
     def instance(self) -> Oid:

@@ -1,0 +1,109 @@
+"""get_hosts: LDM runs it in the thin client to choose the application server.
+
+Prints ONE line on stdout, host names separated by single spaces, the chosen
+server first, then the other usable ones in preference order, and exits 0.
+Never fails a login: bad settings are reported and defaults used, and on
+any unexpected error the configured servers are printed in configured order.
+Problems go to stderr and syslog; nothing else ever reaches stdout.
+
+Kept small on purpose: it runs on weak thin clients at every login, so it
+imports only what the poll needs (no pysnmp, no MIB loading).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+from .algorithms import Context, decide
+from .clientid import default_mac
+from .poller import poll
+from .settings import ClientSettings, from_env
+from .stats import ServerState
+
+IDENT = "snmplb-get_hosts"
+
+
+def report(message: str, level: str = "warning") -> None:
+    """To stderr and syslog. Messages never carry secrets (the settings parser never echoes them)."""
+    import syslog
+
+    prio = syslog.LOG_WARNING if level == "warning" else syslog.LOG_INFO
+    syslog.openlog(IDENT, 0, syslog.LOG_USER)
+    syslog.syslog(prio, message)
+    if level == "warning":
+        print(f"get_hosts: {message}", file=sys.stderr)
+
+
+def gather(settings: ClientSettings, rng: random.Random,
+           clock: Callable[[], float] = time.monotonic) -> tuple[list[ServerState], str | None, str]:
+    """Poll the servers and, for `lbserver`, ask the lbserver at the same time, within one deadline.
+
+    Returns the servers' states, lbserver's choice (or None) and why it has none.
+    """
+    ask = settings.algorithm == "lbserver" and settings.lbserver_url
+    if not ask:
+        return poll(settings, rng, clock), None, ""
+    import threading
+
+    from .lbclient import ask_lbserver
+
+    deadline = clock() + settings.timeout_ms / 1000
+    answer: list[tuple[str | None, str]] = []
+    t = threading.Thread(target=lambda: answer.append(ask_lbserver(settings.lbserver_url, deadline, clock)),
+                         daemon=True)
+    t.start()
+    servers = poll(settings, rng, clock)
+    t.join(max(0.0, deadline - clock()))
+    choice, why = answer[0] if answer else (None, "lbserver did not answer in time")
+    return servers, choice, why
+
+
+def run(env: Mapping[str, str]) -> str:
+    """The line to print for LDM."""
+    settings, problems = from_env(env)
+    for p in problems:
+        report(p)
+    if not settings.servers:
+        return ""
+    rng: random.Random = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
+    servers, choice, why = gather(settings, rng)
+    if why:
+        report(why)
+    ctx = Context(settings, rng, settings.client_id or default_mac(), choice)
+    decision = decide(settings.algorithm, servers, ctx)
+    failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
+    if not any(s.ok for s in servers):
+        report("no server answered; " + "; ".join(failed))
+    else:
+        report(decision.note + "".join(f"; {f}" for f in failed), level="info")
+    return " ".join(decision.hosts)
+
+
+def _configured(env: Mapping[str, str]) -> str:
+    from .settings import parse_servers
+
+    servers, _ = parse_servers(env.get("LB_SERVERS", "") or env.get("SERVER", ""), 161)
+    return " ".join(dict.fromkeys(s.host for s in servers))
+
+
+def main() -> int:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    env = os.environ
+    try:
+        line = run(env)
+    except Exception as exc:  # the outer edge: a login must not fail on our bug
+        report(f"internal error ({type(exc).__name__}: {exc}); listing the configured servers")
+        line = _configured(env)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""get_hosts' settings: the LB_* variables of lts.conf, as LDM exports them.
+
+One table, VARIABLES, names every variable, its default, how it is checked
+and what it means; parsing and the README's table both come from it. A bad
+value never stops a login: it is reported (the message names the variable)
+and the documented default is used.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+
+from .errors import ConfigError
+
+ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver")
+AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
+PRIV_PROTOCOLS = ("AES",)
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_HOST_CHARS = _ALNUM | frozenset("._-")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+_SECRETS = ("community", "auth_passphrase", "priv_passphrase")
+
+
+def _is_host(text: str) -> bool:
+    """A DNS name or IPv4 literal (letters, digits, '.', '-', '_'), or an IPv6 literal."""
+    if ":" in text:
+        return 2 <= len(text) <= 45 and set(text) <= _IPV6_CHARS
+    return 0 < len(text) <= 253 and text[0] in _ALNUM and set(text) <= _HOST_CHARS
+
+
+class Server(namedtuple("Server", "host port", defaults=(161,))):
+    """A configured application server: host (str, as written; printed for LDM) and its SNMP port (int)."""
+
+    __slots__ = ()
+
+
+_FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
+           "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
+           "retries max_hosts seed")
+_DEFAULTS = ((), "thresholded", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
+             "SHA", "", "AES", "", "", "", 161, 3, 0, None)
+
+
+class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
+    """Everything get_hosts and the status view need; VARIABLES documents each field.
+
+    A namedtuple, not a dataclass: get_hosts imports this at every login on a
+    thin client, and dataclasses cost ~10 ms of imports (docs/benchmarks.md).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # secrets never reach a log or a traceback
+        shown = ", ".join(f"{k}={'***' if k in _SECRETS and v else v!r}" for k, v in zip(self._fields, self))
+        return f"ClientSettings({shown})"
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not a whole number") from None
+        if not low <= n <= high:
+            raise ConfigError(f"{n} is outside {low}..{high}")
+        return n
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            x = float(raw)
+        except ValueError:
+            raise ConfigError(f"{raw!r} is not a number") from None
+        if not low <= x <= high:  # also rejects nan
+            raise ConfigError(f"{raw} is outside {low}..{high}")
+        return x
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    v = raw.lower()
+    if v in ("1", "y", "yes", "true", "on"):
+        return True
+    if v in ("0", "n", "no", "false", "off"):
+        return False
+    raise ConfigError(f"{raw!r} is not yes or no")
+
+
+def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        for o in options:
+            if fold(raw) == fold(o):
+                return o
+        raise ConfigError(f"{raw!r} is not one of: {', '.join(options)}")
+    return parse
+
+
+def _passphrase(raw: str) -> str:
+    if len(raw) < 8:
+        raise ConfigError("a passphrase needs at least 8 characters")  # never echo the secret
+    return raw
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if len(raw) > limit or any(ord(c) < 32 for c in raw):
+            raise ConfigError(f"must be printable text of at most {limit} characters")
+        return raw
+    return parse
+
+
+def _url(raw: str) -> str:
+    host = raw[7:].split("/", 1)[0]
+    if not raw.startswith("http://") or not host or not set(raw) <= _URL_CHARS or \
+            not set(host) <= _HOST_CHARS | frozenset(":[]"):
+        raise ConfigError(f"{raw!r} is not an http:// URL")
+    return raw
+
+
+def parse_server(entry: str, default_port: int) -> Server:
+    """``host``, ``host:port``, ``[v6]:port`` or a bare IPv6 address."""
+    host, port = entry, default_port
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0:
+            raise ConfigError(f"{entry!r}: missing ']'")
+        host, rest = entry[1:close], entry[close + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(f"{entry!r}: expected ':port' after ']'")
+            port = _int(1, 65535)(rest[1:])
+    elif entry.count(":") == 1:
+        host, p = entry.split(":")
+        port = _int(1, 65535)(p)
+    if not _is_host(host):
+        raise ConfigError(f"{entry!r} is not a host name or address")
+    return Server(host, port)
+
+
+class Variable(namedtuple("Variable", "name attr parse default doc")):
+    """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
+    its default as documented, and its meaning (doc)."""
+
+    __slots__ = ()
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("LB_SERVERS", "servers", None, "$SERVER",
+             "Application servers, separated by spaces: `host` or `host:port` (SNMP port), `[v6addr]:port`."),
+    Variable("LB_ALGORITHM", "algorithm", _choice(ALGORITHMS), "thresholded",
+             "How to choose: " + ", ".join(f"`{a}`" for a in ALGORITHMS) + " (docs/algorithms.md)."),
+    Variable("LB_TIMEOUT_MS", "timeout_ms", _int(50, 30000), "1000",
+             "The one deadline for the whole poll, in ms: no server delays a login longer."),
+    Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), "2.0",
+             "`thresholded`: skip servers whose 1-minute load per CPU is above this."),
+    Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), "500",
+             "`thresholded`: skip servers that answered slower than this (ms)."),
+    Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
+             "`thresholded`: skip servers that are swapping."),
+    Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c", "`2c` or `3` (authPriv)."),
+    Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
+    Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
+    Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
+             "SNMPv3 authentication: " + ", ".join(AUTH_PROTOCOLS) + "."),
+    Variable("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase", _passphrase, "(none)",
+             "SNMPv3 authentication passphrase (8 characters or more). Never logged."),
+    Variable("LB_SNMP_PRIV_PROTOCOL", "priv_protocol", _choice(PRIV_PROTOCOLS, str.upper), "AES",
+             "SNMPv3 privacy: AES (AES-128-CFB)."),
+    Variable("LB_SNMP_PRIV_PASSPHRASE", "priv_passphrase", _passphrase, "(none)",
+             "SNMPv3 privacy passphrase (8 characters or more). Never logged."),
+    Variable("LB_LBSERVER_URL", "lbserver_url", _url, "(none)",
+             "`lbserver`: ltsp-cluster's lbserver, e.g. `http://server:8008/`."),
+    Variable("LB_CLIENT_ID", "client_id", _text(64), "MAC of the default route's interface",
+             "`sticky`: this client's identity."),
+    Variable("LB_SNMP_PORT", "snmp_port", _int(1, 65535), "161", "SNMP port of servers listed without one."),
+    Variable("LB_RETRIES", "retries", _int(0, 10), "3",
+             "Retransmissions per request, spread within LB_TIMEOUT_MS (a lost datagram is not a dead server)."),
+    Variable("LB_MAX_HOSTS", "max_hosts", _int(0, 1000), "0",
+             "Print at most this many hosts (0: all eligible ones)."),
+    Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
+)
+
+
+def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
+    """Settings from an environment (or a resolved lts.conf), and one problem per bad value."""
+    problems: list[str] = []
+    changes: dict[str, object] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name, "").strip()
+        if not raw or var.parse is None:
+            continue
+        try:
+            changes[var.attr] = var.parse(raw)
+        except ConfigError as exc:
+            problems.append(f"{var.name}: {exc}; using the default ({var.default})")
+    settings = ClientSettings()._replace(**changes)
+    servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
+                                  settings.snmp_port)
+    problems += more
+    settings = settings._replace(servers=servers)
+    if settings.snmp_version == "3" and not (settings.auth_passphrase and settings.priv_passphrase):
+        problems.append("LB_SNMP_VERSION: 3 needs LB_SNMP_AUTH_PASSPHRASE and LB_SNMP_PRIV_PASSPHRASE; "
+                        "using the default (2c)")
+        settings = settings._replace(snmp_version="2c")
+    if settings.algorithm == "lbserver" and not settings.lbserver_url:
+        problems.append("LB_ALGORITHM: lbserver needs LB_LBSERVER_URL; it falls back to thresholded")
+    if not servers:
+        problems.append("LB_SERVERS: no server configured and SERVER is empty")
+    return settings, problems
+
+
+def parse_servers(text: str, default_port: int) -> tuple[tuple[Server, ...], list[str]]:
+    """The server list; bad entries are reported (naming LB_SERVERS) and skipped, duplicates dropped."""
+    out: list[Server] = []
+    problems = []
+    for entry in text.replace(",", " ").split():
+        try:
+            server = parse_server(entry, default_port)
+        except ConfigError as exc:
+            problems.append(f"LB_SERVERS: {exc}; skipped")
+            continue
+        if server not in out:
+            out.append(server)
+    return tuple(out), problems

@@ -1,0 +1,106 @@
+"""What the thin client knows about one server after a poll: a small frozen value.
+
+The poller produces these, the algorithms, the status view and the
+simulator consume them. Values come from lbRow (MIB units: load x100, KiB).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from . import mib
+
+_ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
+_STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
+MAX_DATA_AGE_MS = 30_000
+
+
+class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", defaults=(161, None, "", None))):
+    """One configured server: whether it answered, how fast, and its row.
+
+    name (str): the host as configured in LB_SERVERS (what get_hosts prints).
+    port (int): its SNMP port.
+    values (dict[str, int] | None): lbRow's fields by MIB name; None when it did not answer.
+    reason (str): why it failed ("" when it answered with a plausible row).
+    rtt_ms (float | None): answer time of the exchange that succeeded.
+    """
+
+    __slots__ = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason and bool(self.values)
+
+    @property
+    def load_per_cpu(self) -> float:
+        return self.values["lbLoadPerCpu"] / 100
+
+    @property
+    def cpus(self) -> int:
+        return self.values["lbCpuCount"]
+
+    @property
+    def sessions(self) -> int:
+        return self.values["lbSessions"]
+
+    @property
+    def weight(self) -> int:
+        return self.values["lbWeight"]
+
+    @property
+    def max_sessions(self) -> int:
+        return self.values["lbMaxSessions"]
+
+    @property
+    def rating(self) -> int:
+        return self.values["lbRating"]
+
+    @property
+    def swapping(self) -> bool:
+        return self.values["lbSwapping"] == 1
+
+    @property
+    def admin_state(self) -> str:
+        return _ADMIN.get((self.values or {}).get("lbAdminState", 0), "unknown")
+
+    @property
+    def status(self) -> str:
+        """idle, busy, swapping, full, draining or disabled (the agent's verdict); 'down' if no answer."""
+        if not self.ok:
+            return "down"
+        return _STATUS.get(self.values["lbStatus"], "unknown")
+
+    @property
+    def mem_available_fraction(self) -> float:
+        total = self.values["lbMemTotal"]
+        return self.values["lbMemAvailable"] / total if total else 0.0
+
+    @property
+    def eligible(self) -> bool:
+        """Answered, enabled, weight above 0 and below its maximum sessions: may be chosen."""
+        if not self.ok or self.admin_state != "enabled" or self.weight <= 0:
+            return False
+        return not (self.max_sessions and self.sessions >= self.max_sessions)
+
+
+def implausible(values: dict[str, int]) -> str:
+    """Why a row cannot be true ("" when it can): a lying or broken agent is never chosen."""
+    v = values
+    checks = (
+        (1 <= v["lbCpuCount"] <= 1_000_000, "CPU count"),
+        (v["lbMemTotal"] > 0 and v["lbMemAvailable"] <= v["lbMemTotal"], "memory figures"),
+        (v["lbMemAvailablePercent"] <= 100 and v["lbRating"] <= 100, "percentages"),
+        (v["lbSwapFree"] <= v["lbSwapTotal"], "swap figures"),
+        (v["lbSwapping"] in (1, 2), "swapping flag"),
+        (v["lbAdminState"] in _ADMIN and v["lbStatus"] in _STATUS, "state or status value"),
+        (v["lbUsers"] <= v["lbSessions"], "users above sessions"),
+        (v["lbWeight"] <= 10000, "weight"),
+        (abs(v["lbLoadPerCpu"] - v["lbLoad1"] / v["lbCpuCount"]) <= 1 if v["lbCpuCount"] else False,
+         "load per CPU"),
+    )
+    for good, what in checks:
+        if not good:
+            return f"implausible {what}"
+    if v["lbDataAge"] > MAX_DATA_AGE_MS:
+        return f"stale data ({v['lbDataAge'] // 1000} s old)"
+    return ""
