@@ -129,7 +129,7 @@ def _await_request(fd: int, poller: select.poll, budget: float) -> None:
     """
     end = time.perf_counter() + budget
     while not poller.poll(0) and time.perf_counter() < end:
-        pass
+        os.sched_yield()  # let snmpd (or anyone) run on this CPU: busy machines must not lose by the spin
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, sampler: Sampler, spin: float = SPIN_AFTER_PONG) -> None:

@@ -38,14 +38,17 @@ def report(message: str, level: str = "warning") -> None:
         print(f"get_hosts: {message}", file=sys.stderr)
 
 
-def gather(settings: ClientSettings, rng: random.Random,
+def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | None = None,
            clock: Callable[[], float] = time.monotonic) -> tuple[list[ServerState], str | None, str]:
-    """Poll the servers and, for `lbserver`, ask the lbserver at the same time, within one deadline.
+    """Poll the servers and ask the lbserver at the same time, within one deadline.
 
-    Returns the servers' states, lbserver's choice (or None) and why it has none.
+    The lbserver is asked when ``ask_lbserver`` (default: when the algorithm
+    is `lbserver`) and LB_LBSERVER_URL is set. Returns the servers' states,
+    lbserver's choice (or None) and why it has none.
     """
-    ask = settings.algorithm == "lbserver" and settings.lbserver_url
-    if not ask:
+    if ask_lbserver is None:
+        ask_lbserver = settings.algorithm == "lbserver"
+    if not (ask_lbserver and settings.lbserver_url):
         return poll(settings, rng, clock), None, ""
     import threading
 
@@ -103,6 +106,14 @@ def main() -> int:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     return 0
+
+
+def main_and_exit() -> None:
+    """main(), then exit without the interpreter's clean-up: a one-shot process at every login
+    has nothing to clean up, and skipping it saves a few ms on a thin client."""
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

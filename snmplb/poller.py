@@ -139,14 +139,29 @@ def poll(settings: ClientSettings, rng: random.Random | None = None,
     return [queries[s].result for s in settings.servers]  # type: ignore[misc]
 
 
+_ICMP_ERRNOS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+
+
 def _send(sock: socket.socket, data: bytes | None, addr: tuple[str, int], query: Query) -> None:
+    """Send, and attribute a failure to ``query`` only when it is really this datagram's.
+
+    An ICMP error for ANOTHER server (one with nothing listening) is reported
+    by the kernel on the socket's next call, which may be this send: the call
+    fails but consumes the error, so it is retried. Only the same failure on
+    every try is this server's.
+    """
     if data is None:
         return
-    try:
-        sock.sendto(data, addr)
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):
-            query.fail(f"cannot send: {exc.strerror}")
+    for attempt in range(3):
+        try:
+            sock.sendto(data, addr)
+            return
+        except OSError as exc:
+            if exc.errno in _ICMP_ERRNOS and attempt < 2:
+                continue
+            if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # those: the retransmission will do
+                query.fail(f"cannot send: {exc.strerror}")
+            return
 
 
 def _run(socks: dict[int, socket.socket], by_addr: dict[tuple[int, bytes, int], list[Query]],

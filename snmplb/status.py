@@ -1,0 +1,76 @@
+"""The fleet at a glance: one line per configured server, and what each algorithm would pick now.
+
+Presentation only: ``gather`` (the same poll get_hosts makes) supplies the
+servers' states, ``algorithms.decide`` the picks; this module turns them
+into a table or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from .algorithms import REGISTRY, Decision
+from .stats import ServerState
+
+LABELS = {"down": "Down", "idle": "Idle", "busy": "Busy", "swapping": "Swapping", "full": "Full",
+          "draining": "Draining", "disabled": "Disabled"}
+
+
+def state_label(s: ServerState) -> str:
+    return LABELS.get(s.status, s.status.title())
+
+
+def server_record(s: ServerState) -> dict:
+    """A server's line as plain data (the JSON form)."""
+    rec: dict = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
+                 "eligible": s.eligible, "reason": s.reason}
+    if s.ok:
+        v = s.values
+        rec.update({
+            "load_per_cpu": v["lbLoadPerCpu"] / 100, "load1": v["lbLoad1"] / 100, "cpus": v["lbCpuCount"],
+            "mem_available_kib": v["lbMemAvailable"], "mem_available_percent": v["lbMemAvailablePercent"],
+            "swap_in_pages_s": v["lbSwapInRate"], "swap_out_pages_s": v["lbSwapOutRate"],
+            "swapping": s.swapping, "sessions": v["lbSessions"], "users": v["lbUsers"],
+            "max_sessions": v["lbMaxSessions"], "weight": v["lbWeight"], "rating": v["lbRating"],
+            "admin_state": s.admin_state, "data_age_ms": v["lbDataAge"],
+        })
+    return rec
+
+
+def to_json(servers: Sequence[ServerState], picks: dict[str, Decision], problems: Sequence[str]) -> str:
+    return json.dumps({
+        "servers": [server_record(s) for s in servers],
+        "answered": sum(1 for s in servers if s.ok),
+        "picks": {name: list(d.hosts) for name, d in picks.items()},
+        "problems": list(problems),
+    }, indent=2)
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024 / 1024:.1f}G" if kib >= 1024 * 1024 else f"{kib // 1024}M"
+
+
+def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configured: str) -> str:
+    rows = [["SERVER", "STATE", "LOAD/CPU", "FREE MEM", "SWAP IN/OUT", "SESSIONS", "WEIGHT", "RATING", "ANSWER"]]
+    for s in servers:
+        host = f"{s.name}:{s.port}"
+        if not s.ok:
+            rows.append([host, "Down", "-", "-", "-", "-", "-", "-", s.reason])
+            continue
+        v = s.values
+        limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
+        rows.append([host, state_label(s), f"{v['lbLoadPerCpu'] / 100:.2f}",
+                     f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
+                     f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
+                     f"{v['lbWeight']}%", str(v["lbRating"]), f"{s.rtt_ms:.1f} ms"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    answered = sum(1 for s in servers if s.ok)
+    lines.append("")
+    lines.append(f"{answered} of {len(servers)} answered. Would pick now (LB_ALGORITHM={configured}):")
+    for name in REGISTRY:
+        d = picks[name]
+        mark = "*" if name == configured else " "
+        lines.append(f" {mark} {name:<12} {' '.join(d.hosts) or '(none)'}")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Each algorithm's contract on tables of stats: pure functions, so a table fully determines the answer."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+import pytest
+
+from snmplb import mib
+from snmplb.algorithms import REGISTRY, Context, decide, rendezvous_score
+from snmplb.settings import ALGORITHMS, ClientSettings
+from snmplb.stats import ServerState, implausible
+
+STATUS = mib.obj("lbStatus").enums
+ADMIN = mib.obj("lbAdminState").enums
+
+
+def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, max_sessions=0,
+        admin="enabled", swapping=False, rating=None, age=100) -> dict[str, int]:
+    total = 8_000_000
+    lpc = round(load_per_cpu * 100)
+    status = ("disabled" if admin == "disabled" else "draining" if admin == "draining" else
+              "full" if max_sessions and sessions >= max_sessions else "swapping" if swapping else
+              "busy" if lpc >= 100 else "idle")
+    values = {o.name: 0 for o in mib.ROW_FIELDS}
+    values.update(lbLoad1=lpc * cpus, lbLoad5=lpc * cpus, lbLoad15=lpc * cpus, lbCpuCount=cpus, lbLoadPerCpu=lpc,
+                  lbMemTotal=total, lbMemAvailable=total * mem_pct // 100, lbMemAvailablePercent=mem_pct,
+                  lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,
+                  lbUsers=users, lbWeight=weight, lbMaxSessions=max_sessions, lbAdminState=ADMIN[admin],
+                  lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1,
+                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2))
+    return values
+
+
+def up(name, rtt=1.0, **kw) -> ServerState:
+    return ServerState(name, 161, row(**kw), "", rtt)
+
+
+def down(name, reason="no answer within 1000 ms") -> ServerState:
+    return ServerState(name, 161, None, reason)
+
+
+def ctx(seed=1, client="52:54:00:00:00:01", **settings) -> Context:
+    return Context(ClientSettings(**settings), random.Random(seed), client)
+
+
+def hosts(name, servers, c=None):
+    return list(decide(name, servers, c or ctx()).hosts)
+
+
+def test_registry_holds_exactly_the_documented_algorithms():
+    assert set(REGISTRY) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_every_algorithm_lists_only_eligible_responders(name):
+    servers = [up("a"), down("dead"), up("drain", admin="draining"), up("off", admin="disabled"),
+               up("full", sessions=10, users=1, max_sessions=10), up("zero", weight=0), up("b"),
+               ServerState("liar", 161, None, "implausible memory figures")]
+    for seed in range(20):
+        got = hosts(name, servers, ctx(seed))
+        assert sorted(got) == ["a", "b"], got
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_no_eligible_server_gives_the_configured_order_without_closed_ones(name):
+    servers = [down("a"), up("b", admin="draining"), down("c"), up("d", sessions=3, users=1, max_sessions=3)]
+    d = decide(name, servers, ctx())
+    assert list(d.hosts) == ["a", "c", "d"]
+    assert "no eligible server" in d.note
+    assert hosts(name, [down("x"), down("y")]) == ["x", "y"]
+    assert hosts(name, [up("x", admin="disabled")]) == ["x"]  # better than nothing at all for LDM
+
+
+def test_fixed_is_configured_order():
+    assert hosts("fixed", [up("c"), up("a", load_per_cpu=5), down("z"), up("b")]) == ["c", "a", "b"]
+
+
+def test_random_is_uniform():
+    servers = [up(n) for n in "abcd"]
+    firsts = collections.Counter(hosts("random", servers, ctx(seed))[0] for seed in range(4000))
+    assert all(900 < firsts[n] < 1100 for n in "abcd"), firsts
+
+
+def test_best_takes_the_highest_rating_ties_at_random():
+    servers = [up("low", rating=20), up("high1", rating=90), up("mid", rating=50), up("high2", rating=90)]
+    firsts = collections.Counter()
+    for seed in range(200):
+        got = hosts("best", servers, ctx(seed))
+        assert got[2:] == ["mid", "low"]
+        firsts[got[0]] += 1
+    assert firsts["high1"] > 50 and firsts["high2"] > 50
+
+
+def test_weighted_picks_in_proportion_to_rating():
+    servers = [up("a", rating=10), up("b", rating=30), up("c", rating=60)]
+    firsts = collections.Counter(hosts("weighted", servers, ctx(seed))[0] for seed in range(6000))
+    assert 450 < firsts["a"] < 750 and 1500 < firsts["b"] < 2100 and 3300 < firsts["c"] < 3900, firsts
+
+
+def test_thresholded_is_the_prototypes_rule():
+    servers = [up("slow", rtt=900), up("swap", swapping=True), up("hot", load_per_cpu=2.5),
+               up("ok1", load_per_cpu=1.9), up("ok2")]
+    c = dict(max_load=2.0, max_response_ms=500)
+    firsts = collections.Counter()
+    for seed in range(400):
+        got = hosts("thresholded", servers, ctx(seed, **c))
+        assert set(got[:2]) == {"ok1", "ok2"} and set(got[2:]) == {"slow", "swap", "hot"}
+        firsts[got[0]] += 1
+    assert firsts["ok1"] > 120 and firsts["ok2"] > 120
+    # Swapping allowed when LB_SKIP_SWAPPING=no.
+    got = hosts("thresholded", servers, ctx(3, skip_swapping=False, **c))
+    assert set(got[:3]) == {"ok1", "ok2", "swap"}
+    # None passes: random among all responders.
+    bad = [up("s1", swapping=True), up("s2", load_per_cpu=9)]
+    firsts = collections.Counter(hosts("thresholded", bad, ctx(seed, **c))[0] for seed in range(400))
+    assert firsts["s1"] > 120 and firsts["s2"] > 120
+
+
+def test_sticky_keeps_each_client_and_moves_only_the_dead_servers_clients():
+    names = [f"app{i}" for i in range(6)]
+    clients = [f"52:54:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(3000)]
+    before = {c: hosts("sticky", [up(n) for n in names], ctx(seed=hash(c) % 1000, client=c))[0] for c in clients}
+    again = {c: hosts("sticky", [up(n) for n in names], ctx(seed=7, client=c))[0] for c in clients}
+    assert before == again  # the rng plays no part
+    counts = collections.Counter(before.values())
+    assert all(350 < counts[n] < 650 for n in names), counts  # even spread
+    after = {c: hosts("sticky", [down("app2") if n == "app2" else up(n) for n in names], ctx(client=c))[0]
+             for c in clients}
+    moved = {c for c in clients if before[c] != after[c]}
+    assert moved == {c for c in clients if before[c] == "app2"}
+    assert collections.Counter(after[c] for c in moved).most_common(1)[0][1] < len(moved) * 0.4  # spread out
+
+
+def test_sticky_follows_the_admin_weight():
+    servers = [up("big", weight=300), up("small", weight=100)]
+    firsts = collections.Counter(hosts("sticky", servers, ctx(client=f"c{i}"))[0] for i in range(4000))
+    assert 2800 < firsts["big"] < 3200, firsts
+    assert rendezvous_score("c", "x", 100) > 0
+
+
+def test_lbserver_choice_first_when_eligible_else_thresholded():
+    servers = [up("a"), up("b"), up("c", admin="draining")]
+    c = Context(ClientSettings(), random.Random(1), "id", "b")
+    assert decide("lbserver", servers, c).hosts[0] == "b"
+    for choice in ("c", "elsewhere", None):
+        c = Context(ClientSettings(), random.Random(1), "id", choice)
+        d = decide("lbserver", servers, c)
+        assert set(d.hosts) == {"a", "b"} and "thresholded" in d.note
+
+
+def test_max_hosts_limits_the_list():
+    servers = [up(n) for n in "abcde"]
+    assert len(decide("random", servers, ctx(max_hosts=2)).hosts) == 2
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"lbCpuCount": 0}, "CPU count"), ({"lbMemAvailable": 9_000_000}, "memory"), ({"lbSwapping": 7}, "swapping"),
+    ({"lbStatus": 42}, "status"), ({"lbUsers": 5}, "users"), ({"lbLoadPerCpu": 900}, "load per CPU"),
+    ({"lbDataAge": 120_000}, "stale"), ({"lbRating": 101}, "percentages"), ({"lbSwapFree": 101}, "swap"),
+])
+def test_implausible_rows_are_named(change, why):
+    assert implausible(row()) == ""
+    assert why in implausible({**row(), **change})

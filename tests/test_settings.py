@@ -1,0 +1,120 @@
+"""lts.conf variables: every bad value names its variable and falls back; lts.conf sections; client id."""
+
+from __future__ import annotations
+
+import pytest
+
+from snmplb import ltsconf
+from snmplb.clientid import default_mac, default_route_interface
+from snmplb.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers
+
+BASE = {"LB_SERVERS": "app1"}
+
+
+def test_defaults_and_documented_table():
+    s, problems = from_env(BASE)
+    assert problems == []
+    assert s.servers == (Server("app1", 161),)
+    assert (s.algorithm, s.timeout_ms, s.max_load, s.max_response_ms, s.skip_swapping, s.snmp_version) == \
+        ("thresholded", 1000, 2.0, 500, True, "2c")
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names)) and all(n.startswith("LB_") for n in names)
+    assert set(v.attr for v in VARIABLES) <= set(ClientSettings._fields)
+
+
+@pytest.mark.parametrize("var, value", [
+    ("LB_ALGORITHM", "bestest"), ("LB_TIMEOUT_MS", "soon"), ("LB_TIMEOUT_MS", "0"), ("LB_TIMEOUT_MS", "99999999"),
+    ("LB_MAX_LOAD", "nan"), ("LB_MAX_LOAD", "-1"), ("LB_MAX_RESPONSE_MS", "1.5"), ("LB_SKIP_SWAPPING", "maybe"),
+    ("LB_SNMP_VERSION", "1"), ("LB_SNMP_AUTH_PROTOCOL", "MD5"), ("LB_SNMP_PRIV_PROTOCOL", "DES"),
+    ("LB_LBSERVER_URL", "ftp://x/"), ("LB_SNMP_PORT", "70000"), ("LB_RETRIES", "-1"), ("LB_MAX_HOSTS", "x"),
+    ("LB_SNMP_COMMUNITY", "bad\x01char"), ("LB_SEED", "seed"),
+])
+def test_a_bad_value_names_the_variable_and_uses_the_default(var, value):
+    s, problems = from_env({**BASE, var: value})
+    assert len(problems) == 1 and problems[0].startswith(var + ":") and "default" in problems[0]
+    default = ClientSettings()
+    attr = next(v.attr for v in VARIABLES if v.name == var)
+    assert getattr(s, attr) == getattr(default, attr)
+
+
+def test_good_values_are_taken():
+    s, problems = from_env({**BASE, "LB_ALGORITHM": "Sticky", "LB_TIMEOUT_MS": "250", "LB_MAX_LOAD": "1.5",
+                            "LB_SKIP_SWAPPING": "no", "LB_SNMP_AUTH_PROTOCOL": "sha-256", "LB_SNMP_PORT": "1161",
+                            "LB_LBSERVER_URL": "http://lbs:8008/", "LB_CLIENT_ID": "room3-pc7"})
+    assert problems == []
+    assert (s.algorithm, s.timeout_ms, s.max_load, s.skip_swapping, s.auth_protocol) == \
+        ("sticky", 250, 1.5, False, "SHA-256")
+    assert s.servers == (Server("app1", 1161),) and s.client_id == "room3-pc7"
+
+
+def test_secrets_are_never_echoed():
+    secret = "short"
+    s, problems = from_env({**BASE, "LB_SNMP_VERSION": "3", "LB_SNMP_AUTH_PASSPHRASE": secret,
+                            "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok"})
+    assert not any(secret in p for p in problems)
+    assert s.snmp_version == "2c" and any(p.startswith("LB_SNMP_VERSION: 3 needs") for p in problems)
+    s, _ = from_env({**BASE, "LB_SNMP_VERSION": "3", "LB_SNMP_AUTH_PASSPHRASE": "auth-pass-ok",
+                     "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok", "LB_SNMP_COMMUNITY": "commun1ty"})
+    assert s.snmp_version == "3"
+    assert "auth-pass-ok" not in repr(s) and "priv-pass-ok" not in repr(s) and "commun1ty" not in repr(s)
+
+
+def test_server_list_forms_and_bad_entries():
+    servers, problems = parse_servers("app1 app2:1161 10.0.0.5 [fe80::1]:1162 ::1 app1 bad;rm host:x [::1", 161)
+    assert servers == (Server("app1"), Server("app2", 1161), Server("10.0.0.5"), Server("fe80::1", 1162),
+                       Server("::1"))
+    assert len(problems) == 3 and all(p.startswith("LB_SERVERS:") for p in problems)
+    s, problems = from_env({"SERVER": "192.0.2.1"})  # LB_SERVERS unset: $SERVER (not contacted here)
+    assert s.servers == (Server("192.0.2.1"),) and problems == []
+    s, problems = from_env({})
+    assert s.servers == () and problems == ["LB_SERVERS: no server configured and SERVER is empty"]
+
+
+LTS_CONF = """
+# LTSP configuration
+[Default]
+    LB_SERVERS = "app1 app2"
+    LB_ALGORITHM = thresholded
+    SCREEN_07 = ldm
+
+[lab]
+    LB_ALGORITHM = sticky
+    LB_MAX_LOAD = 3
+
+[52:54:00:12:34:56]
+    LIKE = lab
+    LB_SERVERS = 'app3'
+
+[10.0.0.7]
+    LB_TIMEOUT_MS=500
+"""
+
+
+def test_lts_conf_sections_the_clients_own_wins():
+    assert ltsconf.resolve(LTS_CONF, [])["LB_ALGORITHM"] == "thresholded"
+    env = ltsconf.resolve(LTS_CONF, ["pc7", "10.0.0.7", "52:54:00:12:34:56"])
+    assert env["LB_SERVERS"] == "app3" and env["LB_ALGORITHM"] == "sticky" and env["LB_MAX_LOAD"] == "3"
+    assert env["LB_TIMEOUT_MS"] == "500" and "LIKE" not in env
+    assert ltsconf.resolve(LTS_CONF, ["52:54:00:AB:CD:EF"])["LB_SERVERS"] == "app1 app2"
+    loop = "[Default]\nLIKE = a\n[a]\nLIKE = b\n[b]\nLIKE = a\nX = 1\n"
+    assert ltsconf.resolve(loop, [])["X"] == "1"
+
+
+ROUTE = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth1\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+"""
+
+
+def test_client_id_is_the_mac_of_the_default_route_interface(tmp_path):
+    assert default_route_interface(ROUTE) == "eth0"
+    assert default_route_interface(ROUTE.splitlines()[0]) is None
+    (tmp_path / "proc" / "net").mkdir(parents=True)
+    (tmp_path / "proc" / "net" / "route").write_text(ROUTE)
+    (tmp_path / "sys" / "class" / "net" / "eth0").mkdir(parents=True)
+    (tmp_path / "sys" / "class" / "net" / "eth0" / "address").write_text("52:54:00:AB:cd:01\n")
+    assert default_mac(str(tmp_path / "proc"), str(tmp_path / "sys")) == "52:54:00:ab:cd:01"
+    (tmp_path / "sys" / "class" / "net" / "eth0" / "address").write_text("garbage\n")
+    assert default_mac(str(tmp_path / "proc"), str(tmp_path / "sys")) == ""
+    assert default_mac(str(tmp_path / "nowhere"), str(tmp_path / "sys")) == ""
