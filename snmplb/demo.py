@@ -1,15 +1,18 @@
-"""snmplb-demo: a small fleet of real snmpd agents on loopback, read by name.
+"""snmplb-demo: a small fleet of real snmpd agents on loopback, read by name, and get_hosts choosing.
 
 Starts four snmpd instances with the project's drop-in and agent, each with
-its own fake load (idle, busy, swapping, draining), then reads every server's
-row by name with net-snmp's snmpget and walks one server's whole subtree.
-``--keep`` leaves the fleet running until Ctrl-C so you can try snmpwalk,
-snmpget and snmplb-admin yourself; the commands are printed.
+its own fake load (idle, busy, swapping, draining), reads every server's row
+by name with net-snmp's snmpget, walks one server's whole subtree, then runs
+chroot/get_hosts as LDM would (with a fifth, dead server in LB_SERVERS) for
+each algorithm, and shows `snmplb status`. ``--keep`` leaves the fleet
+running until Ctrl-C so you can try snmpwalk, get_hosts, snmplb status and
+snmplb-admin yourself; the commands are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from pathlib import Path
 from . import mib, mibgen
 from .adminconf import AdminSettings
 from .errors import SnmplbError
-from .labfleet import FakeLoad, Fleet, Instance, client_env
+from .labfleet import PROJECT, FakeLoad, Fleet, Instance, client_env
 
 GIB = 1024 * 1024
 COMMUNITY = "snmplb-ltsp"
@@ -79,12 +82,30 @@ def run(base: Path, keep: bool) -> int:
         first = fleet.instances[0]
         print(f"\nThe whole subtree of {first.name}, walked by name (snmpwalk -m SNMPLB-MIB ... snmplbObjects):\n")
         print(_snmp("snmpwalk", first, env, "snmplbObjects"), end="")
+        servers = " ".join(i.address for i in fleet.instances) + " 127.0.0.99:161"
+        lb_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LB_SERVERS": servers,
+                  "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1000", "SNMPLB_PYTHON": sys.executable}
+        get_hosts = str(PROJECT / "chroot" / "get_hosts")
+        print(f"\nget_hosts, as LDM runs it (LB_SERVERS=\"{servers}\"; 127.0.0.99 is dead):\n")
+        for algorithm in ("thresholded", "best", "weighted", "random", "sticky", "fixed"):
+            t0 = time.monotonic()
+            r = subprocess.run([get_hosts], env={**lb_env, "LB_ALGORITHM": algorithm, "LB_CLIENT_ID": "52:54:00:00:00:01"},
+                               capture_output=True, text=True, timeout=30)
+            ms = (time.monotonic() - t0) * 1000
+            print(f"  LB_ALGORITHM={algorithm:<12} -> {r.stdout.strip()!r:<44} ({ms:.0f} ms)")
+        print("\nsnmplb status (what the admin sees):\n")
+        r = subprocess.run([str(Path(sys.executable).parent / "snmplb"), "status"], env=lb_env,
+                           capture_output=True, text=True, timeout=30)
+        print(r.stdout, end="")
         if keep:
             mibdirs = ":".join(mibgen.mib_search_dirs())
             print("\nThe fleet keeps running until Ctrl-C. Try, for example:")
             print(f"  MIBS= snmpwalk -M {shlex.quote(mibdirs)} -m {mib.MODULE} -v2c -c {COMMUNITY} "
                   f"{first.address} snmplbObjects")
             print(f"  {Path(sys.executable).parent / 'snmplb-admin'} --file {first.admin_file} drain")
+            print(f"  LB_SERVERS='{servers}' LB_SNMP_COMMUNITY={COMMUNITY} SNMPLB_PYTHON={sys.executable} {get_hosts}")
+            print(f"  LB_SERVERS='{servers}' LB_SNMP_COMMUNITY={COMMUNITY} "
+                  f"{Path(sys.executable).parent / 'snmplb'} status --watch 2")
             try:
                 while True:
                     time.sleep(3600)

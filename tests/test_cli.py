@@ -17,6 +17,12 @@ def test_demo_runs_a_fleet_and_reads_every_server_by_name():
     assert rows["app3"][2] == "swapping" and rows["app4"][2] == "draining"
     walked = [ln.split(".0 = ")[0] for ln in lines if ln.startswith(mib.MODULE + "::") and ".0 = " in ln]
     assert walked[: len(mib.OBJECTS)] == [f"{mib.MODULE}::{o.name}" for o in mib.OBJECTS]
+    choices = [ln for ln in lines if ln.strip().startswith("LB_ALGORITHM=")]
+    assert len(choices) == 6
+    for ln in choices:
+        hosts = ln.split("'")[1].split(" ")
+        assert sorted(hosts) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"], ln  # not draining .14, not dead .99
+    assert any(ln.startswith("127.0.0.99:161") and "Down" in ln for ln in lines)
     assert r.stdout.rstrip().endswith("fleet stopped.")
 
 

@@ -216,3 +216,25 @@ def test_xdmcp_snippet_sets_xdm_server_to_the_first_host(trio, tmp_path):
     r = subprocess.run(["sh", "-c", script], env={**env, "XDM_SERVER": "fixed.example"}, capture_output=True,
                        text=True, timeout=60)
     assert r.stdout.strip() == "XDM_SERVER=fixed.example"
+
+
+def test_installed_into_a_chroot_layout_get_hosts_runs_from_both_paths(trio, tmp_path):
+    # A real LTSP chroot is not available here (building one needs debootstrap and a Debian mirror), so the
+    # installer lays the same files out under a plain directory with the host's python3 (its test mode).
+    root = tmp_path / "chroot"
+    root.mkdir()
+    r = subprocess.run([str(PROJECT / "chroot" / "install-into-chroot.sh"), str(root)],
+                       env={**os.environ, "SNMPLB_CHROOT_RUN": ""}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (root / "usr/lib/ltsp/get_hosts").resolve() == (root / "usr/share/ltsp/get_hosts").resolve()
+    assert (root / "usr/share/snmplb/xdmcp-snmplb.sh").exists()
+    for path in ("usr/share/ltsp/get_hosts", "usr/lib/ltsp/get_hosts"):
+        env = {"PATH": os.environ["PATH"], "LB_SERVERS": addrs(trio), "LB_ALGORITHM": "fixed",
+               "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_PYTHON": str(root / "opt/snmplb/bin/python3")}
+        r = subprocess.run([str(root / path)], env=env, capture_output=True, text=True, timeout=60)
+        assert hosts_of(r) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    # A regular install: no editable-install hook, so the package is complete on its own.
+    py = root / "opt/snmplb/bin/python3"
+    r = subprocess.run([str(py), "-I", "-c", "import snmplb, sys; print(snmplb.__file__)"], capture_output=True,
+                       text=True)
+    assert r.stdout.startswith(str(root))

@@ -118,3 +118,12 @@ def test_client_id_is_the_mac_of_the_default_route_interface(tmp_path):
     (tmp_path / "sys" / "class" / "net" / "eth0" / "address").write_text("garbage\n")
     assert default_mac(str(tmp_path / "proc"), str(tmp_path / "sys")) == ""
     assert default_mac(str(tmp_path / "nowhere"), str(tmp_path / "sys")) == ""
+
+
+def test_readme_documents_every_variable_with_its_default():
+    from snmplb.labfleet import PROJECT
+
+    readme = (PROJECT / "README.md").read_text()
+    for v in VARIABLES:
+        default = v.default if v.default.startswith(("$", "(", "MAC")) else f"`{v.default}`"
+        assert f"| `{v.name}` | {default} | {v.doc} |" in readme, v.name
