@@ -12,7 +12,11 @@ measures wall time and peak RSS of whole processes:
   (get_cmd to every server, gathered).
 
 All three GET lbRow.0 with the same timeout and retries. Runs alternate so
-that noise hits every contender alike; medians are reported.
+that noise hits every contender alike; medians are reported. Peak RSS is
+measured in separate runs under GNU time (`/usr/bin/time -f %M`): the
+rusage that wait4() gives a Python parent also counts the pages its forked
+child held before exec, which would charge every contender with the
+benchmark's own memory.
 
     .venv/bin/python bench/gethosts_bench.py [--sizes 30 200] [--runs 7] [--json FILE]
 
@@ -72,28 +76,35 @@ def thin_client_install(base: Path) -> Path:
     return py
 
 
-def measure(cmd: list[str], env: dict) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS (KiB) and stdout of one process."""
+def measure(cmd: list[str], env: dict) -> tuple[float, str]:
+    """Wall seconds and stdout of one process."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    out = p.stdout.read()
-    _, _, ru = os.wait4(p.pid, 0)
-    return time.perf_counter() - t0, ru.ru_maxrss, out.decode()
+    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0, r.stdout.decode()
 
 
-def parallel_snmpget(addresses: list[str], env: dict) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS of the largest process, and number answered."""
+def peak_rss_kib(cmd: list[str], env: dict) -> int:
+    """Peak RSS of ``cmd`` (and what it execs), as GNU time reports it."""
+    with tempfile.NamedTemporaryFile("r") as out:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return int(out.read().split()[-1])
+
+
+def snmpget_cmd(address: str) -> list[str]:
+    return ["snmpget", "-v2c", "-c", COMMUNITY, "-t", str(TIMEOUT_MS / 1000), "-r", "3", "-Oqv", address, ROW]
+
+
+def parallel_snmpget(addresses: list[str], env: dict) -> tuple[float, int]:
+    """Wall seconds, and number answered."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(["snmpget", "-v2c", "-c", COMMUNITY, "-t", str(TIMEOUT_MS / 1000), "-r", "3",
-                               "-Oqv", a, ROW], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen(snmpget_cmd(a), env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
              for a in addresses]
-    rss, ok = 0, 0
+    ok = 0
     for p in procs:
         out = p.stdout.read()
-        _, status, ru = os.wait4(p.pid, 0)
-        rss = max(rss, ru.ru_maxrss)
-        ok += status == 0 and bool(out.strip())
-    return time.perf_counter() - t0, rss, ok
+        ok += p.wait() == 0 and bool(out.strip())
+    return time.perf_counter() - t0, ok
 
 
 def run_size(n: int, runs: int, base: Path, thin_py: Path) -> dict:
@@ -116,27 +127,30 @@ def run_size(n: int, runs: int, base: Path, thin_py: Path) -> dict:
         for label, addrs in (("all_answering", live), ("3_silent", live + silent)):
             gh_env = dict(env, LB_SERVERS=" ".join(addrs), LB_TIMEOUT_MS=str(TIMEOUT_MS), LB_RETRIES="3",
                           SNMPLB_PYTHON=str(thin_py), LB_ALGORITHM="thresholded")
-            rows = {"get_hosts": [], "snmpget": [], "pysnmp": []}
+            gh_cmd = [str(ROOT / "chroot" / "get_hosts")]
+            ps_cmd = [sys.executable, "-c", PYSNMP_SCRIPT, str(TIMEOUT_MS / 1000), "3", *addrs]
+            rows: dict[str, list[float]] = {"get_hosts": [], "snmpget": [], "pysnmp": []}
             answered = {}
             for _ in range(runs):
-                secs, rss, out = measure([str(ROOT / "chroot" / "get_hosts")], gh_env)
-                rows["get_hosts"].append((secs, rss))
+                secs, out = measure(gh_cmd, gh_env)
+                rows["get_hosts"].append(secs)
                 answered["get_hosts"] = len(out.split())
-                secs, rss, ok = parallel_snmpget(addrs, env)
-                rows["snmpget"].append((secs, rss))
+                secs, ok = parallel_snmpget(addrs, env)
+                rows["snmpget"].append(secs)
                 answered["snmpget"] = ok
-                secs, rss, out = measure([sys.executable, "-c", PYSNMP_SCRIPT, str(TIMEOUT_MS / 1000), "3", *addrs],
-                                         env)
-                rows["pysnmp"].append((secs, rss))
+                secs, out = measure(ps_cmd, env)
+                rows["pysnmp"].append(secs)
                 answered["pysnmp"] = int(out.strip() or 0)
-            med = {k: (statistics.median(s for s, _ in v), max(r for _, r in v)) for k, v in rows.items()}
+            rss = {"get_hosts": peak_rss_kib(gh_cmd, gh_env), "snmpget": peak_rss_kib(snmpget_cmd(addrs[0]), env),
+                   "pysnmp": peak_rss_kib(ps_cmd, env)}
+            med = {k: statistics.median(v) for k, v in rows.items()}
             results[label] = {
                 "servers": len(addrs),
-                **{f"{k}_median_ms": round(v[0] * 1000, 1) for k, v in med.items()},
-                **{f"{k}_peak_rss_mb": round(v[1] / 1024, 1) for k, v in med.items()},
+                **{f"{k}_median_ms": round(v * 1000, 1) for k, v in med.items()},
+                **{f"{k}_peak_rss_mb": round(v / 1024, 1) for k, v in rss.items()},
                 **{f"{k}_answered": v for k, v in answered.items()},
-                "get_hosts_over_snmpget": round(med["get_hosts"][0] / med["snmpget"][0], 3),
-                "get_hosts_over_pysnmp": round(med["get_hosts"][0] / med["pysnmp"][0], 3),
+                "get_hosts_over_snmpget": round(med["get_hosts"] / med["snmpget"], 3),
+                "get_hosts_over_pysnmp": round(med["get_hosts"] / med["pysnmp"], 3),
             }
         for s in silent_socks:
             s.close()

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages=(snmpd snmp procps)
 if [ "${1:-}" != "--minimal" ]; then
-    packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2)
+    packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2 time icinga2-bin)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)

@@ -195,11 +195,13 @@ class Fleet:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def add(self, name: str, load: FakeLoad = FakeLoad(), admin: AdminSettings | None = None) -> Instance:
+    def add(self, name: str, load: FakeLoad = FakeLoad(), admin: AdminSettings | None = None,
+            agent: str | None = None) -> Instance:
         """Prepare and start one instance; returns when it answers a GET.
 
         Each instance listens on its own loopback address (127.0.0.11, .12, ...)
         so that host names printed by get_hosts tell them apart, as on a real LAN.
+        ``agent`` replaces the pass_persist command (tests use a broken one).
         """
         if shutil.which("snmpd") is None and not Path(SNMPD).exists():
             raise FleetError("snmpd is not installed (apt-get install snmpd snmp)")
@@ -214,7 +216,7 @@ class Fleet:
                     "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
                     "log_file": inst.dir / "agent.log", **self.agent_settings}
         write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in settings.items()))
-        conf = render_snmpd_conf(DROP_IN.read_text(), agent_command(inst.agent_conf),
+        conf = render_snmpd_conf(DROP_IN.read_text(), agent or agent_command(inst.agent_conf),
                                  self.community, self.client_subnet)
         conf = "dontLogTCPWrappersConnects yes\n" + conf
         write_atomic(inst.dir / "snmpd.conf", conf)

@@ -13,6 +13,10 @@ from . import mib
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
 MAX_DATA_AGE_MS = 30_000
+# Failure reasons that mean "could not reach the agent" (the poller's words), as opposed to an agent
+# that answered wrongly: an NMS reports the first CRITICAL and the second UNKNOWN.
+UNREACHABLE = ("no answer within", "nothing listening", "name does not resolve", "name did not resolve",
+               "cannot send")
 
 
 class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", defaults=(161, None, "", None))):
@@ -30,6 +34,11 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
     @property
     def ok(self) -> bool:
         return not self.reason and bool(self.values)
+
+    @property
+    def unreachable(self) -> bool:
+        """Failed because nothing (or nothing in time) answered."""
+        return self.reason.startswith(UNREACHABLE)
 
     @property
     def load_per_cpu(self) -> float:
