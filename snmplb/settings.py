@@ -23,7 +23,7 @@ _URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SECRETS = ("community", "auth_passphrase", "priv_passphrase")
 
 
-def _is_host(text: str) -> bool:
+def is_host(text: str) -> bool:
     """A DNS name or IPv4 literal (letters, digits, '.', '-', '_'), or an IPv6 literal."""
     if ":" in text:
         return 2 <= len(text) <= 45 and set(text) <= _IPV6_CHARS
@@ -136,7 +136,7 @@ def parse_server(entry: str, default_port: int) -> Server:
     elif entry.count(":") == 1:
         host, p = entry.split(":")
         port = _int(1, 65535)(p)
-    if not _is_host(host):
+    if not is_host(host):
         raise ConfigError(f"{entry!r} is not a host name or address")
     return Server(host, port)
 

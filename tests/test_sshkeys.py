@@ -1,0 +1,145 @@
+"""snmplb-update-sshkeys against a real sshd on a loopback port with its own host keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN
+from snmplb.sshkeys import Target, merge, parse_extraservers
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
+
+
+class Sshd:
+    """A real sshd on ``host``:free port, with fresh rsa, ecdsa and ed25519 host keys."""
+
+    def __init__(self, base: Path, host: str) -> None:
+        self.base, self.host = base, host
+        with socket.socket() as s:
+            s.bind((host, 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+        self.new_keys()
+
+    def new_keys(self) -> None:
+        for kind in ("rsa", "ecdsa", "ed25519"):
+            key = self.base / f"ssh_host_{kind}_key"
+            for f in (key, key.with_suffix(".pub")):
+                f.unlink(missing_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)]
+                           + (["-b", "2048"] if kind == "rsa" else []), check=True)
+
+    def public_keys(self) -> set[str]:
+        return {" ".join(p.read_text().split()[:2]) for p in self.base.glob("ssh_host_*_key.pub")}
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        conf = self.base / "sshd_config"
+        conf.write_text(f"ListenAddress {self.host}\nPort {self.port}\nPidFile {self.base / 'sshd.pid'}\n"
+                        "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
+                        + "".join(f"HostKey {self.base / f'ssh_host_{k}_key'}\n" for k in ("rsa", "ecdsa", "ed25519")))
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    d = tmp_path / "sshd"
+    d.mkdir()
+    s = Sshd(d, "127.0.0.21")
+    s.start()
+    yield s
+    s.stop()
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "snmplb-update-sshkeys"), "--timeout", "3", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def key_lines(path: Path, name: str) -> set[str]:
+    return {" ".join(ln.split()[1:3]) for ln in path.read_text().splitlines() if ln.split()[:1] == [name]}
+
+
+def test_scan_merge_key_change_and_unreachable_server(sshd, tmp_path):
+    chroot = tmp_path / "chroot"
+    (chroot / "etc/ssh").mkdir(parents=True)
+    known = chroot / "etc/ssh/ssh_known_hosts"
+    other = "server.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    dead_entry = "[127.0.0.22]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNZYmC7n4Xdkgp8Fvp2v2u0xq1b0d4Fe0W7o6c7wX9a"
+    known.write_text(f"# managed by hand\n{other}\n{dead_entry}\n")
+    extra = tmp_path / "extraservers"
+    extra.write_text(f"# extra application servers\n\n{sshd.host}:{sshd.port}\n127.0.0.22:2222  # down\n")
+    name = f"[{sshd.host}]:{sshd.port}"
+
+    r = run("--extraservers", str(extra), "--chroot", str(chroot))
+    assert r.returncode == 1, r.stderr  # one server could not be scanned
+    assert "[127.0.0.22]:2222" in r.stderr and "kept" in r.stderr
+    assert key_lines(known, name) == sshd.public_keys() and len(sshd.public_keys()) == 3
+    text = known.read_text()
+    assert "# managed by hand" in text and other in text and dead_entry in text  # everything else kept
+    assert known.stat().st_mode & 0o777 == 0o644
+    # A real ssh client finds the server's key under the name it will look up.
+    found = subprocess.run(["ssh-keygen", "-F", name, "-f", str(known)], capture_output=True, text=True)
+    assert found.returncode == 0 and "ssh-ed25519" in found.stdout
+
+    # The server's keys change: dry-run shows it and writes nothing; the real run replaces them.
+    old = sshd.public_keys()
+    sshd.stop()
+    sshd.new_keys()
+    sshd.start()
+    before = known.read_text()
+    r = run("--extraservers", str(extra), "--chroot", str(chroot), "--dry-run")
+    assert known.read_text() == before
+    assert any(ln.startswith("-" + name) for ln in r.stdout.splitlines())
+    assert any(ln.startswith("+" + name) for ln in r.stdout.splitlines())
+    run("--extraservers", str(extra), "--chroot", str(chroot))
+    assert key_lines(known, name) == sshd.public_keys() and not (key_lines(known, name) & old)
+    assert other in known.read_text() and dead_entry in known.read_text()
+
+    # Unreachable now: its keys are kept, exit status says so.
+    sshd.stop()
+    r = run("--extraservers", str(extra), "--chroot", str(chroot))
+    assert r.returncode == 1 and key_lines(known, name) == sshd.public_keys()
+
+
+def test_hashed_and_multi_name_entries_are_replaced_for_that_name_only():
+    salt = b"0123456789abcdefghij"
+    digest = hmac.new(salt, b"app1", hashlib.sha1).digest()
+    hashed = f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+    existing = (f"{hashed} ssh-rsa OLDHASHED\napp1,10.0.0.1 ssh-ed25519 OLDMULTI\napp2 ssh-rsa KEEP\n"
+                "@cert-authority *.example ssh-rsa CA\n")
+    new = merge(existing, {"app1": ["app1 ssh-ed25519 NEW"]})
+    assert "OLDHASHED" not in new and "10.0.0.1 ssh-ed25519 OLDMULTI" in new and "app1,10.0.0.1" not in new
+    assert "app2 ssh-rsa KEEP" in new and "@cert-authority *.example ssh-rsa CA" in new
+    assert new.endswith("app1 ssh-ed25519 NEW\n")
+    assert merge(new, {"app1": ["app1 ssh-ed25519 NEW"]}) == new  # idempotent
+
+
+def test_extraservers_parsing():
+    targets, problems = parse_extraservers("# c\n\napp1\napp2:2222 # x\n[fe80::1]:22\nbad host\napp1\n:99\n")
+    assert targets == [Target("app1"), Target("app2", 2222), Target("fe80::1")]
+    assert len(problems) == 2 and problems[0].startswith("line 6")
+    assert Target("app2", 2222).known_hosts_name == "[app2]:2222" and Target("app1").known_hosts_name == "app1"
