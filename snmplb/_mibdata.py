@@ -253,4 +253,16 @@ SCALARS = ({'name': 'lbLoad1',
                  'varbind to the agent in separate round trips, so one varbind is several times '
                  'faster than the twenty-four objects it sums up. Objects added to this module '
                  'later are appended in OID order; a client reads the fields it knows and ignores '
-                 'the rest.'})
+                 'the rest.'},
+ {'name': 'lbInService',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 27),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'units': 'seconds',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'Seconds since this server came into service: since the machine booted '
+                 '(/proc/uptime), or since the admin last enabled it with snmplb-admin, whichever '
+                 "is later. Thin clients ramp a newcomer's share up over their slow-start window, "
+                 'so that a login storm does not all land on an empty server that just joined.'})

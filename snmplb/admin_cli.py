@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,10 +67,15 @@ def create_v3_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def change(settings: AdminSettings, command: str, value: str | None) -> AdminSettings:
-    """The settings after ``command``; ConfigError for a bad value."""
+def change(settings: AdminSettings, command: str, value: str | None, now: int = 0) -> AdminSettings:
+    """The settings after ``command`` at Unix time ``now``; ConfigError for a bad value.
+
+    Enabling a server that was not enabled records when, for the thin clients' slow start.
+    """
     if command == "enable":
-        return replace(settings, state="enabled")
+        if settings.state == "enabled":
+            return settings
+        return replace(settings, state="enabled", enabled_since=now)
     if command == "drain":
         return replace(settings, state="draining")
     if command == "disable":
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print(f"snmplb-admin: warning: {p}", file=sys.stderr)
     try:
-        new = change(settings, args.command, getattr(args, "value", None))
+        new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
         if new != settings or (args.command != "show" and not args.file.exists()):
             save_admin(args.file, new)
     except (SnmplbError, OSError) as exc:

@@ -25,11 +25,13 @@ class AdminSettings:
     state: enabled, draining (no new sessions, existing stay) or disabled.
     weight: capacity in percent of a reference server (0..10000, default 100).
     max_sessions: the most sessions this server takes; 0 means no limit.
+    enabled_since: when (Unix time) the admin last enabled it; 0: unknown (boot counts).
     """
 
     state: str = "enabled"
     weight: int = 100
     max_sessions: int = 0
+    enabled_since: int = 0
 
 
 def check_state(value: str) -> str:
@@ -58,7 +60,8 @@ def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
     """
     pairs, problems = parse_kv(text)
     default = AdminSettings()
-    values = {"state": default.state, "weight": default.weight, "max_sessions": default.max_sessions}
+    values = {"state": default.state, "weight": default.weight, "max_sessions": default.max_sessions,
+              "enabled_since": default.enabled_since}
     for key, raw in pairs.items():
         try:
             if key == "state":
@@ -67,6 +70,8 @@ def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
                 values["weight"] = check_int("weight", raw, 0, MAX_WEIGHT)
             elif key == "max_sessions":
                 values["max_sessions"] = check_int("max_sessions", raw, 0, 2**31 - 1)
+            elif key == "enabled_since":
+                values["enabled_since"] = check_int("enabled_since", raw, 0, 2**40)
             else:
                 problems.append(f"unknown setting {key!r}")
         except ConfigError as exc:
@@ -85,6 +90,8 @@ def render_admin(settings: AdminSettings) -> str:
         f"weight = {settings.weight}\n"
         "# max_sessions: most sessions this server takes (0 = no limit)\n"
         f"max_sessions = {settings.max_sessions}\n"
+        "# enabled_since: when the admin last enabled it (Unix time; thin clients slow-start it)\n"
+        f"enabled_since = {settings.enabled_since}\n"
     )
 
 

@@ -87,7 +87,7 @@ class Sampler:
             self._warn.warn(p)
         sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
         rates = swap_rates(self._history, cfg.rate_window)
-        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy))
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time()))
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""

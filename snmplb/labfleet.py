@@ -46,6 +46,7 @@ class FakeLoad:
     swap_free: int = 2 * 1024 * 1024
     pswpin: int = 0
     pswpout: int = 0
+    uptime: float = 86400.0
     sessions: tuple[tuple[str, str], ...] = ()  # (user, remote host)
 
 
@@ -74,6 +75,7 @@ def write_fake_proc(root: Path, load: FakeLoad) -> None:
     write_atomic(root / "vmstat", f"nr_free_pages 1000\npswpin {load.pswpin}\npswpout {load.pswpout}\n")
     cpus = "".join(f"cpu{i} 1 0 1 100 0 0 0 0 0 0\n" for i in range(load.cpus))
     write_atomic(root / "stat", f"cpu  4 0 4 400 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\n")
+    write_atomic(root / "uptime", f"{load.uptime:.2f} {load.uptime * 3:.2f}\n")
 
 
 def write_fake_sessions(directory: Path, sessions: tuple[tuple[str, str], ...]) -> None:

@@ -33,7 +33,7 @@ LABELS = {
     "lbUsers": "Distinct users", "lbWeight": "Admin weight", "lbMaxSessions": "Maximum sessions",
     "lbAdminState": "Admin state", "lbStatus": "Load-balancing status", "lbRating": "Rating",
     "lbDataAge": "Agent data age", "lbAgentVersion": "Agent version", "lbSessionSource": "Session count source",
-    "lbRow": "Row (all values, for thin clients)",
+    "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
 }
 
 
@@ -64,6 +64,8 @@ def _item(o: mib.MibObject) -> list[str]:
         units = "%"
     elif o.units == "milliseconds":
         value_type, units, pre = "FLOAT", "s", [("MULTIPLIER", "0.001")]
+    elif o.units == "seconds":
+        units = "s"
     if o.base == "OCTET STRING":
         value_type = "TEXT" if o.name == "lbRow" else "CHAR"
         delay, history = ("1m", "1d") if o.name == "lbRow" else ("1h", "31d")

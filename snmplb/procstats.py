@@ -38,6 +38,7 @@ class ProcSample:
     swap_free: int
     pswpin: int
     pswpout: int
+    uptime: float | None = None  # seconds since boot; None when /proc/uptime is unreadable
 
 
 def parse_loadavg(text: str) -> tuple[float, float, float]:
@@ -88,6 +89,15 @@ def parse_cpu_count(stat_text: str) -> int:
     return max(1, len(_CPU_LINE.findall(stat_text)))
 
 
+def parse_uptime(text: str) -> float | None:
+    """Seconds since boot, the first field of /proc/uptime."""
+    try:
+        value = float(text.split()[0])
+    except (ValueError, IndexError):
+        return None
+    return value if value >= 0 else None
+
+
 def _read(root: Path, name: str) -> str:
     try:
         with open(root / name, "rb") as f:
@@ -101,10 +111,14 @@ def read_proc(root: Path, now: float) -> ProcSample:
     l1, l5, l15 = parse_loadavg(_read(root, "loadavg"))
     total, avail, swap_total, swap_free = parse_meminfo(_read(root, "meminfo"))
     pswpin, pswpout = parse_vmstat(_read(root, "vmstat"))
+    try:
+        uptime = parse_uptime(_read(root, "uptime"))
+    except ProcError:
+        uptime = None
     return ProcSample(
         taken_at=now, load1=l1, load5=l5, load15=l15, cpus=parse_cpu_count(_read(root, "stat")),
         mem_total=total, mem_available=avail, swap_total=swap_total, swap_free=swap_free,
-        pswpin=pswpin, pswpout=pswpout,
+        pswpin=pswpin, pswpout=pswpout, uptime=uptime,
     )
 
 

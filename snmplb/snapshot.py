@@ -43,6 +43,15 @@ class Row:
 Dynamic = (DataAge, Row)
 
 
+def in_service(uptime: float | None, enabled_since: int, wall_time: float) -> int:
+    """Seconds since boot or since the admin enabled the server, whichever is later (lbInService).
+
+    Unknown (no uptime, no enabling recorded) counts as long in service: no slow start.
+    """
+    spans = [s for s in (uptime, wall_time - enabled_since if enabled_since else None) if s is not None]
+    return _gauge(max(0.0, min(spans))) if spans else _GAUGE_MAX
+
+
 def _gauge(x: float) -> int:
     return max(0, min(_GAUGE_MAX, int(round(x))))
 
@@ -53,8 +62,9 @@ def compute_values(
     sessions: SessionCount,
     admin: AdminSettings,
     policy: health.HealthPolicy,
+    wall_time: float = 0.0,
 ) -> dict[str, int | str | DataAge | Row]:
-    """Every object of the MIB, by name, in MIB units."""
+    """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample)."""
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
     swapping = health.is_swapping(rates[0], rates[1], policy)
     figures = health.Figures(
@@ -89,6 +99,7 @@ def compute_values(
         "lbDataAge": DataAge(proc.taken_at),
         "lbAgentVersion": AGENT_VERSION,
         "lbSessionSource": _SOURCES[sessions.source],
+        "lbInService": in_service(proc.uptime, admin.enabled_since, wall_time),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values

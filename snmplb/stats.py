@@ -69,6 +69,11 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
         return self.values["lbSwapping"] == 1
 
     @property
+    def in_service(self) -> int:
+        """Seconds since the server came into service (boot or the admin's enable)."""
+        return self.values["lbInService"]
+
+    @property
     def admin_state(self) -> str:
         return _ADMIN.get((self.values or {}).get("lbAdminState", 0), "unknown")
 

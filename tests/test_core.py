@@ -186,8 +186,19 @@ def test_compute_values_gives_every_object_and_a_consistent_row():
     assert values["lbSwapping"] == 1 and values["lbStatus"] == mib.obj("lbStatus").enums["swapping"]
     assert values["lbRating"] == 10 and values["lbWeight"] == 150
     assert isinstance(values["lbDataAge"], DataAge) and values["lbDataAge"].at(100.25) == 250
+    assert values["lbInService"] == 2**32 - 1  # no uptime, never enabled by the admin: long in service
     row = values["lbRow"]
     assert isinstance(row, Row)
     decoded = mib.decode_row(row.at(100.5))
     assert decoded["lbDataAge"] == 500
     assert all(decoded[k] == values[k] for k in decoded if k != "lbDataAge")
+
+
+def test_in_service_is_the_later_of_boot_and_the_admins_enable():
+    from snmplb.snapshot import in_service
+
+    assert in_service(5000.0, 0, 1_000_000.0) == 5000
+    assert in_service(5000.0, 1_000_000 - 60, 1_000_000.0) == 60
+    assert in_service(50.0, 1_000_000 - 600, 1_000_000.0) == 50
+    assert in_service(None, 1_000_000 - 600, 1_000_000.0) == 600
+    assert in_service(5000.0, 1_000_000 + 60, 1_000_000.0) == 0  # clock skew: never negative

@@ -116,6 +116,7 @@ def test_values_follow_fake_proc_and_admin_commands(agent, netsnmp):
         return r.stdout.strip()
 
     assert get("lbLoad1") == "150"
+    assert get("lbInService") == "86400"  # the fake machine's uptime
     agent.set_load(FakeLoad(load1=9.0, cpus=2, mem_available=100_000,
                             sessions=(("ann", "h1"),)))
     t0 = time.monotonic()
@@ -132,6 +133,7 @@ def test_values_follow_fake_proc_and_admin_commands(agent, netsnmp):
     subprocess.run(admin + ["max-sessions", "1"], check=True, capture_output=True)
     subprocess.run(admin + ["enable"], check=True, capture_output=True)
     assert wait_for(lambda: get("lbWeight") == "250" and get("lbStatus") == "4", timeout=3)  # full
+    assert int(get("lbInService")) < 30  # just enabled again: thin clients slow-start it
     r = subprocess.run(admin + ["weight", "lots"], capture_output=True, text=True)
     assert r.returncode == 2 and "weight" in r.stderr
     assert get("lbWeight") == "250"
