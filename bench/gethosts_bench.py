@@ -5,7 +5,8 @@ answering and with 3 more listed servers that receive but never answer, it
 measures wall time and peak RSS of whole processes:
 
 - get_hosts: chroot/get_hosts run from a regular (non-editable) install of the
-  package in a throw-away venv, as on a thin client;
+  package in a throw-away venv, as on a thin client; and the same with
+  LB_SAMPLE=2 (the sampled mode: 2 servers polled, whatever the fleet's size);
 - snmpget: one net-snmp `snmpget` process per server, all started at once,
   waited for together (wall time; peak RSS of the largest process);
 - pysnmp: a Python process using pysnmp's high-level asyncio API
@@ -129,20 +130,24 @@ def run_size(n: int, runs: int, base: Path, thin_py: Path) -> dict:
                           SNMPLB_PYTHON=str(thin_py), LB_ALGORITHM="thresholded")
             gh_cmd = [str(ROOT / "chroot" / "get_hosts")]
             ps_cmd = [sys.executable, "-c", PYSNMP_SCRIPT, str(TIMEOUT_MS / 1000), "3", *addrs]
-            rows: dict[str, list[float]] = {"get_hosts": [], "snmpget": [], "pysnmp": []}
+            rows: dict[str, list[float]] = {"get_hosts": [], "get_hosts_sample2": [], "snmpget": [], "pysnmp": []}
             answered = {}
             for _ in range(runs):
                 secs, out = measure(gh_cmd, gh_env)
                 rows["get_hosts"].append(secs)
                 answered["get_hosts"] = len(out.split())
+                secs, out = measure(gh_cmd, dict(gh_env, LB_SAMPLE="2", LB_ALGORITHM="balanced"))
+                rows["get_hosts_sample2"].append(secs)
+                answered["get_hosts_sample2"] = len(out.split())
                 secs, ok = parallel_snmpget(addrs, env)
                 rows["snmpget"].append(secs)
                 answered["snmpget"] = ok
                 secs, out = measure(ps_cmd, env)
                 rows["pysnmp"].append(secs)
                 answered["pysnmp"] = int(out.strip() or 0)
-            rss = {"get_hosts": peak_rss_kib(gh_cmd, gh_env), "snmpget": peak_rss_kib(snmpget_cmd(addrs[0]), env),
-                   "pysnmp": peak_rss_kib(ps_cmd, env)}
+            rss = {"get_hosts": peak_rss_kib(gh_cmd, gh_env),
+                   "get_hosts_sample2": peak_rss_kib(gh_cmd, dict(gh_env, LB_SAMPLE="2")),
+                   "snmpget": peak_rss_kib(snmpget_cmd(addrs[0]), env), "pysnmp": peak_rss_kib(ps_cmd, env)}
             med = {k: statistics.median(v) for k, v in rows.items()}
             results[label] = {
                 "servers": len(addrs),

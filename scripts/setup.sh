@@ -33,6 +33,6 @@ want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: preparing .venv" >&2
     python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,bench]"
     echo "$want" > "$stamp"
 fi

@@ -114,6 +114,62 @@ def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
     return sorted(eligible, key=lambda s: rendezvous_score(ctx.client_id, s.name, s.weight), reverse=True)
 
 
+PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
+SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
+
+
+def effective_weight(s: ServerState, settings: ClientSettings) -> float:
+    """lbWeight, ramped up linearly over LB_SLOW_START_S after the server came into service."""
+    weight = max(1, s.weight)
+    window = settings.slow_start_s
+    if window and s.in_service < window:
+        weight *= max(SLOW_START_FLOOR, s.in_service / window)
+    return weight
+
+
+def _load(s: ServerState) -> float:
+    """Sessions per unit of capacity, counting the session about to be added."""
+    return (s.sessions + 1) / max(1, s.weight)
+
+
+@algorithm("balanced")
+def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Capacity-weighted two random choices, compared on sessions per capacity (docs/algorithms.md).
+
+    1. Safety: keep the prototype's thresholds (not swapping, fast enough, load per
+       CPU at most LB_MAX_LOAD); if less than PANIC_SHARE of the eligible capacity
+       passes, use every eligible server (panic mode: never herd onto the few).
+    2. Draw two distinct candidates with probability proportional to their
+       weight (lbWeight, slow-started by lbInService over LB_SLOW_START_S).
+    3. The candidate with fewer sessions per unit of weight wins (ties: the draw).
+    Rest: the other candidate, then the pool by sessions per weight, then the
+    servers that failed the thresholds, by the same measure.
+
+    With stale stats every client still sees random pairs, so a server that looks
+    emptiest wins only the pairs it is drawn into (at most about twice its share)
+    instead of every login, as `best` does.
+    """
+    s = ctx.settings
+    safe = [x for x in eligible if passes_thresholds(x, s)]
+    total = sum(max(1, x.weight) for x in eligible)
+    pool = safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
+    keyed = [(ctx.rng.random() ** (1.0 / effective_weight(x, s)), i) for i, x in enumerate(pool)]
+    drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
+    pair = sorted(drawn[:2], key=_load)  # stable: equal loads keep the draw's order
+    rest = sorted(drawn[2:], key=_load)
+    in_pool = {id(x) for x in pool}
+    others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
+    return pair + rest + others
+
+
+def sample_servers(servers: Sequence, k: int, rng: random.Random) -> tuple[list, list]:
+    """LB_SAMPLE: ``k`` servers drawn uniformly to poll, and the rest (in configured order) left unpolled."""
+    if k <= 0 or k >= len(servers):
+        return list(servers), []
+    picked = set(rng.sample(range(len(servers)), k))
+    return ([x for i, x in enumerate(servers) if i in picked], [x for i, x in enumerate(servers) if i not in picked])
+
+
 @algorithm("lbserver")
 def lbserver(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
     """ltsp-cluster's lbserver's choice first, if it is eligible; else, and for the rest, thresholded."""

@@ -87,7 +87,7 @@ def run(base: Path, keep: bool) -> int:
                   "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1000", "SNMPLB_PYTHON": sys.executable}
         get_hosts = str(PROJECT / "chroot" / "get_hosts")
         print(f"\nget_hosts, as LDM runs it (LB_SERVERS=\"{servers}\"; 127.0.0.99 is dead):\n")
-        for algorithm in ("thresholded", "best", "weighted", "random", "sticky", "fixed"):
+        for algorithm in ("balanced", "thresholded", "best", "weighted", "random", "sticky", "fixed"):
             t0 = time.monotonic()
             r = subprocess.run([get_hosts], env={**lb_env, "LB_ALGORITHM": algorithm, "LB_CLIENT_ID": "52:54:00:00:00:01"},
                                capture_output=True, text=True, timeout=30)

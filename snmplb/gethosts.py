@@ -18,10 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 
-from .algorithms import Context, decide
+from .algorithms import Context, Decision, decide, sample_servers
 from .clientid import default_mac
 from .poller import poll
-from .settings import ClientSettings, from_env
+from .settings import ClientSettings, Server, from_env
 from .stats import ServerState
 
 IDENT = "snmplb-get_hosts"
@@ -65,6 +65,35 @@ def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | No
     return servers, choice, why
 
 
+Probe = Callable[[ClientSettings], "tuple[list[ServerState], str | None, str]"]
+
+
+def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: Probe,
+           clock: Callable[[], float] = time.monotonic) -> tuple[list[ServerState], Decision, str]:
+    """Poll (all servers, or LB_SAMPLE of them) with ``probe`` and decide.
+
+    ``probe(settings)`` polls ``settings.servers`` within ``settings.timeout_ms``:
+    ``gather`` in get_hosts, a simulated fleet in bench/storm.py. In sampled mode,
+    if no sampled server is eligible the rest is polled within what is left of
+    the deadline; otherwise the unpolled servers are listed after the decision.
+    Returns the polled servers' states, the decision, and lbserver's complaint.
+    """
+    start = clock()
+    polled, unpolled = sample_servers(settings.servers, settings.sample, rng)
+    servers, choice, why = probe(settings._replace(servers=tuple(polled)))
+    left_ms = settings.timeout_ms - (clock() - start) * 1000
+    if unpolled and not any(s.eligible for s in servers) and left_ms >= 50:
+        more, _, _ = probe(settings._replace(servers=tuple(unpolled), timeout_ms=int(left_ms), lbserver_url=""))
+        rank = {srv: i for i, srv in enumerate(settings.servers)}
+        servers = sorted(servers + more, key=lambda st: rank[Server(st.name, st.port)])  # configured order
+        unpolled = []
+    decision = decide(settings.algorithm, servers, Context(settings, rng, client_id, choice))
+    if unpolled and any(s.eligible for s in servers):
+        extra = tuple(h for h in dict.fromkeys(u.host for u in unpolled) if h not in decision.hosts)
+        decision = Decision(decision.hosts + extra, decision.note + f"; {len(extra)} not polled (LB_SAMPLE)")
+    return servers, decision, why
+
+
 def run(env: Mapping[str, str]) -> str:
     """The line to print for LDM."""
     settings, problems = from_env(env)
@@ -73,11 +102,10 @@ def run(env: Mapping[str, str]) -> str:
     if not settings.servers:
         return ""
     rng: random.Random = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
-    servers, choice, why = gather(settings, rng)
+    client_id = settings.client_id or (default_mac() if settings.algorithm == "sticky" else "")
+    servers, decision, why = choose(settings, rng, client_id, lambda s: gather(s, rng))
     if why:
         report(why)
-    ctx = Context(settings, rng, settings.client_id or default_mac(), choice)
-    decision = decide(settings.algorithm, servers, ctx)
     failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
     if not any(s.ok for s in servers):
         report("no server answered; " + "; ".join(failed))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from .errors import ConfigError
 
-ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver")
+ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver", "balanced")
 AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
 PRIV_PROTOCOLS = ("AES",)
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -38,9 +38,9 @@ class Server(namedtuple("Server", "host port", defaults=(161,))):
 
 _FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
            "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
-           "retries max_hosts seed")
-_DEFAULTS = ((), "thresholded", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
-             "SHA", "", "AES", "", "", "", 161, 3, 0, None)
+           "retries max_hosts seed slow_start_s sample")
+_DEFAULTS = ((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
+             "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0)
 
 
 class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
@@ -151,16 +151,16 @@ class Variable(namedtuple("Variable", "name attr parse default doc")):
 VARIABLES: tuple[Variable, ...] = (
     Variable("LB_SERVERS", "servers", None, "$SERVER",
              "Application servers, separated by spaces: `host` or `host:port` (SNMP port), `[v6addr]:port`."),
-    Variable("LB_ALGORITHM", "algorithm", _choice(ALGORITHMS), "thresholded",
+    Variable("LB_ALGORITHM", "algorithm", _choice(ALGORITHMS), "balanced",
              "How to choose: " + ", ".join(f"`{a}`" for a in ALGORITHMS) + " (docs/algorithms.md)."),
     Variable("LB_TIMEOUT_MS", "timeout_ms", _int(50, 30000), "1000",
              "The one deadline for the whole poll, in ms: no server delays a login longer."),
     Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), "2.0",
-             "`thresholded`: skip servers whose 1-minute load per CPU is above this."),
+             "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this."),
     Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), "500",
-             "`thresholded`: skip servers that answered slower than this (ms)."),
+             "`thresholded`, `balanced`: skip servers that answered slower than this (ms)."),
     Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
-             "`thresholded`: skip servers that are swapping."),
+             "`thresholded`, `balanced`: skip servers that are swapping."),
     Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c", "`2c` or `3` (authPriv)."),
     Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
     Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
@@ -181,6 +181,12 @@ VARIABLES: tuple[Variable, ...] = (
              "Retransmissions per request, spread within LB_TIMEOUT_MS (a lost datagram is not a dead server)."),
     Variable("LB_MAX_HOSTS", "max_hosts", _int(0, 1000), "0",
              "Print at most this many hosts (0: all eligible ones)."),
+    Variable("LB_SLOW_START_S", "slow_start_s", _int(0, 86400), "300",
+             "`balanced`: a server that came into service less than this many seconds ago (lbInService) gets "
+             "a share growing linearly over the window (0: no slow start)."),
+    Variable("LB_SAMPLE", "sample", _int(0, 1000), "0",
+             "Poll only this many servers, drawn at random (0: all); the unpolled rest is listed after them. "
+             "A login then costs O(1) SNMP requests however large the fleet."),
     Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
 )
 

@@ -17,7 +17,7 @@ ADMIN = mib.obj("lbAdminState").enums
 
 
 def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, max_sessions=0,
-        admin="enabled", swapping=False, rating=None, age=100) -> dict[str, int]:
+        admin="enabled", swapping=False, rating=None, age=100, in_service=86400) -> dict[str, int]:
     total = 8_000_000
     lpc = round(load_per_cpu * 100)
     status = ("disabled" if admin == "disabled" else "draining" if admin == "draining" else
@@ -28,7 +28,7 @@ def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, m
                   lbMemTotal=total, lbMemAvailable=total * mem_pct // 100, lbMemAvailablePercent=mem_pct,
                   lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,
                   lbUsers=users, lbWeight=weight, lbMaxSessions=max_sessions, lbAdminState=ADMIN[admin],
-                  lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1,
+                  lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1, lbInService=in_service,
                   lbRating=rating if rating is not None else max(1, 100 - lpc // 2))
     return values
 
@@ -163,3 +163,63 @@ def test_max_hosts_limits_the_list():
 def test_implausible_rows_are_named(change, why):
     assert implausible(row()) == ""
     assert why in implausible({**row(), **change})
+
+
+def test_balanced_prefers_fewer_sessions_per_capacity_among_two_weighted_draws():
+    servers = [up("empty", sessions=0), up("half", sessions=20, users=1), up("full", sessions=40, users=1)]
+    firsts = collections.Counter(hosts("balanced", servers, ctx(seed))[0] for seed in range(3000))
+    # Two of three drawn: "empty" wins whenever drawn (2/3), "half" when paired with "full" (1/3), "full" never.
+    assert firsts["full"] == 0
+    assert 1850 < firsts["empty"] < 2150 and 850 < firsts["half"] < 1150, firsts
+
+
+def test_balanced_counts_capacity_weight():
+    big, small = up("big", sessions=30, users=1, weight=200), up("small", sessions=20, users=1, weight=100)
+    assert all(hosts("balanced", [big, small], ctx(seed))[0] == "big" for seed in range(50))  # 31/200 < 21/100
+
+
+def test_balanced_keeps_the_safety_thresholds_with_a_panic_fallback():
+    servers = [up("swap", swapping=True), up("slow", rtt=900), up("hot", load_per_cpu=3.0)] + \
+              [up(f"ok{i}", sessions=50, users=1) for i in range(3)]
+    for seed in range(200):
+        got = hosts("balanced", servers, ctx(seed))
+        assert got[0].startswith("ok") and set(got[3:]) == {"swap", "slow", "hot"}
+    # Less than 30 % of the capacity passes: panic, balance over every eligible server.
+    panic = [up("swap", swapping=True), up("hot", load_per_cpu=3.0), up("slow", rtt=900), up("ok", sessions=50, users=1)]
+    firsts = collections.Counter(hosts("balanced", panic, ctx(seed))[0] for seed in range(400))
+    assert firsts["ok"] < 400 and len(firsts) >= 3
+
+
+def test_balanced_slow_starts_a_server_that_just_came_into_service():
+    old = [up(f"old{i}", sessions=30, users=1) for i in range(9)]
+    new = ServerState("new", 161, {**row(), "lbInService": 30}, "", 1.0)  # empty, in service for 30 s of 300
+    firsts = collections.Counter(hosts("balanced", old + [new], ctx(seed))[0] for seed in range(4000))
+    # Without slow start it would win every pair it is in (about 2/10 of logins); at 10 % weight, about 2/91.
+    assert firsts["new"] < 200, firsts
+    no_ramp = collections.Counter(hosts("balanced", old + [new], ctx(seed, slow_start_s=0))[0] for seed in range(4000))
+    assert no_ramp["new"] > 600, no_ramp
+
+
+def test_sampled_mode_polls_k_and_lists_the_rest_after():
+    from snmplb.gethosts import choose
+    from snmplb.settings import Server
+
+    servers = tuple(Server(f"s{i}") for i in range(10))
+    polled_sets = []
+
+    def probe(settings):
+        polled_sets.append([s.host for s in settings.servers])
+        return [up(s.host) for s in settings.servers], None, ""
+
+    settings = ClientSettings(servers=servers, algorithm="balanced", sample=2)
+    _, decision, _ = choose(settings, random.Random(1), "c", probe, clock=lambda: 0.0)
+    assert len(polled_sets) == 1 and len(polled_sets[0]) == 2
+    assert list(decision.hosts[:2]) != [] and set(decision.hosts[:2]) == set(polled_sets[0])
+    assert list(decision.hosts[2:]) == [s.host for s in servers if s.host not in polled_sets[0]]  # configured order
+
+    def dead_first(settings):  # the sampled ones are down: the rest is polled within the same deadline
+        return [down(s.host) if s.host in ("s3", "s7") else up(s.host) for s in settings.servers], None, ""
+
+    for seed in range(30):
+        _, decision, _ = choose(settings._replace(sample=2), random.Random(seed), "c", dead_first, clock=lambda: 0.0)
+        assert decision.hosts[0] not in ("s3", "s7")  # unpolled ones may follow: the sampled mode's trade-off

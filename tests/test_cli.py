@@ -18,7 +18,7 @@ def test_demo_runs_a_fleet_and_reads_every_server_by_name():
     walked = [ln.split(".0 = ")[0] for ln in lines if ln.startswith(mib.MODULE + "::") and ".0 = " in ln]
     assert walked[: len(mib.OBJECTS)] == [f"{mib.MODULE}::{o.name}" for o in mib.OBJECTS]
     choices = [ln for ln in lines if ln.strip().startswith("LB_ALGORITHM=")]
-    assert len(choices) == 6
+    assert len(choices) == 7
     for ln in choices:
         hosts = ln.split("'")[1].split(" ")
         assert sorted(hosts) == ["127.0.0.11", "127.0.0.12", "127.0.0.13"], ln  # not draining .14, not dead .99

@@ -16,7 +16,7 @@ def test_defaults_and_documented_table():
     assert problems == []
     assert s.servers == (Server("app1", 161),)
     assert (s.algorithm, s.timeout_ms, s.max_load, s.max_response_ms, s.skip_swapping, s.snmp_version) == \
-        ("thresholded", 1000, 2.0, 500, True, "2c")
+        ("balanced", 1000, 2.0, 500, True, "2c")
     names = [v.name for v in VARIABLES]
     assert len(names) == len(set(names)) and all(n.startswith("LB_") for n in names)
     assert set(v.attr for v in VARIABLES) <= set(ClientSettings._fields)

@@ -1,0 +1,404 @@
+"""Login-storm simulator: the project's own algorithms, unchanged, on a simulated fleet.
+
+A deterministic (seeded) discrete-event simulation, 1 s steps. Every login
+calls ``snmplb.gethosts.choose`` -- the function get_hosts runs, with the same
+``ClientSettings`` -- and so the real ``algorithms.decide`` and the sampled mode.
+Each server's published row is built by the agent's own code
+(``snapshot.compute_values``, ``health`` rules) from a simulated /proc sample,
+and turned into the ``ServerState`` the poller would produce; a dead server is a
+failed poll, a slow one answers in 800 ms.
+
+The model (constants below, all in one place):
+- a session appears on its server 3-8 s after the choice (ssh, PAM, logind);
+- its desktop starts for 20 s (0.5 runnable task), then idles (0.1);
+- its memory grows linearly to 500-900 MiB over 60 s after it appears;
+- the load averages are Linux's: every 5 s, load = load*e + n*(1-e) with
+  e = exp(-5/60), exp(-5/300), exp(-5/900);
+- memory beyond RAM is swapped: the swap counters climb, the agent's rule
+  (50 pages/s) then says "swapping";
+- clients see rows published every T seconds (T = 0: every second), on top of
+  the lags above.
+
+Scenarios (from the spec's use cases):
+- rudolfo: 1400 clients log in within 60 s on 30 servers: 10 big (16 CPUs,
+  64 GiB, weight 200), 20 normal (8 CPUs, 32 GiB, weight 100), of which one
+  never answers and one answers in 800 ms;
+- margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
+  8 CPUs/16 GiB, weight 200);
+- wave: after Rudolfo's storm has settled, a new normal server joins; 120 s
+  later 30 % of the clients log out and back in within 60 s;
+- moves: every client chooses once on the settled fleet; then one server dies
+  and they choose again (which clients move?), and a second day (who keeps
+  their server?).
+
+    .venv/bin/python bench/storm.py                 # full report: docs/balance.md and docs/balance-*.png
+    .venv/bin/python bench/storm.py --seeds 2 --no-plots --out /tmp/x.md   # quick look
+
+Measures, per algorithm and staleness T: max/mean (the fullest live server's
+sessions per unit of capacity over the fleet's average), the worst peak memory
+(over 100 % = swapping) and how many servers swapped, the share of logins
+started on a server that was overloaded at that moment (swapping, or load per
+CPU above 2), logins to the dead and to the slow server, the newcomer's share
+of the wave against its fair (capacity) share, and for the moves, the share of
+clients that moved against the dead server's own share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from snmplb import mib  # noqa: E402
+from snmplb.adminconf import AdminSettings  # noqa: E402
+from snmplb.gethosts import choose  # noqa: E402
+from snmplb.health import HealthPolicy  # noqa: E402
+from snmplb.procstats import ProcSample, swap_rates  # noqa: E402
+from snmplb.sessions import SessionCount  # noqa: E402
+from snmplb.settings import ClientSettings, Server  # noqa: E402
+from snmplb.snapshot import compute_values  # noqa: E402
+from snmplb.stats import ServerState  # noqa: E402
+
+APPEAR = (3.0, 8.0)
+START_S, START_CPU, IDLE_CPU = 20.0, 0.5, 0.1
+MEM_RAMP_S, SESSION_MEM = 60.0, (500.0, 900.0)
+BASE_MEM, BASE_RUN = 1536.0, 0.2
+OVERLOAD_LOAD = 2.0
+SWAP_PAGES_PER_MB = 256 / 10  # pages/s swapped per MiB beyond RAM
+STORM_S, SETTLE_S = 60.0, 400.0
+SLOW_RTT, FAST_RTT = 800.0, 1.0
+EXP = (math.exp(-5 / 60), math.exp(-5 / 300), math.exp(-5 / 900))
+POLICY = HealthPolicy()
+
+
+@dataclass
+class Session:
+    client: str
+    appear: float
+    mem: float
+
+
+@dataclass
+class SimServer:
+    name: str
+    cpus: int
+    ram: float  # MiB
+    weight: int
+    dead: bool = False
+    rtt: float = FAST_RTT
+    joined_at: float = -86400.0
+    ramping: list[Session] = field(default_factory=list)  # appeared less than the ramp ago, or pending
+    steady: int = 0
+    steady_mem: float = 0.0
+    loads: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
+    pswp: int = 0
+    history: list[ProcSample] = field(default_factory=list)
+    mem: float = BASE_MEM
+    run: float = BASE_RUN
+    peak: float = 0.0
+    published: ServerState | None = None
+    clients: set[str] = field(default_factory=set)
+
+    def appeared(self, t: float) -> int:
+        return self.steady + sum(1 for s in self.ramping if s.appear <= t)
+
+    def step(self, t: float) -> None:
+        """Advance memory, runnable tasks, swap counters and (every 5 s) the load averages to time t."""
+        done = [s for s in self.ramping if t - s.appear >= max(MEM_RAMP_S, START_S)]
+        for s in done:
+            self.ramping.remove(s)
+            self.steady += 1
+            self.steady_mem += s.mem
+        mem, run = BASE_MEM + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
+        for s in self.ramping:
+            age = t - s.appear
+            if age >= 0:
+                mem += s.mem * min(1.0, age / MEM_RAMP_S)
+                run += START_CPU if age < START_S else IDLE_CPU
+        self.mem, self.run = mem, run
+        overflow = max(0.0, mem - self.ram)
+        self.pswp += int(overflow * SWAP_PAGES_PER_MB)
+        if int(t) % 5 == 0:
+            self.loads = [ld * e + run * (1 - e) for ld, e in zip(self.loads, EXP)]
+        self.peak = max(self.peak, mem / self.ram)
+
+    def overloaded(self) -> bool:
+        return self.mem > self.ram or self.loads[0] / self.cpus > OVERLOAD_LOAD
+
+    def publish(self, t: float) -> None:
+        """The row a poll would return now, made by the agent's own code."""
+        if self.dead:
+            self.published = ServerState(self.name, 161, None, "no answer within 1000 ms")
+            return
+        proc = ProcSample(t, *self.loads, self.cpus, int(self.ram * 1024), int(max(0.0, self.ram - self.mem) * 1024),
+                          8 << 20, 8 << 20, self.pswp, self.pswp, t - self.joined_at)
+        self.history = (self.history + [proc])[-12:]
+        n = self.appeared(t)
+        values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
+                                AdminSettings(weight=self.weight), POLICY, wall_time=t)
+        row = mib.decode_row(values["lbRow"].at(t))
+        self.published = ServerState(self.name, 161, row, "", self.rtt)
+
+    def fast_forward(self, t_from: float, t_to: float) -> None:
+        """Jump over a quiet period: every session steady, load averages decay towards the run queue."""
+        for s in list(self.ramping):
+            self.ramping.remove(s)
+            self.steady += 1
+            self.steady_mem += s.mem
+        self.step(t_to)
+        span = t_to - t_from
+        self.loads = [self.run + (ld - self.run) * math.exp(-span / tau) for ld, tau in zip(self.loads, (60, 300, 900))]
+
+    def logout(self, client: str) -> None:
+        """The client's session ends (steady by then)."""
+        self.clients.discard(client)
+        self.steady -= 1
+        self.steady_mem -= statistics.fmean(SESSION_MEM)
+
+
+def rudolfo_fleet() -> list[SimServer]:
+    fleet = [SimServer(f"big{i:02d}", 16, 65536, 200) for i in range(10)]
+    fleet += [SimServer(f"app{i:02d}", 8, 32768, 100) for i in range(20)]
+    fleet[-1].dead = True
+    fleet[-2].rtt = SLOW_RTT
+    return fleet
+
+
+def margot_fleet() -> list[SimServer]:
+    return [SimServer("desk1", 4, 8192, 100), SimServer("desk2", 4, 8192, 100), SimServer("desk3", 8, 16384, 200)]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An algorithm as an admin would configure it."""
+
+    label: str
+    algorithm: str
+    sample: int = 0
+    slow_start_s: int = 300
+
+
+VARIANTS = [Variant("thresholded (prototype)", "thresholded"), Variant("random", "random"),
+            Variant("best", "best"), Variant("weighted", "weighted"), Variant("fixed", "fixed"),
+            Variant("sticky", "sticky"), Variant("balanced", "balanced"),
+            Variant("balanced, LB_SAMPLE=2", "balanced", sample=2),
+            Variant("balanced, no slow start", "balanced", slow_start_s=0)]
+
+
+class Sim:
+    """One run: a fleet, a variant, a staleness T, a seed."""
+
+    def __init__(self, fleet: list[SimServer], variant: Variant, period: float, seed: int) -> None:
+        self.fleet = fleet
+        self.by_name = {s.name: s for s in fleet}
+        self.variant = variant
+        self.period = period
+        self.rng = random.Random(seed)
+        self.t = 0.0
+        self.logins: list[tuple[float, str, str]] = []  # (time, client, server)
+        self.bad_starts = 0
+        self.settings = self._settings()
+
+    def _settings(self) -> ClientSettings:
+        return ClientSettings(servers=tuple(Server(s.name) for s in self.fleet), algorithm=self.variant.algorithm,
+                              sample=self.variant.sample, slow_start_s=self.variant.slow_start_s)
+
+    def add_server(self, server: SimServer) -> None:
+        self.fleet.append(server)
+        self.by_name[server.name] = server
+        self.settings = self._settings()
+        server.publish(self.t)
+
+    def login(self, client: str) -> str:
+        def probe(settings: ClientSettings):
+            return [self.by_name[s.host].published for s in settings.servers], None, ""
+
+        _, decision, _ = choose(self.settings, self.rng, client, probe, clock=lambda: self.t)
+        server = self.by_name[decision.hosts[0]]
+        self.bad_starts += server.overloaded()
+        server.ramping.append(Session(client, self.t + self.rng.uniform(*APPEAR), self.rng.uniform(*SESSION_MEM)))
+        server.clients.add(client)
+        self.logins.append((self.t, client, server.name))
+        return server.name
+
+    def run_until(self, end: float, arrivals: list[tuple[float, str]]) -> None:
+        """Step to ``end``; ``arrivals`` (time, client) log in as their time comes."""
+        queue = sorted(arrivals)
+        i = 0
+        while self.t <= end:
+            for s in self.fleet:
+                s.step(self.t)
+            if self.period == 0 or self.t % self.period == 0:
+                for s in self.fleet:
+                    s.publish(self.t)
+            while i < len(queue) and queue[i][0] <= self.t:
+                self.login(queue[i][1])
+                i += 1
+            self.t += 1.0
+
+    def storm(self, clients: list[str], start: float) -> None:
+        self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, STORM_S), c) for c in clients])
+
+    def max_over_mean(self) -> float:
+        live = [s for s in self.fleet if not s.dead]
+        total = sum(len(s.clients) for s in live) / sum(s.weight for s in live)
+        return max(len(s.clients) / s.weight for s in live) / total
+
+
+def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int) -> dict:
+    sim = Sim(fleet_maker(), variant, period, seed)
+    sim.storm([f"c{i:04d}" for i in range(n_clients)], 0.0)
+    dead = {s.name for s in sim.fleet if s.dead}
+    slow = {s.name for s in sim.fleet if s.rtt == SLOW_RTT}
+    return {
+        "max_mean": sim.max_over_mean(),
+        "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
+        "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
+        "bad_starts": sim.bad_starts / len(sim.logins),
+        "to_dead": sum(1 for _, _, s in sim.logins if s in dead),
+        "to_slow": sum(1 for _, _, s in sim.logins if s in slow),
+    }
+
+
+def wave_metrics(variant: Variant, period: float, seed: int) -> dict:
+    sim = Sim(rudolfo_fleet(), variant, period, seed)
+    clients = [f"c{i:04d}" for i in range(1400)]
+    sim.storm(clients, 0.0)
+    join = 3600.0
+    for s in sim.fleet:
+        s.fast_forward(sim.t, join)
+    sim.t = join
+    newcomer = SimServer("new00", 8, 32768, 100, joined_at=join)
+    sim.add_server(newcomer)
+    sim.run_until(join + 119, [])
+    wave_start = sim.t
+    leaving = sim.rng.sample(clients, int(0.3 * len(clients)))
+    for c in leaving:
+        for s in sim.fleet:
+            if c in s.clients:
+                s.logout(c)
+    before = len(sim.logins)
+    sim.run_until(wave_start + SETTLE_S, [(wave_start + sim.rng.uniform(0, STORM_S), c) for c in leaving])
+    wave = sim.logins[before:]
+    live_weight = sum(s.weight for s in sim.fleet if not s.dead)
+    got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
+    return {"new_share": got / (newcomer.weight / live_weight), "max_mean": sim.max_over_mean(),
+            "swapping": sum(1 for s in sim.fleet if s.peak > 1.0)}
+
+
+def move_metrics(variant: Variant, seed: int) -> dict:
+    """Who moves when a server dies, and who keeps their server on a second day (settled fleet, T = 0)."""
+    sim = Sim(rudolfo_fleet(), variant, 0.0, seed)
+    clients = [f"c{i:04d}" for i in range(1400)]
+    sim.storm(clients, 0.0)
+    first = {c: sim.login(c) for c in clients[:400]}  # decisions on the settled fleet (sessions added, ignored)
+    again = {c: sim.login(c) for c in clients[:400]}
+    victim = max((s for s in sim.fleet if not s.dead), key=lambda s: sum(1 for v in first.values() if v == s.name))
+    victim.dead = True
+    victim.publish(sim.t)
+    after = {c: sim.login(c) for c in clients[:400]}
+    on_victim = sum(1 for v in first.values() if v == victim.name) / len(first)
+    return {"kept": sum(first[c] == again[c] for c in first) / len(first),
+            "moved": sum(first[c] != after[c] for c in first) / len(first), "ideal": on_victim}
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in rows)
+
+
+def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
+    t0 = time.monotonic()
+    lines = ["# Balance quality: the login-storm simulator", "",
+             f"Generated by `bench/storm.py --seeds {seeds}` (means of {seeds} seeds; model and scenarios in its "
+             "docstring). Regenerate: `.venv/bin/python bench/storm.py`.", ""]
+    rud: dict[tuple[str, float], list[dict]] = {}
+    for v in VARIANTS:
+        for T in periods:
+            rud[(v.label, T)] = [storm_metrics(rudolfo_fleet, v, T, s, 1400) for s in range(seeds)]
+    mar = {(v.label, T): [storm_metrics(margot_fleet, v, T, s, 17) for s in range(max(seeds, 20))]
+           for v in VARIANTS for T in periods}
+    wave = {(v.label, T): [wave_metrics(v, T, s) for s in range(seeds)] for v in VARIANTS for T in periods}
+    moves = {v.label: [move_metrics(v, s) for s in range(min(seeds, 3))] for v in VARIANTS}
+
+    lines += ["## Rudolfo: 1400 clients, 30 servers (10 big), one dead, one slow; storm within 60 s", ""]
+    for T in periods:
+        lines += [f"### Stats published every {T:g} s", "",
+                  "| algorithm | max/mean | worst peak memory | servers swapping | logins started on an overloaded "
+                  "server | logins to the dead server | logins to the slow server |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in VARIANTS:
+            r = rud[(v.label, T)]
+            lines.append(f"| {v.label} | {_mean(r, 'max_mean'):.2f} | {_mean(r, 'peak_mem'):.0%} | "
+                         f"{_mean(r, 'swapping'):.1f} | {_mean(r, 'bad_starts'):.1%} | {_mean(r, 'to_dead'):.0f} | "
+                         f"{_mean(r, 'to_slow'):.1f} |")
+        lines.append("")
+    lines += ["## Margot: 17 clients, 3 desktops; max/mean (means of at least 20 seeds)", "",
+              "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " |",
+              "|---|" + "---|" * len(periods)]
+    for v in VARIANTS:
+        lines.append(f"| {v.label} | " + " | ".join(f"{_mean(mar[(v.label, T)], 'max_mean'):.2f}" for T in periods)
+                     + " |")
+    lines += ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
+              "The newcomer's share of the wave's logins over its fair (capacity) share; 1.0 is fair.", "",
+              "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
+              "|---|" + "---|" * (len(periods) + 1)]
+    for v in VARIANTS:
+        lines.append(f"| {v.label} | " + " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
+                     + f" | {_mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan'):.2f} |")
+    lines += ["", "## Moves: one server dies; a second day", "",
+              "| algorithm | clients that moved | ideal (the dead server's clients) | kept their server on a second day |",
+              "|---|---|---|---|"]
+    for v in VARIANTS:
+        r = moves[v.label]
+        lines.append(f"| {v.label} | {_mean(r, 'moved'):.1%} | {_mean(r, 'ideal'):.1%} | {_mean(r, 'kept'):.1%} |")
+    if plots:
+        lines += ["", "![max/mean by staleness](balance-maxmean.png)", "",
+                  "![worst peak memory by staleness](balance-peakmem.png)"]
+        _plots(rud, periods, out.parent)
+    lines += ["", f"({time.monotonic() - t0:.0f} s to compute.)", ""]
+    return "\n".join(lines)
+
+
+def _plots(rud: dict, periods: list[float], where: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key, name, ylabel in (("max_mean", "balance-maxmean.png", "max/mean sessions per capacity"),
+                              ("peak_mem", "balance-peakmem.png", "worst peak memory (1.0 = RAM full)")):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for v in VARIANTS:
+            ax.plot(periods, [_mean(rud[(v.label, T)], key) for T in periods], marker="o", label=v.label)
+        ax.set_xlabel("stats published every T seconds")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Rudolfo's login storm: {ylabel}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(where / name, dpi=100)
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--periods", type=float, nargs="+", default=[0, 5, 10, 30])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "balance.md")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    text = report(args.seeds, args.periods, not args.no_plots, args.out)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

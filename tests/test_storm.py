@@ -1,0 +1,48 @@
+"""The login-storm simulator (bench/storm.py): deterministic, and it drives the real algorithms.
+
+No timing is asserted: these are seeded simulations, so the numbers are exact.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from snmplb.labfleet import PROJECT
+
+sys.path.insert(0, str(PROJECT / "bench"))
+import storm  # noqa: E402
+
+BY_LABEL = {v.label: v for v in storm.VARIANTS}
+
+
+def test_seeded_runs_repeat_exactly():
+    v = BY_LABEL["balanced"]
+    assert storm.storm_metrics(storm.rudolfo_fleet, v, 10.0, 3, 400) == \
+        storm.storm_metrics(storm.rudolfo_fleet, v, 10.0, 3, 400)
+
+
+def test_no_algorithm_ever_sends_a_login_to_the_dead_server():
+    for v in storm.VARIANTS:
+        m = storm.storm_metrics(storm.rudolfo_fleet, v, 10.0, 0, 1400)
+        assert m["to_dead"] == 0, v.label
+
+
+def test_balanced_beats_the_prototype_and_best_in_rudolfos_storm():
+    got = {label: storm.storm_metrics(storm.rudolfo_fleet, BY_LABEL[label], 10.0, 0, 1400)
+           for label in ("balanced", "thresholded (prototype)", "best")}
+    assert got["balanced"]["max_mean"] < 0.8 * got["thresholded (prototype)"]["max_mean"]
+    assert got["balanced"]["swapping"] < got["thresholded (prototype)"]["swapping"]
+    assert got["best"]["max_mean"] > 3  # herding, as the literature says
+    assert got["balanced"]["to_slow"] == 0
+
+
+def test_slow_start_keeps_the_newcomers_wave_share_near_fair():
+    with_ramp = [storm.wave_metrics(BY_LABEL["balanced"], 10.0, s)["new_share"] for s in range(2)]
+    without = [storm.wave_metrics(BY_LABEL["balanced, no slow start"], 10.0, s)["new_share"] for s in range(2)]
+    assert 0.5 <= sum(with_ramp) / 2 <= 1.5
+    assert sum(without) / 2 > sum(with_ramp) / 2
+
+
+def test_sticky_moves_only_the_dead_servers_clients():
+    m = storm.move_metrics(BY_LABEL["sticky"], 0)
+    assert m["moved"] == m["ideal"] and m["kept"] == 1.0
