@@ -118,13 +118,13 @@ PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thres
 SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
 
 
-def effective_weight(s: ServerState, settings: ClientSettings) -> float:
-    """lbWeight, ramped up linearly over LB_SLOW_START_S after the server came into service."""
-    weight = max(1, s.weight)
+def ramp(s: ServerState, settings: ClientSettings) -> float:
+    """Slow start: the fraction of its weight a server has, growing linearly over LB_SLOW_START_S
+    after it came into service (lbInService), from SLOW_START_FLOOR to 1."""
     window = settings.slow_start_s
     if window and s.in_service < window:
-        weight *= max(SLOW_START_FLOOR, s.in_service / window)
-    return weight
+        return max(SLOW_START_FLOOR, s.in_service / window)
+    return 1.0
 
 
 def _load(s: ServerState) -> float:
@@ -140,7 +140,10 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
        CPU at most LB_MAX_LOAD); if less than PANIC_SHARE of the eligible capacity
        passes, use every eligible server (panic mode: never herd onto the few).
     2. Draw two distinct candidates with probability proportional to their
-       weight (lbWeight, slow-started by lbInService over LB_SLOW_START_S).
+       weight (lbWeight). A server in slow start (lbInService below
+       LB_SLOW_START_S) is admitted as a candidate only with probability equal
+       to its ramp, else the next drawn takes its place: so it gets its ramped
+       share whether the pool was drawn here or by LB_SAMPLE.
     3. The candidate with fewer sessions per unit of weight wins (ties: the draw).
     Rest: the other candidate, then the pool by sessions per weight, then the
     servers that failed the thresholds, by the same measure.
@@ -153,10 +156,11 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     safe = [x for x in eligible if passes_thresholds(x, s)]
     total = sum(max(1, x.weight) for x in eligible)
     pool = safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
-    keyed = [(ctx.rng.random() ** (1.0 / effective_weight(x, s)), i) for i, x in enumerate(pool)]
+    keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
     drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
-    pair = sorted(drawn[:2], key=_load)  # stable: equal loads keep the draw's order
-    rest = sorted(drawn[2:], key=_load)
+    admitted = [x for x in drawn if ctx.rng.random() < ramp(x, s)] or drawn
+    pair = sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
+    rest = sorted((x for x in drawn if all(x is not p for p in pair)), key=_load)
     in_pool = {id(x) for x in pool}
     others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
     return pair + rest + others
