@@ -49,6 +49,11 @@ def _oid(name: str) -> str:
     return ".".join(map(str, mib.obj(name).instance))
 
 
+def _oid_list(names: list[str]) -> str:
+    """check_snmp's -o argument: dotted OIDs with a leading dot, comma-separated."""
+    return ",".join("." + _oid(n) for n in names)
+
+
 def _key(name: str) -> str:
     return f"snmplb.{name}"
 
@@ -212,7 +217,7 @@ def nagios() -> str:
         "# its command line ($USER3$ in resource.cfg keeps it out of the object files, not out of `ps`).",
     ]
     for name, objs, warn, crit, labels in CHECK_SNMP:
-        oids = ",".join("." + _oid(o) for o in objs)
+        oids = _oid_list(objs)
         out += ["", "define command {", f"    command_name    {name}",
                 f"    command_line    $USER1$/check_snmp -H $HOSTADDRESS$ -P 2c -C $USER3$ -o {oids} "
                 f"-l {labels} -w {warn} -c {crit}", "}"]
@@ -249,7 +254,7 @@ def icinga2() -> str:
         "}",
     ]
     for name, objs, warn, crit, labels in CHECK_SNMP:
-        oids = ",".join("." + _oid(o) for o in objs)
+        oids = _oid_list(objs)
         out += ["", f'apply Service "{name.replace("check_", "")}" {{', '  import "generic-service"',
                 '  check_command = "snmp"', f'  vars.snmp_oid = "{oids}"', f'  vars.snmp_label = "{labels}"',
                 f'  vars.snmp_warn = "{warn}"', f'  vars.snmp_crit = "{crit}"',

@@ -167,7 +167,7 @@ def _send(sock: socket.socket, data: bytes | None, addr: tuple[str, int], query:
 def _run(socks: dict[int, socket.socket], by_addr: dict[tuple[int, bytes, int], list[Query]],
          deadline: float, clock: Callable[[], float]) -> None:
     pending = [q for qs in by_addr.values() for q in qs]
-    addr_of = {id(q): (family, key) for key, qs in by_addr.items() for q in qs for family in [key[0]]}
+    key_of = {id(q): key for key, qs in by_addr.items() for q in qs}  # (family, packed address, port)
     for _ in range(_MAX_LOOPS):
         if all(q.done for q in pending):
             return
@@ -180,17 +180,15 @@ def _run(socks: dict[int, socket.socket], by_addr: dict[tuple[int, bytes, int], 
         for sock in readable:
             family = sock.family
             _drain_errors(sock, family, by_addr)
-            _drain(sock, family, by_addr, clock, socks)
+            _drain(sock, family, by_addr, clock)
         now = clock()
         for q in pending:
             if not q.done and q.next_time is not None and now >= q.next_time:
-                family, key = addr_of[id(q)]
-                host = socket.inet_ntop(family, key[1])
-                _send(socks[family], q.on_timer(now), (host, key[2]), q)
+                family, packed, port = key_of[id(q)]
+                _send(socks[family], q.on_timer(now), (socket.inet_ntop(family, packed), port), q)
 
 
-def _drain(sock: socket.socket, family: int, by_addr: dict, clock: Callable[[], float],
-           socks: dict[int, socket.socket]) -> None:
+def _drain(sock: socket.socket, family: int, by_addr: dict, clock: Callable[[], float]) -> None:
     for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
         try:
             data, addr = sock.recvfrom(65535)

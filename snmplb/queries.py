@@ -77,6 +77,14 @@ class Query:
         self.result = ServerState(self.server.host, self.server.port, values, "", round(rtt * 1000, 2))
         self.next_time = None
 
+    def finish(self, pdu: message.Pdu, rtt: float) -> None:
+        """End the query with a genuine reply: its row, or why it is unusable."""
+        values, reason = row_from_pdu(pdu)
+        if values is None:
+            self.fail(reason)
+        else:
+            self.succeed(values, rtt)
+
     def _id(self) -> int:
         return self.rng.randrange(1, 2**31 - 1)
 
@@ -118,11 +126,7 @@ class V2cQuery(Query):
         match = next((s for s in self.sent if s.request_id == pdu.request_id), None)
         if match is None or self.done:
             return None  # stale or spoofed
-        values, reason = row_from_pdu(pdu)
-        if values is None:
-            self.fail(reason)
-        else:
-            self.succeed(values, now - match.at)
+        self.finish(pdu, now - match.at)
         return None
 
 
@@ -204,11 +208,7 @@ class V3Query(Query):
             return None
         if pdu.request_id != match.request_id:
             return None
-        values, reason = row_from_pdu(pdu)
-        if values is None:
-            self.fail(reason)
-        else:
-            self.succeed(values, now - match.at)
+        self.finish(pdu, now - match.at)
         return None
 
     def _discovered(self, reply: message.V3Reply, now: float) -> bytes | None:
