@@ -38,7 +38,8 @@ LABELS = {
 
 
 def _uuid(*parts: str) -> str:
-    return uuid.uuid5(_NS, "/".join(parts)).hex
+    """A stable UUID per name, shaped as the UUIDv4 that Zabbix's import requires."""
+    return uuid.UUID(bytes=uuid.uuid5(_NS, "/".join(parts)).bytes, version=4).hex
 
 
 def _q(text: str) -> str:

@@ -182,7 +182,9 @@ def test_zabbix_template_follows_the_60_export_format_and_the_mib():
         for gi in graph["graph_items"]:
             assert re.fullmatch(r"[0-9A-F]{6}", gi["color"])
             assert gi["item"]["host"] == tpl["template"] and gi["item"]["key"] in keys
-    assert all(re.fullmatch(r"[0-9a-f]{32}", u) and uuid.UUID(u) for u in uuids) and len(set(uuids)) == len(uuids)
+    # Zabbix's import requires UUIDv4 (version nibble 4, RFC 4122 variant), unique.
+    assert all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", u) and uuid.UUID(u).version == 4
+               for u in uuids) and len(set(uuids)) == len(uuids)
     triggers = " ".join(t["name"] for i in tpl["items"] for t in i.get("triggers", []))
     for needed in ("swapping", "load per CPU", "full", "draining", "disabled", "older than"):
         assert needed in triggers
