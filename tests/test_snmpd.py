@@ -17,7 +17,6 @@ import pytest
 
 from conftest import BIN, COMMUNITY, V3, wait_for
 from snmplb import mib
-from snmplb.adminconf import AdminSettings
 from snmplb.labfleet import FakeLoad
 
 ROOT = mib.oid_str(mib.ROOT)
