@@ -82,8 +82,11 @@ def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: 
     polled, unpolled = sample_servers(settings.servers, settings.sample, rng)
     servers, choice, why = probe(settings._replace(servers=tuple(polled)))
     left_ms = settings.timeout_ms - (clock() - start) * 1000
-    if unpolled and not any(s.eligible for s in servers) and left_ms >= 50:
-        more, _, _ = probe(settings._replace(servers=tuple(unpolled), timeout_ms=int(left_ms), lbserver_url=""))
+    if unpolled and not any(s.eligible for s in servers):
+        if left_ms >= 50:
+            more, _, _ = probe(settings._replace(servers=tuple(unpolled), timeout_ms=int(left_ms), lbserver_url=""))
+        else:  # no time left: they go to the fallback list unpolled
+            more = [ServerState(u.host, u.port, None, "not polled (no time left)") for u in unpolled]
         rank = {srv: i for i, srv in enumerate(settings.servers)}
         servers = sorted(servers + more, key=lambda st: rank[Server(st.name, st.port)])  # configured order
         unpolled = []

@@ -223,3 +223,20 @@ def test_sampled_mode_polls_k_and_lists_the_rest_after():
     for seed in range(30):
         _, decision, _ = choose(settings._replace(sample=2), random.Random(seed), "c", dead_first, clock=lambda: 0.0)
         assert decision.hosts[0] not in ("s3", "s7")  # unpolled ones may follow: the sampled mode's trade-off
+
+
+def test_sampled_mode_without_time_left_still_lists_every_server_in_configured_order():
+    from snmplb.gethosts import choose
+    from snmplb.settings import Server
+
+    servers = tuple(Server(f"s{i}") for i in range(6))
+    now = [0.0]
+
+    def slow_dead_probe(settings):
+        now[0] += 0.99  # the sampled ones time out, using nearly the whole deadline
+        return [down(s.host) for s in settings.servers], None, ""
+
+    settings = ClientSettings(servers=servers, algorithm="balanced", sample=2, timeout_ms=1000)
+    _, decision, _ = choose(settings, random.Random(4), "c", slow_dead_probe, clock=lambda: now[0])
+    assert list(decision.hosts) == [s.host for s in servers]
+    assert "not polled" in decision.note
