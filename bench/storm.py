@@ -9,6 +9,7 @@ and turned into the ``ServerState`` the poller would produce; a dead server is a
 failed poll, a slow one answers in 800 ms.
 
 The model (constants below, all in one place):
+- its ssh connection is established 0.3-1 s after the choice (lbSshConnections);
 - a session appears on its server 3-8 s after the choice (ssh, PAM, logind);
 - its desktop starts for 20 s (0.5 runnable task), then idles (0.1);
 - its memory grows linearly to 500-900 MiB over 60 s after it appears;
@@ -68,6 +69,7 @@ from snmplb.snapshot import compute_values  # noqa: E402
 from snmplb.stats import ServerState  # noqa: E402
 
 APPEAR = (3.0, 8.0)
+CONNECT = (0.3, 1.0)
 START_S, START_CPU, IDLE_CPU = 20.0, 0.5, 0.1
 MEM_RAMP_S, SESSION_MEM = 60.0, (500.0, 900.0)
 BASE_MEM, BASE_RUN = 1536.0, 0.2
@@ -84,6 +86,7 @@ class Session:
     client: str
     appear: float
     mem: float
+    connect: float
 
 
 @dataclass
@@ -109,6 +112,10 @@ class SimServer:
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
+
+    def connected(self, t: float) -> int:
+        """Established ssh connections: sessions, and logins still connecting."""
+        return self.steady + sum(1 for s in self.ramping if s.connect <= t)
 
     def step(self, t: float) -> None:
         """Advance memory, runnable tasks, swap counters and (every 5 s) the load averages to time t."""
@@ -143,7 +150,8 @@ class SimServer:
         self.history = (self.history + [proc])[-12:]
         n = self.appeared(t)
         values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
-                                AdminSettings(weight=self.weight), POLICY, wall_time=t)
+                                AdminSettings(weight=self.weight), POLICY, wall_time=t,
+                                ssh_connections=self.connected(t))
         row = mib.decode_row(values["lbRow"].at(t))
         self.published = ServerState(self.name, 161, row, "", self.rtt)
 
@@ -224,7 +232,8 @@ class Sim:
         _, decision, _ = choose(self.settings, self.rng, client, probe, clock=lambda: self.t)
         server = self.by_name[decision.hosts[0]]
         self.bad_starts += server.overloaded()
-        server.ramping.append(Session(client, self.t + self.rng.uniform(*APPEAR), self.rng.uniform(*SESSION_MEM)))
+        server.ramping.append(Session(client, self.t + self.rng.uniform(*APPEAR), self.rng.uniform(*SESSION_MEM),
+                                      self.t + self.rng.uniform(*CONNECT)))
         server.clients.add(client)
         self.logins.append((self.t, client, server.name))
         return server.name

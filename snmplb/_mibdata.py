@@ -265,4 +265,16 @@ SCALARS = ({'name': 'lbLoad1',
   'description': 'Seconds since this server came into service: since the machine booted '
                  '(/proc/uptime), or since the admin last enabled it with snmplb-admin, whichever '
                  "is later. Thin clients ramp a newcomer's share up over their slow-start window, "
-                 'so that a login storm does not all land on an empty server that just joined.'})
+                 'so that a login storm does not all land on an empty server that just joined.'},
+ {'name': 'lbSshConnections',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 28),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "Established inbound TCP connections to the ssh port (the agent's ssh_port, "
+                 'default 22), from /proc/net/tcp and tcp6. An LDM login holds one from its first '
+                 'second, while logind registers the session seconds later: thin clients compare '
+                 'the larger of this and lbSessions, so that logins still connecting count.'})

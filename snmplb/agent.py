@@ -34,6 +34,7 @@ from .passpersist import PONG, Entry, Protocol, Table
 from .procstats import ProcError, ProcSample, read_proc, swap_rates
 from .sessions import count_sessions
 from .snapshot import compute_values
+from .tcpconns import count_established
 
 LINE_LIMIT = 4096
 SPIN_AFTER_PONG = 0.0002
@@ -87,7 +88,8 @@ class Sampler:
             self._warn.warn(p)
         sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
         rates = swap_rates(self._history, cfg.rate_window)
-        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time()))
+        conns = count_established(cfg.proc_root, cfg.ssh_port)
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(), conns))
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""

@@ -32,6 +32,7 @@ class AgentConfig:
     busy_load: load per CPU from which the status is busy (1.0).
     low_mem_percent: available-memory percentage below which the status is busy (10).
     swap_threshold: swap pages/s (in + out) from which the server is swapping (50).
+    ssh_port: the port whose established connections lbSshConnections counts (22).
     """
 
     proc_root: Path = Path("/proc")
@@ -44,6 +45,7 @@ class AgentConfig:
     busy_load: float = 1.0
     low_mem_percent: int = 10
     swap_threshold: float = 50.0
+    ssh_port: int = 22
 
     @property
     def policy(self) -> HealthPolicy:
@@ -57,6 +59,7 @@ _LIMITS = {
     "busy_load": (0.01, 1000.0),
     "low_mem_percent": (0, 100),
     "swap_threshold": (0.0, 1e9),
+    "ssh_port": (1, 65535),
 }
 KEYS = tuple(f.name for f in fields(AgentConfig))
 

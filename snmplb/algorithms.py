@@ -128,8 +128,8 @@ def ramp(s: ServerState, settings: ClientSettings) -> float:
 
 
 def _load(s: ServerState) -> float:
-    """Sessions per unit of capacity, counting the session about to be added."""
-    return (s.sessions + 1) / max(1, s.weight)
+    """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added."""
+    return (s.sessions_or_connecting + 1) / max(1, s.weight)
 
 
 @algorithm("balanced")

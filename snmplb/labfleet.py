@@ -48,6 +48,7 @@ class FakeLoad:
     pswpout: int = 0
     uptime: float = 86400.0
     sessions: tuple[tuple[str, str], ...] = ()  # (user, remote host)
+    ssh_connections: int | None = None  # established connections to port 22; None: one per session
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,13 @@ def write_fake_proc(root: Path, load: FakeLoad) -> None:
     cpus = "".join(f"cpu{i} 1 0 1 100 0 0 0 0 0 0\n" for i in range(load.cpus))
     write_atomic(root / "stat", f"cpu  4 0 4 400 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\n")
     write_atomic(root / "uptime", f"{load.uptime:.2f} {load.uptime * 3:.2f}\n")
+    conns = len(load.sessions) if load.ssh_connections is None else load.ssh_connections
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = "".join(f"{i:4d}: 0B00A8C0:0016 {0x1400A8C0 + i:08X}:{40000 + i:04X} 01 00000000:00000000 00:00000000 "
+                   f"00000000     0        0 {1000 + i} 1 0000000000000000 20 4 30 10 -1\n" for i in range(conns))
+    listen = "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1\n"
+    (root / "net").mkdir(parents=True, exist_ok=True)
+    write_atomic(root / "net" / "tcp", header + listen + rows)
 
 
 def write_fake_sessions(directory: Path, sessions: tuple[tuple[str, str], ...]) -> None:

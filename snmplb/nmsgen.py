@@ -34,6 +34,7 @@ LABELS = {
     "lbAdminState": "Admin state", "lbStatus": "Load-balancing status", "lbRating": "Rating",
     "lbDataAge": "Agent data age", "lbAgentVersion": "Agent version", "lbSessionSource": "Session count source",
     "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
+    "lbSshConnections": "ssh connections",
 }
 
 

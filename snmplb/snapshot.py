@@ -63,6 +63,7 @@ def compute_values(
     admin: AdminSettings,
     policy: health.HealthPolicy,
     wall_time: float = 0.0,
+    ssh_connections: int = 0,
 ) -> dict[str, int | str | DataAge | Row]:
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample)."""
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
@@ -100,6 +101,7 @@ def compute_values(
         "lbAgentVersion": AGENT_VERSION,
         "lbSessionSource": _SOURCES[sessions.source],
         "lbInService": in_service(proc.uptime, admin.enabled_since, wall_time),
+        "lbSshConnections": _gauge(ssh_connections),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values

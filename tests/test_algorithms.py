@@ -240,3 +240,9 @@ def test_sampled_mode_without_time_left_still_lists_every_server_in_configured_o
     _, decision, _ = choose(settings, random.Random(4), "c", slow_dead_probe, clock=lambda: now[0])
     assert list(decision.hosts) == [s.host for s in servers]
     assert "not polled" in decision.note
+
+
+def test_balanced_counts_logins_still_connecting():
+    settled = ServerState("settled", 161, {**row(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
+    rushed = ServerState("rushed", 161, {**row(sessions=10, users=1), "lbSshConnections": 30}, "", 1.0)
+    assert all(hosts("balanced", [rushed, settled], ctx(seed))[0] == "settled" for seed in range(50))

@@ -202,3 +202,28 @@ def test_in_service_is_the_later_of_boot_and_the_admins_enable():
     assert in_service(50.0, 1_000_000 - 600, 1_000_000.0) == 50
     assert in_service(None, 1_000_000 - 600, 1_000_000.0) == 600
     assert in_service(5000.0, 1_000_000 + 60, 1_000_000.0) == 0  # clock skew: never negative
+
+
+def test_established_connections_to_the_ssh_port():
+    from snmplb.tcpconns import count_established, parse_established
+
+    tcp = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+           "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
+           "   1: 0B00A8C0:0016 1400A8C0:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+           "   2: 0B00A8C0:0016 1500A8C0:9C41 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n"
+           "   3: 0B00A8C0:9C42 0100A8C0:0016 01 00000000:00000000 00:00000000 00000000     0        0 4 1\n"
+           "   4: 0B00A8C0:0016 1600A8C0:9C43 06 00000000:00000000 00:00000000 00000000     0        0 5 1\n"
+           "garbage line\n   5: 0B00A8C0:zz 1600A8C0:9C43 01\n")
+    tcp6 = ("  sl  local_address                         remote_address                        st\n"
+            "   0: 0000000000000000FFFF00000B00A8C0:0016 0000000000000000FFFF00001700A8C0:9C44 01 0 0 0\n")
+    assert parse_established(tcp, 22) == 2  # LISTEN, outbound (remote port 22) and TIME_WAIT do not count
+    assert parse_established(tcp6, 22) == 1 and parse_established(tcp, 2222) == 0
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "net").mkdir()
+        assert count_established(Path(d), 22) == 0  # no files: 0, never an error
+        (Path(d) / "net" / "tcp").write_text(tcp)
+        (Path(d) / "net" / "tcp6").write_text(tcp6)
+        assert count_established(Path(d), 22) == 3

@@ -66,6 +66,7 @@ def test_every_object_readable_by_name_with_snmpget_and_snmpwalk(agent, netsnmp)
     assert got[f"{mib.MODULE}::lbStatus.0"] == "idle"  # load 1.5 on 4 CPUs
     assert got[f"{mib.MODULE}::lbLoadPerCpu.0"] == ".38"  # net-snmp drops the leading 0
     assert got[f"{mib.MODULE}::lbSessions.0"] == "3" and got[f"{mib.MODULE}::lbUsers.0"] == "2"
+    assert got[f"{mib.MODULE}::lbSshConnections.0"] == "3"  # the fake /proc/net/tcp: one per session
     assert got[f"{mib.MODULE}::lbAgentVersion.0"].startswith("snmplb-agent ")
     r = netsnmp.v2c("snmpwalk", agent, mib.MODULE + "::snmplbObjects", opts=("-Oq",), names=True)
     assert list(parse_q(r.stdout)) == names
@@ -117,9 +118,10 @@ def test_values_follow_fake_proc_and_admin_commands(agent, netsnmp):
     assert get("lbLoad1") == "150"
     assert get("lbInService") == "86400"  # the fake machine's uptime
     agent.set_load(FakeLoad(load1=9.0, cpus=2, mem_available=100_000,
-                            sessions=(("ann", "h1"),)))
+                            sessions=(("ann", "h1"),), ssh_connections=5))
     t0 = time.monotonic()
     assert wait_for(lambda: get("lbLoad1") == "900" and get("lbSessions") == "1", timeout=3)
+    assert get("lbSshConnections") == "5"
     assert time.monotonic() - t0 < 3
     assert get("lbLoadPerCpu") == "450" and get("lbStatus") == "2"  # busy
 
