@@ -377,12 +377,12 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
               f"{_mean(rud[('balanced', 10.0)], 'swapping') if ('balanced', 10.0) in rud else float('nan'):.1f} "
               f"servers swapping on average (the prototype: {mm('thresholded (prototype)', 10.0)}): far better, "
               f"but short of the target. With fresh stats (T = 0; snmplb's agent samples every second) it is "
-              f"{mm('balanced', 0.0)}. Design trials with this simulator (scratch variants, not reproduced by "
-              "this script): softer pair comparisons, a deficit-proportional random draw, a memory-headroom "
+              f"{mm('balanced', 0.0)}. Counting logins still connecting (lbSshConnections: an ssh connection "
+              "shows a second after the choice, the logind session 3-8 s later) took T = 0 from 1.17 to about "
+              "1.09 in design runs. Other design trials with this simulator (scratch variants, not reproduced "
+              "by this script): softer pair comparisons, a deficit-proportional random draw, a memory-headroom "
               "filter and forward projection by each server's login rate all stayed at 1.19-1.25 for T = 10 s; "
-              "what limits every rule is that the last ~15 s of a storm are decided on one shared stale view. "
-              "Counting logins still connecting (established ssh connections, visible a second after the choice "
-              "instead of 3-8 s) brought T = 0 to 1.08 but T = 10 s only to 1.19.",
+              "what limits every rule is that the last ~15 s of a storm are decided on one shared stale view.",
               "- Logins started on an overloaded server are 0 % for everything but `fixed`: memory grows for a "
               "minute after a login, so servers overload only after the storm. The damage comes later than "
               "the decision, which is why fresh-looking numbers mislead.",
