@@ -210,8 +210,5 @@ def decide(name: str, servers: Sequence[ServerState], ctx: Context) -> Decision:
 
 
 def _unique(names) -> tuple[str, ...]:
-    out: list[str] = []
-    for n in names:
-        if n not in out:
-            out.append(n)
-    return tuple(out)
+    """Names in order, each once."""
+    return tuple(dict.fromkeys(names))

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import mib
 from .adminconf import AdminSettings, save_admin
 from .errors import FleetError
 from .kvfile import write_atomic
@@ -289,7 +288,3 @@ class Fleet:
     def stop_all(self) -> None:
         for inst in self.instances:
             self._kill(inst)
-
-    def row_oids(self) -> list[str]:
-        """Instance OIDs of every object of the MIB, in order."""
-        return [mib.oid_str(o.instance) for o in mib.OBJECTS]

@@ -46,13 +46,6 @@ class MibObject(namedtuple("MibObject", "name oid base tc enums units hint acces
         """The type word the pass_persist protocol uses for this object."""
         return _PASS_TYPES[self.base]
 
-    def enum_name(self, value: int) -> str:
-        """The enumeration label of ``value``, or the number as text."""
-        for label, number in self.enums.items():
-            if number == value:
-                return label
-        return str(value)
-
 
 MODULE: str = _mibdata.MODULE
 ROOT: Oid = _mibdata.ROOT

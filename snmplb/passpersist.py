@@ -57,9 +57,6 @@ class Table:
         self._by_text = {oid_str(e.oid): e for e in ordered}
         self._static = {e.oid: render(e, 0.0) for e in ordered if not isinstance(e.value, Dynamic)}
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def get(self, oid: Oid) -> Entry | None:
         return self._by_oid.get(oid)
 

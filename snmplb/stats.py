@@ -90,11 +90,6 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
         return _STATUS.get(self.values["lbStatus"], "unknown")
 
     @property
-    def mem_available_fraction(self) -> float:
-        total = self.values["lbMemTotal"]
-        return self.values["lbMemAvailable"] / total if total else 0.0
-
-    @property
     def eligible(self) -> bool:
         """Answered, enabled, weight above 0 and below its maximum sessions: may be chosen."""
         if not self.ok or self.admin_state != "enabled" or self.weight <= 0:
