@@ -277,4 +277,19 @@ SCALARS = ({'name': 'lbLoad1',
   'description': "Established inbound TCP connections to the ssh port (the agent's ssh_port, "
                  'default 22), from /proc/net/tcp and tcp6. An LDM login holds one from its first '
                  'second, while logind registers the session seconds later: thin clients compare '
-                 'the larger of this and lbSessions, so that logins still connecting count.'})
+                 'the larger of this and lbSessions, so that logins still connecting count.'},
+ {'name': 'lbLoginRate',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 29),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'units': 'logins per minute',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'Inbound ssh connections opened over the last 10 seconds, times 6: the rate at '
+                 'which logins arrive, per minute. The agent compares the established connections '
+                 'to the ssh port (see lbSshConnections) of each sample with the previous '
+                 "sample's; connections present when the agent started do not count. Thin clients "
+                 'add up this rate over the servers they polled to estimate how many logins will '
+                 'decide on the same (possibly stale) figures, and spread their choices over that '
+                 'many, instead of all taking the server that looks emptiest.'})

@@ -34,7 +34,7 @@ from .passpersist import PONG, Entry, Protocol, Table
 from .procstats import ProcError, ProcSample, read_proc, swap_rates
 from .sessions import count_sessions
 from .snapshot import compute_values
-from .tcpconns import count_established
+from .tcpconns import LoginRate, read_established
 
 LINE_LIMIT = 4096
 SPIN_AFTER_PONG = 0.0002
@@ -72,6 +72,7 @@ class Sampler:
             maxlen=max(2, int(config.rate_window / config.interval) + 2))
         self._warn = _Once()
         self._stop = threading.Event()
+        self._logins = LoginRate()
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def sample(self) -> None:
@@ -88,8 +89,10 @@ class Sampler:
             self._warn.warn(p)
         sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
         rates = swap_rates(self._history, cfg.rate_window)
-        conns = count_established(cfg.proc_root, cfg.ssh_port)
-        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(), conns))
+        conns = read_established(cfg.proc_root, cfg.ssh_port)
+        login_rate = self._logins.update(proc.taken_at, conns)
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(), len(conns),
+                                                login_rate))
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""

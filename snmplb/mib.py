@@ -84,12 +84,22 @@ def encode_row(numbers: list[int]) -> str:
     return " ".join(str(int(n)) for n in numbers)
 
 
-def decode_row(text: str) -> dict[str, int] | None:
-    """The named values of an lbRow text; None unless every known field is a number.
+# The last field of the first lbRow (SNMPLB-MIB's first revision). The objects after it were added
+# later: an older agent's row ends before them, and its readers do without (stats.ServerState).
+ROW_FIRST_LAST = "lbSessionSource"
 
-    Extra trailing fields (objects added to the MIB after this client) are ignored.
+
+def decode_row(text: str) -> dict[str, int] | None:
+    """The named values of an lbRow text; None unless every field it has is a number and it has at
+    least the first revision's fields.
+
+    Extra trailing fields (objects added to the MIB after this client) are ignored; fields missing
+    at the tail (an agent older than this client) are absent from the result.
     """
     parts = text.split()
-    if len(parts) < len(ROW_FIELDS) or not all(p.isdigit() and p.isascii() and len(p) <= 20 for p in parts):
+    if len(parts) < _ROW_MIN or not all(p.isdigit() and p.isascii() and len(p) <= 20 for p in parts):
         return None
     return {o.name: int(p) for o, p in zip(ROW_FIELDS, parts)}
+
+
+_ROW_MIN = [o.name for o in ROW_FIELDS].index(ROW_FIRST_LAST) + 1

@@ -35,6 +35,7 @@ LABELS = {
     "lbDataAge": "Agent data age", "lbAgentVersion": "Agent version", "lbSessionSource": "Session count source",
     "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
     "lbSshConnections": "ssh connections",
+    "lbLoginRate": "Login rate",
 }
 
 

@@ -64,6 +64,7 @@ def compute_values(
     policy: health.HealthPolicy,
     wall_time: float = 0.0,
     ssh_connections: int = 0,
+    login_rate: int = 0,
 ) -> dict[str, int | str | DataAge | Row]:
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample)."""
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
@@ -102,6 +103,7 @@ def compute_values(
         "lbSessionSource": _SOURCES[sessions.source],
         "lbInService": in_service(proc.uptime, admin.enabled_since, wall_time),
         "lbSshConnections": _gauge(ssh_connections),
+        "lbLoginRate": _gauge(login_rate),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values

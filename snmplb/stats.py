@@ -74,9 +74,21 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
         return max(self.values["lbSessions"], self.values.get("lbSshConnections", 0))
 
     @property
-    def in_service(self) -> int:
-        """Seconds since the server came into service (boot or the admin's enable)."""
-        return self.values["lbInService"]
+    def in_service(self) -> int | None:
+        """Seconds since the server came into service (boot or the admin's enable); None from an agent
+        too old to say."""
+        return self.values.get("lbInService")
+
+    @property
+    def login_rate(self) -> float | None:
+        """New logins per second arriving at this server (lbLoginRate); None from an agent too old to say."""
+        rate = self.values.get("lbLoginRate")
+        return None if rate is None else rate / 60
+
+    @property
+    def data_age_s(self) -> float:
+        """How old the agent's figures were when it answered, in seconds."""
+        return self.values["lbDataAge"] / 1000
 
     @property
     def admin_state(self) -> str:

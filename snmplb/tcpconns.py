@@ -4,20 +4,24 @@ An LDM login opens its ssh connection at once; logind registers the session
 seconds later. Counting established connections to sshd's port shows a login
 about a second after the thin client chose the server (the agent's sampling
 interval), which is what lets a login storm see the logins still connecting.
-The parser is pure; ``count_established`` reads the files (procfs: never blocks).
+Comparing the connections of one sample with the previous sample's gives the
+new ones, and ``LoginRate`` turns those into lbLoginRate.
+The parser is pure; ``read_established`` reads the files (procfs: never blocks).
 """
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 _ESTABLISHED = "01"
 _LIMIT = 16 << 20
 
 
-def parse_established(text: str, port: int) -> int:
-    """Established connections whose LOCAL port is ``port`` in one /proc/net/tcp{,6} text."""
-    n = 0
+def parse_established(text: str, port: int) -> set[str]:
+    """Established connections whose LOCAL port is ``port`` in one /proc/net/tcp{,6} text,
+    each as "local remote" (hex addresses and ports, as the kernel writes them)."""
+    found = set()
     for line in text.splitlines()[1:]:
         fields = line.split()
         if len(fields) < 4 or fields[3] != _ESTABLISHED:
@@ -25,19 +29,42 @@ def parse_established(text: str, port: int) -> int:
         _, _, local_port = fields[1].rpartition(":")
         try:
             if int(local_port, 16) == port:
-                n += 1
+                found.add(f"{fields[1]} {fields[2]}")
         except ValueError:
             continue
-    return n
+    return found
 
 
-def count_established(proc_root: Path, port: int) -> int:
-    """Established inbound connections to ``port`` over IPv4 and IPv6 (0 where unreadable)."""
-    total = 0
+def read_established(proc_root: Path, port: int) -> frozenset[str]:
+    """Established inbound connections to ``port`` over IPv4 and IPv6 (none where unreadable)."""
+    found: set[str] = set()
     for name in ("tcp", "tcp6"):
         try:
             with open(proc_root / "net" / name, "rb") as f:
-                total += parse_established(f.read(_LIMIT).decode("ascii", "replace"), port)
+                found |= parse_established(f.read(_LIMIT).decode("ascii", "replace"), port)
         except OSError:
             continue
-    return total
+    return frozenset(found)
+
+
+class LoginRate:
+    """New connections per minute over the last ``window`` seconds, from successive samples.
+
+    ``update(t, connections)`` takes one sample (monotonic seconds, the set of
+    established connections) and returns the rate. The first sample sets the
+    baseline: connections already there when the agent started are not new.
+    Memory is bounded: one set of connections and a count per sample of the window.
+    """
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self._last: frozenset[str] | None = None
+        self._new: collections.deque[tuple[float, int]] = collections.deque()
+
+    def update(self, t: float, connections: frozenset[str]) -> int:
+        if self._last is not None:
+            self._new.append((t, len(connections - self._last)))
+        self._last = connections
+        while self._new and self._new[0][0] <= t - self.window:
+            self._new.popleft()
+        return round(sum(n for _, n in self._new) * 60 / self.window)

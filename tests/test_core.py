@@ -205,7 +205,7 @@ def test_in_service_is_the_later_of_boot_and_the_admins_enable():
 
 
 def test_established_connections_to_the_ssh_port():
-    from snmplb.tcpconns import count_established, parse_established
+    from snmplb.tcpconns import parse_established, read_established
 
     tcp = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
            "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
@@ -216,14 +216,28 @@ def test_established_connections_to_the_ssh_port():
            "garbage line\n   5: 0B00A8C0:zz 1600A8C0:9C43 01\n")
     tcp6 = ("  sl  local_address                         remote_address                        st\n"
             "   0: 0000000000000000FFFF00000B00A8C0:0016 0000000000000000FFFF00001700A8C0:9C44 01 0 0 0\n")
-    assert parse_established(tcp, 22) == 2  # LISTEN, outbound (remote port 22) and TIME_WAIT do not count
-    assert parse_established(tcp6, 22) == 1 and parse_established(tcp, 2222) == 0
+    # LISTEN, outbound (remote port 22) and TIME_WAIT do not count
+    assert parse_established(tcp, 22) == {"0B00A8C0:0016 1400A8C0:9C40", "0B00A8C0:0016 1500A8C0:9C41"}
+    assert len(parse_established(tcp6, 22)) == 1 and parse_established(tcp, 2222) == set()
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "net").mkdir()
-        assert count_established(Path(d), 22) == 0  # no files: 0, never an error
+        assert read_established(Path(d), 22) == frozenset()  # no files: none, never an error
         (Path(d) / "net" / "tcp").write_text(tcp)
         (Path(d) / "net" / "tcp6").write_text(tcp6)
-        assert count_established(Path(d), 22) == 3
+        assert len(read_established(Path(d), 22)) == 3
+
+
+def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_seconds():
+    from snmplb.tcpconns import LoginRate
+
+    rate = LoginRate(window=10.0)
+    assert rate.update(0.0, frozenset({"a", "b", "c"})) == 0  # there when the agent started: not new
+    assert rate.update(1.0, frozenset({"a", "b", "c", "d"})) == 6  # one in 10 s: 6 per minute
+    assert rate.update(2.0, frozenset({"b", "d", "e", "f"})) == 18  # a left; e and f are new
+    assert rate.update(3.0, frozenset({"b", "d", "e", "f"})) == 18  # nothing new: the window still holds 3
+    assert rate.update(11.5, frozenset({"b", "d", "e", "f", "g"})) == 18  # d left the window, g came
+    assert rate.update(40.0, frozenset()) == 0  # everything aged out
+    assert len(rate._new) == 1  # bounded: only the window's samples are kept

@@ -22,7 +22,7 @@ def test_pysmi_strict_compile_and_generated_data_is_current():
 
 
 def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
-    assert len(mib.OBJECTS) == 28
+    assert len(mib.OBJECTS) == 29
     assert len({o.oid for o in mib.OBJECTS}) == len(mib.OBJECTS)
     for o in mib.OBJECTS:
         assert o.oid[: len(mib.ROOT)] == mib.ROOT
@@ -36,14 +36,17 @@ def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
 
 def test_row_fields_are_the_integer_objects_in_oid_order():
     names = [o.name for o in mib.ROW_FIELDS]
-    assert names[0] == "lbLoad1" and names[-1] == "lbSshConnections"
+    assert names[0] == "lbLoad1" and names[-1] == "lbLoginRate"
     assert "lbAgentVersion" not in names and "lbRow" not in names
     assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
     values = list(range(len(mib.ROW_FIELDS)))
     text = mib.encode_row(values)
     assert mib.decode_row(text) == {o.name: v for o, v in zip(mib.ROW_FIELDS, values)}
     assert mib.decode_row(text + " 7 8") == mib.decode_row(text)  # newer agents append fields
-    assert mib.decode_row(" ".join(text.split()[:-1])) is None  # truncated
+    first = names.index(mib.ROW_FIRST_LAST) + 1
+    older = mib.decode_row(" ".join(text.split()[:first]))  # an agent of the MIB's first revision
+    assert older == {n: v for n, v in zip(names[:first], values)} and "lbInService" not in older
+    assert mib.decode_row(" ".join(text.split()[:first - 1])) is None  # shorter than any agent's row
     assert mib.decode_row(text.replace("3", "x", 1)) is None
     assert mib.decode_row("-1 " + text) is None
 

@@ -122,6 +122,7 @@ def test_values_follow_fake_proc_and_admin_commands(agent, netsnmp):
     t0 = time.monotonic()
     assert wait_for(lambda: get("lbLoad1") == "900" and get("lbSessions") == "1", timeout=3)
     assert get("lbSshConnections") == "5"
+    assert get("lbLoginRate") == "12"  # 3 connections at the start, then 5: 2 new within 10 s, 12 per minute
     assert time.monotonic() - t0 < 3
     assert get("lbLoadPerCpu") == "450" and get("lbStatus") == "2"  # busy
 
