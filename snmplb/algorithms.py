@@ -116,14 +116,18 @@ def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
 
 PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
 SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
+SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
+MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
+HORIZON_PAD_S = 1.0  # the agent's sampling interval: a login shows in the figures up to a second late
+MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
 
 
 def ramp(s: ServerState, settings: ClientSettings) -> float:
     """Slow start: the fraction of its weight a server has, growing linearly over LB_SLOW_START_S
     after it came into service (lbInService), from SLOW_START_FLOOR to 1."""
-    window = settings.slow_start_s
-    if window and s.in_service < window:
-        return max(SLOW_START_FLOOR, s.in_service / window)
+    window, since = settings.slow_start_s, s.in_service
+    if window and since is not None and since < window:
+        return max(SLOW_START_FLOOR, since / window)
     return 1.0
 
 
@@ -132,38 +136,115 @@ def _load(s: ServerState) -> float:
     return (s.sessions_or_connecting + 1) / max(1, s.weight)
 
 
-@algorithm("balanced")
-def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
-    """Capacity-weighted two random choices, compared on sessions per capacity (docs/algorithms.md).
-
-    1. Safety: keep the prototype's thresholds (not swapping, fast enough, load per
-       CPU at most LB_MAX_LOAD); if less than PANIC_SHARE of the eligible capacity
-       passes, use every eligible server (panic mode: never herd onto the few).
-    2. Draw two distinct candidates with probability proportional to their
-       weight (lbWeight). A server in slow start (lbInService below
-       LB_SLOW_START_S) is admitted as a candidate only with probability equal
-       to its ramp, else the next drawn takes its place: so it gets its ramped
-       share whether the pool was drawn here or by LB_SAMPLE.
-    3. The candidate with fewer sessions per unit of weight wins (ties: the draw).
-    Rest: the other candidate, then the pool by sessions per weight, then the
-    servers that failed the thresholds, by the same measure.
-
-    With stale stats every client still sees random pairs, so a server that looks
-    emptiest wins only the pairs it is drawn into (at most about twice its share)
-    instead of every login, as `best` does.
-    """
-    s = ctx.settings
-    safe = [x for x in eligible if passes_thresholds(x, s)]
+def _pool(eligible: Sequence[ServerState], settings: ClientSettings) -> list[ServerState]:
+    """The servers passing the prototype's thresholds; all of them if those hold less than PANIC_SHARE
+    of the eligible capacity (panic mode: never herd onto the few)."""
+    safe = [x for x in eligible if passes_thresholds(x, settings)]
     total = sum(max(1, x.weight) for x in eligible)
-    pool = safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
+    return safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
+
+
+def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: Sequence[float],
+         z: float = MARGIN_Z) -> list[float]:
+    """Water-filling with a safety margin: how many of ``logins`` new logins each server should take.
+
+    Server i takes m_i such that load_i + m_i + z * sqrt(m_i) stays under
+    level * capacity_i, but at most caps_i * logins; the level rises until the
+    m_i add up to ``logins`` (``sum(caps)`` must be at least 1). The margin is
+    z standard deviations of a random (Poisson) arrival count: a big server's
+    count varies less per unit of capacity, so it takes a little more than a
+    small one at the same level. Bisection, 40 steps.
+    """
+    def takes(level: float) -> list[float]:
+        out = []
+        for c, w, cap in zip(load, capacity, caps):
+            room = level * w - c
+            m = ((math.sqrt(z * z + 4 * room) - z) / 2) ** 2 if room > 0 else 0.0
+            out.append(min(m, cap * logins))
+        return out
+
+    levels = [c / w for c, w in zip(load, capacity)]
+    lo = min(levels)
+    hi = max(levels) + (logins + z * math.sqrt(logins)) / min(capacity)  # there, each server alone takes all
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if sum(takes(mid)) >= logins:
+            hi = mid
+        else:
+            lo = mid
+    return takes(hi)
+
+
+def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
+    """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
+
+    ``rate``: the logins per second arriving at the fleet (the sum of lbLoginRate).
+    Every client that decides on the same figures should spread its logins
+    like this: the logins made since each server's figures were taken (its
+    lbDataAge) are assumed to have gone by capacity and are added; the logins
+    expected to share these figures (``rate`` times twice the mean age, plus
+    a second) fill the servers from the emptiest up, none taking more than
+    SHARE_CAP times its capacity share (``fill``); this login takes server i
+    with the share m_i / sum(m).
+    """
+    w = [max(1, x.weight) * ramp(x, settings) for x in pool]
+    total_w = sum(w)
+    ages = [x.data_age_s for x in pool]
+    load = [x.sessions_or_connecting + rate * a * wi / total_w for x, a, wi in zip(pool, ages, w)]
+    horizon = 2 * sum(ages) / len(ages) + HORIZON_PAD_S
+    takes = fill(load, w, min(MAX_SPREAD, max(1.0, rate * horizon)), [SHARE_CAP * wi / total_w for wi in w])
+    total = sum(takes)
+    return [t / total for t in takes]
+
+
+def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
+    """Capacity-weighted two random choices, compared on sessions per capacity; slow start as the
+    probability of admitting a candidate. For agents too old to publish lbLoginRate."""
     keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
     drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
-    admitted = [x for x in drawn if ctx.rng.random() < ramp(x, s)] or drawn
-    pair = sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
-    rest = sorted((x for x in drawn if all(x is not p for p in pair)), key=_load)
+    admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
+    return sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
+
+
+@algorithm("balanced")
+def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Spread the logins that decide on the same figures, by capacity, with a margin (docs/algorithms.md).
+
+    1. Safety: keep the prototype's thresholds (not swapping, fast enough, load
+       per CPU at most LB_MAX_LOAD), unless that leaves less than PANIC_SHARE of
+       the capacity (``_pool``).
+    2. Estimate how many logins decide on these figures from the fleet's login
+       rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
+       server from the shares that would fill the servers evenly
+       (``login_shares``): a server that looks emptiest takes only its deficit,
+       not every login, as `best` does; never more than twice its share.
+    3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
+       just came into service (lbInService).
+    Rest: the pool by sessions per weight, then the servers that failed the
+    thresholds, by the same measure. If an agent does not publish lbLoginRate
+    (older than this client), capacity-weighted two random choices decide.
+    """
+    pool = _pool(eligible, ctx.settings)
+    rates = [x.login_rate for x in eligible]
+    if any(r is None for r in rates):
+        first = _two_choices(pool, ctx)
+    else:
+        shares = login_shares(pool, sum(rates), ctx.settings)
+        first = [pool[_draw(shares, ctx.rng)]]
+    rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
     in_pool = {id(x) for x in pool}
     others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
-    return pair + rest + others
+    return first + rest + others
+
+
+def _draw(shares: Sequence[float], rng: random.Random) -> int:
+    """An index drawn with probability proportional to ``shares``."""
+    u = rng.random() * sum(shares)
+    for i, p in enumerate(shares):
+        u -= p
+        if u < 0:
+            return i
+    return max(range(len(shares)), key=lambda i: shares[i])  # rounding: the largest share
 
 
 def sample_servers(servers: Sequence, k: int, rng: random.Random) -> tuple[list, list]:
