@@ -199,7 +199,7 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
     """Capacity-weighted two random choices, compared on sessions per capacity; slow start as the
-    probability of admitting a candidate. For agents too old to publish lbLoginRate."""
+    probability of admitting a candidate, so that it also holds when LB_SAMPLE drew the pool."""
     keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
     drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
     admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
@@ -221,12 +221,16 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
        just came into service (lbInService).
     Rest: the pool by sessions per weight, then the servers that failed the
-    thresholds, by the same measure. If an agent does not publish lbLoginRate
-    (older than this client), capacity-weighted two random choices decide.
+    thresholds, by the same measure. Capacity-weighted two random choices
+    decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
+    little about where the fleet's logins go; in the simulator two choices
+    balance better there) and when an agent does not publish lbLoginRate
+    (older than this client).
     """
     pool = _pool(eligible, ctx.settings)
     rates = [x.login_rate for x in eligible]
-    if any(r is None for r in rates):
+    sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
+    if sampled or any(r is None for r in rates):
         first = _two_choices(pool, ctx)
     else:
         shares = login_shares(pool, sum(rates), ctx.settings)

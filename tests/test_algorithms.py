@@ -264,13 +264,17 @@ def test_sampled_mode_polls_k_and_lists_the_rest_after():
 
     def probe(settings):
         polled_sets.append([s.host for s in settings.servers])
-        return [up(s.host) for s in settings.servers], None, ""
+        return [up(s.host, sessions=3 * int(s.host[1:]), users=1) for s in settings.servers], None, ""
 
     settings = ClientSettings(servers=servers, algorithm="balanced", sample=2)
-    _, decision, _ = choose(settings, random.Random(1), "c", probe, clock=lambda: 0.0)
-    assert len(polled_sets) == 1 and len(polled_sets[0]) == 2
-    assert list(decision.hosts[:2]) != [] and set(decision.hosts[:2]) == set(polled_sets[0])
-    assert list(decision.hosts[2:]) == [s.host for s in servers if s.host not in polled_sets[0]]  # configured order
+    for seed in range(20):
+        polled_sets.clear()
+        _, decision, _ = choose(settings, random.Random(seed), "c", probe, clock=lambda: 0.0)
+        assert len(polled_sets) == 1 and len(polled_sets[0]) == 2
+        assert set(decision.hosts[:2]) == set(polled_sets[0])
+        # Two choices between the sampled two: the one with fewer sessions per capacity first.
+        assert decision.hosts[0] == min(polled_sets[0], key=lambda h: int(h[1:]))
+        assert list(decision.hosts[2:]) == [s.host for s in servers if s.host not in polled_sets[0]]  # configured
 
     def dead_first(settings):  # the sampled ones are down: the rest is polled within the same deadline
         return [down(s.host) if s.host in ("s3", "s7") else up(s.host) for s in settings.servers], None, ""
