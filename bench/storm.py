@@ -226,7 +226,7 @@ class Sim:
         server.publish(self.t)
 
     def login(self, client: str) -> str:
-        def probe(settings: ClientSettings):
+        def probe(settings: ClientSettings, early: bool):
             return [self.by_name[s.host].published for s in settings.servers], None, ""
 
         _, decision, _ = choose(self.settings, self.rng, client, probe, clock=lambda: self.t)

@@ -39,17 +39,19 @@ def report(message: str, level: str = "warning") -> None:
 
 
 def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | None = None,
-           clock: Callable[[], float] = time.monotonic) -> tuple[list[ServerState], str | None, str]:
+           clock: Callable[[], float] = time.monotonic, early: bool = False
+           ) -> tuple[list[ServerState], str | None, str]:
     """Poll the servers and ask the lbserver at the same time, within one deadline.
 
     The lbserver is asked when ``ask_lbserver`` (default: when the algorithm
-    is `lbserver`) and LB_LBSERVER_URL is set. Returns the servers' states,
-    lbserver's choice (or None) and why it has none.
+    is `lbserver`) and LB_LBSERVER_URL is set. ``early``: a sample (LB_SAMPLE)
+    is polled; stop waiting soon after a usable answer (``poll``). Returns the
+    servers' states, lbserver's choice (or None) and why it has none.
     """
     if ask_lbserver is None:
         ask_lbserver = settings.algorithm == "lbserver"
     if not (ask_lbserver and settings.lbserver_url):
-        return poll(settings, rng, clock), None, ""
+        return poll(settings, rng, clock, early), None, ""
     import threading
 
     from .lbclient import ask_lbserver
@@ -59,32 +61,35 @@ def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | No
     t = threading.Thread(target=lambda: answer.append(ask_lbserver(settings.lbserver_url, deadline, clock)),
                          daemon=True)
     t.start()
-    servers = poll(settings, rng, clock)
+    servers = poll(settings, rng, clock, early)
     t.join(max(0.0, deadline - clock()))
     choice, why = answer[0] if answer else (None, "lbserver did not answer in time")
     return servers, choice, why
 
 
-Probe = Callable[[ClientSettings], "tuple[list[ServerState], str | None, str]"]
+Probe = Callable[[ClientSettings, bool], "tuple[list[ServerState], str | None, str]"]
 
 
 def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: Probe,
            clock: Callable[[], float] = time.monotonic) -> tuple[list[ServerState], Decision, str]:
     """Poll (all servers, or LB_SAMPLE of them) with ``probe`` and decide.
 
-    ``probe(settings)`` polls ``settings.servers`` within ``settings.timeout_ms``:
-    ``gather`` in get_hosts, a simulated fleet in bench/storm.py. In sampled mode,
-    if no sampled server is eligible the rest is polled within what is left of
-    the deadline; otherwise the unpolled servers are listed after the decision.
+    ``probe(settings, early)`` polls ``settings.servers`` within ``settings.timeout_ms``:
+    ``gather`` in get_hosts, a simulated fleet in bench/storm.py; ``early`` is
+    true for a sample (LB_SAMPLE), which need not wait for a silent member once
+    another answered. In sampled mode, if no sampled server is eligible the rest
+    is polled within what is left of the deadline; otherwise the unpolled
+    servers are listed after the decision.
     Returns the polled servers' states, the decision, and lbserver's complaint.
     """
     start = clock()
     polled, unpolled = sample_servers(settings.servers, settings.sample, rng)
-    servers, choice, why = probe(settings._replace(servers=tuple(polled)))
+    servers, choice, why = probe(settings._replace(servers=tuple(polled)), bool(unpolled))
     left_ms = settings.timeout_ms - (clock() - start) * 1000
     if unpolled and not any(s.eligible for s in servers):
         if left_ms >= 50:
-            more, _, _ = probe(settings._replace(servers=tuple(unpolled), timeout_ms=int(left_ms), lbserver_url=""))
+            more, _, _ = probe(settings._replace(servers=tuple(unpolled), timeout_ms=int(left_ms), lbserver_url=""),
+                               False)
         else:  # no time left: they go to the fallback list unpolled
             more = [ServerState(u.host, u.port, None, "not polled (no time left)") for u in unpolled]
         rank = {srv: i for i, srv in enumerate(settings.servers)}
@@ -106,7 +111,7 @@ def run(env: Mapping[str, str]) -> str:
         return ""
     rng: random.Random = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
     client_id = settings.client_id or (default_mac() if settings.algorithm == "sticky" else "")
-    servers, decision, why = choose(settings, rng, client_id, lambda s: gather(s, rng))
+    servers, decision, why = choose(settings, rng, client_id, lambda s, early: gather(s, rng, early=early))
     if why:
         report(why)
     failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]

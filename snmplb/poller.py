@@ -33,6 +33,8 @@ _IP_RECVERR = 11
 _IPV6_RECVERR = 25
 _MAX_DATAGRAMS_PER_WAKEUP = 256
 _MAX_LOOPS = 100_000
+EARLY_WAIT_MIN_S = 0.05  # the sampled mode: after a usable answer, wait at least this long for the others,
+EARLY_WAIT_RTTS = 4  # or this many times that answer's round trip, whichever is longer
 
 
 def _literal(host: str) -> tuple[int, str] | None:
@@ -100,8 +102,13 @@ def _key(family: int, addr: tuple) -> tuple[int, bytes, int] | None:
 
 
 def poll(settings: ClientSettings, rng: random.Random | None = None,
-         clock: Callable[[], float] = time.monotonic) -> list[ServerState]:
-    """Poll ``settings.servers``; one ServerState per server, in configured order."""
+         clock: Callable[[], float] = time.monotonic, early: bool = False) -> list[ServerState]:
+    """Poll ``settings.servers``; one ServerState per server, in configured order.
+
+    ``early`` (the sampled mode): once one server answered and may be chosen, wait for
+    the others only EARLY_WAIT_RTTS times its answer time (at least EARLY_WAIT_MIN_S) more,
+    so that a silent server in a small sample does not hold the login until the deadline.
+    """
     start = clock()
     deadline = start + settings.timeout_ms / 1000
     rng = rng or random.SystemRandom()
@@ -130,12 +137,13 @@ def poll(settings: ClientSettings, rng: random.Random | None = None,
             key = _key(family, (host, server.port))
             by_addr.setdefault(key, []).append(query)  # type: ignore[arg-type]
             _send(socks[family], query.start(clock()), (host, server.port), query)
-        _run(socks, by_addr, deadline, clock)
+        cut = _run(socks, by_addr, deadline, clock, early)
     finally:
         for sock in socks.values():
             sock.close()
+    waited = settings.timeout_ms if cut is None else round((cut - start) * 1000)
     for q in queries.values():
-        q.fail(f"no answer within {settings.timeout_ms} ms")
+        q.fail(f"no answer within {waited} ms" + ("" if cut is None else " (the sample had its answer)"))
     return [queries[s].result for s in settings.servers]  # type: ignore[misc]
 
 
@@ -165,15 +173,23 @@ def _send(sock: socket.socket, data: bytes | None, addr: tuple[str, int], query:
 
 
 def _run(socks: dict[int, socket.socket], by_addr: dict[tuple[int, bytes, int], list[Query]],
-         deadline: float, clock: Callable[[], float]) -> None:
+         deadline: float, clock: Callable[[], float], early: bool = False) -> float | None:
+    """Exchange until every query is done or the deadline; returns when the wait was cut short
+    (``early``: after the first usable answer), else None."""
     pending = [q for qs in by_addr.values() for q in qs]
     key_of = {id(q): key for key, qs in by_addr.items() for q in qs}  # (family, packed address, port)
+    cut = None
     for _ in range(_MAX_LOOPS):
         if all(q.done for q in pending):
-            return
+            return None
         now = clock()
+        if early and cut is None:
+            answered = [q.result.rtt_ms for q in pending if q.done and q.result.eligible]  # type: ignore[union-attr]
+            wait = max(EARLY_WAIT_MIN_S, EARLY_WAIT_RTTS * min(answered) / 1000) if answered else None
+            if wait is not None and now + wait < deadline:
+                cut = deadline = now + wait
         if now >= deadline:
-            return
+            return None if cut is None else now
         timers = [q.next_time for q in pending if not q.done and q.next_time is not None]
         wake = min([deadline, *timers])
         readable, _, _ = select.select(list(socks.values()), [], [], max(0.0, wake - now))

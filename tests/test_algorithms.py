@@ -262,7 +262,7 @@ def test_sampled_mode_polls_k_and_lists_the_rest_after():
     servers = tuple(Server(f"s{i}") for i in range(10))
     polled_sets = []
 
-    def probe(settings):
+    def probe(settings, early):
         polled_sets.append([s.host for s in settings.servers])
         return [up(s.host, sessions=3 * int(s.host[1:]), users=1) for s in settings.servers], None, ""
 
@@ -276,7 +276,7 @@ def test_sampled_mode_polls_k_and_lists_the_rest_after():
         assert decision.hosts[0] == min(polled_sets[0], key=lambda h: int(h[1:]))
         assert list(decision.hosts[2:]) == [s.host for s in servers if s.host not in polled_sets[0]]  # configured
 
-    def dead_first(settings):  # the sampled ones are down: the rest is polled within the same deadline
+    def dead_first(settings, early):  # the sampled ones are down: the rest is polled within the same deadline
         return [down(s.host) if s.host in ("s3", "s7") else up(s.host) for s in settings.servers], None, ""
 
     for seed in range(30):
@@ -291,7 +291,7 @@ def test_sampled_mode_without_time_left_still_lists_every_server_in_configured_o
     servers = tuple(Server(f"s{i}") for i in range(6))
     now = [0.0]
 
-    def slow_dead_probe(settings):
+    def slow_dead_probe(settings, early):
         now[0] += 0.99  # the sampled ones time out, using nearly the whole deadline
         return [down(s.host) for s in settings.servers], None, ""
 

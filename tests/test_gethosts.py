@@ -89,6 +89,23 @@ def test_dead_silent_and_late_servers_are_never_chosen_and_cost_at_most_the_time
         silent.stop()
 
 
+def test_sampled_mode_does_not_wait_for_a_silent_server_once_another_answered(fleet):
+    a, b = fleet.add("a", IDLE), fleet.add("b", IDLE)
+    silent = Silent("127.0.0.49")
+    try:
+        servers = f"{silent.address} {a.address} {b.address}"
+        for seed in range(6):  # every sample of 2 of these 3 holds a live server; some hold the silent one
+            t0 = time.monotonic()
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="6000")
+            took = time.monotonic() - t0
+            got = hosts_of(r)
+            # The silent one is listed (last) only when it was not polled; polled and silent, it is dropped.
+            assert got[:2] in ([a.host, b.host], [b.host, a.host]) and got[2:] in ([], ["127.0.0.49"]), got
+            assert took < 3.0, took  # not the 6 s deadline: decided ~50 ms after the live one answered
+    finally:
+        silent.stop()
+
+
 def test_slow_server_within_the_timeout_is_skipped_by_thresholded(fleet):
     fast = fleet.add("fast", IDLE)
     backend = fleet.add("slowbackend", IDLE)
