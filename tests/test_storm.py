@@ -46,3 +46,18 @@ def test_slow_start_keeps_the_newcomers_wave_share_near_fair():
 def test_sticky_moves_only_the_dead_servers_clients():
     m = storm.move_metrics(BY_LABEL["sticky"], 0)
     assert m["moved"] == m["ideal"] and m["kept"] == 1.0
+
+
+def test_spreading_by_login_rate_beats_two_choices_on_stale_figures():
+    spread, pairs = BY_LABEL["balanced"], BY_LABEL["balanced, agents without lbLoginRate (two choices)"]
+    # The worst case (every agent refreshing at once), where one window's figures are shared by the most.
+    for period in (10.0, 30.0):
+        a = [storm.storm_metrics(storm.rudolfo_fleet, spread, period, s, 1400, True)["max_mean"] for s in range(4)]
+        b = [storm.storm_metrics(storm.rudolfo_fleet, pairs, period, s, 1400, True)["max_mean"] for s in range(4)]
+        print(period, a, b)
+        assert sum(a) < sum(b), (period, a, b)
+
+
+def test_no_rule_of_independent_clients_beats_the_blind_window_by_much():
+    # The floor the report quotes: synchronized refreshes leave every server a full blind window.
+    assert 1.1 < storm.blind_floor(10.0, False, 500) < storm.blind_floor(10.0, True, 500) < 1.25
