@@ -248,12 +248,12 @@ SCALARS = ({'name': 'lbLoad1',
   'hint': '',
   'access': 'read-only',
   'description': 'Every integer-valued object of snmplbObjects, in OID order, as decimal numbers '
-                 'separated by single spaces, all from the same sample: lbLoad1 lbLoad5 ... '
-                 'lbDataAge lbSessionSource. Thin clients GET this one object: snmpd relays each '
+                 'separated by single spaces, all from the same sample: lbLoad1 lbLoad5 lbLoad15 '
+                 'lbCpuCount and so on. Thin clients GET this one object: snmpd relays each '
                  'varbind to the agent in separate round trips, so one varbind is several times '
-                 'faster than the twenty-four objects it sums up. Objects added to this module '
-                 'later are appended in OID order; a client reads the fields it knows and ignores '
-                 'the rest.'},
+                 'faster than the objects it sums up, one varbind each. Objects added to this '
+                 'module later are appended in OID order; a client reads the fields it knows and '
+                 "ignores the rest, and does without the fields an older agent's row lacks."},
  {'name': 'lbInService',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 27),
   'base': 'Gauge32',
