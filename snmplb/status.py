@@ -34,6 +34,9 @@ def server_record(s: ServerState) -> dict:
             "swapping": s.swapping, "sessions": v["lbSessions"], "users": v["lbUsers"],
             "max_sessions": v["lbMaxSessions"], "weight": v["lbWeight"], "rating": v["lbRating"],
             "admin_state": s.admin_state, "data_age_ms": v["lbDataAge"],
+            # None from agents older than these objects
+            "ssh_connections": v.get("lbSshConnections"), "logins_per_min": v.get("lbLoginRate"),
+            "in_service_s": s.in_service,
         })
     return rec
 
@@ -52,18 +55,21 @@ def _mib(kib: int) -> str:
 
 
 def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configured: str) -> str:
-    rows = [["SERVER", "STATE", "LOAD/CPU", "FREE MEM", "SWAP IN/OUT", "SESSIONS", "WEIGHT", "RATING", "ANSWER"]]
+    rows = [["SERVER", "STATE", "LOAD/CPU", "FREE MEM", "SWAP IN/OUT", "SESSIONS", "LOGINS/MIN", "WEIGHT",
+             "RATING", "ANSWER"]]
     for s in servers:
         host = f"{s.name}:{s.port}"
         if not s.ok:
-            rows.append([host, "Down", "-", "-", "-", "-", "-", "-", s.reason])
+            rows.append([host, "Down", "-", "-", "-", "-", "-", "-", "-", s.reason])
             continue
         v = s.values
         limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
+        rate = v.get("lbLoginRate")
         rows.append([host, state_label(s), f"{v['lbLoadPerCpu'] / 100:.2f}",
                      f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
                      f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
-                     f"{v['lbWeight']}%", str(v["lbRating"]), f"{s.rtt_ms:.1f} ms"])
+                     "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),
+                     f"{s.rtt_ms:.1f} ms"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     answered = sum(1 for s in servers if s.ok)

@@ -32,6 +32,7 @@ def test_one_line_per_server_with_state_and_the_picks(fleet):
         servers = " ".join(i.address for i in (idle, busy, swap, drain, full, off)) + " " + silent.address
         assert status(LB_SERVERS=servers).returncode == 0  # snmpd starts each agent at its first request
         swap.set_load(FakeLoad(pswpin=100_000))  # swap counters jump: the agent sees swapping
+        idle.set_load(FakeLoad(load1=0.8, cpus=4, sessions=(("a", "h"), ("b", "h")), ssh_connections=5))  # 3 new
         time.sleep(1.2)
         r = status(LB_SERVERS=servers, LB_ALGORITHM="sticky")
         assert r.returncode == 0, r.stderr
@@ -42,6 +43,7 @@ def test_one_line_per_server_with_state_and_the_picks(fleet):
                           silent.address: "Down"}
         idle_line = next(ln for ln in lines if ln.startswith(idle.address))
         assert " 0.20 " in idle_line and " 2 " in idle_line and " ms" in idle_line
+        assert lines[0].split()[8] == "LOGINS/MIN" and idle_line.split()[8] == "18"  # 3 new ssh connections in 10 s
         assert "no answer within 500 ms" in lines[7]
         assert "6 of 7 answered" in r.stdout
         picks = {ln[3:].split()[0]: ln[3:].split()[1:] for ln in lines[10:]}  # " * name host host ..."
@@ -53,6 +55,8 @@ def test_one_line_per_server_with_state_and_the_picks(fleet):
         j = json.loads(status("--json", LB_SERVERS=servers).stdout)
         assert j["answered"] == 6 and len(j["servers"]) == 7
         assert j["servers"][0]["sessions"] == 2 and j["servers"][0]["state"] == "Idle"
+        assert j["servers"][0]["ssh_connections"] == 5 and j["servers"][0]["logins_per_min"] == 18
+        assert j["servers"][0]["in_service_s"] == 86400  # the fake machine's uptime
         assert j["servers"][2]["swapping"] is True and j["servers"][6]["state"] == "Down"
         assert set(j["picks"]) == set(ALGORITHMS)
         assert all(h in (idle.host, busy.host, swap.host) for hosts in j["picks"].values() for h in hosts)
