@@ -130,3 +130,47 @@ def test_bad_config_and_broken_proc_are_logged_not_printed(tmp_path):
     log = a.log.read_text()
     for needle in ("interval", "what", "state", "loadavg"):
         assert needle in log
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="openssh-server not installed")
+def test_counts_real_ssh_connections_to_a_real_sshd_and_their_rate(tmp_path):
+    import shutil
+    import socket
+
+    from test_sshkeys import Sshd
+
+    (tmp_path / "sshd").mkdir()
+    sshd = Sshd(tmp_path / "sshd", "127.0.0.22")
+    sshd.start()
+    agent = AgentProcess(tmp_path / "agent", ("--ssh-port", str(sshd.port)))
+    conns: list[socket.socket] = []
+    try:
+        def value(name: str) -> str:
+            return agent.get(mib.oid_str(mib.obj(name).instance))[2]
+
+        assert value("lbSshConnections") == "0"
+        shutil.rmtree(agent.proc_root / "net")
+        (agent.proc_root / "net").symlink_to("/proc/net")  # from now on, the kernel's own tables
+        time.sleep(0.5)  # a sample or two with no connection: the baseline
+        conns = [socket.create_connection((sshd.host, sshd.port), timeout=5) for _ in range(3)]
+        end = time.monotonic() + 5
+        while value("lbSshConnections") != "3" and time.monotonic() < end:
+            time.sleep(0.1)
+        assert value("lbSshConnections") == "3"  # our own outbound ends (remote port = sshd's) do not count
+        assert value("lbLoginRate") == "18"  # 3 new in the last 10 s
+        for c in conns:
+            c.close()
+        end = time.monotonic() + 5
+        while value("lbSshConnections") != "0" and time.monotonic() < end:
+            time.sleep(0.1)
+        assert value("lbSshConnections") == "0"
+        assert value("lbLoginRate") == "18"  # gone again, but they were opened within the window
+        rc, err = agent.close()
+        assert rc == 0 and err == b""
+    finally:
+        for c in conns:
+            c.close()
+        if agent.p.poll() is None:
+            agent.p.kill()
+            agent.p.wait()
+        sshd.stop()
