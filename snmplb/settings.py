@@ -186,7 +186,8 @@ VARIABLES: tuple[Variable, ...] = (
              "a share growing linearly over the window (0: no slow start)."),
     Variable("LB_SAMPLE", "sample", _int(0, 1000), "0",
              "Poll only this many servers, drawn at random (0: all); the unpolled rest is listed after them. "
-             "A login then costs O(1) SNMP requests however large the fleet."),
+             "A login then costs O(1) SNMP requests however large the fleet; once one sampled server answered, "
+             "a silent one is waited for at most 50 ms (or 4 of that answer's round trips)."),
     Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
 )
 
