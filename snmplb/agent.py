@@ -91,8 +91,8 @@ class Sampler:
         rates = swap_rates(self._history, cfg.rate_window)
         conns = read_established(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
-        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(), len(conns),
-                                                login_rate))
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
+                                                len(conns or ()), login_rate))
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""

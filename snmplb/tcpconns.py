@@ -35,16 +35,18 @@ def parse_established(text: str, port: int) -> set[str]:
     return found
 
 
-def read_established(proc_root: Path, port: int) -> frozenset[str]:
-    """Established inbound connections to ``port`` over IPv4 and IPv6 (none where unreadable)."""
+def read_established(proc_root: Path, port: int) -> frozenset[str] | None:
+    """Established inbound connections to ``port`` over IPv4 and IPv6; None if neither table could be read."""
     found: set[str] = set()
+    read = False
     for name in ("tcp", "tcp6"):
         try:
             with open(proc_root / "net" / name, "rb") as f:
                 found |= parse_established(f.read(_LIMIT).decode("ascii", "replace"), port)
+            read = True
         except OSError:
             continue
-    return frozenset(found)
+    return frozenset(found) if read else None
 
 
 class LoginRate:
@@ -61,10 +63,12 @@ class LoginRate:
         self._last: frozenset[str] | None = None
         self._new: collections.deque[tuple[float, int]] = collections.deque()
 
-    def update(self, t: float, connections: frozenset[str]) -> int:
-        if self._last is not None:
-            self._new.append((t, len(connections - self._last)))
-        self._last = connections
+    def update(self, t: float, connections: frozenset[str] | None) -> int:
+        """``connections`` None: the tables could not be read this time; what was there still is."""
+        if connections is not None:
+            if self._last is not None:
+                self._new.append((t, len(connections - self._last)))
+            self._last = connections
         while self._new and self._new[0][0] <= t - self.window:
             self._new.popleft()
         return round(sum(n for _, n in self._new) * 60 / self.window)

@@ -224,7 +224,7 @@ def test_established_connections_to_the_ssh_port():
 
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "net").mkdir()
-        assert read_established(Path(d), 22) == frozenset()  # no files: none, never an error
+        assert read_established(Path(d), 22) is None  # no files: unknown, never an error
         (Path(d) / "net" / "tcp").write_text(tcp)
         (Path(d) / "net" / "tcp6").write_text(tcp6)
         assert len(read_established(Path(d), 22)) == 3
@@ -239,5 +239,7 @@ def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_second
     assert rate.update(2.0, frozenset({"b", "d", "e", "f"})) == 18  # a left; e and f are new
     assert rate.update(3.0, frozenset({"b", "d", "e", "f"})) == 18  # nothing new: the window still holds 3
     assert rate.update(11.5, frozenset({"b", "d", "e", "f", "g"})) == 18  # d left the window, g came
+    assert rate.update(12.0, None) == 6  # the tables could not be read: nothing new; e and f left the window
+    assert rate.update(13.0, frozenset({"b", "d", "e", "f", "g"})) == 6  # readable again: nothing counts twice
     assert rate.update(40.0, frozenset()) == 0  # everything aged out
     assert len(rate._new) == 1  # bounded: only the window's samples are kept
