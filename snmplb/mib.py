@@ -26,11 +26,12 @@ _PASS_TYPES = {
 }
 
 
-class MibObject(namedtuple("MibObject", "name oid base tc enums units hint access description")):
+class MibObject(namedtuple("MibObject", "name oid base tc enums range units hint access description")):
     """One scalar object of SNMPLB-MIB; its instance OID is ``oid + (0,)``.
 
     name, base (SMI type), tc (textual convention), units, hint (DISPLAY-HINT),
-    access and description are str; oid a tuple of int; enums {label: number}.
+    access and description are str; oid a tuple of int; enums {label: number};
+    range (min, max), the values the SMI allows (a string's size).
     A namedtuple, not a dataclass: thin clients import this at every login.
     """
 

@@ -91,6 +91,28 @@ def _resolve_syntax(doc: dict, syntax: dict) -> tuple[str, str, dict[str, int], 
     return name, "", dict(enums), ""
 
 
+# The full value range of each SMI base type (RFC 2578 section 7.1): what an object may carry when
+# neither it nor its textual convention narrows it.
+_BASE_RANGE = {
+    "Gauge32": (0, 2**32 - 1), "Unsigned32": (0, 2**32 - 1), "Counter32": (0, 2**32 - 1),
+    "TimeTicks": (0, 2**32 - 1), "Counter64": (0, 2**64 - 1), "Integer32": (-2**31, 2**31 - 1),
+    "INTEGER": (-2**31, 2**31 - 1), "OCTET STRING": (0, 65535),
+}
+
+
+def _range(doc: dict, syntax: dict, base: str) -> tuple[int, int]:
+    """The (min, max) an object's value may take: a number's range, a string's size (RFC 2578 7.1)."""
+    spans = []
+    for source in (syntax, (doc.get(syntax["type"]) or {}).get("type", {})):
+        constraints = source.get("constraints", {}) if isinstance(source, dict) else {}
+        spans = constraints.get("range") or constraints.get("size") or []
+        if spans:
+            break
+    if spans:
+        return min(s["min"] for s in spans), max(s["max"] for s in spans)
+    return _BASE_RANGE[base]
+
+
 def scalars_from_json(doc: dict) -> list[dict]:
     """The MIB's scalar objects in OID order, as plain dicts for _mibdata.py."""
     out = []
@@ -104,6 +126,7 @@ def scalars_from_json(doc: dict) -> list[dict]:
             "base": base,
             "tc": tc,
             "enums": dict(sorted(enums.items(), key=lambda kv: kv[1])),
+            "range": _range(doc, entry["syntax"], base),
             "units": entry.get("units", ""),
             "hint": hint,
             "access": entry["maxaccess"],

@@ -13,6 +13,8 @@ from . import mib
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
 MAX_DATA_AGE_MS = 30_000
+# Statuses in which a server takes no new login, whatever else its row says.
+CLOSED_STATUSES = frozenset(("disabled", "draining", "full", "unavailable"))
 # Failure reasons that mean "could not reach the agent" (the poller's words), as opposed to an agent
 # that answered wrongly: an NMS reports the first CRITICAL and the second UNKNOWN.
 UNREACHABLE = ("no answer within", "nothing listening", "name does not resolve", "name did not resolve",
@@ -103,8 +105,16 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
 
     @property
     def eligible(self) -> bool:
-        """Answered, enabled, weight above 0 and below its maximum sessions: may be chosen."""
+        """Answered, enabled, weight above 0 and below its maximum sessions, and the agent's own
+        status lets it take a login: may be chosen.
+
+        The admin state and the status are both read, and the more conservative wins: a row
+        that says enabled but reports itself disabled, draining, full or unavailable (cannot
+        take a login) is not chosen.
+        """
         if not self.ok or self.admin_state != "enabled" or self.weight <= 0:
+            return False
+        if self.status in CLOSED_STATUSES:
             return False
         return not (self.max_sessions and self.sessions >= self.max_sessions)
 
