@@ -247,10 +247,15 @@ class Sim:
         server.publish(self.t, self.variant.login_rate)
 
     def login(self, client: str) -> str:
-        def probe(settings: ClientSettings, early: bool):
-            return [self._aged(self.by_name[s.host]) for s in settings.servers], None, ""
+        def probe(settings: ClientSettings, hedge, usable, deadline: float):
+            # As the poller does: the hedge (the servers LB_SAMPLE left out) is polled too when no
+            # sampled server has a usable answer.
+            states = [self._aged(self.by_name[s.host]) for s in settings.servers]
+            if hedge and not any(usable(st) for st in states):
+                states += [self._aged(self.by_name[s.host]) for s in hedge]
+            return states, None, ""
 
-        _, decision, _ = choose(self.settings, self.rng, client, probe, clock=lambda: self.t)
+        _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
         server = self.by_name[decision.hosts[0]]
         self.bad_starts += server.overloaded()
         server.ramping.append(Session(client, self.t + self.rng.uniform(*APPEAR), self.rng.uniform(*SESSION_MEM),

@@ -191,10 +191,39 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     total_w = sum(w)
     ages = [x.data_age_s for x in pool]
     load = [x.sessions_or_connecting + rate * a * wi / total_w for x, a, wi in zip(pool, ages, w)]
-    horizon = 2 * sum(ages) / len(ages) + HORIZON_PAD_S
+    horizon = 2 * trimmed_mean(ages) + HORIZON_PAD_S
     takes = fill(load, w, min(MAX_SPREAD, max(1.0, rate * horizon)), [SHARE_CAP * wi / total_w for wi in w])
     total = sum(takes)
+    if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
+        return [wi / total_w for wi in w]
     return [t / total for t in takes]
+
+
+TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end, at least one each (3 or more)
+
+
+def trimmed_mean(xs: Sequence[float]) -> float:
+    """The mean of ``xs`` without the highest and the lowest TRIM of them (at least one of each
+    when there are 3 or more; the smaller of two): one server cannot move it beyond the others' range.
+
+    A fleet-wide figure that every server contributes to (the login rate, the figures' age) is
+    estimated this way, so that a lying or broken agent cannot steer the choices made among the
+    honest servers (issue: one agent publishing lbLoginRate 2^32-1 inverted `balanced` fleet-wide).
+    """
+    s = sorted(xs)
+    if len(s) <= 2:
+        return s[0] if s else 0.0
+    k = max(1, int(len(s) * TRIM))
+    kept = s[k:len(s) - k]
+    return sum(kept) / len(kept)
+
+
+def fleet_rate(servers: Sequence[ServerState]) -> float:
+    """The logins per second arriving at the fleet: the servers' total capacity times a robust mean of
+    their login rates per unit of capacity (``trimmed_mean``), not the plain sum of what each claims."""
+    w = [max(1, x.weight) for x in servers]
+    per_capacity = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    return sum(w) * trimmed_mean(per_capacity)
 
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
@@ -233,7 +262,7 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     if sampled or any(r is None for r in rates):
         first = _two_choices(pool, ctx)
     else:
-        shares = login_shares(pool, sum(rates), ctx.settings)
+        shares = login_shares(pool, fleet_rate(eligible), ctx.settings)
         first = [pool[_draw(shares, ctx.rng)]]
     rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
     in_pool = {id(x) for x in pool}

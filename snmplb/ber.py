@@ -137,11 +137,24 @@ def _decode(data: bytes, pos: int, end: int, depth: int) -> tuple[Tlv, int]:
     return Tlv(tag, bytes(data[start:stop]), start), stop
 
 
-def as_int(node: Tlv, tag: int = INTEGER) -> int:
+# The values each integer type may carry (RFC 2578 section 7.1, RFC 3416): a decoded integer outside
+# its type's range is malformed, and is rejected where it is decoded, not where it is used.
+INT32 = (-2**31, 2**31 - 1)
+_RANGES = {INTEGER: INT32, COUNTER32: (0, 2**32 - 1), GAUGE32: (0, 2**32 - 1), TIMETICKS: (0, 2**32 - 1),
+           COUNTER64: (0, 2**64 - 1)}
+
+
+def as_int(node: Tlv, tag: int = INTEGER, low: int | None = None, high: int | None = None) -> int:
+    """The integer of ``node``, which must have ``tag`` and lie within ``low``..``high`` (default:
+    the whole range of that SMI type); BerError otherwise."""
     if node.tag != tag or not isinstance(node.value, bytes) or not node.value or len(node.value) > 9:
         raise BerError(f"expected integer tag {tag:#x}, got {node.tag:#x}")
-    signed = tag == INTEGER
-    return int.from_bytes(node.value, "big", signed=signed)
+    n = int.from_bytes(node.value, "big", signed=tag == INTEGER)
+    type_low, type_high = _RANGES.get(tag, (0, 2**64 - 1))
+    if not max(type_low, low if low is not None else type_low) <= n <= \
+            min(type_high, high if high is not None else type_high):
+        raise BerError("integer out of range")
+    return n
 
 
 def as_bytes(node: Tlv, tag: int = OCTET_STRING) -> bytes:

@@ -19,10 +19,13 @@ _LIMIT = 8192
 
 def ask_lbserver(url: str, deadline: float, clock: Callable[[], float] = time.monotonic) -> tuple[str | None, str]:
     """(host, "") with lbserver's choice, or (None, reason)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 8008  # ValueError for a port out of range
+    except ValueError:
+        return None, "LB_LBSERVER_URL: not a usable http://host[:port]/ URL"
     if parts.scheme != "http" or not parts.hostname:
-        return None, f"unsupported URL {url!r}"
-    port = parts.port or 8008
+        return None, "LB_LBSERVER_URL: not a usable http://host[:port]/ URL"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     left = deadline - clock()
     if left <= 0:

@@ -16,6 +16,9 @@ from .ber import BerError, Tlv
 
 Oid = tuple[int, ...]
 MAX_MSG_SIZE = 65507
+_NON_NEGATIVE_32 = (0, 2**31 - 1)  # msgID, msgMaxSize, snmpEngineBoots, snmpEngineTime (RFC 3412, 3414)
+_MAX_ERROR_STATUS = 18  # inconsistentName, the highest error-status of RFC 3416
+_MAX_VARBINDS = 2147483647
 
 # usmStats counters an agent reports (RFC 3414 section 5), and what they mean to an admin.
 USM_REPORTS = {
@@ -58,7 +61,8 @@ def decode_pdu(node: Tlv) -> Pdu:
     for vb in ber.as_seq(binds):
         name, value = ber.as_seq(vb, length=2)
         varbinds.append((ber.as_oid(name), value))
-    return Pdu(node.tag, ber.as_int(rid), ber.as_int(status), ber.as_int(index), tuple(varbinds))
+    return Pdu(node.tag, ber.as_int(rid), ber.as_int(status, low=0, high=_MAX_ERROR_STATUS),
+               ber.as_int(index, low=0, high=_MAX_VARBINDS), tuple(varbinds))
 
 
 # -- SNMPv2c ----------------------------------------------------------------
@@ -186,14 +190,16 @@ def v3_parse(data: bytes) -> V3Reply:
     version, glob, _, scoped = ber.as_seq(msg, length=4)
     if ber.as_int(version) != 3:
         raise BerError("not an SNMPv3 message")
-    msg_id, _, flags, model = ber.as_seq(glob, length=4)
+    msg_id, max_size, flags, model = ber.as_seq(glob, length=4)
     flag_bytes = ber.as_bytes(flags)
     if len(flag_bytes) != 1 or ber.as_int(model) != 3:
         raise BerError("not a USM message")
     f = _usm_node(msg)
-    usm = UsmParams(ber.as_bytes(f[0]), ber.as_int(f[1]), ber.as_int(f[2]), ber.as_bytes(f[3]), f[4],
-                    ber.as_bytes(f[5]))
-    return V3Reply(ber.as_int(msg_id), flag_bytes[0], usm, scoped)
+    low, high = _NON_NEGATIVE_32
+    usm = UsmParams(ber.as_bytes(f[0]), ber.as_int(f[1], low=low, high=high), ber.as_int(f[2], low=low, high=high),
+                    ber.as_bytes(f[3]), f[4], ber.as_bytes(f[5]))
+    ber.as_int(max_size, low=484, high=high)  # RFC 3412: msgMaxSize (484..2147483647)
+    return V3Reply(ber.as_int(msg_id, low=low, high=high), flag_bytes[0], usm, scoped)
 
 
 def v3_verify(data: bytes, reply: V3Reply, auth: str, auth_key: bytes) -> bool:

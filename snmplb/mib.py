@@ -91,8 +91,9 @@ ROW_FIRST_LAST = "lbSessionSource"
 
 
 def decode_row(text: str) -> dict[str, int] | None:
-    """The named values of an lbRow text; None unless every field it has is a number and it has at
-    least the first revision's fields.
+    """The named values of an lbRow text; None unless every field it has is a number within its
+    object's SMI range (and one of its enumeration's values, for an enumeration), and it has at least
+    the first revision's fields.
 
     Extra trailing fields (objects added to the MIB after this client) are ignored; fields missing
     at the tail (an agent older than this client) are absent from the result.
@@ -100,7 +101,15 @@ def decode_row(text: str) -> dict[str, int] | None:
     parts = text.split()
     if len(parts) < _ROW_MIN or not all(p.isdigit() and p.isascii() and len(p) <= 20 for p in parts):
         return None
-    return {o.name: int(p) for o, p in zip(ROW_FIELDS, parts)}
+    values = {}
+    for o, p in zip(ROW_FIELDS, parts):
+        n = int(p)
+        low, high = o.range
+        if not low <= n <= high or (o.enums and n not in _ENUM_VALUES[o.name]):
+            return None
+        values[o.name] = n
+    return values
 
 
 _ROW_MIN = [o.name for o in ROW_FIELDS].index(ROW_FIRST_LAST) + 1
+_ENUM_VALUES = {o.name: frozenset(o.enums.values()) for o in ROW_FIELDS if o.enums}

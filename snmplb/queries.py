@@ -38,7 +38,7 @@ def row_from_pdu(pdu: message.Pdu) -> tuple[dict[str, int] | None, str]:
         return None, "lbRow of the wrong type"
     values = mib.decode_row(value.value.decode("ascii", "replace"))
     if values is None:
-        return None, "partial or garbled row"
+        return None, "partial, garbled or out-of-range row"
     bad = implausible(values)
     return (None, bad) if bad else (values, "")
 

@@ -21,6 +21,24 @@ _HOST_CHARS = _ALNUM | frozenset("._-")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SECRETS = ("community", "auth_passphrase", "priv_passphrase")
+_SHOWN = 40  # characters of a bad (non-secret) value quoted in a message: a 128 KiB value must not reach syslog
+
+
+def shown(raw: str) -> str:
+    """A bad value as quoted in a message: its repr, cut to _SHOWN characters and said to be cut.
+    Never used for a secret (those are never quoted at all)."""
+    if len(raw) <= _SHOWN:
+        return repr(raw)
+    return f"{raw[:_SHOWN]!r}... ({len(raw)} characters)"
+
+
+def _is_utf8(raw: str) -> bool:
+    """False for text that came from bytes that are not UTF-8 (os.environ keeps them as surrogates)."""
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_host(text: str) -> bool:
@@ -62,7 +80,7 @@ def _int(low: int, high: int) -> Callable[[str], int]:
         try:
             n = int(raw)
         except ValueError:
-            raise ConfigError(f"{raw!r} is not a whole number") from None
+            raise ConfigError(f"{shown(raw)} is not a whole number") from None
         if not low <= n <= high:
             raise ConfigError(f"{n} is outside {low}..{high}")
         return n
@@ -74,9 +92,9 @@ def _float(low: float, high: float) -> Callable[[str], float]:
         try:
             x = float(raw)
         except ValueError:
-            raise ConfigError(f"{raw!r} is not a number") from None
+            raise ConfigError(f"{shown(raw)} is not a number") from None
         if not low <= x <= high:  # also rejects nan
-            raise ConfigError(f"{raw} is outside {low}..{high}")
+            raise ConfigError(f"{shown(raw)} is outside {low}..{high}")
         return x
     return parse
 
@@ -87,7 +105,7 @@ def _bool(raw: str) -> bool:
         return True
     if v in ("0", "n", "no", "false", "off"):
         return False
-    raise ConfigError(f"{raw!r} is not yes or no")
+    raise ConfigError(f"{shown(raw)} is not yes or no")
 
 
 def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
@@ -95,29 +113,40 @@ def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) ->
         for o in options:
             if fold(raw) == fold(o):
                 return o
-        raise ConfigError(f"{raw!r} is not one of: {', '.join(options)}")
+        raise ConfigError(f"{shown(raw)} is not one of: {', '.join(options)}")
     return parse
 
 
 def _passphrase(raw: str) -> str:
+    # Never echo the secret, nor any part, position or length of it.
+    if not _is_utf8(raw) or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ConfigError("a passphrase must be UTF-8 text without control characters (the file's encoding?)")
     if len(raw) < 8:
-        raise ConfigError("a passphrase needs at least 8 characters")  # never echo the secret
+        raise ConfigError("a passphrase needs at least 8 characters")
+    if len(raw) > 1024:
+        raise ConfigError("a passphrase may have at most 1024 characters")
     return raw
 
 
 def _text(limit: int) -> Callable[[str], str]:
     def parse(raw: str) -> str:
-        if len(raw) > limit or any(ord(c) < 32 for c in raw):
+        # Never quotes the value: this parser also checks the community, a secret.
+        if not _is_utf8(raw):
+            raise ConfigError("is not UTF-8 text (was the file saved in another encoding?)")
+        if len(raw) > limit or any(ord(c) < 32 or ord(c) == 127 for c in raw):
             raise ConfigError(f"must be printable text of at most {limit} characters")
         return raw
     return parse
 
 
 def _url(raw: str) -> str:
-    host = raw[7:].split("/", 1)[0]
-    if not raw.startswith("http://") or not host or not set(raw) <= _URL_CHARS or \
-            not set(host) <= _HOST_CHARS | frozenset(":[]"):
-        raise ConfigError(f"{raw!r} is not an http:// URL")
+    netloc = raw[7:].split("/", 1)[0]
+    if not raw.startswith("http://") or not netloc or len(raw) > 2048 or not set(raw) <= _URL_CHARS:
+        raise ConfigError(f"{shown(raw)} is not an http:// URL")
+    try:  # host, and a port that exists: what the lbserver client will connect to
+        parse_server(netloc, 8008)
+    except ConfigError:
+        raise ConfigError(f"{shown(raw)} is not an http://host[:port]/ URL with a port in 1..65535") from None
     return raw
 
 
@@ -127,17 +156,17 @@ def parse_server(entry: str, default_port: int) -> Server:
     if entry.startswith("["):
         close = entry.find("]")
         if close < 0:
-            raise ConfigError(f"{entry!r}: missing ']'")
+            raise ConfigError(f"{shown(entry)}: missing ']'")
         host, rest = entry[1:close], entry[close + 1:]
         if rest:
             if not rest.startswith(":"):
-                raise ConfigError(f"{entry!r}: expected ':port' after ']'")
+                raise ConfigError(f"{shown(entry)}: expected ':port' after ']'")
             port = _int(1, 65535)(rest[1:])
     elif entry.count(":") == 1:
         host, p = entry.split(":")
         port = _int(1, 65535)(p)
     if not is_host(host):
-        raise ConfigError(f"{entry!r} is not a host name or address")
+        raise ConfigError(f"{shown(entry)} is not a host name or address")
     return Server(host, port)
 
 
@@ -154,14 +183,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LB_ALGORITHM", "algorithm", _choice(ALGORITHMS), "balanced",
              "How to choose: " + ", ".join(f"`{a}`" for a in ALGORITHMS) + " (docs/algorithms.md)."),
     Variable("LB_TIMEOUT_MS", "timeout_ms", _int(50, 30000), "1000",
-             "The one deadline for the whole poll, in ms: no server delays a login longer."),
+             "The login's one deadline, in ms, counted from get_hosts' start (the interpreter's start-up "
+             "included): no server delays a login longer."),
     Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), "2.0",
              "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this."),
     Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), "500",
              "`thresholded`, `balanced`: skip servers that answered slower than this (ms)."),
     Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
              "`thresholded`, `balanced`: skip servers that are swapping."),
-    Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c", "`2c` or `3` (authPriv)."),
+    Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c",
+             "`2c` or `3` (authPriv). With `3` and a passphrase missing or bad, nothing is polled (no fallback "
+             "to SNMPv2c in clear): the configured list is printed."),
     Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
     Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
     Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
@@ -185,9 +217,10 @@ VARIABLES: tuple[Variable, ...] = (
              "`balanced`: a server that came into service less than this many seconds ago (lbInService) gets "
              "a share growing linearly over the window (0: no slow start)."),
     Variable("LB_SAMPLE", "sample", _int(0, 1000), "0",
-             "Poll only this many servers, drawn at random (0: all); the unpolled rest is listed after them. "
-             "A login then costs O(1) SNMP requests however large the fleet; once one sampled server answered, "
-             "a silent one is waited for at most 50 ms (or 4 of that answer's round trips)."),
+             "Poll only this many servers, drawn at random (0: all); the rest is polled too (hedge) when none "
+             "of them has a usable answer within 50 ms (or 4 round trips of the fastest answer). A login then "
+             "costs O(1) SNMP requests however large the fleet; once one sampled server answered, a silent one "
+             "is waited for at most 50 ms (or 4 of that answer's round trips)."),
     Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
 )
 
@@ -209,10 +242,9 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
                                   settings.snmp_port)
     problems += more
     settings = settings._replace(servers=servers)
-    if settings.snmp_version == "3" and not (settings.auth_passphrase and settings.priv_passphrase):
-        problems.append("LB_SNMP_VERSION: 3 needs LB_SNMP_AUTH_PASSPHRASE and LB_SNMP_PRIV_PASSPHRASE; "
-                        "using the default (2c)")
-        settings = settings._replace(snmp_version="2c")
+    refused = refusal(settings)
+    if refused:
+        problems.append(refused)
     if settings.algorithm == "lbserver" and not settings.lbserver_url:
         problems.append("LB_ALGORITHM: lbserver needs LB_LBSERVER_URL; it falls back to thresholded")
     if not servers:
@@ -220,16 +252,39 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     return settings, problems
 
 
+def refusal(settings: ClientSettings) -> str:
+    """Why these settings must not be used to poll at all ("" when they may).
+
+    SNMPv3 without both passphrases is refused, never downgraded: falling back to SNMPv2c would send
+    the community in clear on a network the admin chose to protect.
+    """
+    if settings.snmp_version == "3":
+        missing = [v for v, attr in (("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase"),
+                                     ("LB_SNMP_PRIV_PASSPHRASE", "priv_passphrase")) if not getattr(settings, attr)]
+        if missing:
+            return (f"LB_SNMP_VERSION: 3 needs {' and '.join(missing)} (8 characters or more); "
+                    "not polling (no fallback to SNMPv2c in clear)")
+    return ""
+
+
 def parse_servers(text: str, default_port: int) -> tuple[tuple[Server, ...], list[str]]:
     """The server list; bad entries are reported (naming LB_SERVERS) and skipped, duplicates dropped."""
     out: list[Server] = []
     problems = []
+    skipped = 0
     for entry in text.replace(",", " ").split():
         try:
             server = parse_server(entry, default_port)
         except ConfigError as exc:
-            problems.append(f"LB_SERVERS: {exc}; skipped")
+            skipped += 1
+            if skipped <= _MAX_ENTRY_PROBLEMS:
+                problems.append(f"LB_SERVERS: {exc}; skipped")
             continue
         if server not in out:
             out.append(server)
+    if skipped > _MAX_ENTRY_PROBLEMS:
+        problems.append(f"LB_SERVERS: {skipped - _MAX_ENTRY_PROBLEMS} more bad entries skipped")
     return tuple(out), problems
+
+
+_MAX_ENTRY_PROBLEMS = 5  # bad LB_SERVERS entries reported one by one; the rest are counted

@@ -23,7 +23,23 @@ def test_integers_round_trip_and_match_pyasn1(n):
     ours = ber.enc_int(n)
     if -(2**31) <= n < 2**31:  # pysnmp's Integer is Integer32
         assert ours == encoder.encode(P.Integer(n))
-    assert ber.as_int(ber.decode(ours)) == n
+    if -(2**31) <= n < 2**31:
+        assert ber.as_int(ber.decode(ours)) == n
+    else:  # SNMP's INTEGER is Integer32 (RFC 2578 7.1.1): anything wider is malformed where it is decoded
+        with pytest.raises(BerError):
+            ber.as_int(ber.decode(ours))
+
+
+@pytest.mark.parametrize("tag,good,bad", [
+    (ber.GAUGE32, 2**32 - 1, 2**32), (ber.COUNTER32, 0, 2**32), (ber.TIMETICKS, 2**32 - 1, 2**33),
+    (ber.COUNTER64, 2**64 - 1, 2**64), (ber.INTEGER, -(2**31), -(2**31) - 1)])
+def test_every_integer_type_is_range_checked_where_it_is_decoded(tag, good, bad):
+    size = lambda n: max(1, (n.bit_length() + 8) // 8)  # noqa: E731
+    assert ber.as_int(ber.decode(ber.tlv(tag, good.to_bytes(size(good), "big", signed=True))), tag) == good
+    with pytest.raises(BerError):
+        ber.as_int(ber.decode(ber.tlv(tag, bad.to_bytes(size(bad), "big", signed=True))), tag)
+    with pytest.raises(BerError):  # a caller's narrower range holds too
+        ber.as_int(ber.decode(ber.enc_int(5)), ber.INTEGER, low=6)
 
 
 @pytest.mark.parametrize("oid", [(1, 3), (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 26, 0), (2, 100, 3),

@@ -39,7 +39,8 @@ def test_row_fields_are_the_integer_objects_in_oid_order():
     assert names[0] == "lbLoad1" and names[-1] == "lbLoginRate"
     assert "lbAgentVersion" not in names and "lbRow" not in names
     assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
-    values = list(range(len(mib.ROW_FIELDS)))
+    # Distinct values, each legal for its object (an enumeration's own values, within the SMI range).
+    values = [max(o.enums.values()) if o.enums else min(i, o.range[1]) for i, o in enumerate(mib.ROW_FIELDS)]
     text = mib.encode_row(values)
     assert mib.decode_row(text) == {o.name: v for o, v in zip(mib.ROW_FIELDS, values)}
     assert mib.decode_row(text + " 7 8") == mib.decode_row(text)  # newer agents append fields
@@ -48,6 +49,10 @@ def test_row_fields_are_the_integer_objects_in_oid_order():
     assert older == {n: v for n, v in zip(names[:first], values)} and "lbInService" not in older
     assert mib.decode_row(" ".join(text.split()[:first - 1])) is None  # shorter than any agent's row
     assert mib.decode_row(text.replace("3", "x", 1)) is None
+    for o in mib.ROW_FIELDS:  # one field beyond its range, or outside its enumeration, spoils the row
+        i = names.index(o.name)
+        bad = [*values[:i], o.range[1] + 1 if not o.enums else max(o.enums.values()) + 1, *values[i + 1:]]
+        assert mib.decode_row(mib.encode_row(bad)) is None, o.name
     assert mib.decode_row("-1 " + text) is None
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from snmplb import ltsconf
 from snmplb.clientid import default_mac, default_route_interface
-from snmplb.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers
+from snmplb.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers, refusal
 
 BASE = {"LB_SERVERS": "app1"}
 
@@ -52,7 +52,9 @@ def test_secrets_are_never_echoed():
     s, problems = from_env({**BASE, "LB_SNMP_VERSION": "3", "LB_SNMP_AUTH_PASSPHRASE": secret,
                             "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok"})
     assert not any(secret in p for p in problems)
-    assert s.snmp_version == "2c" and any(p.startswith("LB_SNMP_VERSION: 3 needs") for p in problems)
+    # Refused, never downgraded to SNMPv2c in clear: nothing is polled (settings.refusal).
+    assert s.snmp_version == "3" and any(p.startswith("LB_SNMP_VERSION: 3 needs") for p in problems)
+    assert "not polling" in refusal(s) and "LB_SNMP_AUTH_PASSPHRASE" in refusal(s)
     s, _ = from_env({**BASE, "LB_SNMP_VERSION": "3", "LB_SNMP_AUTH_PASSPHRASE": "auth-pass-ok",
                      "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok", "LB_SNMP_COMMUNITY": "commun1ty"})
     assert s.snmp_version == "3"
@@ -127,3 +129,46 @@ def test_readme_documents_every_variable_with_its_default():
     for v in VARIABLES:
         default = v.default if v.default.startswith(("$", "(", "MAC")) else f"`{v.default}`"
         assert f"| `{v.name}` | {default} | {v.doc} |" in readme, v.name
+
+
+# Secrets made of characters that appear in no message, so that not even one of them can slip through.
+_SECRET_CHARS = "\u00e6\u00f8\u00e5\u0416\u0429\u05d0"
+
+
+@pytest.mark.parametrize("var", ["LB_SNMP_COMMUNITY", "LB_SNMP_AUTH_PASSPHRASE", "LB_SNMP_PRIV_PASSPHRASE"])
+@pytest.mark.parametrize("raw", [
+    b"caf\xe9-latin1-secret".decode("utf-8", "surrogateescape"),  # an lts.conf saved in Latin-1
+    "\u00e6\u00f8\u00e5\x01\u0416\u0429\u05d0\u0416",  # a control character
+    "\u00e6" * 65536,  # 128 KiB of UTF-8
+])
+def test_a_bad_secret_names_its_variable_and_shows_no_part_of_it(var, raw):
+    s, problems = from_env({**BASE, "LB_SNMP_VERSION": "3", "LB_SNMP_AUTH_PASSPHRASE": "auth-pass-ok",
+                            "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok", var: raw})
+    mine = [p for p in problems if p.startswith(var + ":")]
+    assert mine, problems
+    text = " ".join(problems) + repr(s)
+    assert not set(text) & (set(_SECRET_CHARS) | {"\udce9"}), text
+    assert "position" not in text and all(len(p) < 300 for p in problems)
+
+
+def test_long_bad_values_are_cut_in_messages():
+    _, problems = from_env({**BASE, "LB_TIMEOUT_MS": "9" * 131072, "LB_ALGORITHM": "x" * 100000,
+                            "LB_SERVERS": " ".join(["bad!host"] * 5000), "LB_LBSERVER_URL": "http://" + "a" * 9000})
+    assert all(len(p) < 300 for p in problems), [len(p) for p in problems]
+    assert sum(p.startswith("LB_SERVERS:") for p in problems) <= 7  # five, a count, "no server configured"
+    assert any(p.startswith("LB_TIMEOUT_MS:") and "131072 characters" in p for p in problems)
+
+
+@pytest.mark.parametrize("url", ["http://lb:99999/", "http://lb:0/", "http://lb:-1/", "http://lb:x/",
+                                 "http://[::1/", "http://user@lb/"])
+def test_an_lbserver_url_with_an_impossible_port_is_refused_by_name(url):
+    s, problems = from_env({**BASE, "LB_ALGORITHM": "lbserver", "LB_LBSERVER_URL": url})
+    assert s.lbserver_url == "" and any(p.startswith("LB_LBSERVER_URL:") for p in problems)
+
+
+def test_the_lbserver_client_never_raises_on_a_bad_url():
+    from snmplb.lbclient import ask_lbserver
+
+    for url in ("http://lb:99999/", "http://[::1/", "ftp://x/"):
+        host, why = ask_lbserver(url, 0.0, clock=lambda: -1.0)
+        assert host is None and why.startswith("LB_LBSERVER_URL")

@@ -1,0 +1,182 @@
+"""The red team's findings against get_hosts as LDM runs it (issue 10): real processes, real agents.
+
+A hostile host here is a small UDP server in the test: it IS the hostile host of the finding, so
+there is no real program to run in its place.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import V3
+from snmplb import ber, message
+from test_gethosts import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, trio  # noqa: F401 (a fixture)
+from test_hostile import report
+
+V3_ENV = {"LB_SNMP_VERSION": "3", "LB_SNMP_USER": V3.name, "LB_SNMP_AUTH_PASSPHRASE": V3.auth_pass,
+          "LB_SNMP_PRIV_PASSPHRASE": V3.priv_pass}
+
+
+class Recorder:
+    """A UDP socket that records what it receives and, optionally, answers each datagram with ``reply``."""
+
+    def __init__(self, host: str, reply=None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.address = f"{host}:{self.sock.getsockname()[1]}"
+        self.received: list[bytes] = []
+        self._reply = reply
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        end = time.monotonic() + 120  # bounded, whatever the test does
+        while not self._stop.is_set() and time.monotonic() < end:
+            if not select.select([self.sock], [], [], 0.05)[0]:
+                continue
+            data, peer = self.sock.recvfrom(65535)
+            self.received.append(data)
+            if self._reply is not None:
+                answer = self._reply(data)
+                if answer:
+                    self.sock.sendto(answer, peer)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def _hostile_report(data: bytes) -> bytes | None:
+    """Answers an SNMPv3 discovery with a Report whose snmpEngineBoots is out of range."""
+    try:
+        return report(message.v3_parse(data).msg_id, -1, 2**31)
+    except ber.BerError:
+        return None
+
+
+def test_a_hostile_v3_report_fails_only_its_own_server(trio):
+    hostile = Recorder("127.0.0.61", _hostile_report)
+    try:
+        r = get_hosts(f"{hostile.address} {addrs(trio)}", LB_ALGORITHM="best", **V3_ENV)
+        got = hosts_of(r)
+        assert hostile.received, "the hostile host was polled"
+        assert sorted(got) == sorted(i.host for i in trio) and "127.0.0.61" not in got
+        assert "internal error" not in r.stderr
+    finally:
+        hostile.stop()
+
+
+@pytest.mark.parametrize("missing", ["LB_SNMP_AUTH_PASSPHRASE", "LB_SNMP_PRIV_PASSPHRASE"])
+def test_snmpv3_without_a_passphrase_is_refused_not_downgraded_to_clear_text(missing):
+    listener = Recorder("127.0.0.62")
+    try:
+        env = {**V3_ENV, missing: "", "LB_TIMEOUT_MS": "300"}
+        r = get_hosts(f"{listener.address} 127.0.0.63", **env)
+        assert hosts_of(r) == ["127.0.0.62", "127.0.0.63"]  # the configured list, so LDM can still try
+        assert f"needs {missing}" in r.stderr and "not polling" in r.stderr
+        time.sleep(0.3)
+        assert listener.received == []  # not one datagram: no community in clear, no SNMPv3 either
+    finally:
+        listener.stop()
+
+
+def _run_bytes(env: dict[bytes, bytes], *, preexec=None) -> subprocess.CompletedProcess:
+    full = {b"PATH": os.environb[b"PATH"], b"SNMPLB_PYTHON": os.fsencode(sys.executable), **env}
+    return subprocess.run([str(GET_HOSTS)], env=full, capture_output=True, timeout=60, preexec_fn=preexec)
+
+
+@pytest.mark.parametrize("var", [b"LB_SNMP_COMMUNITY", b"LB_SNMP_AUTH_PASSPHRASE", b"LB_SNMP_PRIV_PASSPHRASE"])
+def test_a_latin1_secret_is_named_and_never_shown(trio, var):
+    secret = "Kl\u00e9-s\u00e9cr\u00e8te-\u00e6\u00f8\u00e5".encode("latin-1")
+    env = {b"LB_SERVERS": os.fsencode(addrs(trio)), b"LB_SNMP_COMMUNITY": b"snmplb-ltsp", b"LB_TIMEOUT_MS": b"500",
+           **{k.encode(): v.encode() for k, v in V3_ENV.items()}, var: secret}
+    if var == b"LB_SNMP_COMMUNITY":
+        env[b"LB_SNMP_VERSION"] = b"2c"
+    r = _run_bytes(env)
+    assert r.returncode == 0 and r.stdout.count(b"\n") == 1 and r.stdout.strip()
+    assert var + b":" in r.stderr and b"internal error" not in r.stderr
+    for ch in set(secret):  # not one character that is not plain ASCII text of ours
+        if ch >= 0x80:
+            assert bytes([ch]) not in r.stderr, ch
+    assert b"position" not in r.stderr
+
+
+def test_a_huge_bad_value_is_cut_in_the_message(trio):
+    r = get_hosts(addrs(trio), LB_ALGORITHM="z" * 100000, LB_TIMEOUT_MS="x" * 100000)
+    assert len(hosts_of(r)) == 3
+    assert "LB_ALGORITHM:" in r.stderr and "LB_TIMEOUT_MS:" in r.stderr and len(r.stderr) < 2000
+
+
+def test_an_impossible_lbserver_port_is_named_without_a_traceback(trio):
+    r = get_hosts(addrs(trio), LB_ALGORITHM="lbserver", LB_LBSERVER_URL="http://127.0.0.1:99999/")
+    assert len(hosts_of(r)) == 3
+    assert "LB_LBSERVER_URL:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("nofile", [5, 6, 7, 8, 10, 12, 16, 24])
+def test_with_file_descriptors_exhausted_one_line_is_printed_and_the_exit_status_is_0(trio, nofile):
+    """Python's entry point at every limit it can start with (4 open files or fewer: not even the
+    interpreter loads), and the script at every limit its shell can run with (dash needs 12)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    env = {b"LB_SERVERS": os.fsencode(addrs(trio) + " 127.0.0.1:9"), b"LB_SNMP_COMMUNITY": b"snmplb-ltsp"}
+    runs = [subprocess.run([sys.executable, "-I", "-c", "from snmplb.gethosts import main_and_exit; main_and_exit()"],
+                           env={b"PATH": os.environb[b"PATH"], **env}, capture_output=True, timeout=60,
+                           preexec_fn=limit)]
+    if nofile >= 12:
+        runs.append(_run_bytes(env, preexec=limit))
+    for r in runs:
+        assert r.returncode == 0, r
+        assert r.stdout.count(b"\n") == 1, r
+        assert set(r.stdout.split()) <= {i.host.encode() for i in trio} | {b"127.0.0.1"} and r.stdout.split(), r
+
+
+def test_a_broken_package_still_gives_the_configured_list(tmp_path):
+    broken = tmp_path / "python3"
+    broken.write_text("#!/bin/sh\necho 'Traceback: ImportError' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    r = get_hosts("app1 app2:1161 [::1]:161 app1", SNMPLB_PYTHON=str(broken))
+    assert hosts_of(r) == ["app1", "app2", "::1"]
+
+
+def test_the_deadline_counts_from_the_start_of_the_process_or_of_its_get_hosts_script():
+    probe = ("import time; time.sleep(0.3); from snmplb.gethosts import login_deadline; "
+             "print(login_deadline(1000, __import__('os').environ) - time.monotonic())")
+    alone = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    # The script's own sleep happened before the call: at most 0.7 s (and a clock tick) is left.
+    assert float(alone.stdout) <= 0.72, alone
+    wrapped = subprocess.run(["sh", "-c", 'SNMPLB_WRAPPER_PID=$$; export SNMPLB_WRAPPER_PID; sleep 0.3; '
+                              f'"{sys.executable}" -c "$0"; :', probe], capture_output=True, text=True, timeout=30)
+    assert float(wrapped.stdout) <= 0.42, wrapped  # the wrapper's 0.3 s and the child's 0.3 s both count
+    other = subprocess.run(["sh", "-c", f'sleep 0.3; SNMPLB_WRAPPER_PID=1 "{sys.executable}" -c "$0"; :', probe],
+                           capture_output=True, text=True, timeout=30)
+    assert 0.42 < float(other.stdout) <= 0.72, other  # a PID that is not our parent is not believed
+
+
+def test_sampled_mode_with_a_dead_sample_hedges_to_the_live_servers(fleet):
+    live = [fleet.add(f"live{i}", IDLE) for i in range(3)]
+    dead = [Recorder(f"127.0.0.7{i}") for i in range(3)]
+    try:
+        servers = " ".join([d.address for d in dead] + [i.address for i in live])
+        for seed in range(12):
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="4000")
+            got = hosts_of(r)
+            # Whatever was drawn, the live servers come out, and never a silent one; a sample of two dead
+            # ones costs the hedge delay, not the whole deadline (the poller's tests time that part).
+            assert got and set(got) <= {i.host for i in live}, (seed, got, r.stderr)
+    finally:
+        for d in dead:
+            d.stop()
