@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import V3
+from conftest import COMMUNITY, V3
 from snmplb import ber, message
 from test_gethosts import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, trio  # noqa: F401 (a fixture)
 from test_hostile import report
@@ -180,3 +180,56 @@ def test_sampled_mode_with_a_dead_sample_hedges_to_the_live_servers(fleet):
     finally:
         for d in dead:
             d.stop()
+
+
+def _liar_reply(data: bytes) -> bytes | None:
+    """A well-formed, authentic-looking v2c answer whose row is legal but absurd: a storm of
+    2^32-1 logins/min seen by nobody else, and figures almost 30 s old."""
+    from snmplb import mib
+    from test_algorithms import row
+
+    try:
+        pdu = message.v2c_parse(data, COMMUNITY.encode())
+    except ber.BerError:
+        return None
+    values = {**row(sessions=30, users=0, age=29_999), "lbLoginRate": 2**32 - 1}
+    text = mib.encode_row([values[o.name] for o in mib.ROW_FIELDS]).encode()
+    vb = ber.enc_seq(ber.enc_seq(ber.enc_oid(mib.ROW.instance), ber.enc_str(text)))
+    body = ber.enc_seq(ber.enc_int(pdu.request_id), ber.enc_int(0), ber.enc_int(0), vb, tag=ber.RESPONSE)
+    return ber.enc_seq(ber.enc_int(1), ber.enc_str(COMMUNITY.encode()), body)
+
+
+def test_a_lying_agent_among_real_ones_does_not_steer_the_honest_choices(fleet):
+    import random
+
+    from snmplb.algorithms import Context, decide
+    from snmplb.gethosts import gather
+    from snmplb.labfleet import FakeLoad
+    from snmplb.settings import from_env
+
+    honest = [fleet.add(f"h{n}", FakeLoad(load1=0.4, sessions=(("u", "10.0.0.1"),) * n)) for n in (0, 8, 16, 24)]
+    liar = Recorder("127.0.0.65", _liar_reply)
+    try:
+        settings, problems = from_env({"LB_SERVERS": f"{addrs(honest)} {liar.address}",
+                                       "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "3000"})
+        assert problems == []
+        states, _, _ = gather(settings, random.Random(1))
+        assert all(s.ok for s in states), [s.reason for s in states]  # the lie passes every check of the row
+        assert states[-1].values["lbLoginRate"] == 2**32 - 1
+
+        def firsts(servers) -> dict[str, float]:
+            rng = random.Random(5)
+            counts: dict[str, int] = {}
+            for _ in range(3000):
+                h = decide("balanced", servers, Context(settings, rng)).hosts[0]
+                counts[h] = counts.get(h, 0) + 1
+            return {h: c / 3000 for h, c in counts.items()}
+
+        # Against the same row told honestly (no storm, fresh figures): only the lie differs.
+        twin = states[-1]._replace(values={**states[-1].values, "lbLoginRate": 0, "lbDataAge": 500})
+        honest_view, lied_view = firsts(states[:-1] + [twin]), firsts(states)
+        for inst in honest:
+            assert abs(lied_view.get(inst.host, 0.0) - honest_view.get(inst.host, 0.0)) <= 0.03, \
+                (inst.host, honest_view, lied_view)
+    finally:
+        liar.stop()
