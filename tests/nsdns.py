@@ -155,12 +155,12 @@ class Namespace:
         """(name, qtype) of every query the DNS server received."""
         return [(n, int(t)) for n, t in (line.split() for line in self.log.read_text().splitlines())]
 
-    def routes(self) -> str:
-        """The namespace's routes (IPv4 and IPv6) and links, to show that only loopback exists."""
-        out = [subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True, check=True).stdout
-               for args in (["-4", "route", "show", "table", "all"], ["-6", "route", "show", "table", "all"],
-                            ["-o", "link"])]
-        return "\n".join(out)
+    def routes(self) -> tuple[list[str], list[str]]:
+        """The namespace's routes (IPv4 and IPv6, every table) and its links, one line each."""
+        def ip(*args: str) -> list[str]:
+            r = subprocess.run(["ip", "-n", self.name, *args], capture_output=True, text=True, check=True)
+            return [line for line in r.stdout.splitlines() if line.strip()]
+        return ip("-4", "route", "show", "table", "all") + ip("-6", "route", "show", "table", "all"), ip("-o", "link")
 
 
 def available() -> str:

@@ -61,7 +61,11 @@ class Responder:
             if select.select([self.sock], [], [], 0.05)[0]:
                 data, client = self.sock.recvfrom(65535)
                 self.received += 1
-                for reply in self.answer(data):
+                try:
+                    replies = self.answer(data)
+                except ber.BerError:
+                    continue  # not a request it knows how to twist (the client's GET after a discovery)
+                for reply in replies:
                     self.sock.sendto(reply, client)
 
     def stop(self) -> None:
@@ -234,9 +238,12 @@ def test_an_unusable_sample_hedges_at_once(fleet):
     assert [(st.name, st.port) for st in picky] == [*map(server, real), *map(server, draining)]
 
 
-def test_a_sample_with_a_usable_answer_does_not_poll_the_hedge(fleet):
+def test_a_sample_with_a_usable_answer_does_not_poll_the_hedge(fleet, monkeypatch):
     good = fleet.add("good", IDLE)
     hedge = Responder("127.0.0.75", lambda req: [])  # counts what it is sent
+    # The hedge waits at least 50 ms for the sample; an agent on this shared, loaded test machine may
+    # take longer. The rule is under test, not the figure: the floor is raised so that the answer is in time.
+    monkeypatch.setattr(poller, "EARLY_WAIT_MIN_S", 3.0)
     try:
         states = poller.poll(settings(server(good), timeout_ms=5000), random.Random(7), early=True,
                              hedge=(hedge.server,))
@@ -306,10 +313,10 @@ def ns_fleet(tmp_path):
 
 
 def _only_loopback(ns: nsdns.Namespace) -> None:
-    routes = ns.routes()
-    assert "default" not in routes and "eth" not in routes and "via" not in routes, routes
-    links = [line for line in routes.splitlines() if ": " in line and "link/" in line]
-    assert len(links) == 1 and " lo:" in links[0], routes
+    """The namespace has one link, lo, and every route goes through it: nothing can leave."""
+    routes, links = ns.routes()
+    assert routes and all(" dev lo " in f"{r} " and " via " not in r for r in routes), routes
+    assert len(links) == 1 and links[0].split(":")[1].strip() == "lo", links
 
 
 def test_a_hung_name_costs_only_itself_and_the_others_are_polled(ns_fleet):
@@ -361,7 +368,8 @@ def test_hedge_names_are_resolved_the_same_way(ns_fleet):
                  hedge=[["hedge.test", c.port], ["hang.test", c.port]])
     assert [s[0] for s in out["states"]] == ["127.0.0.20", "hedge.test", "hang.test"]
     assert [s[2] for s in out["states"]] == [False, True, False]
-    assert out["states"][2][3] == "name did not resolve before the deadline"
+    # hedge.test's usable answer ended the wait (the early rule), long before the deadline
+    assert out["states"][2][3] == "name did not resolve before the sample had its answer"
 
 
 def test_get_hosts_with_names_in_the_namespace(ns_fleet):
