@@ -150,6 +150,7 @@ class _Poll:
         self.max_sends = settings.retries + 1
         self.creds = Credentials(settings) if settings.snmp_version == "3" else None
         self.socks: dict[int, socket.socket] = {}
+        self.poller = select.poll()  # not select(): no FD_SETSIZE limit, and it needs no descriptor itself
         self.by_addr: dict[tuple[int, bytes, int] | None, list[_Entry]] = {}
         self.entries: list[_Entry] = []
         self.open: list[_Entry] = []  # entries without a result yet
@@ -171,7 +172,12 @@ class _Poll:
                 self._begin(entry, literal[0], (literal[1], server.port))
             else:
                 if self.lookups is None:
-                    self.lookups = _Lookups()
+                    try:
+                        self.lookups = _Lookups()
+                    except OSError as exc:  # out of descriptors: the names fail, the addresses are still polled
+                        entry.fail(f"name does not resolve (no lookup possible: {exc.strerror})")
+                        continue
+                    self.poller.register(self.lookups.reader.fileno(), select.POLLIN)
                 self.lookups.submit(entry)
 
     def _begin(self, entry: _Entry, family: int, addr: Address) -> None:
@@ -184,10 +190,11 @@ class _Poll:
         entry.family, entry.addr = family, addr
         if family not in self.socks:
             try:
-                self.socks[family] = _open(family)
+                sock = self.socks[family] = _open(family)
             except OSError as exc:  # out of descriptors, no IPv6: this server cannot be asked
                 entry.fail(f"cannot send: {exc.strerror}")
                 return
+            self.poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self.by_addr.setdefault(_key(family, addr), []).append(entry)
         self._send(entry, _guarded(entry, "request", entry.query.start, now))
 
@@ -249,12 +256,10 @@ class _Poll:
         self.open = still
 
     def _wait(self, timeout: float) -> None:
-        fds: list = list(self.socks.values())
-        if self.lookups is not None:
-            fds.append(self.lookups.reader)
-        readable, _, _ = select.select(fds, [], [], timeout)
-        for sock in readable:
-            if self.lookups is not None and sock is self.lookups.reader:
+        events = self.poller.poll(-(-timeout * 1000 // 1))  # ms, rounded up: never wake just before a timer
+        by_fd = {sock.fileno(): sock for sock in self.socks.values()}
+        for fd, _ in events:
+            if self.lookups is not None and fd == self.lookups.reader.fileno():
                 for entry, found in self.lookups.collect():
                     if entry.result is not None:
                         continue
@@ -263,6 +268,7 @@ class _Poll:
                     else:
                         self._begin(entry, *found)
                 continue
+            sock = by_fd[fd]
             _drain_errors(sock, sock.family, self.by_addr)
             self._drain(sock)
         now = self.clock()

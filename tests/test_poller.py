@@ -274,6 +274,15 @@ import json, os, random, sys, threading, time
 from snmplb import poller
 from snmplb.settings import ClientSettings, Server
 args = json.loads(sys.argv[1])
+held = []
+if args.get("exhaust_fds"):  # every descriptor in use: the poll must still return, one reason per server
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    for _ in range(1000):
+        try:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            break
 peak = [threading.active_count()]
 def clock():
     peak[0] = max(peak[0], threading.active_count())
@@ -283,6 +292,8 @@ s = ClientSettings(servers=tuple(Server(h, p) for h, p in args["servers"]), comm
 t0 = time.monotonic()
 more = {"hedge": tuple(Server(h, p) for h, p in args["hedge"])} if "hedge" in args else {}
 states = poller.poll(s, random.Random(1), clock, early=args.get("early", False), **more)
+for fd in held:
+    os.close(fd)
 out = {"states": [[st.name, st.port, st.ok, st.reason] for st in states], "peak_threads": peak[0],
        "took": time.monotonic() - t0}
 sys.stdout.write(json.dumps(out) + "\n")
@@ -381,3 +392,21 @@ def test_get_hosts_with_names_in_the_namespace(ns_fleet):
     r = subprocess.run(ns.exec(str(PROJECT / "chroot" / "get_hosts")), env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout == "good.test slow.test\n", (r.stdout, r.stderr)
+
+
+def test_out_of_descriptors_every_server_fails_with_a_reason_and_poll_returns(ns_fleet):
+    ns, fleet = ns_fleet
+    a = fleet.add("a", IDLE)
+    out = run_in(ns, [["good.test", a.port], [a.host, a.port]], timeout_ms=2000, exhaust_fds=True)
+    assert out["states"] == [["good.test", a.port, False, "name does not resolve (no lookup possible: "
+                                                          "Too many open files)"],
+                             [a.host, a.port, False, "cannot send: Too many open files"]]
+
+
+def test_threading_is_imported_only_when_names_are_configured():
+    """get_hosts' start-up counts on a thin client: literal addresses need no threads."""
+    code = ("import sys\nfrom snmplb import poller\nfrom snmplb.settings import ClientSettings, Server\n"
+            "poller.poll(ClientSettings(servers=(Server('127.0.0.1', 1), Server('::1', 1)), timeout_ms=200))\n"
+            "print('threading' in sys.modules)")
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout == "False\n", r.stderr
