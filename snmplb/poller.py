@@ -2,8 +2,8 @@
 
 The thin driver around ``queries``: it sends every literal address's first
 datagram at once, looks host names up meanwhile in a small pool of threads
-(``LOOKUP_THREADS``: getaddrinfo blocks and has no timeout) and sends to each
-name as soon as its lookup returns, then waits in select() for replies,
+(``lookups``: getaddrinfo blocks and has no timeout) and sends to each
+name as soon as its lookup returns, then waits in poll() for replies,
 lookups and retransmit timers until every query is done or the deadline
 passes. With all servers answering, the wall time is one round trip (plus a
 lookup); a dead, silent or slow server, or a hung DNS lookup, costs at most the
@@ -30,13 +30,13 @@ import errno
 import random
 import select
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 
 # The C module, not socket.py: socket.py's enums cost a thin client ~7 ms of imports
 # at every login, and everything used here is in _socket itself.
 import _socket as socket
 
+from .lookups import Lookups
 from .queries import Credentials, Query, V2cQuery, V3Query
 from .settings import ClientSettings, Server
 from .stats import ServerState
@@ -45,7 +45,6 @@ _IP_RECVERR = 11
 _IPV6_RECVERR = 25
 _MAX_DATAGRAMS_PER_WAKEUP = 256
 _MAX_LOOPS = 100_000
-LOOKUP_THREADS = 8  # name lookups at once: 2000 names must not start 2000 threads
 EARLY_WAIT_MIN_S = 0.05  # after an answer, wait at least this long for the others (early cut, hedge delay),
 EARLY_WAIT_RTTS = 4  # or this many times the answer's round trip, whichever is longer
 
@@ -115,7 +114,7 @@ def poll(settings: ClientSettings, rng: random.Random | None = None, clock: Call
 class _Entry:
     """One server being polled: its query once its address is known, else a result of its own."""
 
-    __slots__ = ("server", "query", "state", "family", "addr", "noted")
+    __slots__ = ("server", "query", "state", "family", "addr")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -123,7 +122,6 @@ class _Entry:
         self.state: ServerState | None = None  # set when it failed without a query, or overrides the query's
         self.family = 0
         self.addr: Address = ()
-        self.noted = False  # its result has been counted (usable, round trip)
 
     @property
     def result(self) -> ServerState | None:
@@ -154,7 +152,7 @@ class _Poll:
         self.by_addr: dict[tuple[int, bytes, int] | None, list[_Entry]] = {}
         self.entries: list[_Entry] = []
         self.open: list[_Entry] = []  # entries without a result yet
-        self.lookups: _Lookups | None = None
+        self.lookups: Lookups | None = None
         self.any_usable = False
         self.fastest_rtt: float | None = None  # ms, of any answer
         self.fastest_usable: float | None = None  # ms, of a usable answer
@@ -173,12 +171,12 @@ class _Poll:
             else:
                 if self.lookups is None:
                     try:
-                        self.lookups = _Lookups()
+                        self.lookups = Lookups()
                     except OSError as exc:  # out of descriptors: the names fail, the addresses are still polled
                         entry.fail(f"name does not resolve (no lookup possible: {exc.strerror})")
                         continue
                     self.poller.register(self.lookups.reader.fileno(), select.POLLIN)
-                self.lookups.submit(entry)
+                self.lookups.submit(entry, server.host, server.port)
 
     def _begin(self, entry: _Entry, family: int, addr: Address) -> None:
         now = self.clock()
@@ -214,7 +212,7 @@ class _Poll:
                 due = hedge_time(self.start, len(self.open), self.any_usable, self.fastest_rtt)
                 if due is None:
                     hedged = True  # the sample settled it: the hedge is never polled
-                elif now >= due:
+                elif now >= due and now < self.deadline:
                     hedged = True
                     self.add(hedge)
                     continue
@@ -379,97 +377,3 @@ def _ee_errno(ancillary: list) -> int:
         if len(data) >= 4:
             return int.from_bytes(data[:4], "little")
     return 0
-
-
-# -- name lookups -------------------------------------------------------------------
-
-def _lookup(host: str, port: int) -> tuple[int, Address] | str:
-    """(family, socket address) of ``host``, or why it does not resolve."""
-    try:
-        family, _, _, _, addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
-        return family, addr
-    except (OSError, UnicodeError, IndexError) as exc:
-        return f"name does not resolve ({getattr(exc, 'strerror', None) or type(exc).__name__})"
-    except Exception as exc:  # a worker thread's outer edge: its server must still get an answer
-        return f"name does not resolve ({type(exc).__name__})"
-
-
-class _Lookups:
-    """Name lookups in at most LOOKUP_THREADS daemon threads, fed from one queue.
-
-    A thread stuck on a hung DNS server is abandoned at the deadline (a daemon:
-    it cannot hold the process), and costs only its own server. Each finished
-    lookup writes a byte to a socket pair whose reading end the poll's select()
-    watches, so that the poller sends to that name at once.
-    """
-
-    def __init__(self) -> None:
-        import threading  # only when names are configured: get_hosts' start-up counts
-
-        self._threading = threading
-        self._lock = threading.Lock()
-        self._jobs: deque[_Entry] = deque()
-        self._done: deque[tuple[_Entry, tuple[int, Address] | str]] = deque()
-        self._workers = 0
-        self._closed = False
-        self.reader, self._writer = socket.socketpair()
-        self.reader.setblocking(False)
-        self._writer.setblocking(False)
-
-    def submit(self, entry: _Entry) -> None:
-        with self._lock:
-            self._jobs.append(entry)
-            if self._workers >= LOOKUP_THREADS:
-                return
-            self._workers += 1
-        try:
-            self._threading.Thread(target=self._work, name="snmplb-lookup", daemon=True).start()
-        except RuntimeError:  # no thread to be had: the running workers (if any) take the queue
-            with self._lock:
-                self._workers -= 1
-                if self._workers == 0:
-                    self._done.extend((e, "name lookup could not start (no thread)") for e in self._jobs)
-                    self._jobs.clear()
-            self._wake()
-
-    def _work(self) -> None:
-        while True:  # bounded: each turn takes one job off the queue, and the queue only shrinks here
-            with self._lock:
-                if self._closed or not self._jobs:
-                    self._workers -= 1
-                    return
-                entry = self._jobs.popleft()
-            found = _lookup(entry.server.host, entry.server.port)
-            with self._lock:
-                if self._closed:
-                    return
-                self._done.append((entry, found))
-            self._wake()
-
-    def _wake(self) -> None:
-        with self._lock:  # never after close(): the descriptor's number may belong to another file by then
-            if self._closed:
-                return
-            try:
-                self._writer.send(b"\0")
-            except OSError:
-                pass  # full: a wake-up is pending already
-
-    def collect(self) -> list[tuple[_Entry, tuple[int, Address] | str]]:
-        """The lookups finished since the last call (and clears the wake-ups)."""
-        for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
-            try:
-                if not self.reader.recv(4096):
-                    break
-            except OSError:
-                break
-        with self._lock:
-            done = list(self._done)
-            self._done.clear()
-        return done
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._writer.close()
-        self.reader.close()
