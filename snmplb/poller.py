@@ -266,7 +266,9 @@ class _Poll:
                     else:
                         self._begin(entry, *found)
                 continue
-            sock = by_fd[fd]
+            sock = by_fd.get(fd)
+            if sock is None:
+                continue
             _drain_errors(sock, sock.family, self.by_addr)
             self._drain(sock)
         now = self.clock()
