@@ -187,8 +187,11 @@ class Fleet:
     """Start and stop snmpd instances under ``base``; a context manager."""
 
     def __init__(self, base: Path, community: str = "snmplb-ltsp", client_subnet: str = "127.0.0.1/32",
-                 v3_user: V3User | None = None, agent_settings: dict[str, str] | None = None) -> None:
+                 v3_user: V3User | None = None, agent_settings: dict[str, str] | None = None,
+                 netns: str | None = None) -> None:
         self.base = Path(base)
+        # Run snmpd (and the readiness probe) inside this network namespace (tests of host names do).
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.community = community
         self.client_subnet = client_subnet
         self.v3_user = v3_user
@@ -248,7 +251,7 @@ class Fleet:
         files = [inst.dir / "snmpd.conf"] + ([inst.dir / "v3user.conf"] if self.v3_user else [])
         env = dict(os.environ, MIBS="", SNMP_PERSISTENT_DIR=str(inst.dir / "persist"),
                    SNMPCONFPATH=str(inst.dir / "persist"))
-        cmd = [shutil.which("snmpd") or SNMPD, "-f", "-Lf", str(inst.dir / "snmpd.log"), "-C",
+        cmd = [*self.prefix, shutil.which("snmpd") or SNMPD, "-f", "-Lf", str(inst.dir / "snmpd.log"), "-C",
                "-c", ",".join(map(str, files)), "-I", "-smux,mteTrigger,mteTriggerConf",
                "-p", str(inst.dir / "snmpd.pid"), f"udp:{inst.address}"]
         inst.process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -259,7 +262,7 @@ class Fleet:
         while time.monotonic() < deadline:
             if inst.process is None or inst.process.poll() is not None:
                 return False
-            r = subprocess.run(["snmpget", "-v2c", "-c", self.community, "-r0", "-t0.3", "-On", "-Oq",
+            r = subprocess.run([*self.prefix, "snmpget", "-v2c", "-c", self.community, "-r0", "-t0.3", "-On", "-Oq",
                                 inst.address, SYS_UPTIME], env=env, capture_output=True, text=True)
             if r.returncode == 0:
                 return True
