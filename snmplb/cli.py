@@ -55,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     if args.lts_conf is None:
         return dict(os.environ)
-    return ltsconf.resolve(args.lts_conf.read_text(errors="replace"), args.client)
+    env, problems = ltsconf.resolve(args.lts_conf.read_text(errors="replace"), args.client)
+    for p in problems:
+        print(f"snmplb: {args.lts_conf}: {p}", file=sys.stderr)
+    return env
 
 
 def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
