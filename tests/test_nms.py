@@ -142,7 +142,19 @@ def test_check_snmplb_internal_error_is_one_unknown_line_without_the_secret(tmp_
     out = r.stdout.decode(errors="replace")
     assert r.returncode in (CRITICAL, UNKNOWN), out  # unreachable, or the community refused
     assert out.count("\n") == 1 and b"Traceback" not in r.stdout + r.stderr and r.stderr == b""
-    assert "cr" not in out.replace("CRITICAL", "").replace("critical", "")
+    for shown in (b"\xe9", b"\xe8", b"\\xe9", b"\\udce9", b"\\udce8", "\u00e9".encode(), b"position"):
+        assert shown not in r.stdout, (shown, out)
+
+
+def test_check_snmplb_plugin_timeout_is_unknown():
+    """-t shorter than the SNMP deadline against a server that never answers: UNKNOWN, one line, in time."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: silence
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        r = run_check(["-H", "127.0.0.1", "-p", str(port), "--timeout-ms", "8000", "-t", "1"])
+    assert_one_unknown_line(r, "timeout")
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="no system python3")
