@@ -67,8 +67,8 @@ def rng_for(name: str) -> random.Random:
 class Findings:
     """Collects invariant violations (with how to replay them) instead of stopping at the first."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, cases: int = N) -> None:
+        self.name, self.cases = name, cases
         self.items: list[str] = []
         self.kinds: Counter[str] = Counter()
 
@@ -82,7 +82,7 @@ class Findings:
     def check(self) -> None:
         if self.items:
             summary = "\n".join(f"  {n} x {k}" for k, n in self.kinds.most_common())
-            pytest.fail(f"{self.name} (seed {SEED!r}, {N} cases): {sum(self.kinds.values())} violations\n"
+            pytest.fail(f"{self.name} (seed {SEED!r}, {self.cases} cases): {sum(self.kinds.values())} violations\n"
                         f"{summary}\nfirst of each:\n" + "\n".join(self.items[:12]), pytrace=False)
 
 
@@ -464,7 +464,7 @@ def hostile_line(rng: random.Random) -> str:
 
 
 def test_passpersist_protocol_survives_hostile_lines(table):
-    rng, found = rng_for("passpersist"), Findings("pass_persist protocol")
+    rng, found = rng_for("passpersist"), Findings("pass_persist protocol", N * 3)
     p, out = Protocol(), []
     for case in range(N * 3):
         line = hostile_line(rng)
@@ -569,8 +569,9 @@ NAMES = tuple(v.name for v in VARIABLES)
 
 
 def test_settings_from_garbage_never_raise_and_messages_name_the_variable_without_secrets():
-    rng, found = rng_for("settings"), Findings("settings.from_env")
-    for case in range(max(100, N // 10)):
+    cases = max(100, N // 10)  # each case sets every variable, some to 128 KiB
+    rng, found = rng_for("settings"), Findings("settings.from_env", cases)
+    for case in range(cases):
         env, secrets = env_of_garbage(rng)
         try:
             settings, problems = from_env(env)
