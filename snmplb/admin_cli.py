@@ -61,9 +61,9 @@ def _read_passphrases() -> tuple[str, str]:
 def create_v3_user(args: argparse.Namespace) -> int:
     auth, priv = _read_passphrases()
     line = create_user_line(args.user, auth, priv, args.auth_protocol, args.priv_protocol)
-    append_secret_line(args.snmpd_file, line)
-    print(f"added SNMPv3 user {args.user} ({args.auth_protocol}/{args.priv_protocol}) to {args.snmpd_file}; "
-          "restart snmpd to load it")
+    tightened = append_secret_line(args.snmpd_file, line)
+    print(f"added SNMPv3 user {args.user} ({args.auth_protocol}/{args.priv_protocol}) to {args.snmpd_file}"
+          f"{' (its mode tightened to 0600)' if tightened else ''}; restart snmpd to load it")
     return 0
 
 

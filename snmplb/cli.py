@@ -11,6 +11,7 @@ Exit status: 0 when at least one server answered, 1 when none did, 2 for usage e
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -27,6 +28,17 @@ from .status import to_json, to_table
 CLEAR = "\033[H\033[2J"
 
 
+def _seconds(text: str) -> float:
+    """--watch's interval: a finite number of seconds above 0, at most a day (time.sleep rejects inf, nan never ends)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not (math.isfinite(x) and 0 < x <= 86400):
+        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in (0, 86400]")
+    return x
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="snmplb", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -35,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--client", action="append", default=[], metavar="ID",
                     help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
     st.add_argument("--json", action="store_true", help="machine-readable output (for greeters and scripts)")
-    st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    st.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     st.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
     return ap
 
@@ -43,7 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 def _environment(args: argparse.Namespace) -> dict[str, str]:
     if args.lts_conf is None:
         return dict(os.environ)
-    return ltsconf.resolve(args.lts_conf.read_text(errors="replace"), args.client)
+    env, problems = ltsconf.resolve(args.lts_conf.read_text(errors="replace"), args.client)
+    for p in problems:
+        print(f"snmplb: {args.lts_conf}: {p}", file=sys.stderr)
+    return env
 
 
 def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
@@ -72,9 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         env = _environment(args)
     except OSError as exc:
         print(f"snmplb: {args.lts_conf}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if args.watch is not None and args.watch <= 0:
-        print("snmplb: --watch needs a positive number of seconds", file=sys.stderr)
         return 2
     code, n = 1, 0
     try:

@@ -31,12 +31,12 @@ def parse_kv(text: str) -> tuple[dict[str, str], list[str]]:
     return pairs, problems
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` so that a reader sees the old or the new file, never half."""
+def write_atomic(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` (or bytes) so that a reader sees the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

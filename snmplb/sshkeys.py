@@ -23,6 +23,7 @@ import base64
 import difflib
 import hashlib
 import hmac
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -99,10 +100,14 @@ def parse_scan(output: str, target: Target) -> list[str]:
 
 def scan_all(targets: list[Target], timeout: int) -> dict[Target, list[str] | str]:
     """Key lines per target, or why it could not be scanned. All scans run at once, each bounded."""
-    procs = {t: subprocess.Popen(["ssh-keyscan", "-T", str(timeout), "-t", KEY_TYPES, "-p", str(t.port), t.host],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for t in targets}
+    procs = {}
     out: dict[Target, list[str] | str] = {}
+    for t in targets:
+        try:
+            procs[t] = subprocess.Popen(["ssh-keyscan", "-T", str(timeout), "-t", KEY_TYPES, "-p", str(t.port), t.host],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+        except OSError as exc:
+            out[t] = f"cannot run ssh-keyscan ({exc.strerror})"
     for t, p in procs.items():
         try:
             stdout, stderr = p.communicate(timeout=timeout + 10)
@@ -145,18 +150,33 @@ def merge(existing: str, fresh: dict[str, list[str]]) -> str:
     return "\n".join(out) + "\n" if out else ""
 
 
-def update_file(path: Path, fresh: dict[str, list[str]], dry_run: bool) -> tuple[bool, str]:
-    """Merge into ``path`` (atomically); returns (changed, unified diff)."""
+def not_utf8_lines(text: str) -> int:
+    """How many lines of a surrogateescape-decoded text held bytes that are not UTF-8."""
+    return sum(1 for line in text.splitlines() if any("\udc80" <= c <= "\udcff" for c in line))
+
+
+def _printable(text: str) -> str:
+    """Text read with surrogateescape, safe to print (undecodable bytes shown as \\xNN)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def update_file(path: Path, fresh: dict[str, list[str]], dry_run: bool) -> tuple[bool, str, int]:
+    """Merge into ``path`` (atomically); returns (changed, unified diff, lines that are not UTF-8).
+
+    The file is read and written as bytes (surrogateescape): a line in another
+    encoding (a Latin-1 comment or host name) is kept byte for byte, never
+    re-encoded or lost.
+    """
     try:
-        old = path.read_text()
+        old = path.read_bytes().decode("utf-8", "surrogateescape")
     except FileNotFoundError:
         old = ""
     new = merge(old, fresh)
     diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), str(path), str(path)))
     if new != old and not dry_run:
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        write_atomic(path, new, mode=mode)
-    return new != old, diff
+        write_atomic(path, new.encode("utf-8", "surrogateescape"), mode=mode)
+    return new != old, _printable(diff), not_utf8_lines(old)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -197,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     if not targets or not files:
         print("snmplb-update-sshkeys: nothing to do (no servers, or no chroot/known_hosts file)", file=sys.stderr)
         return 2
+    if shutil.which("ssh-keyscan") is None:
+        print("snmplb-update-sshkeys: ssh-keyscan not found on PATH (install openssh-client); nothing changed",
+              file=sys.stderr)
+        return 2
     scanned = scan_all(targets, args.timeout)
     fresh = {t.known_hosts_name: v for t, v in scanned.items() if isinstance(v, list)}
     failed = {t: v for t, v in scanned.items() if isinstance(v, str)}
@@ -204,10 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snmplb-update-sshkeys: {t.known_hosts_name}: {why}; its existing keys are kept", file=sys.stderr)
     for path in files:
         try:
-            changed, diff = update_file(path, fresh, args.dry_run)
+            changed, diff, foreign = update_file(path, fresh, args.dry_run)
         except OSError as exc:
             print(f"snmplb-update-sshkeys: {path}: {exc.strerror}", file=sys.stderr)
             return 2
+        if foreign:
+            print(f"snmplb-update-sshkeys: {path}: {foreign} line(s) are not UTF-8; kept as they are",
+                  file=sys.stderr)
         if args.dry_run:
             print(diff or f"{path}: no change", end="" if diff else "\n")
         else:

@@ -42,9 +42,17 @@ def create_user_line(user: str, auth_pass: str, priv_pass: str,
     return f'createUser {user} {auth_proto} "{auth_pass}" {priv_proto} "{priv_pass}"\n'
 
 
-def append_secret_line(path: Path, line: str) -> None:
-    """Append ``line`` to ``path``, created with mode 0600 if new."""
+def append_secret_line(path: Path, line: str) -> bool:
+    """Append ``line`` to ``path`` with mode 0600; True when an existing file had a looser mode.
+
+    The mode is set before the secret is written: snmpd's persistent file may
+    already exist world-readable, and the passphrases must never sit in it so.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(fd, "a") as f:
+        loose = os.fstat(fd).st_mode & 0o777 != 0o600
+        if loose:
+            os.fchmod(fd, 0o600)
         f.write(line)
+    return loose

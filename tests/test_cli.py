@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+
+import pytest
 
 from conftest import BIN
 from snmplb import mib
@@ -41,3 +44,25 @@ def test_create_v3_user_reads_secrets_from_stdin_into_a_private_file(tmp_path):
     r = subprocess.run(cmd, input="only-one-line\n", capture_output=True, text=True)
     assert r.returncode == 2 and "two lines" in r.stderr
     assert target.read_text().count("createUser") == 1
+
+
+def test_create_v3_user_tightens_an_existing_persistent_file_to_0600(tmp_path):
+    """snmpd's persistent file may already exist world-readable (0644): the passphrases must not land in it so."""
+    target = tmp_path / "snmpd.conf"
+    target.write_text("engineBoots 3\n")
+    target.chmod(0o644)
+    cmd = [str(BIN / "snmplb-admin"), "create-v3-user", "nms", "--snmpd-file", str(target)]
+    r = subprocess.run(cmd, input="auth-pass-123\npriv-pass-456\n", capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.read_text() == 'engineBoots 3\ncreateUser nms SHA "auth-pass-123" AES "priv-pass-456"\n'
+    assert "0600" in r.stdout and "pass-123" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0", "1e400", "x", "1e9"])
+def test_status_watch_rejects_non_positive_and_non_finite_seconds(value):
+    r = subprocess.run([str(BIN / "snmplb"), "status", "--watch", value, "--count", "1"], capture_output=True,
+                       text=True, timeout=60, env={"PATH": os.environ["PATH"], "LB_SERVERS": "127.0.0.1:1",
+                                                   "LB_TIMEOUT_MS": "50"})
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "--watch" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""

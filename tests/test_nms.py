@@ -87,6 +87,113 @@ def test_unreachable_is_critical_missing_object_and_bad_credentials_are_unknown(
     assert code == UNKNOWN
 
 
+def run_check(args: list, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:
+    """The wrapper as Nagios runs it; args may be bytes (argv is bytes to the kernel)."""
+    full = {"PATH": os.environ["PATH"], "SNMPLB_PYTHON": python, "SNMPLB_COMMUNITY": COMMUNITY, **(env or {})}
+    return subprocess.run([str(CHECK), *args], env=full, capture_output=True, timeout=60, cwd="/")
+
+
+def assert_one_unknown_line(r: subprocess.CompletedProcess, *words: str) -> str:
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == UNKNOWN, (r.returncode, out, r.stderr)
+    assert out.count("\n") == 1 and out.startswith("SNMPLB UNKNOWN - "), out
+    assert b"Traceback" not in r.stdout + r.stderr and r.stderr == b"", r.stderr
+    for w in words:
+        assert w in out, (w, out)
+    return out
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], ("usage:", "-H")),
+    (["-H", "127.0.0.1", "-H", "127.0.0.2"], ("exactly one host",)),
+    (["-H", "127.0.0.1 127.0.0.2"], ("one host",)),
+    (["-H", "127.0.0.1,127.0.0.2"], ("one host",)),
+    (["-H", ""], ("one host",)),
+    (["-H", "127.0.0.1", "-p", "0"], ("-p", "1..65535")),
+    (["-H", "127.0.0.1", "-p", "x"], ("-p", "not a whole number")),
+    (["-H", "127.0.0.1", "--timeout-ms", "0"], ("--timeout-ms",)),
+    (["-H", "127.0.0.1", "--load-warning", "not-a-range"], ("--load-warning", "Nagios range")),
+    (["-H", "127.0.0.1", "-t", "-5"], ("-t",)),
+    (["-H", "127.0.0.1", "--no-such-option"], ("--no-such-option",)),
+    (["-H", "127.0.0.1", "-P", "4"], ("-P",)),
+])
+def test_check_snmplb_usage_errors_are_one_unknown_line(args, words):
+    """argparse exits 2 (CRITICAL to Nagios) with a usage block: the plugin says UNKNOWN, in one line."""
+    assert_one_unknown_line(run_check(args), *words)
+
+
+def test_check_snmplb_bad_secrets_files_are_unknown_and_never_hang(tmp_path):
+    missing = run_check(["-H", "127.0.0.1", "--secrets", str(tmp_path / "missing")])
+    assert_one_unknown_line(missing, "No such file")
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes(b"community = caf\xe9-secret\n")
+    latin1.chmod(0o600)
+    out = assert_one_unknown_line(run_check(["-H", "127.0.0.1", "--secrets", str(latin1)]), "not UTF-8")
+    assert "caf" not in out and "0xe9" not in out and "position" not in out
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes: a blocking open would hang the check until Nagios kills it
+    assert_one_unknown_line(run_check(["-H", "127.0.0.1", "--secrets", str(fifo)]), "not a regular file")
+    assert_one_unknown_line(run_check(["-H", "127.0.0.1", "--secrets", "/dev/zero"]), "larger than")
+
+
+def test_check_snmplb_internal_error_is_one_unknown_line_without_the_secret(tmp_path):
+    """A community that is not text (non-UTF-8 bytes on the command line) must not crash with a traceback."""
+    r = run_check([b"-H", b"127.0.0.60", b"-p", b"1", b"--timeout-ms", b"100", b"-C", b"s\xe9cr\xe8t"])
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode in (CRITICAL, UNKNOWN), out  # unreachable, or the community refused
+    assert out.count("\n") == 1 and b"Traceback" not in r.stdout + r.stderr and r.stderr == b""
+    for shown in (b"\xe9", b"\xe8", b"\\xe9", b"\\udce9", b"\\udce8", "\u00e9".encode(), b"position"):
+        assert shown not in r.stdout, (shown, out)
+
+
+def test_check_snmplb_plugin_timeout_is_unknown():
+    """-t shorter than the SNMP deadline against a server that never answers: UNKNOWN, one line, in time."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: silence
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        r = run_check(["-H", "127.0.0.1", "-p", str(port), "--timeout-ms", "8000", "-t", "1"])
+    assert_one_unknown_line(r, "timeout")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="no system python3")
+def test_check_snmplb_without_the_nms_extra_says_how_to_install_it():
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import nagiosplugin"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("the system python3 has nagiosplugin: no interpreter without the extra here")
+    # The system python3 with snmplb (from this checkout) but without nagiosplugin: snmplb without its extra.
+    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": str(PROJECT)}, python="/usr/bin/python3")
+    assert_one_unknown_line(r, "nagiosplugin", "pip install 'snmplb[nms]'")
+    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": "/nonexistent"}, python="/usr/bin/python3")
+    assert_one_unknown_line(r, "cannot import snmplb")
+
+
+def test_check_snmplb_warns_about_a_secrets_file_others_can_read(fleet, tmp_path):
+    good = fleet.add("good")
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"community = {COMMUNITY}\n")
+    for mode, warned in ((0o644, True), (0o640, True), (0o600, False)):
+        secrets.chmod(mode)
+        code, out = check(good, "--secrets", str(secrets), SNMPLB_COMMUNITY="")
+        assert code == OK, out  # a warning, not a failure
+        assert ("readable by" in out) == warned, (oct(mode), out)
+        assert out.count("\n") == 0 and COMMUNITY not in out
+    assert "readable by others" in check(("127.0.0.60", 1), "--secrets", str(secrets.chmod(0o604) or secrets))[1]
+
+
+def test_secrets_mode_note_allows_group_read_through_the_group():
+    from pathlib import Path
+
+    from snmplb.nmscheck import secrets_mode_note
+
+    f = Path("/etc/snmplb/nms-secrets")
+    assert secrets_mode_note(f, 0o100640, owner=0, uid=110) == ""  # root:nagios 0640, run as nagios (nms/README)
+    assert "its group" in secrets_mode_note(f, 0o100640, owner=110, uid=110)
+    assert "others" in secrets_mode_note(f, 0o100604, owner=0, uid=110)
+    assert secrets_mode_note(f, 0o100600, owner=110, uid=110) == ""
+
+
 def _nagios_commands() -> dict[str, str]:
     text = (PROJECT / "nms/nagios/snmplb.cfg").read_text()
     return dict(re.findall(r"command_name\s+(\S+)\s+command_line\s+(.+)", text))

@@ -93,13 +93,44 @@ LTS_CONF = """
 
 
 def test_lts_conf_sections_the_clients_own_wins():
-    assert ltsconf.resolve(LTS_CONF, [])["LB_ALGORITHM"] == "thresholded"
-    env = ltsconf.resolve(LTS_CONF, ["pc7", "10.0.0.7", "52:54:00:12:34:56"])
+    assert ltsconf.resolve(LTS_CONF, [])[0]["LB_ALGORITHM"] == "thresholded"
+    env, problems = ltsconf.resolve(LTS_CONF, ["pc7", "10.0.0.7", "52:54:00:12:34:56"])
     assert env["LB_SERVERS"] == "app3" and env["LB_ALGORITHM"] == "sticky" and env["LB_MAX_LOAD"] == "3"
-    assert env["LB_TIMEOUT_MS"] == "500" and "LIKE" not in env
-    assert ltsconf.resolve(LTS_CONF, ["52:54:00:AB:CD:EF"])["LB_SERVERS"] == "app1 app2"
+    assert env["LB_TIMEOUT_MS"] == "500" and "LIKE" not in env and problems == []
+    assert ltsconf.resolve(LTS_CONF, ["52:54:00:AB:CD:EF"])[0]["LB_SERVERS"] == "app1 app2"
     loop = "[Default]\nLIKE = a\n[a]\nLIKE = b\n[b]\nLIKE = a\nX = 1\n"
-    assert ltsconf.resolve(loop, [])["X"] == "1"
+    env, problems = ltsconf.resolve(loop, [])
+    assert env["X"] == "1"
+    assert len(problems) == 1 and "LIKE" in problems[0] and "loop" in problems[0] and "[a]" in problems[0]
+
+
+def test_lts_conf_inline_comments_quotes_and_bom():
+    text = ("\ufeff[Default]\n"
+            "LB_SERVERS = app1 app2   # the two big ones\n"
+            "LB_SNMP_COMMUNITY = \"pub # lic\"  # quoted: the # inside stays\n"
+            "LB_CLIENT_ID = 'a # b'#no space before: part of the value\n"
+            "LB_ALGORITHM=fixed#no space: part of the value\n"
+            "LB_MAX_LOAD = # nothing but a comment\n"
+            "LB_SNMP_USER =\t\"nms\"\t#tab\r\n")
+    env, problems = ltsconf.resolve(text, [])
+    assert env["LB_SERVERS"] == "app1 app2"
+    assert env["LB_SNMP_COMMUNITY"] == "pub # lic"
+    assert env["LB_ALGORITHM"] == "fixed#no space: part of the value"  # as a shell reads it: # starts a word
+    assert env["LB_CLIENT_ID"] == "'a # b'#no space before: part of the value"
+    assert env["LB_MAX_LOAD"] == "" and env["LB_SNMP_USER"] == "nms"
+    assert problems == []
+    assert ltsconf.parse("\ufeff[default]\nX = 1\n") == {"default": {"X": "1"}}  # the BOM is not part of a name
+
+
+def test_lts_conf_says_when_it_stops_following_like():
+    chain = "[Default]\nLIKE = s1\n" + "".join(f"[s{i}]\nLIKE = s{i + 1}\nV{i} = {i}\n" for i in range(1, 9))
+    env, problems = ltsconf.resolve(chain, [])
+    assert env["V1"] == "1" and env["V5"] == "5" and "V6" not in env  # five levels followed
+    assert len(problems) == 1 and "deeper than 5" in problems[0] and "[s6]" in problems[0]
+    env, problems = ltsconf.resolve("[Default]\nLIKE = nowhere\nX = 1\n", [])
+    assert env == {"X": "1"} and "[nowhere]" in problems[0]
+    env, problems = ltsconf.resolve("[Default]\nLIKE = Default\nX = 1\n", [])  # itself
+    assert env == {"X": "1"} and "loop" in problems[0]
 
 
 ROUTE = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

@@ -80,7 +80,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def key_lines(path: Path, name: str) -> set[str]:
-    return {" ".join(ln.split()[1:3]) for ln in path.read_text().splitlines() if ln.split()[:1] == [name]}
+    return {" ".join(ln.split()[1:3]) for ln in path.read_text(errors="surrogateescape").splitlines() if ln.split()[:1] == [name]}
 
 
 def test_scan_merge_key_change_and_unreachable_server(sshd, tmp_path):
@@ -143,3 +143,32 @@ def test_extraservers_parsing():
     assert targets == [Target("app1"), Target("app2", 2222), Target("fe80::1")]
     assert len(problems) == 2 and problems[0].startswith("line 6")
     assert Target("app2", 2222).known_hosts_name == "[app2]:2222" and Target("app1").known_hosts_name == "app1"
+
+
+def test_non_utf8_known_hosts_is_merged_and_its_foreign_lines_survive_byte_for_byte(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    latin1 = b"caf\xe9.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+    comment = b"# \xff\xfe written by a Latin-1 editor\n"
+    name = f"[{sshd.host}]:{sshd.port}"
+    stale = f"{name} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNZYmC7n4Xdkgp8Fvp2v2u0xq1b0d4Fe0W7o6c7wX9a\n".encode()
+    known.write_bytes(comment + latin1 + stale)
+    r = run("--extraservers", "/nonexistent", "--known-hosts", str(known), f"{sshd.host}:{sshd.port}")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "not UTF-8" in r.stderr
+    data = known.read_bytes()
+    assert data.startswith(comment + latin1) and stale not in data
+    assert key_lines(known, name) == sshd.public_keys()
+    r = run("--extraservers", "/nonexistent", "--known-hosts", str(known), "--dry-run", f"{sshd.host}:{sshd.port}")
+    assert r.returncode == 0 and "Traceback" not in r.stderr and known.read_bytes() == data
+
+
+def test_without_ssh_keyscan_says_so_and_writes_nothing(tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_bytes(b"app9 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    before = known.read_bytes()
+    r = subprocess.run([str(BIN / "snmplb-update-sshkeys"), "--extraservers", "/nonexistent", "--known-hosts",
+                        str(known), "127.0.0.1"], capture_output=True, text=True, timeout=60,
+                       env={"PATH": str(tmp_path / "empty-bin")})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "ssh-keyscan" in r.stderr and "Traceback" not in r.stderr
+    assert known.read_bytes() == before
