@@ -36,6 +36,9 @@ LABELS = {
     "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
     "lbSshConnections": "ssh connections",
     "lbLoginRate": "Login rate",
+    "lbSshListening": "sshd listening", "lbLoginPathStatus": "Login paths status",
+    "lbLoginPathFree": "Login paths free space (least)", "lbLoginPathFreeInodes": "Login paths free inodes (least)",
+    "lbLoginPathProblem": "Login paths problem",
 }
 
 
@@ -115,6 +118,8 @@ TRIGGERS = {
     "lbLoadPerCpu": [("min(/{t}/{k},5m)>{{$SNMPLB.LOAD.MAX}}",
                       "SNMPLB: load per CPU above {$SNMPLB.LOAD.MAX} for 5 min on {HOST.NAME}", "WARNING")],
     "lbStatus": [("last(/{t}/{k})=4", "SNMPLB: {HOST.NAME} is full (maximum sessions reached)", "WARNING"),
+                 ("last(/{t}/{k})=7", "SNMPLB: {HOST.NAME} cannot take a login (sshd not listening or "
+                                      "a login path full or hung)", "HIGH"),
                  ("nodata(/{t}/{k},5m)=1", "SNMPLB: no data from {HOST.NAME} for 5 min", "HIGH")],
     "lbAdminState": [("last(/{t}/{k})=2", "SNMPLB: {HOST.NAME} is draining", "INFO"),
                      ("last(/{t}/{k})=3", "SNMPLB: {HOST.NAME} is disabled", "WARNING")],
