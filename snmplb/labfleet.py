@@ -213,8 +213,9 @@ class Fleet:
         so that host names printed by get_hosts tell them apart, as on a real LAN.
         ``agent`` replaces the pass_persist command (tests use a broken one).
         ``settings`` adds to (or overrides) this instance's agent.conf, e.g. its
-        ``login_paths``. By default an instance's only login path is its own
-        directory, so that the machine's real /home and /tmp never decide.
+        ``login_paths``. By default an instance checks no login path: the
+        machine's real /home and /tmp never decide, and its figures do not
+        move with the disk usage of whatever else runs on the machine.
         """
         if shutil.which("snmpd") is None and not Path(SNMPD).exists():
             raise FleetError("snmpd is not installed (apt-get install snmpd snmp)")
@@ -227,7 +228,7 @@ class Fleet:
         inst.set_admin(admin or AdminSettings())
         conf_pairs = {"proc_root": inst.proc_root, "sessions_dir": inst.sessions_dir,
                       "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
-                      "log_file": inst.dir / "agent.log", "login_paths": inst.dir, "min_free_mb": 1,
+                      "log_file": inst.dir / "agent.log", "login_paths": "",
                       **self.agent_settings, **(settings or {})}
         write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in conf_pairs.items()))
         conf = render_snmpd_conf(DROP_IN.read_text(), agent or agent_command(inst.agent_conf),

@@ -60,6 +60,11 @@ def _oid_list(names: list[str]) -> str:
     return ",".join("." + _oid(n) for n in names)
 
 
+def _valuemap(o: mib.MibObject) -> str:
+    """A value map per textual convention, or per object for an enumeration of its own (lbSshListening)."""
+    return o.tc or o.name
+
+
 def _key(name: str) -> str:
     return f"snmplb.{name}"
 
@@ -96,7 +101,7 @@ def _item(o: mib.MibObject) -> list[str]:
         lines.append(f"          units: {_q(units)}")
     lines.append(f"          description: {_q(o.description)}")
     if o.enums:
-        lines += ["          valuemap:", f"            name: {_q('SNMPLB ' + o.tc)}"]
+        lines += ["          valuemap:", f"            name: {_q('SNMPLB ' + _valuemap(o))}"]
     if pre:
         lines.append("          preprocessing:")
         for kind, param in pre:
@@ -166,9 +171,10 @@ def zabbix() -> str:
     ]
     seen = set()
     for o in mib.OBJECTS:
-        if o.enums and o.tc not in seen:
-            seen.add(o.tc)
-            out += [f"        - uuid: {_uuid('valuemap', o.tc)}", f"          name: {_q('SNMPLB ' + o.tc)}",
+        if o.enums and _valuemap(o) not in seen:
+            seen.add(_valuemap(o))
+            out += [f"        - uuid: {_uuid('valuemap', _valuemap(o))}",
+                    f"          name: {_q('SNMPLB ' + _valuemap(o))}",
                     "          mappings:"]
             for label, number in o.enums.items():
                 out += [f"            - value: '{number}'", f"              newvalue: {_q(label)}"]
