@@ -152,8 +152,8 @@ class PathChecker:
     """statvfs() of each path in a background worker: at most one outstanding per path, never waited on
     for longer than ``settle`` seconds per call.
 
-    ``statvfs`` and ``clock`` are parameters so that a test can stand in for a hung filesystem where it
-    cannot mount one.
+    ``statvfs`` and ``clock`` are the system's by default; they are parameters so that the driver can
+    run where a filesystem cannot be mounted (the tests use real ones: a tmpfs and a FUSE mount).
     """
 
     def __init__(self, paths: Sequence[str], settle: float = SETTLE,

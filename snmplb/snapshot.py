@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import __version__, health, mib
-from .diskspace import LoginPaths
 from .adminconf import AdminSettings
+from .diskspace import LoginPaths
 from .procstats import ProcSample
 from .sessions import SessionCount
 
