@@ -215,7 +215,13 @@ SCALARS = ({'name': 'lbLoad1',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 21),
   'base': 'INTEGER',
   'tc': 'SnmplbServerStatus',
-  'enums': {'idle': 1, 'busy': 2, 'swapping': 3, 'full': 4, 'draining': 5, 'disabled': 6},
+  'enums': {'idle': 1,
+            'busy': 2,
+            'swapping': 3,
+            'full': 4,
+            'draining': 5,
+            'disabled': 6,
+            'unavailable': 7},
   'range': (-2147483648, 2147483647),
   'units': '',
   'hint': '',
@@ -231,9 +237,9 @@ SCALARS = ({'name': 'lbLoad1',
   'hint': '',
   'access': 'read-only',
   'description': 'How welcome a new session is, 0 (never) to 100 (idle). 0 when lbStatus is full, '
-                 'draining or disabled, or lbWeight is 0. Otherwise the rounded value of 50 * '
-                 'max(0, 1 - lbLoadPerCpu / 200) + 50 * lbMemAvailable / lbMemTotal, capped at 10 '
-                 'while swapping, and at least 1.'},
+                 'draining, disabled or unavailable, or lbWeight is 0. Otherwise the rounded value '
+                 'of 50 * max(0, 1 - lbLoadPerCpu / 200) + 50 * lbMemAvailable / lbMemTotal, '
+                 'capped at 10 while swapping, and at least 1.'},
  {'name': 'lbDataAge',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 23),
   'base': 'Gauge32',
@@ -321,4 +327,76 @@ SCALARS = ({'name': 'lbLoad1',
                  "sample's; connections present when the agent started do not count. Thin clients "
                  'add up this rate over the servers they polled to estimate how many logins will '
                  'decide on the same (possibly stale) figures, and spread their choices over that '
-                 'many, instead of all taking the server that looks emptiest.'})
+                 'many, instead of all taking the server that looks emptiest.'},
+ {'name': 'lbSshListening',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 30),
+  'base': 'INTEGER',
+  'tc': '',
+  'enums': {'listening': 1, 'notListening': 2, 'unknown': 3},
+  'range': (-2147483648, 2147483647),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "Whether a socket listens on the ssh port (the agent's ssh_port, default 22), "
+                 'from /proc/net/tcp and tcp6: listening(1) when either table has a socket in '
+                 'state LISTEN on that local port (any address); notListening(2) when at least one '
+                 'table could be read and neither has one (sshd stopped or crashed: a login would '
+                 'be refused); unknown(3) when neither table could be read.'},
+ {'name': 'lbLoginPathStatus',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 31),
+  'base': 'INTEGER',
+  'tc': '',
+  'enums': {'usable': 1, 'lowSpace': 2, 'lowInodes': 3, 'notResponding': 4, 'error': 5},
+  'range': (-2147483648, 2147483647),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "Whether every path a login writes to (the agent's login_paths, default /home and "
+                 '/tmp) can take one, by the first path, in the configured order, that cannot: '
+                 "lowSpace: less space available to ordinary users than the agent's min_free_mb "
+                 "(default 100 MiB); lowInodes: fewer free inodes than the agent's "
+                 "min_free_inodes_percent of the filesystem's inodes (default 1); notResponding: "
+                 "its statvfs() has not returned within the agent's login_path_timeout (default 3 "
+                 's), as on a hung network filesystem; the agent never waits for it, and asks '
+                 'again only once it returns; error: statvfs() failed (no such directory, a stale '
+                 'NFS handle, permission denied); usable: none of the above, or no path is '
+                 'configured. A filesystem that reports no blocks (or no inodes) at all, such as '
+                 "an autofs mount point, is not judged on them. Until a path's first check has "
+                 'returned it counts as usable (unknown is not down) unless the timeout has '
+                 'passed.'},
+ {'name': 'lbLoginPathFree',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 32),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 4294967295),
+  'units': 'MiB',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'The least space available to ordinary users (statvfs f_bavail) among the login '
+                 'paths whose last check returned figures, rounded down; 4294967295 when there is '
+                 'none (no path configured, none checked yet, or every one failed).'},
+ {'name': 'lbLoginPathFreeInodes',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 33),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 100),
+  'units': 'percent',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'The least percentage of free inodes (statvfs f_favail of f_files, rounded down) '
+                 'among the login paths whose last check returned figures; 100 for a filesystem '
+                 'without an inode limit, and when there is no such path.'},
+ {'name': 'lbLoginPathProblem',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 34),
+  'base': 'OCTET STRING',
+  'tc': 'DisplayString',
+  'enums': {},
+  'range': (0, 255),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'Why lbLoginPathStatus is not usable, naming the path and its figures (for '
+                 "example '/home: 12 MiB free, below 100 MiB'); the empty string when it is "
+                 'usable.'})

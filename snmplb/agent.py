@@ -30,11 +30,12 @@ from typing import BinaryIO
 from . import agentconf, mib
 from .adminconf import load_admin
 from .agentconf import AgentConfig
+from .diskspace import PathChecker, assess
 from .passpersist import PONG, Entry, Protocol, Table
 from .procstats import ProcError, ProcSample, read_proc, swap_rates
 from .sessions import count_sessions
 from .snapshot import compute_values
-from .tcpconns import LoginRate, read_established
+from .tcpconns import LoginRate, read_ssh
 
 LINE_LIMIT = 4096
 SPIN_AFTER_PONG = 0.0002
@@ -73,6 +74,7 @@ class Sampler:
         self._warn = _Once()
         self._stop = threading.Event()
         self._logins = LoginRate()
+        self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def sample(self) -> None:
@@ -89,10 +91,15 @@ class Sampler:
             self._warn.warn(p)
         sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
         rates = swap_rates(self._history, cfg.rate_window)
-        conns = read_established(cfg.proc_root, cfg.ssh_port)
+        conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
+        paths = assess(self._paths, cfg.space_policy)
+        if listening is False:
+            self._warn.warn(f"cannot take a login: nothing listens on ssh port {cfg.ssh_port}")
+        if paths.state != "usable":
+            self._warn.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
-                                                len(conns or ()), login_rate))
+                                                len(conns or ()), login_rate, listening, paths))
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from .diskspace import SpacePolicy
 from .errors import ConfigError
 from .health import HealthPolicy
 from .kvfile import parse_kv
@@ -32,7 +33,14 @@ class AgentConfig:
     busy_load: load per CPU from which the status is busy (1.0).
     low_mem_percent: available-memory percentage below which the status is busy (10).
     swap_threshold: swap pages/s (in + out) from which the server is swapping (50).
-    ssh_port: the port whose established connections lbSshConnections counts (22).
+    ssh_port: the port whose established connections lbSshConnections counts, and on which
+        lbSshListening looks for a listening socket (22).
+    login_paths: the directories a login writes to, separated by spaces; a server where one is full,
+        out of inodes or hung is unavailable ("/home /tmp"; empty: no check).
+    min_free_mb: MiB available to ordinary users below which a login path is full (100; 0: no check).
+    min_free_inodes_percent: free inodes, in percent, below which a login path is full (1; 0: no check).
+    login_path_timeout: seconds after which a login path whose statvfs has not returned (a hung network
+        filesystem) counts as not usable (3).
     """
 
     proc_root: Path = Path("/proc")
@@ -46,11 +54,20 @@ class AgentConfig:
     low_mem_percent: int = 10
     swap_threshold: float = 50.0
     ssh_port: int = 22
+    login_paths: str = "/home /tmp"
+    min_free_mb: int = 100
+    min_free_inodes_percent: int = 1
+    login_path_timeout: float = 3.0
 
     @property
     def policy(self) -> HealthPolicy:
         return HealthPolicy(busy_load=self.busy_load, low_mem_percent=self.low_mem_percent,
                             swap_threshold=self.swap_threshold)
+
+    @property
+    def space_policy(self) -> SpacePolicy:
+        return SpacePolicy(min_free_mb=self.min_free_mb, min_free_inodes_percent=self.min_free_inodes_percent,
+                           timeout=self.login_path_timeout)
 
 
 _LIMITS = {
@@ -60,7 +77,11 @@ _LIMITS = {
     "low_mem_percent": (0, 100),
     "swap_threshold": (0.0, 1e9),
     "ssh_port": (1, 65535),
+    "min_free_mb": (0, 10**9),
+    "min_free_inodes_percent": (0, 100),
+    "login_path_timeout": (0.5, 600.0),
 }
+_MAX_LOGIN_PATHS = 32
 KEYS = tuple(f.name for f in fields(AgentConfig))
 
 
@@ -71,6 +92,8 @@ def convert(key: str, raw: str) -> object:
         if not raw:
             raise ConfigError(f"{key}: empty path")
         return Path(raw)
+    if key == "login_paths":
+        return _login_paths(raw)
     if kind == "str":
         return raw
     try:
@@ -81,6 +104,18 @@ def convert(key: str, raw: str) -> object:
     if not low <= value <= high:
         raise ConfigError(f"{key}: {value} is outside {low}..{high}")
     return value
+
+
+def _login_paths(raw: str) -> str:
+    """Absolute directories separated by white space, at most _MAX_LOGIN_PATHS (a path with a space
+    cannot be given: name its parent or a mount point)."""
+    paths = raw.split()
+    if len(paths) > _MAX_LOGIN_PATHS:
+        raise ConfigError(f"login_paths: more than {_MAX_LOGIN_PATHS} paths")
+    for path in paths:
+        if not path.startswith("/"):
+            raise ConfigError(f"login_paths: {path[:80]!r} is not an absolute path")
+    return " ".join(paths)
 
 
 def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[AgentConfig, list[str]]:

@@ -35,6 +35,16 @@ class Figures:
     weight: int
     max_sessions: int
     admin_state: str
+    # Whether a login can be taken at all (lbStatus unavailable). Defaults: nothing known against it.
+    ssh_listening: bool | None = None  # None: the kernel's TCP tables could not be read (unknown)
+    login_paths_usable: bool = True  # every login path has room and answered (diskspace.LoginPaths)
+
+
+def can_take_login(f: Figures) -> bool:
+    """False when a login would fail whatever the load: nothing listens on the ssh port, or a path a
+    login writes to is full, out of inodes, unreadable or hung. Unreadable TCP tables (None) are
+    unknown, and unknown is not down: they alone never close the server."""
+    return f.ssh_listening is not False and f.login_paths_usable
 
 
 def mem_available_percent(mem_total: int, mem_available: int) -> int:
@@ -55,6 +65,8 @@ def server_status(f: Figures, policy: HealthPolicy) -> str:
         return "disabled"
     if f.admin_state == "draining":
         return "draining"
+    if not can_take_login(f):
+        return "unavailable"
     if f.max_sessions and f.sessions >= f.max_sessions:
         return "full"
     if f.swapping:
@@ -67,7 +79,7 @@ def server_status(f: Figures, policy: HealthPolicy) -> str:
 
 def rating(f: Figures, status: str) -> int:
     """lbRating: 0 (never) .. 100 (idle), by the formula in the MIB."""
-    if status in ("full", "draining", "disabled") or f.weight <= 0:
+    if status in ("full", "draining", "disabled", "unavailable") or f.weight <= 0:
         return 0
     cpu = max(0.0, 1.0 - f.load_per_cpu / 200.0)
     mem = f.mem_available / f.mem_total if f.mem_total > 0 else 0.0

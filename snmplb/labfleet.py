@@ -48,6 +48,7 @@ class FakeLoad:
     uptime: float = 86400.0
     sessions: tuple[tuple[str, str], ...] = ()  # (user, remote host)
     ssh_connections: int | None = None  # established connections to port 22; None: one per session
+    ssh_listening: bool = True  # net/tcp has sshd's LISTEN line on port 22 (False: sshd stopped)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def write_fake_proc(root: Path, load: FakeLoad) -> None:
                    f"00000000     0        0 {1000 + i} 1 0000000000000000 20 4 30 10 -1\n" for i in range(conns))
     listen = "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 99 1\n"
     (root / "net").mkdir(parents=True, exist_ok=True)
-    write_atomic(root / "net" / "tcp", header + listen + rows)
+    write_atomic(root / "net" / "tcp", header + (listen if load.ssh_listening else "") + rows)
 
 
 def write_fake_sessions(directory: Path, sessions: tuple[tuple[str, str], ...]) -> None:
@@ -208,12 +209,16 @@ class Fleet:
         self.stop_all()
 
     def add(self, name: str, load: FakeLoad = FakeLoad(), admin: AdminSettings | None = None,
-            agent: str | None = None) -> Instance:
+            agent: str | None = None, settings: dict[str, str] | None = None) -> Instance:
         """Prepare and start one instance; returns when it answers a GET.
 
         Each instance listens on its own loopback address (127.0.0.11, .12, ...)
         so that host names printed by get_hosts tell them apart, as on a real LAN.
         ``agent`` replaces the pass_persist command (tests use a broken one).
+        ``settings`` adds to (or overrides) this instance's agent.conf, e.g. its
+        ``login_paths``. By default an instance checks no login path: the
+        machine's real /home and /tmp never decide, and its figures do not
+        move with the disk usage of whatever else runs on the machine.
         """
         if shutil.which("snmpd") is None and not Path(SNMPD).exists():
             raise FleetError("snmpd is not installed (apt-get install snmpd snmp)")
@@ -224,10 +229,11 @@ class Fleet:
         (inst.dir / "persist").mkdir(parents=True, exist_ok=True)
         inst.set_load(load)
         inst.set_admin(admin or AdminSettings())
-        settings = {"proc_root": inst.proc_root, "sessions_dir": inst.sessions_dir,
-                    "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
-                    "log_file": inst.dir / "agent.log", **self.agent_settings}
-        write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        conf_pairs = {"proc_root": inst.proc_root, "sessions_dir": inst.sessions_dir,
+                      "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
+                      "log_file": inst.dir / "agent.log", "login_paths": "",
+                      **self.agent_settings, **(settings or {})}
+        write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in conf_pairs.items()))
         conf = render_snmpd_conf(DROP_IN.read_text(), agent or agent_command(inst.agent_conf),
                                  self.community, self.client_subnet)
         conf = "dontLogTCPWrappersConnects yes\n" + conf

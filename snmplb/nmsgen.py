@@ -36,6 +36,9 @@ LABELS = {
     "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
     "lbSshConnections": "ssh connections",
     "lbLoginRate": "Login rate",
+    "lbSshListening": "sshd listening", "lbLoginPathStatus": "Login paths status",
+    "lbLoginPathFree": "Login paths free space (least)", "lbLoginPathFreeInodes": "Login paths free inodes (least)",
+    "lbLoginPathProblem": "Login paths problem",
 }
 
 
@@ -55,6 +58,11 @@ def _oid(name: str) -> str:
 def _oid_list(names: list[str]) -> str:
     """check_snmp's -o argument: dotted OIDs with a leading dot, comma-separated."""
     return ",".join("." + _oid(n) for n in names)
+
+
+def _valuemap(o: mib.MibObject) -> str:
+    """A value map per textual convention, or per object for an enumeration of its own (lbSshListening)."""
+    return o.tc or o.name
 
 
 def _key(name: str) -> str:
@@ -93,7 +101,7 @@ def _item(o: mib.MibObject) -> list[str]:
         lines.append(f"          units: {_q(units)}")
     lines.append(f"          description: {_q(o.description)}")
     if o.enums:
-        lines += ["          valuemap:", f"            name: {_q('SNMPLB ' + o.tc)}"]
+        lines += ["          valuemap:", f"            name: {_q('SNMPLB ' + _valuemap(o))}"]
     if pre:
         lines.append("          preprocessing:")
         for kind, param in pre:
@@ -115,6 +123,8 @@ TRIGGERS = {
     "lbLoadPerCpu": [("min(/{t}/{k},5m)>{{$SNMPLB.LOAD.MAX}}",
                       "SNMPLB: load per CPU above {$SNMPLB.LOAD.MAX} for 5 min on {HOST.NAME}", "WARNING")],
     "lbStatus": [("last(/{t}/{k})=4", "SNMPLB: {HOST.NAME} is full (maximum sessions reached)", "WARNING"),
+                 ("last(/{t}/{k})=7", "SNMPLB: {HOST.NAME} cannot take a login (sshd not listening or "
+                                      "a login path full or hung)", "HIGH"),
                  ("nodata(/{t}/{k},5m)=1", "SNMPLB: no data from {HOST.NAME} for 5 min", "HIGH")],
     "lbAdminState": [("last(/{t}/{k})=2", "SNMPLB: {HOST.NAME} is draining", "INFO"),
                      ("last(/{t}/{k})=3", "SNMPLB: {HOST.NAME} is disabled", "WARNING")],
@@ -161,9 +171,10 @@ def zabbix() -> str:
     ]
     seen = set()
     for o in mib.OBJECTS:
-        if o.enums and o.tc not in seen:
-            seen.add(o.tc)
-            out += [f"        - uuid: {_uuid('valuemap', o.tc)}", f"          name: {_q('SNMPLB ' + o.tc)}",
+        if o.enums and _valuemap(o) not in seen:
+            seen.add(_valuemap(o))
+            out += [f"        - uuid: {_uuid('valuemap', _valuemap(o))}",
+                    f"          name: {_q('SNMPLB ' + _valuemap(o))}",
                     "          mappings:"]
             for label, number in o.enums.items():
                 out += [f"            - value: '{number}'", f"              newvalue: {_q(label)}"]

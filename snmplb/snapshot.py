@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from . import __version__, health, mib
 from .adminconf import AdminSettings
+from .diskspace import LoginPaths
 from .procstats import ProcSample
 from .sessions import SessionCount
 
@@ -18,6 +19,8 @@ AGENT_VERSION = f"snmplb-agent {__version__}"
 _GAUGE_MAX = 2**32 - 1
 _SOURCES = mib.obj("lbSessionSource").enums
 _TRUTH = mib.obj("lbSwapping").enums
+_LISTENING = mib.obj("lbSshListening").enums
+_PATH_STATES = mib.obj("lbLoginPathStatus").enums
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,21 @@ def compute_values(
     wall_time: float = 0.0,
     ssh_connections: int = 0,
     login_rate: int = 0,
+    ssh_listening: bool | None = None,
+    login_paths: LoginPaths = LoginPaths(),
 ) -> dict[str, int | str | DataAge | Row]:
-    """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample)."""
+    """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample).
+
+    ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
+    (the default: no path checked).
+    """
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
     swapping = health.is_swapping(rates[0], rates[1], policy)
     figures = health.Figures(
         load_per_cpu=load_per_cpu, mem_total=proc.mem_total, mem_available=proc.mem_available,
         swapping=swapping, sessions=sessions.sessions, weight=admin.weight,
         max_sessions=admin.max_sessions, admin_state=admin.state,
+        ssh_listening=ssh_listening, login_paths_usable=login_paths.state == "usable",
     )
     status = health.server_status(figures, policy)
     values: dict[str, int | str | DataAge | Row] = {
@@ -104,6 +114,11 @@ def compute_values(
         "lbInService": in_service(proc.uptime, admin.enabled_since, wall_time),
         "lbSshConnections": _gauge(ssh_connections),
         "lbLoginRate": _gauge(login_rate),
+        "lbSshListening": _LISTENING[{True: "listening", False: "notListening", None: "unknown"}[ssh_listening]],
+        "lbLoginPathStatus": _PATH_STATES[login_paths.state],
+        "lbLoginPathFree": _gauge(login_paths.free_mb),
+        "lbLoginPathFreeInodes": max(0, min(100, login_paths.free_inodes_percent)),
+        "lbLoginPathProblem": login_paths.problem,
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values

@@ -10,15 +10,39 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from . import mib
 from .algorithms import REGISTRY, Decision
 from .stats import ServerState
 
 LABELS = {"down": "Down", "idle": "Idle", "busy": "Busy", "swapping": "Swapping", "full": "Full",
-          "draining": "Draining", "disabled": "Disabled"}
+          "draining": "Draining", "disabled": "Disabled", "unavailable": "Unavailable"}
+_LISTENING = {v: k for k, v in mib.obj("lbSshListening").enums.items()}
+_PATH_STATES = {v: k for k, v in mib.obj("lbLoginPathStatus").enums.items()}
+_PATH_WORDS = {"lowSpace": "login path full", "lowInodes": "login path out of inodes",
+               "notResponding": "login path not responding", "error": "login path unreadable"}
 
 
 def state_label(s: ServerState) -> str:
     return LABELS.get(s.status, s.status.title())
+
+
+def unavailable_reason(s: ServerState) -> str:
+    """Why the server cannot take a login, from its row ("" when nothing there says so).
+
+    The path's name is not in lbRow (a string): lbLoginPathProblem on the server names it.
+    """
+    if not s.ok:
+        return ""
+    v = s.values
+    reasons = []
+    if _LISTENING.get(v.get("lbSshListening", 0)) == "notListening":
+        reasons.append("ssh not listening")
+    path_state = _PATH_STATES.get(v.get("lbLoginPathStatus", 0), "")
+    if path_state in _PATH_WORDS:
+        free = v.get("lbLoginPathFree")
+        detail = f" ({free} MiB free)" if path_state == "lowSpace" and free is not None else ""
+        reasons.append(_PATH_WORDS[path_state] + detail)
+    return ", ".join(reasons)
 
 
 def server_record(s: ServerState) -> dict:
@@ -37,6 +61,11 @@ def server_record(s: ServerState) -> dict:
             # None from agents older than these objects
             "ssh_connections": v.get("lbSshConnections"), "logins_per_min": v.get("lbLoginRate"),
             "in_service_s": s.in_service,
+            "ssh_listening": _LISTENING.get(v.get("lbSshListening", 0)),
+            "login_path_status": _PATH_STATES.get(v.get("lbLoginPathStatus", 0)),
+            "login_path_free_mb": v.get("lbLoginPathFree"),
+            "login_path_free_inodes_percent": v.get("lbLoginPathFreeInodes"),
+            "unavailable_reason": unavailable_reason(s),
         })
     return rec
 
@@ -69,7 +98,7 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
                      f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
                      f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
                      "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),
-                     f"{s.rtt_ms:.1f} ms"])
+                     f"{s.rtt_ms:.1f} ms" + (f"  {why}" if (why := unavailable_reason(s)) else "")])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     answered = sum(1 for s in servers if s.ok)

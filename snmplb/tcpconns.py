@@ -6,7 +6,9 @@ about a second after the thin client chose the server (the agent's sampling
 interval), which is what lets a login storm see the logins still connecting.
 Comparing the connections of one sample with the previous sample's gives the
 new ones, and ``LoginRate`` turns those into lbLoginRate.
-The parser is pure; ``read_established`` reads the files (procfs: never blocks).
+The same tables tell whether anything listens on the port (lbSshListening): a
+server whose sshd is stopped answers SNMP but refuses every login.
+The parsers are pure; ``read_ssh`` reads the files (procfs: never blocks).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import collections
 from pathlib import Path
 
 _ESTABLISHED = "01"
+_LISTEN = "0A"
 _LIMIT = 16 << 20
 
 
@@ -35,18 +38,49 @@ def parse_established(text: str, port: int) -> set[str]:
     return found
 
 
-def read_established(proc_root: Path, port: int) -> frozenset[str] | None:
-    """Established inbound connections to ``port`` over IPv4 and IPv6; None if neither table could be read."""
-    found: set[str] = set()
-    read = False
+def parse_listening(text: str, port: int) -> bool:
+    """True when one /proc/net/tcp{,6} text has a socket in state LISTEN on local port ``port``
+    (on any local address: sshd bound to one interface still takes logins there)."""
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != _LISTEN:
+            continue
+        _, _, local_port = fields[1].rpartition(":")
+        try:
+            if int(local_port, 16) == port:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _read_tables(proc_root: Path) -> list[str]:
+    """The texts of net/tcp and net/tcp6 that could be read (a kernel without IPv6 has no tcp6)."""
+    texts = []
     for name in ("tcp", "tcp6"):
         try:
             with open(proc_root / "net" / name, "rb") as f:
-                found |= parse_established(f.read(_LIMIT).decode("ascii", "replace"), port)
-            read = True
+                texts.append(f.read(_LIMIT).decode("ascii", "replace"))
         except OSError:
             continue
-    return frozenset(found) if read else None
+    return texts
+
+
+def read_established(proc_root: Path, port: int) -> frozenset[str] | None:
+    """Established inbound connections to ``port`` over IPv4 and IPv6; None if neither table could be read."""
+    return read_ssh(proc_root, port)[0]
+
+
+def read_ssh(proc_root: Path, port: int) -> tuple[frozenset[str] | None, bool | None]:
+    """(established inbound connections to ``port``, whether a socket listens on it), from one read of
+    the tables; both None if neither table could be read (unknown, which is not "down")."""
+    texts = _read_tables(proc_root)
+    if not texts:
+        return None, None
+    established: set[str] = set()
+    for text in texts:
+        established |= parse_established(text, port)
+    return frozenset(established), any(parse_listening(text, port) for text in texts)
 
 
 class LoginRate:

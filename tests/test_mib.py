@@ -22,21 +22,21 @@ def test_pysmi_strict_compile_and_generated_data_is_current():
 
 
 def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
-    assert len(mib.OBJECTS) == 29
+    assert len(mib.OBJECTS) == 34
     assert len({o.oid for o in mib.OBJECTS}) == len(mib.OBJECTS)
     for o in mib.OBJECTS:
         assert o.oid[: len(mib.ROOT)] == mib.ROOT
         assert o.access == "read-only"
         assert o.pass_type in ("gauge", "integer", "counter64", "string")
     assert mib.obj("lbStatus").enums == {"idle": 1, "busy": 2, "swapping": 3, "full": 4,
-                                         "draining": 5, "disabled": 6}
+                                         "draining": 5, "disabled": 6, "unavailable": 7}
     assert mib.obj("lbAdminState").enums == {"enabled": 1, "draining": 2, "disabled": 3}
     assert mib.obj("lbLoad1").hint == "d-2"
 
 
 def test_row_fields_are_the_integer_objects_in_oid_order():
     names = [o.name for o in mib.ROW_FIELDS]
-    assert names[0] == "lbLoad1" and names[-1] == "lbLoginRate"
+    assert names[0] == "lbLoad1" and names[-1] == "lbLoginPathFreeInodes"
     assert "lbAgentVersion" not in names and "lbRow" not in names
     assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
     # Distinct values, each legal for its object (an enumeration's own values, within the SMI range).

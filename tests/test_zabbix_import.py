@@ -127,4 +127,4 @@ def test_the_template_imports_into_zabbix_60_with_every_item_trigger_and_graph(z
     assert len(tpl["triggers"]) == sum(len(v) for v in nmsgen.TRIGGERS.values())
     assert {g["name"] for g in tpl["graphs"]} == set(nmsgen.GRAPHS)
     assert {m["macro"] for m in tpl["macros"]} == {"{$SNMPLB.AGE.MAX}", "{$SNMPLB.LOAD.MAX}"}
-    assert {vm["name"] for vm in tpl["valuemaps"]} == {"SNMPLB " + o.tc for o in mib.OBJECTS if o.enums}
+    assert {vm["name"] for vm in tpl["valuemaps"]} == {"SNMPLB " + (o.tc or o.name) for o in mib.OBJECTS if o.enums}
