@@ -321,4 +321,31 @@ SCALARS = ({'name': 'lbLoad1',
                  "sample's; connections present when the agent started do not count. Thin clients "
                  'add up this rate over the servers they polled to estimate how many logins will '
                  'decide on the same (possibly stale) figures, and spread their choices over that '
-                 'many, instead of all taking the server that looks emptiest.'})
+                 'many, instead of all taking the server that looks emptiest.'},
+ {'name': 'lbAdminFileStatus',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 35),
+  'base': 'INTEGER',
+  'tc': 'SnmplbAdminFileStatus',
+  'enums': {'ok': 1, 'problem': 2},
+  'range': (-2147483648, 2147483647),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "Whether the admin file (written by snmplb-admin) was usable at the agent's last "
+                 'reading. While it is not, the agent keeps the last good settings whole '
+                 "(lbAdminState, lbWeight, lbMaxSessions): a typo never loosens the admin's last "
+                 "known intent. With no good reading since the agent started, the file's valid "
+                 'lines stand, the defaults for the rest, and the state is draining unless a valid '
+                 'state line says otherwise; a file that cannot be read at all counts as '
+                 'draining.'},
+ {'name': 'lbAdminFileProblem',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 36),
+  'base': 'OCTET STRING',
+  'tc': 'DisplayString',
+  'enums': {},
+  'range': (0, 255),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "What is wrong with the admin file, on one line: the file's path, the first "
+                 'problem and how many more; the empty string when lbAdminFileStatus is ok.'})

@@ -18,6 +18,8 @@ AGENT_VERSION = f"snmplb-agent {__version__}"
 _GAUGE_MAX = 2**32 - 1
 _SOURCES = mib.obj("lbSessionSource").enums
 _TRUTH = mib.obj("lbSwapping").enums
+_FILE_STATUS = mib.obj("lbAdminFileStatus").enums
+_PROBLEM_MAX = mib.obj("lbAdminFileProblem").range[1]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,12 @@ def in_service(uptime: float | None, enabled_since: int, wall_time: float) -> in
     return _gauge(max(0.0, min(spans))) if spans else _GAUGE_MAX
 
 
+def display_string(text: str, limit: int) -> str:
+    """``text`` as a DisplayString of at most ``limit`` characters: printable ASCII on one line
+    (a garbled file's bytes end up in problem messages; anything else becomes '?')."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+
+
 def _gauge(x: float) -> int:
     return max(0, min(_GAUGE_MAX, int(round(x))))
 
@@ -65,8 +73,10 @@ def compute_values(
     wall_time: float = 0.0,
     ssh_connections: int = 0,
     login_rate: int = 0,
+    admin_problem: str = "",
 ) -> dict[str, int | str | DataAge | Row]:
-    """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample)."""
+    """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample;
+    ``admin_problem``: what is wrong with the admin file, "" when nothing is)."""
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
     swapping = health.is_swapping(rates[0], rates[1], policy)
     figures = health.Figures(
@@ -104,6 +114,8 @@ def compute_values(
         "lbInService": in_service(proc.uptime, admin.enabled_since, wall_time),
         "lbSshConnections": _gauge(ssh_connections),
         "lbLoginRate": _gauge(login_rate),
+        "lbAdminFileStatus": _FILE_STATUS["problem" if admin_problem else "ok"],
+        "lbAdminFileProblem": display_string(admin_problem, _PROBLEM_MAX),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values
