@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+from .safefile import UnsafeFile, read_bounded
+
 _ESTABLISHED = "01"
 _LIMIT = 16 << 20
 
@@ -41,11 +43,11 @@ def read_established(proc_root: Path, port: int) -> frozenset[str] | None:
     read = False
     for name in ("tcp", "tcp6"):
         try:
-            with open(proc_root / "net" / name, "rb") as f:
-                found |= parse_established(f.read(_LIMIT).decode("ascii", "replace"), port)
-            read = True
-        except OSError:
+            data = read_bounded(proc_root / "net" / name, _LIMIT, truncate=True)
+        except (OSError, UnsafeFile):
             continue
+        found |= parse_established(data.decode("ascii", "replace"), port)
+        read = True
     return frozenset(found) if read else None
 
 

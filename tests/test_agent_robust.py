@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,10 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from snmplb import mib
-from snmplb.adminconf import AdminSettings, save_admin
+from snmplb.adminconf import AdminReading, AdminSettings, parse_admin_bytes, problem_line, save_admin, settle
+from snmplb.agent import LogLimiter
+from snmplb.kvfile import parse_kv_bytes, summarise
+from snmplb.safefile import TimedRead, UnsafeFile, read_bounded
 from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
 from test_agent_process import AgentProcess
 
@@ -265,13 +269,14 @@ def test_an_unreadable_admin_file_at_start_counts_as_draining(spawn, open_dir):
 
 def test_a_disabled_server_with_a_garbled_file_stays_disabled_over_snmpd(fleet, netsnmp):
     inst = fleet.add("app1", admin=AdminSettings(state="disabled"))
-    inst.admin_file.write_bytes(b"\xef\xbb\xbfstate = disabld\n")
 
     def get(name: str) -> str:
         r = netsnmp.v2c("snmpget", inst, _oid(name), opts=("-Oqv",))
         assert r.returncode == 0, r.stderr
         return r.stdout.strip().strip('"')
 
+    assert get("lbAdminState") == DISABLED  # snmpd started the agent, which read the good file
+    inst.admin_file.write_bytes(b"\xef\xbb\xbfstate = disabld\n")  # the BOM is fine, the typo is not
     assert wait_for(lambda: get("lbAdminFileStatus") == PROBLEM, timeout=10)
     assert get("lbAdminState") == DISABLED and get("lbStatus") == str(mib.obj("lbStatus").enums["disabled"])
     assert "disabld" in get("lbAdminFileProblem")
@@ -343,3 +348,89 @@ def test_a_lock_holder_that_dies_does_not_block_the_next_admin(tmp_path):
             holder.kill()
             holder.wait()
     assert "state = draining" in admin.read_text()
+
+
+# ---- the pure parts, by table ----
+
+def test_admin_readings_settle_on_the_last_good_settings_whole():
+    good = AdminSettings(state="disabled", weight=50, max_sessions=7)
+    bad = AdminReading(AdminSettings(state="draining", weight=100), ("admin.conf: line 1: junk",))
+    assert settle(None, AdminReading(good)) == (good, good)
+    assert settle(good, bad) == (good, good)  # not merged key by key
+    assert settle(None, bad) == (bad.settings, None)  # nothing good yet: the conservative reading
+    assert settle(good, AdminReading(AdminSettings())) == (AdminSettings(), AdminSettings())  # absent file
+    assert problem_line(bad) == "admin.conf: line 1: junk" and problem_line(AdminReading(good)) == ""
+    assert problem_line(AdminReading(good, ("a", "b", "c"))) == "a (and 2 more)"
+
+
+PARSES = [
+    (b"\xef\xbb\xbfstate = disabled\n", AdminSettings(state="disabled"), 0),
+    (b"state = disabled\r\nweight = 5\r\n", AdminSettings(state="disabled", weight=5), 0),
+    (b"state = disabld\nweight = 5\n", AdminSettings(state="draining", weight=5), 1),
+    (b"state = enabled\nweight = 5\xff\n", AdminSettings(state="enabled"), 1),
+    (b"state = en\0abled\n", AdminSettings(state="draining"), 1),
+    (b"weight = 20\nmax_sessions = -1\n", AdminSettings(state="draining", weight=20), 1),
+    (b"\xff" * 100, AdminSettings(state="draining"), 1),
+    (b"", AdminSettings(), 0),
+]
+
+
+@pytest.mark.parametrize("data,settings,problems", PARSES)
+def test_the_conservative_reading_of_an_admin_file(data, settings, problems):
+    got, found = parse_admin_bytes(data)
+    assert got == settings and len(found) == problems, found
+
+
+def test_the_log_limiter_stays_bounded_with_endless_distinct_problems():
+    limiter = LogLimiter(period=300, window=60, burst=10, memory=256)
+    lines = []
+    for i in range(5000):  # one new problem every 0.1 s for 500 s; the old limiter logged all 5000
+        lines += limiter.admit(f"problem {i}", i * 0.1)
+    lines += limiter.flush(600.0)
+    assert len(lines) <= (500 // 60 + 2) * 11
+    assert sum("more problems not logged" in ln for ln in lines) >= 8
+    repeat = LogLimiter()
+    assert repeat.admit("same", 0.0) == ["same"] and repeat.admit("same", 1.0) == []
+    assert repeat.admit("same", 301.0) == ["same"]  # once per period
+
+
+def test_a_read_that_hangs_is_waited_for_only_so_long_and_never_twice_at_once():
+    """A stand-in for a hung NFS server: real ones cannot be set up here (no NFS server, no FUSE).
+    The read blocks until released; what is tested is the timing wrapper around any read."""
+    release, started = threading.Event(), []
+
+    def read() -> str:
+        started.append(1)
+        release.wait(30)
+        return "done"
+
+    timed = TimedRead(read, timeout=0.2)
+    assert timed.poll() == (False, None)
+    assert timed.poll() == (False, None)
+    assert len(started) == 1  # the stuck read is not joined by a second one
+    release.set()
+    assert timed.poll() == (True, "done")
+    assert timed.poll() == (True, "done") and len(started) == 2  # a fresh read once the last finished
+
+
+def test_bounded_reads_refuse_what_is_not_a_small_regular_file(tmp_path):
+    (tmp_path / "small").write_bytes(b"x" * 10)
+    assert read_bounded(tmp_path / "small", 10) == b"x" * 10
+    with pytest.raises(UnsafeFile, match="larger than"):
+        read_bounded(tmp_path / "small", 9)
+    assert read_bounded(tmp_path / "small", 4, truncate=True) == b"xxxx"
+    os.mkfifo(tmp_path / "fifo")
+    for path in (tmp_path / "fifo", tmp_path, Path("/dev/zero")):
+        with pytest.raises(UnsafeFile, match="not a regular file"):
+            read_bounded(path, 100)
+    (tmp_path / "link").symlink_to(tmp_path / "small")
+    with pytest.raises(OSError):
+        read_bounded(tmp_path / "link", 100, follow=False)
+    assert read_bounded("/proc/self/status", 1 << 20, truncate=True).startswith(b"Name:")
+
+
+def test_kv_bytes_name_the_bad_lines_and_summarise_a_junk_file():
+    pairs, problems = parse_kv_bytes(b"a = 1\nb\xff = 2\nc\0 = 3\nd = 4\n")
+    assert pairs == {"a": "1", "d": "4"}
+    assert problems == ["line 2: not valid UTF-8 (byte 2)", "line 3: contains a NUL byte"]
+    assert summarise([str(i) for i in range(8)], 5) == ["0", "1", "2", "3", "4", "3 more problems"]
