@@ -111,7 +111,7 @@ def load(path: Path | None, overrides: dict[str, str]) -> tuple[AgentConfig, lis
         try:
             pairs, bad = parse_kv_bytes(read_bounded(path, CONFIG_LIMIT))
             config, more = apply(config, pairs, str(path))
-            problems += summarise([f"{path}: {b}" for b in bad] + more)
+            problems += summarise([f"{path}: {b}" for b in bad] + more, origin=str(path))
         except FileNotFoundError:
             if path != DEFAULT_CONFIG:
                 problems.append(f"{path}: no such file; using defaults")

@@ -53,11 +53,11 @@ def shown(text: str, limit: int = 60) -> str:
     return repr(text[:limit]) + ("..." if len(text) > limit else "")
 
 
-def summarise(problems: list[str], limit: int = 5) -> list[str]:
+def summarise(problems: list[str], limit: int = 5, origin: str = "") -> list[str]:
     """At most ``limit`` problems, then one line counting the rest: a junk file never floods a log."""
     if len(problems) <= limit:
         return list(problems)
-    return problems[:limit] + [f"{len(problems) - limit} more problems"]
+    return problems[:limit] + [f"{origin + ': ' if origin else ''}{len(problems) - limit} more problems"]
 
 
 def _parse_lines(lines: Iterable[tuple[int, str]]) -> tuple[dict[str, str], list[str]]:
