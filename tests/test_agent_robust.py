@@ -228,6 +228,73 @@ def test_many_distinct_problems_do_not_flood_the_log(spawn, tmp_path):
     assert i > 40 and len(lines) <= 10  # at most 10 a minute (the old limiter logged every distinct one: ~20)
 
 
+# ---- a file system whose server never answers (what a dead NFS server does) ----
+
+class HungMount:
+    """A real FUSE mount whose server never answers: every lookup under it blocks in the kernel,
+    as on an NFS mount whose server died. Closing the /dev/fuse descriptor aborts the connection
+    (the blocked calls fail with ENOTCONN) and the mount is then detached."""
+
+    def __init__(self, target: Path) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.target = target
+        target.mkdir()
+        self._fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        opts = f"fd={self._fd},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
+        if self._libc.mount(b"snmplb-hung", str(target).encode(), b"fuse.snmplb-hung", 0, opts) != 0:
+            os.close(self._fd)
+            raise OSError(ctypes.get_errno(), "mount fuse")
+
+    def release(self) -> None:
+        os.close(self._fd)
+        self._libc.umount2(str(self.target).encode(), 2)  # MNT_DETACH
+
+
+@pytest.fixture
+def hung_mount(tmp_path: Path) -> Iterator[HungMount]:
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        pytest.skip("needs root and /dev/fuse to mount a file system that hangs")
+    try:
+        m = HungMount(tmp_path / "hung")
+    except OSError as exc:
+        pytest.skip(f"cannot mount FUSE here: {exc}")
+    yield m
+    m.release()
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_an_admin_file_on_a_hung_file_system_never_blocks_the_first_answer(spawn, tmp_path, hung_mount):
+    a = spawn(("--admin-file", str(hung_mount.target / "admin.conf")))
+    state, _, status, problem = a.admin_view()  # a liveness bound of 10 s: today the agent never answers
+    assert (state, status) == (DRAINING, PROBLEM) and "takes longer" in problem
+
+
+def test_an_admin_file_that_hangs_later_keeps_the_last_good_state_and_one_stuck_read(spawn, tmp_path, hung_mount):
+    good = tmp_path / "good"
+    good.mkdir()
+    save_admin(good / "admin.conf", AdminSettings(state="disabled", weight=60))
+    (tmp_path / "etc").symlink_to(good)
+    a = spawn(("--admin-file", str(tmp_path / "etc" / "admin.conf")))
+    assert a.admin_view() == (DISABLED, "60", OK, "")
+    (tmp_path / "etc-new").symlink_to(hung_mount.target)
+    os.replace(tmp_path / "etc-new", tmp_path / "etc")  # the admin file's server dies
+    time.sleep(3)  # many samples (interval 0.2 s), each of which finds the read still stuck
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (DISABLED, "60", PROBLEM) and "takes longer" in problem
+    assert int(a.value("lbDataAge")) < 5000  # the sampler goes on (a liveness bound, not a speed)
+    assert _threads(a.p.pid) <= 3  # main, sampler and ONE stuck read, not one more per sample
+    os.replace(tmp_path / "etc", tmp_path / "etc-old")
+    (tmp_path / "etc").symlink_to(good)  # the server is back (the stuck read fails when we abort it)
+    hung_mount.release()
+    hung_mount.release = lambda: None  # type: ignore[method-assign]
+    assert wait_for(lambda: a.admin_view() == (DISABLED, "60", OK, ""), timeout=10)
+
+
 # ---- an agent that cannot read its admin file (not root) ----
 
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
@@ -396,8 +463,8 @@ def test_the_log_limiter_stays_bounded_with_endless_distinct_problems():
 
 
 def test_a_read_that_hangs_is_waited_for_only_so_long_and_never_twice_at_once():
-    """A stand-in for a hung NFS server: real ones cannot be set up here (no NFS server, no FUSE).
-    The read blocks until released; what is tested is the timing wrapper around any read."""
+    """The timing wrapper alone, around a read that blocks until released (the real thing, a read
+    stuck in the kernel on a file system that never answers, is tested above with a FUSE mount)."""
     release, started = threading.Event(), []
 
     def read() -> str:
