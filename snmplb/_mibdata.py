@@ -399,4 +399,31 @@ SCALARS = ({'name': 'lbLoad1',
   'access': 'read-only',
   'description': 'Why lbLoginPathStatus is not usable, naming the path and its figures (for '
                  "example '/home: 12 MiB free, below 100 MiB'); the empty string when it is "
-                 'usable.'})
+                 'usable.'},
+ {'name': 'lbAdminFileStatus',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 35),
+  'base': 'INTEGER',
+  'tc': 'SnmplbAdminFileStatus',
+  'enums': {'ok': 1, 'problem': 2},
+  'range': (-2147483648, 2147483647),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "Whether the admin file (written by snmplb-admin) was usable at the agent's last "
+                 'reading. While it is not, the agent keeps the last good settings whole '
+                 "(lbAdminState, lbWeight, lbMaxSessions): a typo never loosens the admin's last "
+                 "known intent. With no good reading since the agent started, the file's valid "
+                 'lines stand, the defaults for the rest, and the state is draining unless a valid '
+                 'state line says otherwise; a file that cannot be read at all counts as '
+                 'draining.'},
+ {'name': 'lbAdminFileProblem',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 36),
+  'base': 'OCTET STRING',
+  'tc': 'DisplayString',
+  'enums': {},
+  'range': (0, 255),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "What is wrong with the admin file, on one line: the file's path, the first "
+                 'problem and how many more; the empty string when lbAdminFileStatus is ok.'})

@@ -21,15 +21,19 @@ from pathlib import Path
 
 from .adminconf import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
 from .errors import ConfigError, SnmplbError
+from .kvfile import exclusive_lock, lock_path
 from .v3user import AUTH_PROTOCOLS, PRIV_PROTOCOLS, append_secret_line, create_user_line
 
 DEFAULT_FILE = Path("/etc/snmplb/admin.conf")
 SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
+LOCK_TIMEOUT = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="snmplb-admin", description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
+    ap.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="SECONDS",
+                    help=f"wait at most this long for another snmplb-admin's change (default {LOCK_TIMEOUT:g})")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="print the current settings")
     sub.add_parser("enable", help="accept new sessions")
@@ -87,6 +91,13 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     return settings
 
 
+def _load(path: Path) -> AdminSettings:
+    settings, problems = load_admin(path)
+    for p in problems:
+        print(f"snmplb-admin: warning: {p}", file=sys.stderr)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "create-v3-user":
@@ -95,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         except (SnmplbError, OSError) as exc:
             print(f"snmplb-admin: {exc}", file=sys.stderr)
             return 2
-    settings, problems = load_admin(args.file)
-    for p in problems:
-        print(f"snmplb-admin: warning: {p}", file=sys.stderr)
     try:
-        new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
-        if new != settings or (args.command != "show" and not args.file.exists()):
-            save_admin(args.file, new)
+        if args.command == "show":
+            new = _load(args.file)
+        else:
+            # Read, change and write under one lock: two admins at once never lose a change.
+            with exclusive_lock(lock_path(args.file), args.lock_timeout):
+                settings = _load(args.file)
+                new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
+                if new != settings or not args.file.exists():
+                    save_admin(args.file, new)
     except (SnmplbError, OSError) as exc:
         print(f"snmplb-admin: {exc}", file=sys.stderr)
         return 2

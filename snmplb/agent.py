@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import agentconf, mib
-from .adminconf import load_admin
+from .adminconf import UNREADABLE, AdminReading, AdminSettings, problem_line, read_admin, settle
 from .agentconf import AgentConfig
 from .diskspace import PathChecker, assess
 from .passpersist import PONG, Entry, Protocol, Table
 from .procstats import ProcError, ProcSample, read_proc, swap_rates
+from .safefile import TimedRead
 from .sessions import count_sessions
 from .snapshot import compute_values
 from .tcpconns import LoginRate, read_ssh
@@ -43,20 +44,83 @@ _OVERLONG = "\0overlong"  # fed in place of a line cut at LINE_LIMIT: never a co
 log = logging.getLogger("snmplb.agent")
 
 
-class _Once:
-    """Log each distinct problem once per ``period`` seconds, so a broken file cannot flood syslog."""
+class LogLimiter:
+    """Which problem lines to log: each distinct one at most once per ``period`` seconds, and at most
+    ``burst`` lines per ``window`` seconds in all, then one line counting the ones held back.
 
-    def __init__(self, period: float = 300.0) -> None:
-        self._seen: dict[str, float] = {}
-        self._period = period
+    Bounded in memory (the ``memory`` most recent distinct messages, least recently seen forgotten
+    first) and in output (``burst`` + 1 lines per window), however many distinct problems a broken
+    file or a hostile path produces. Pure: the caller passes the time.
+    """
 
-    def warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._seen.get(message, -self._period) >= self._period:
-            if len(self._seen) > 1000:
-                self._seen.clear()
-            self._seen[message] = now
-            log.warning("%s", message)
+    def __init__(self, period: float = 300.0, window: float = 60.0, burst: int = 10, memory: int = 256) -> None:
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._period, self._window, self._burst, self._memory = period, window, burst, memory
+        self._window_start: float | None = None
+        self._count = 0
+        self._held = 0
+
+    def admit(self, message: str, now: float) -> list[str]:
+        """The lines to log for ``message`` seen at ``now`` (maybe a count of held-back ones first)."""
+        out = self.flush(now)
+        last = self._seen.get(message)
+        if last is not None and now - last < self._period:
+            self._seen.move_to_end(message)
+            return out
+        self._seen[message] = now
+        self._seen.move_to_end(message)
+        while len(self._seen) > self._memory:
+            self._seen.popitem(last=False)
+        if self._count >= self._burst:
+            self._held += 1
+            return out
+        self._count += 1
+        return out + [message]
+
+    def flush(self, now: float) -> list[str]:
+        """At a window's end: the line counting the problems held back in it, if any."""
+        if self._window_start is None:
+            self._window_start = now
+        if now - self._window_start < self._window:
+            return []
+        held, self._held, self._count, self._window_start = self._held, 0, 0, now
+        return [f"{held} more problems not logged in the last {self._window:.0f} s"] if held else []
+
+
+class AdminWatch:
+    """The admin file as the sampler sees it: read in a worker, waited for at most ``timeout`` seconds.
+
+    A read that hangs (a dead NFS server) never holds up the sampler or the first answer: the last
+    good settings stay meanwhile, and at most one read is outstanding. Problems follow the rules of
+    ``adminconf.settle``.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._reader = TimedRead(lambda: read_admin(path), timeout)
+        self._last_good: AdminSettings | None = None
+        self.problem = ""
+
+    def update(self) -> tuple[AdminSettings, str, str]:
+        """(the settings to publish, the problem line or "", a line to log when the problem changed)."""
+        done, reading = self._reader.poll()
+        if not done:
+            reading = AdminReading(UNREADABLE, (f"{self.path}: reading it takes longer than {self.timeout:g} s "
+                                                "(a hung network file system?)",))
+        elif reading is None:
+            reading = AdminReading(UNREADABLE, (f"{self.path}: could not be read",))
+        settings, self._last_good = settle(self._last_good, reading)
+        problem = problem_line(reading)
+        note = ""
+        if problem != self.problem:
+            if problem:
+                kept = "kept the last good settings" if self._last_good is not None else "no good reading yet"
+                note = f"admin file problem: {problem}; {kept}: state {settings.state}, weight {settings.weight}"
+            else:
+                note = f"admin file {self.path} is good again"
+        self.problem = problem
+        return settings, problem, note
 
 
 def build_table(values: dict) -> Table:
@@ -71,46 +135,58 @@ class Sampler:
         self.config = config
         self._history: collections.deque[ProcSample] = collections.deque(
             maxlen=max(2, int(config.rate_window / config.interval) + 2))
-        self._warn = _Once()
+        self._limiter = LogLimiter()
+        self._admin = AdminWatch(config.admin_file, min(max(config.interval, 0.5), 1.0))
         self._stop = threading.Event()
         self._logins = LoginRate()
         self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
+    def warn(self, message: str, exc_info: bool = False) -> None:
+        for line in self._limiter.admit(message, time.monotonic()):
+            log.warning("%s", line, exc_info=exc_info and line == message)
+
     def sample(self) -> None:
         """Take one sample and replace the table; on error keep the last table (its age grows)."""
         cfg = self.config
+        for line in self._limiter.flush(time.monotonic()):
+            log.warning("%s", line)
         try:
             proc = read_proc(cfg.proc_root, time.monotonic())
         except ProcError as exc:
-            self._warn.warn(f"cannot read load figures: {exc}")
+            self.warn(f"cannot read load figures: {exc}")
             return
         self._history.append(proc)
-        admin, problems = load_admin(cfg.admin_file)
-        for p in problems:
-            self._warn.warn(p)
+        admin, admin_problem, note = self._admin.update()
+        if note:
+            self.warn(note)
         sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
         rates = swap_rates(self._history, cfg.rate_window)
         conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
         paths = assess(self._paths, cfg.space_policy)
         if listening is False:
-            self._warn.warn(f"cannot take a login: nothing listens on ssh port {cfg.ssh_port}")
+            self.warn(f"cannot take a login: nothing listens on ssh port {cfg.ssh_port}")
         if paths.state != "usable":
-            self._warn.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
+            self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
-                                                len(conns or ()), login_rate, listening, paths))
+                                                len(conns or ()), login_rate, listening, paths, admin_problem))
+
+    def guarded_sample(self) -> None:
+        """``sample``, with any failure logged (rate-limited) and the last table kept."""
+        try:
+            self.sample()
+        except Exception as exc:  # the sampler's outer edge: log and keep sampling
+            self.warn(f"sampling failed: {type(exc).__name__}: {exc}", exc_info=True)
 
     def run(self) -> None:
         """Sample every ``interval`` seconds until stopped (the thread's body)."""
         while not self._stop.wait(self.config.interval):
-            try:
-                self.sample()
-            except Exception:  # the thread's outer edge: log and keep sampling
-                log.exception("sampling failed")
+            self.guarded_sample()
 
     def start(self) -> None:
-        self.sample()
+        """The first sample (before the first answer, so that it has values), then the thread."""
+        self.guarded_sample()
         threading.Thread(target=self.run, name="sampler", daemon=True).start()
 
     def stop(self) -> None:
@@ -205,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(config.log_file)
     except OSError:
         _setup_logging("")
-    for p in problems:
-        log.warning("%s", p)
     sampler = Sampler(config)
+    for p in problems:
+        sampler.warn(p)
     try:
         sampler.start()
         serve(sys.stdin.buffer, sys.stdout.buffer, sampler)

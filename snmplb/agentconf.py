@@ -14,7 +14,8 @@ from pathlib import Path
 from .diskspace import SpacePolicy
 from .errors import ConfigError
 from .health import HealthPolicy
-from .kvfile import parse_kv
+from .kvfile import parse_kv_bytes, shown, summarise
+from .safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 DEFAULT_CONFIG = Path("/etc/snmplb/agent.conf")
 
@@ -99,7 +100,7 @@ def convert(key: str, raw: str) -> object:
     try:
         value = int(raw) if kind == "int" else float(raw)
     except ValueError:
-        raise ConfigError(f"{key}: {raw!r} is not a number") from None
+        raise ConfigError(f"{key}: {shown(raw)} is not a number") from None
     low, high = _LIMITS[key]
     if not low <= value <= high:
         raise ConfigError(f"{key}: {value} is outside {low}..{high}")
@@ -124,7 +125,7 @@ def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[Agen
     changes = {}
     for key, raw in pairs.items():
         if key not in KEYS:
-            problems.append(f"{origin}: unknown setting {key!r}")
+            problems.append(f"{origin}: unknown setting {shown(key)}")
             continue
         try:
             changes[key] = convert(key, raw)
@@ -134,18 +135,22 @@ def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[Agen
 
 
 def load(path: Path | None, overrides: dict[str, str]) -> tuple[AgentConfig, list[str]]:
-    """The configuration from the file (if any) and then the command-line overrides."""
+    """The configuration from the file (if any) and then the command-line overrides.
+
+    The file is read bounded (a regular file of at most 64 KiB, never blocking):
+    a junk file given by mistake costs no time, and its problems are reported as
+    the first few and a count, never one log line per junk line.
+    """
     config, problems = AgentConfig(), []
     if path is not None:
         try:
-            pairs, bad = parse_kv(path.read_text(errors="replace"))
-            problems += [f"{path}: {b}" for b in bad]
+            pairs, bad = parse_kv_bytes(read_bounded(path, CONFIG_LIMIT))
             config, more = apply(config, pairs, str(path))
-            problems += more
+            problems += summarise([f"{path}: {b}" for b in bad] + more, origin=str(path))
         except FileNotFoundError:
             if path != DEFAULT_CONFIG:
                 problems.append(f"{path}: no such file; using defaults")
-        except OSError as exc:
-            problems.append(f"{path}: {exc.strerror}; using defaults")
+        except (OSError, UnsafeFile) as exc:
+            problems.append(f"{describe(exc, path)}; using defaults")
     config, more = apply(config, overrides, "command line")
     return config, problems + more

@@ -2,8 +2,9 @@
 
 The parsers are pure functions of the files' text; ``read_proc`` is the thin
 driver that reads them under a configurable root (tests and the demo point it
-at a fake /proc). Only /proc files are read: they never block, which matters
-because a slow pass_persist answer freezes the whole snmpd.
+at a fake /proc). /proc files never block, but the root is configurable, so
+every read is bounded (safefile: regular files only, non-blocking, capped):
+a slow pass_persist answer freezes the whole snmpd.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SnmplbError
+from .safefile import UnsafeFile, describe, read_bounded
 
 _READ_LIMIT = 1 << 20
 _CPU_LINE = re.compile(r"^cpu\d+\s", re.MULTILINE)
@@ -100,10 +102,9 @@ def parse_uptime(text: str) -> float | None:
 
 def _read(root: Path, name: str) -> str:
     try:
-        with open(root / name, "rb") as f:
-            return f.read(_READ_LIMIT).decode("ascii", "replace")
-    except OSError as exc:
-        raise ProcError(f"{root / name}: {exc.strerror}") from None
+        return read_bounded(root / name, _READ_LIMIT, truncate=True).decode("ascii", "replace")
+    except (OSError, UnsafeFile) as exc:
+        raise ProcError(describe(exc, root / name)) from None
 
 
 def read_proc(root: Path, now: float) -> ProcSample:

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .safefile import UnsafeFile, read_bounded
+
 _FILE_LIMIT = 64 * 1024
 _MAX_FILES = 100_000
 # struct utmp on Linux (glibc, x86_64 and the other 64-bit ABIs with 32-bit ut_tv).
@@ -82,10 +84,11 @@ def make_utmp_record(user: str, host: str, line: str = "pts/0", pid: int = 1, ut
 
 
 def _read_nonblocking(path: str | Path, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; O_NONBLOCK so that a FIFO put there never blocks."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit) or b""
+    """At most ``limit`` bytes of a regular file (not a symlink): a FIFO or device put there is refused."""
+    try:
+        return read_bounded(path, limit, truncate=True, follow=False)
+    except UnsafeFile as exc:
+        raise OSError(str(exc)) from None
 
 
 def _read_logind_dir(directory: Path) -> Iterable[dict[str, str]]:
@@ -113,5 +116,5 @@ def count_sessions(logind_dir: Path, utmp_file: Path) -> SessionCount:
             pass
     try:
         return parse_utmp(_read_nonblocking(utmp_file, _UTMP.size * 65536))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the configured path
         return SessionCount(0, 0, "none")

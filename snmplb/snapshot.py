@@ -21,6 +21,8 @@ _SOURCES = mib.obj("lbSessionSource").enums
 _TRUTH = mib.obj("lbSwapping").enums
 _LISTENING = mib.obj("lbSshListening").enums
 _PATH_STATES = mib.obj("lbLoginPathStatus").enums
+_FILE_STATUS = mib.obj("lbAdminFileStatus").enums
+_PROBLEM_MAX = mib.obj("lbAdminFileProblem").range[1]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,12 @@ def in_service(uptime: float | None, enabled_since: int, wall_time: float) -> in
     return _gauge(max(0.0, min(spans))) if spans else _GAUGE_MAX
 
 
+def display_string(text: str, limit: int) -> str:
+    """``text`` as a DisplayString of at most ``limit`` characters: printable ASCII on one line
+    (a garbled file's bytes end up in problem messages; anything else becomes '?')."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+
+
 def _gauge(x: float) -> int:
     return max(0, min(_GAUGE_MAX, int(round(x))))
 
@@ -70,11 +78,13 @@ def compute_values(
     login_rate: int = 0,
     ssh_listening: bool | None = None,
     login_paths: LoginPaths = LoginPaths(),
+    admin_problem: str = "",
 ) -> dict[str, int | str | DataAge | Row]:
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample).
 
     ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
-    (the default: no path checked).
+    (the default: no path checked); ``admin_problem``: what is wrong with the admin file, "" when
+    nothing is.
     """
     load_per_cpu = _gauge(proc.load1 * 100 / max(1, proc.cpus))
     swapping = health.is_swapping(rates[0], rates[1], policy)
@@ -119,6 +129,8 @@ def compute_values(
         "lbLoginPathFree": _gauge(login_paths.free_mb),
         "lbLoginPathFreeInodes": max(0, min(100, login_paths.free_inodes_percent)),
         "lbLoginPathProblem": login_paths.problem,
+        "lbAdminFileStatus": _FILE_STATUS["problem" if admin_problem else "ok"],
+        "lbAdminFileProblem": display_string(admin_problem, _PROBLEM_MAX),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
     return values

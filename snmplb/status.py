@@ -20,6 +20,8 @@ _LISTENING = {v: k for k, v in mib.obj("lbSshListening").enums.items()}
 _PATH_STATES = {v: k for k, v in mib.obj("lbLoginPathStatus").enums.items()}
 _PATH_WORDS = {"lowSpace": "login path full", "lowInodes": "login path out of inodes",
                "notResponding": "login path not responding", "error": "login path unreadable"}
+_FILE_STATUS = {v: k for k, v in mib.obj("lbAdminFileStatus").enums.items()}
+PROBLEM_MARK = "!"
 
 
 def state_label(s: ServerState) -> str:
@@ -45,6 +47,13 @@ def unavailable_reason(s: ServerState) -> str:
     return ", ".join(reasons)
 
 
+def admin_file(s: ServerState) -> str | None:
+    """The agent's word on its admin file: "ok", "problem", or None (no answer, or an agent too old)."""
+    if not s.ok or "lbAdminFileStatus" not in s.values:
+        return None
+    return _FILE_STATUS.get(s.values["lbAdminFileStatus"], "unknown")
+
+
 def server_record(s: ServerState) -> dict:
     """A server's line as plain data (the JSON form)."""
     rec: dict = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
@@ -66,6 +75,8 @@ def server_record(s: ServerState) -> dict:
             "login_path_free_mb": v.get("lbLoginPathFree"),
             "login_path_free_inodes_percent": v.get("lbLoginPathFreeInodes"),
             "unavailable_reason": unavailable_reason(s),
+            # "problem": the agent keeps the last good settings; lbAdminFileProblem says what is wrong
+            "admin_file": admin_file(s),
         })
     return rec
 
@@ -94,7 +105,8 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
         v = s.values
         limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
         rate = v.get("lbLoginRate")
-        rows.append([host, state_label(s), f"{v['lbLoadPerCpu'] / 100:.2f}",
+        mark = PROBLEM_MARK if admin_file(s) not in (None, "ok") else ""
+        rows.append([host, state_label(s) + mark, f"{v['lbLoadPerCpu'] / 100:.2f}",
                      f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
                      f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
                      "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),
@@ -102,6 +114,11 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     answered = sum(1 for s in servers if s.ok)
+    troubled = [f"{s.name}:{s.port}" for s in servers if admin_file(s) not in (None, "ok")]
+    if troubled:
+        lines.append("")
+        lines.append(f"{PROBLEM_MARK} admin file has a problem, the agent keeps its last good settings "
+                     f"(lbAdminFileProblem.0 says what): {' '.join(troubled)}")
     lines.append("")
     lines.append(f"{answered} of {len(servers)} answered. Would pick now (LB_ALGORITHM={configured}):")
     for name in REGISTRY:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+from .safefile import UnsafeFile, read_bounded
+
 _ESTABLISHED = "01"
 _LISTEN = "0A"
 _LIMIT = 16 << 20
@@ -59,10 +61,10 @@ def _read_tables(proc_root: Path) -> list[str]:
     texts = []
     for name in ("tcp", "tcp6"):
         try:
-            with open(proc_root / "net" / name, "rb") as f:
-                texts.append(f.read(_LIMIT).decode("ascii", "replace"))
-        except OSError:
+            data = read_bounded(proc_root / "net" / name, _LIMIT, truncate=True)
+        except (OSError, UnsafeFile):
             continue
+        texts.append(data.decode("ascii", "replace"))
     return texts
 
 

@@ -22,7 +22,7 @@ def test_pysmi_strict_compile_and_generated_data_is_current():
 
 
 def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
-    assert len(mib.OBJECTS) == 34
+    assert len(mib.OBJECTS) == 36
     assert len({o.oid for o in mib.OBJECTS}) == len(mib.OBJECTS)
     for o in mib.OBJECTS:
         assert o.oid[: len(mib.ROOT)] == mib.ROOT
@@ -32,11 +32,12 @@ def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
                                          "draining": 5, "disabled": 6, "unavailable": 7}
     assert mib.obj("lbAdminState").enums == {"enabled": 1, "draining": 2, "disabled": 3}
     assert mib.obj("lbLoad1").hint == "d-2"
+    assert mib.obj("lbAdminFileStatus").enums == {"ok": 1, "problem": 2}
 
 
 def test_row_fields_are_the_integer_objects_in_oid_order():
     names = [o.name for o in mib.ROW_FIELDS]
-    assert names[0] == "lbLoad1" and names[-1] == "lbLoginPathFreeInodes"
+    assert names[0] == "lbLoad1" and names[-1] == "lbAdminFileStatus"
     assert "lbAgentVersion" not in names and "lbRow" not in names
     assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
     # Distinct values, each legal for its object (an enumeration's own values, within the SMI range).
