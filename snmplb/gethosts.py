@@ -163,7 +163,12 @@ def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: 
 
 def run(env: Mapping[str, str]) -> str:
     """The line to print for LDM."""
-    settings, problems = from_env(env)
+    from .clientconf import read_client_conf
+    from .settings import VARIABLES
+
+    file_values, file_problems = read_client_conf(env, frozenset(v.name for v in VARIABLES))
+    settings, problems = from_env({**file_values, **env})  # what LDM exports (lts.conf) wins
+    problems = file_problems + problems
     deadline = login_deadline(settings.timeout_ms, env)
     for p in problems:
         report(p)

@@ -233,3 +233,25 @@ def test_a_lying_agent_among_real_ones_does_not_steer_the_honest_choices(fleet):
                 (inst.host, honest_view, lied_view)
     finally:
         liar.stop()
+
+
+def test_secrets_from_a_root_only_client_conf_instead_of_lts_conf(trio, tmp_path):
+    """lts.conf goes to the whole LAN over TFTP: the secrets can live in the image's own file."""
+    conf = tmp_path / "client.conf"
+    conf.write_text("# secrets kept out of lts.conf\nLB_SNMP_VERSION = 3\nLB_SNMP_USER = snmplb\n"
+                    f"LB_SNMP_AUTH_PASSPHRASE = \"{V3.auth_pass}\"\nexport LB_SNMP_PRIV_PASSPHRASE={V3.priv_pass}\n")
+    conf.chmod(0o600)
+    r = get_hosts(addrs(trio), LB_ALGORITHM="best", SNMPLB_CLIENT_CONF=str(conf), LB_SNMP_COMMUNITY="wrong")
+    assert sorted(hosts_of(r)) == sorted(i.host for i in trio) and hosts_of(r)[-1] == trio[2].host  # SNMPv3 worked
+    assert r.stderr == ""
+    conf.chmod(0o644)
+    r = get_hosts(addrs(trio), SNMPLB_CLIENT_CONF=str(conf))
+    assert len(hosts_of(r)) == 3 and "readable by others" in r.stderr and str(conf) in r.stderr
+    assert V3.auth_pass not in r.stderr and V3.priv_pass not in r.stderr
+    conf.write_text(f"LB_SNMP_COMMUNITY = {V3.auth_pass}\nLB_NOPE = 1\n\xe9\n")
+    r = get_hosts(addrs(trio), SNMPLB_CLIENT_CONF=str(conf), LB_SNMP_COMMUNITY="snmplb-ltsp")  # lts.conf wins
+    assert len(hosts_of(r)) == 3 and "line 2" in r.stderr and "line 3" in r.stderr
+    assert V3.auth_pass not in r.stderr
+    for bad in ("/dev/zero", str(tmp_path)):  # never read a device or a directory
+        r = get_hosts(addrs(trio), SNMPLB_CLIENT_CONF=bad)
+        assert len(hosts_of(r)) == 3 and "not a regular file" in r.stderr

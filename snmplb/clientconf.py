@@ -1,0 +1,69 @@
+"""The thin client's own settings file: LB_* variables kept out of lts.conf.
+
+LTSP 5 serves lts.conf to the whole thin-client LAN over TFTP, so secrets
+(the community, SNMPv3 passphrases) do not belong there. They go in a file
+inside the image, readable by root only (default /etc/snmplb/client.conf,
+``LB_NAME = value`` lines, ``#`` comments). The variables LDM exports (from
+lts.conf) win over the file; the file wins over the defaults.
+
+Read once per login, bounded (a regular file of at most 64 KiB, opened
+without blocking), and never fatal: a problem is reported, naming the file
+and the line, never quoting a value (any of them may be a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+
+DEFAULT_PATH = "/etc/snmplb/client.conf"
+PATH_VARIABLE = "SNMPLB_CLIENT_CONF"  # another file (tests; several images sharing one chroot)
+_LIMIT = 64 * 1024
+
+
+def read_client_conf(env: Mapping[str, str], known: frozenset[str]) -> tuple[dict[str, str], list[str]]:
+    """The file's LB_* values (only names in ``known``) and the problems found; a missing file is
+    silently empty."""
+    path = env.get(PATH_VARIABLE) or DEFAULT_PATH
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [f"{path}: {exc.strerror}; not used"]
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return {}, [f"{path}: not a regular file; not used"]
+        if st.st_size > _LIMIT:
+            return {}, [f"{path}: larger than {_LIMIT // 1024} KiB; not used"]
+        raw = os.read(fd, _LIMIT + 1)
+    except OSError as exc:
+        return {}, [f"{path}: {exc.strerror}; not used"]
+    finally:
+        os.close(fd)
+    problems = []
+    if st.st_mode & 0o077:
+        problems.append(f"{path}: readable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o}); "
+                        "it may hold secrets: chmod 600 it")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return {}, problems + [f"{path}: not UTF-8 text; not used"]
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name, value = name.strip().upper(), value.strip()
+        if name.startswith("EXPORT "):  # a file also sourced by a shell
+            name = name[7:].strip()
+        if not sep or name not in known:
+            problems.append(f"{path}: line {number}: not 'LB_NAME = value' with a known LB_* name; skipped")
+            continue
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[name] = value
+    return values, problems
