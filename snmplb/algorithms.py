@@ -20,6 +20,10 @@ from collections.abc import Callable, Sequence
 from .settings import ClientSettings
 from .stats import ServerState
 
+# Statuses whose servers are left out even of the last-resort list: their admin closed them, or they
+# said they cannot take a login (sshd down, a login path full). Full servers stay: a session may end.
+CLOSED_TO_LDM = frozenset(("draining", "disabled", "unavailable"))
+
 
 class Context(namedtuple("Context", "settings rng client_id lbserver_choice", defaults=("", None))):
     """What an algorithm may look at besides the servers: settings (ClientSettings),
@@ -314,7 +318,8 @@ def decide(name: str, servers: Sequence[ServerState], ctx: Context) -> Decision:
     else:
         # Nothing may be chosen: give LDM the configured list so it can still try, without the
         # servers whose admin said no (unless that leaves nothing).
-        closed = {s.name for s in servers if s.ok and s.admin_state in ("draining", "disabled")}
+        closed = {s.name for s in servers
+                  if s.ok and (s.admin_state in ("draining", "disabled") or s.status in CLOSED_TO_LDM)}
         hosts = _unique(s.name for s in servers if s.name not in closed) or _unique(s.name for s in servers)
         answered = sum(1 for s in servers if s.ok)
         note = (f"no eligible server ({answered} of {len(servers)} answered): configured order"

@@ -52,6 +52,17 @@ class RowResource(nagiosplugin.Resource):
         yield nagiosplugin.Metric("rating", v["lbRating"], min=0, max=100, context="info")
         yield nagiosplugin.Metric("data_age", v["lbDataAge"] / 1000, "s", min=0, context="age")
         yield nagiosplugin.Metric("admin_state", state.admin_state, context="admin")
+        if state.status == "unavailable":  # answers SNMP, but a login would fail there (sshd down, disk full)
+            from .status import unavailable_reason
+
+            yield nagiosplugin.Metric("login", unavailable_reason(state) or "unavailable", context="login")
+
+
+class LoginContext(nagiosplugin.Context):
+    """A server that says it cannot take a login (lbStatus unavailable) is CRITICAL, with why."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Critical, f"cannot take a login: {metric.value}", metric)
 
 
 class ReachableContext(nagiosplugin.Context):
@@ -111,6 +122,7 @@ def run(args: argparse.Namespace, env: dict[str, str], notes: tuple[str, ...] = 
         nagiosplugin.ScalarContext("age", args.age_warning, args.age_critical, fmt_metric="data {value:.1f} s old"),
         nagiosplugin.ScalarContext("info"),
         AdminContext(args.disabled_state),
+        LoginContext("login"),
         RowSummary(notes),
     )
     check.main(verbose=args.verbose, timeout=args.timeout)

@@ -46,6 +46,7 @@ def test_generated_files_are_current():
     (FakeLoad(), AdminSettings(state="disabled"), CRITICAL, "admin state disabled"),
     (FakeLoad(sessions=(("a", "h"), ("b", "h"))), AdminSettings(max_sessions=2), CRITICAL, "0 free session slots"),
     (FakeLoad(sessions=(("a", "h"),)), AdminSettings(max_sessions=4), WARNING, "3 free session slots"),
+    (FakeLoad(ssh_listening=False), None, CRITICAL, "cannot take a login: ssh not listening"),
 ])
 def test_check_snmplb_states(fleet, load, admin, expect, words):
     inst = fleet.add("s", load, admin)
