@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
     ap.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="SECONDS",
                     help=f"wait at most this long for another snmplb-admin's change (default {LOCK_TIMEOUT:g})")
+    ap.add_argument("--force", action="store_true",
+                    help="change a file that has problems anyway, rewriting it from what could be read")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="print the current settings")
     sub.add_parser("enable", help="accept new sessions")
@@ -91,10 +93,17 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     return settings
 
 
-def _load(path: Path) -> AdminSettings:
+def _load(path: Path, changing: bool = False, force: bool = False) -> AdminSettings:
+    """The file's settings. Before a change, a file with problems is refused unless ``force``: the
+    change would rewrite it from a partial reading and lose what the admin meant (a disabled server
+    whose file was garbled would come back draining, with the default weight)."""
     settings, problems = load_admin(path)
     for p in problems:
         print(f"snmplb-admin: warning: {p}", file=sys.stderr)
+    if changing and problems and not force:
+        raise ConfigError(f"{path} has problems (above) and was left as it is: fix it by hand, or repeat "
+                          f"with --force to rewrite it from what could be read (state={settings.state}, "
+                          f"weight={settings.weight}, max_sessions={settings.max_sessions})")
     return settings
 
 
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # Read, change and write under one lock: two admins at once never lose a change.
             with exclusive_lock(lock_path(args.file), args.lock_timeout):
-                settings = _load(args.file)
+                settings = _load(args.file, changing=True, force=args.force)
                 new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
                 if new != settings or not args.file.exists():
                     save_admin(args.file, new)

@@ -50,7 +50,7 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
         loads = tuple(float(f) for f in fields[:3])
     except ValueError as exc:
         raise ProcError(f"loadavg: {exc}") from None
-    if len(loads) != 3 or any(x < 0 or x != x for x in loads):
+    if len(loads) != 3 or any(not 0 <= x < float("inf") for x in loads):  # also nan
         raise ProcError(f"loadavg: unexpected content {text[:60]!r}")
     return loads  # type: ignore[return-value]
 
@@ -97,7 +97,7 @@ def parse_uptime(text: str) -> float | None:
         value = float(text.split()[0])
     except (ValueError, IndexError):
         return None
-    return value if value >= 0 else None
+    return value if 0 <= value < float("inf") else None  # also nan
 
 
 def _read(root: Path, name: str) -> str:

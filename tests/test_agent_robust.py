@@ -205,7 +205,9 @@ def test_a_junk_agent_conf_under_the_cap_reports_a_few_lines_and_a_count(spawn, 
 
 def test_the_first_sample_failing_does_not_kill_the_agent(spawn, tmp_path):
     write_fake_proc(tmp_path / "proc", FakeLoad(load1=0.5))
-    (tmp_path / "proc" / "uptime").write_text("inf 1\n")  # an unexpected error inside compute_values
+    # Once an OverflowError inside compute_values on the first sample; now not a number, and the guard
+    # around every sample (the first included) keeps the agent up whatever the cause.
+    (tmp_path / "proc" / "uptime").write_text("inf 1\n")
     a = spawn()
     a.send(b"PING\n")
     assert a.readline(10) == "PONG"
@@ -502,3 +504,28 @@ def test_kv_bytes_name_the_bad_lines_and_summarise_a_junk_file():
     assert pairs == {"a": "1", "d": "4"}
     assert problems == ["line 2: not valid UTF-8 (byte 2)", "line 3: contains a NUL byte"]
     assert summarise([str(i) for i in range(8)], 5) == ["0", "1", "2", "3", "4", "3 more problems"]
+
+
+def test_a_change_to_a_garbled_file_is_refused_unless_forced(tmp_path):
+    admin = tmp_path / "admin.conf"
+    admin.write_text("state = disabled\nweight = 250\nmax_sessions = 7\nwieght = 3\n")
+    before = admin.read_bytes()
+    r = _admin(admin, "weight", "300")
+    # Rewriting from the conservative reading would turn this disabled server into a draining one.
+    assert r.returncode == 2 and "--force" in r.stderr and "wieght" in r.stderr and "Traceback" not in r.stderr
+    assert admin.read_bytes() == before
+    r = subprocess.run([str(BIN / "snmplb-admin"), "--file", str(admin), "--force", "weight", "300"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "weight=300" in r.stdout
+    assert _admin(admin, "show").stdout.strip().startswith("state=")
+    assert _admin(admin, "show").returncode == 0  # a good file again: no warning, no refusal
+    assert _admin(admin, "weight", "310").returncode == 0
+
+
+def test_infinite_or_nan_figures_in_proc_are_not_numbers():
+    from snmplb.procstats import ProcError, parse_loadavg, parse_uptime
+
+    for bad in ("inf 1 1 1/1 1", "nan 1 1 1/1 1", "1 -inf 1 1/1 1"):
+        with pytest.raises(ProcError):
+            parse_loadavg(bad)
+    assert parse_uptime("inf 1") is None and parse_uptime("nan 1") is None and parse_uptime("12.5 3") == 12.5
