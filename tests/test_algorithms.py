@@ -23,7 +23,7 @@ def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, m
     status = ("disabled" if admin == "disabled" else "draining" if admin == "draining" else
               "full" if max_sessions and sessions >= max_sessions else "swapping" if swapping else
               "busy" if lpc >= 100 else "idle")
-    values = {o.name: 0 for o in mib.ROW_FIELDS}
+    values = {o.name: min(o.enums.values()) if o.enums else 0 for o in mib.ROW_FIELDS}  # legal: enums take their first
     values.update(lbLoad1=lpc * cpus, lbLoad5=lpc * cpus, lbLoad15=lpc * cpus, lbCpuCount=cpus, lbLoadPerCpu=lpc,
                   lbMemTotal=total, lbMemAvailable=total * mem_pct // 100, lbMemAvailablePercent=mem_pct,
                   lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,

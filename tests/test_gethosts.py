@@ -99,8 +99,8 @@ def test_sampled_mode_does_not_wait_for_a_silent_server_once_another_answered(fl
             r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="6000")
             took = time.monotonic() - t0
             got = hosts_of(r)
-            # The silent one is listed (last) only when it was not polled; polled and silent, it is dropped.
-            assert got[:2] in ([a.host, b.host], [b.host, a.host]) and got[2:] in ([], ["127.0.0.49"]), got
+            # Only servers that answered are listed: the silent one never, polled or not.
+            assert got and set(got) <= {a.host, b.host}, got
             assert took < 3.0, took  # not the 6 s deadline: decided ~50 ms after the live one answered
     finally:
         silent.stop()
