@@ -13,9 +13,12 @@ import argparse
 
 import nagiosplugin
 
+from . import mib
 from .poller import poll
 from .settings import from_env
 from .stats import ServerState
+
+_ADMIN_FILE_PROBLEM = mib.obj("lbAdminFileStatus").enums["problem"]
 
 
 class RowResource(nagiosplugin.Resource):
@@ -52,10 +55,20 @@ class RowResource(nagiosplugin.Resource):
         yield nagiosplugin.Metric("rating", v["lbRating"], min=0, max=100, context="info")
         yield nagiosplugin.Metric("data_age", v["lbDataAge"] / 1000, "s", min=0, context="age")
         yield nagiosplugin.Metric("admin_state", state.admin_state, context="admin")
+        if v.get("lbAdminFileStatus") == _ADMIN_FILE_PROBLEM:  # the agent keeps the last good settings
+            yield nagiosplugin.Metric("admin_file", "problem", context="admin_file")
         if state.status == "unavailable":  # answers SNMP, but a login would fail there (sshd down, disk full)
             from .status import unavailable_reason
 
             yield nagiosplugin.Metric("login", unavailable_reason(state) or "unavailable", context="login")
+
+
+class AdminFileContext(nagiosplugin.Context):
+    """An admin file the agent cannot use is WARNING: the server runs on the last good settings, and
+    the admin's next change is refused until the file is fixed (lbAdminFileProblem says what is wrong)."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Warn, "admin file has a problem (see lbAdminFileProblem)", metric)
 
 
 class LoginContext(nagiosplugin.Context):
@@ -123,6 +136,7 @@ def run(args: argparse.Namespace, env: dict[str, str], notes: tuple[str, ...] = 
         nagiosplugin.ScalarContext("info"),
         AdminContext(args.disabled_state),
         LoginContext("login"),
+        AdminFileContext("admin_file"),
         RowSummary(notes),
     )
     check.main(verbose=args.verbose, timeout=args.timeout)

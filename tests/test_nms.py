@@ -325,3 +325,13 @@ include "{PROJECT / 'nms/icinga2/snmplb.conf'}"
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     assert re.search(r"\b6 Services\b", out), out[-3000:]
+
+
+def test_check_snmplb_warns_when_the_agent_cannot_use_its_admin_file(fleet):
+    inst = fleet.add("s", FakeLoad(), AdminSettings(state="enabled"))
+    inst.admin_file.write_text("state = enabled\nwieght = 5\n")  # a typo: the agent keeps the last good state
+    from conftest import wait_for
+
+    assert wait_for(lambda: check(inst)[0] == WARNING, timeout=10)  # the agent's next sample
+    code, out = check(inst)
+    assert code == WARNING and "admin file has a problem" in out, out
