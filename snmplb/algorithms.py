@@ -210,9 +210,8 @@ def trimmed_mean(xs: Sequence[float]) -> float:
     """The mean of ``xs`` without the highest and the lowest TRIM of them (at least one of each
     when there are 3 or more; the smaller of two): one server cannot move it beyond the others' range.
 
-    A fleet-wide figure that every server contributes to (the login rate, the figures' age) is
-    estimated this way, so that a lying or broken agent cannot steer the choices made among the
-    honest servers (issue: one agent publishing lbLoginRate 2^32-1 inverted `balanced` fleet-wide).
+    The figures' mean age, which every server contributes to, is estimated this way, so that one
+    lying or broken agent (lbDataAge at 30 s among fresh ones) cannot stretch every client's horizon.
     """
     s = sorted(xs)
     if len(s) <= 2:
@@ -222,12 +221,28 @@ def trimmed_mean(xs: Sequence[float]) -> float:
     return sum(kept) / len(kept)
 
 
+RATE_FACTOR = 2.0  # one server's login rate (per capacity) counts up to this multiple of the others' mean,
+RATE_FLOOR = 12 / 60 / 100  # or up to 12 logins/min per 100 weight (a small lab's real bursts), if more
+
+
 def fleet_rate(servers: Sequence[ServerState]) -> float:
-    """The logins per second arriving at the fleet: the servers' total capacity times a robust mean of
-    their login rates per unit of capacity (``trimmed_mean``), not the plain sum of what each claims."""
+    """The logins per second arriving at the fleet: the sum of the servers' login rates, each one
+    capped at RATE_FACTOR times the mean of the others' (per unit of capacity) or RATE_FLOOR,
+    whichever is higher.
+
+    Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
+    small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
+    nobody else sees adds at most twice an honest server's share to the estimate, however absurd
+    its figure (issue 10: one agent publishing lbLoginRate 2^32-1 inverted `balanced` fleet-wide).
+    """
     w = [max(1, x.weight) for x in servers]
     per_capacity = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
-    return sum(w) * trimmed_mean(per_capacity)
+    total, n = sum(per_capacity), len(per_capacity)
+    rate = 0.0
+    for rho, wi in zip(per_capacity, w):
+        others = (total - rho) / (n - 1) if n > 1 else rho
+        rate += wi * min(rho, max(RATE_FACTOR * others, RATE_FLOOR))
+    return rate
 
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:

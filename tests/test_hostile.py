@@ -122,3 +122,13 @@ def test_a_row_that_contradicts_itself_is_read_the_conservative_way(status):
     for algorithm in ("balanced", "best", "fixed", "random", "sticky", "thresholded", "weighted"):
         d = decide(algorithm, [liar, honest], Context(ClientSettings(), random.Random(3), "c"))
         assert d.hosts == ("honest",), algorithm
+
+
+def test_fleet_rate_keeps_honest_sums_and_caps_a_storm_nobody_else_sees():
+    honest = [_with(up(f"h{i}", sessions=5), lbLoginRate=r) for i, r in enumerate((40, 44, 36, 52))]
+    assert fleet_rate(honest) == pytest.approx(172 / 60)  # similar rates: the plain sum
+    lab = [_with(up(f"d{i}"), lbLoginRate=r) for i, r in enumerate((0, 0, 12))]
+    assert fleet_rate(lab) == pytest.approx(12 / 60)  # a small lab's burst on one desktop: under the floor
+    liar = _with(up("liar"), lbLoginRate=2**32 - 1)
+    assert fleet_rate(honest + [liar]) <= fleet_rate(honest) + 2 * 52 / 60  # twice the others' mean at most
+    assert fleet_rate(lab + [liar]) <= fleet_rate(lab) + 12 / 60  # the floor, when nobody else sees logins
