@@ -43,6 +43,7 @@ def _spin(stop_at: float) -> None:
 
 def _baseline_tree(rev: str, dest: Path) -> Path:
     """The package and the chroot script of ``rev``, and a python wrapper that imports that package."""
+    dest.mkdir(parents=True, exist_ok=True)
     archive = dest / "rev.tar"
     subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "snmplb", "chroot"], check=True)
     with tarfile.open(archive) as tar:
