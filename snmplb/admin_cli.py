@@ -29,10 +29,21 @@ SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
 LOCK_TIMEOUT = 10.0
 
 
+def _seconds(raw: str) -> float:
+    """A wait in seconds: a finite number from 0 to 3600 (nan would wait forever)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw[:40]!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"{raw[:40]!r} is not between 0 and 3600 seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="snmplb-admin", description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
-    ap.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="SECONDS",
+    ap.add_argument("--lock-timeout", type=_seconds, default=LOCK_TIMEOUT, metavar="SECONDS",
                     help=f"wait at most this long for another snmplb-admin's change (default {LOCK_TIMEOUT:g})")
     ap.add_argument("--force", action="store_true",
                     help="change a file that has problems anyway, rewriting it from what could be read")

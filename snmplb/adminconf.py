@@ -72,6 +72,7 @@ class AdminReading:
 
     settings: AdminSettings
     problems: tuple[str, ...] = ()
+    missing: bool = False  # there is no file (the defaults, at start)
 
 
 UNREADABLE = AdminSettings(state="draining")
@@ -165,7 +166,7 @@ def read_admin(path: Path) -> AdminReading:
     try:
         data = read_bounded(path, CONFIG_LIMIT)
     except FileNotFoundError:
-        return AdminReading(AdminSettings())
+        return AdminReading(AdminSettings(), missing=True)
     except (OSError, UnsafeFile) as exc:
         return AdminReading(UNREADABLE, (describe(exc, path),))
     except ValueError:  # a NUL in the configured path itself

@@ -110,6 +110,11 @@ class AdminWatch:
                                                 "(a hung network file system?)",))
         elif reading is None:
             reading = AdminReading(UNREADABLE, (f"{self.path}: could not be read",))
+        elif reading.missing and self._last_good not in (None, AdminSettings()):
+            # Gone after it said something else than the defaults (a mistaken rm, a config manager):
+            # the defaults would put a drained or disabled server back in rotation.
+            reading = AdminReading(UNREADABLE, (f"{self.path}: removed after it was read; write it again with "
+                                                "snmplb-admin (the last good settings stay meanwhile)",))
         settings, self._last_good = settle(self._last_good, reading)
         problem = problem_line(reading)
         note = ""

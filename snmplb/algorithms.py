@@ -232,8 +232,11 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
 
     Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
     small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
-    nobody else sees adds at most twice an honest server's share to the estimate, however absurd
-    its figure (issue 10: one agent publishing lbLoginRate 2^32-1 inverted `balanced` fleet-wide).
+    nobody else sees adds at most twice the others' mean rate per unit of capacity, times its own
+    weight, however absurd its rate (issue 10: one agent publishing lbLoginRate 2^32-1 inverted
+    `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
+    agent that lies about its weight draws the logins to itself by that weight anyway, which no
+    estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
     """
     w = [max(1, x.weight) for x in servers]
     per_capacity = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]

@@ -167,7 +167,8 @@ def run(env: Mapping[str, str]) -> str:
     from .settings import VARIABLES
 
     file_values, file_problems = read_client_conf(env, frozenset(v.name for v in VARIABLES))
-    settings, problems = from_env({**file_values, **env})  # what LDM exports (lts.conf) wins
+    # What LDM exports (lts.conf) wins, but an empty variable (a line left blank) is no value.
+    settings, problems = from_env({**file_values, **{k: v for k, v in env.items() if v.strip()}})
     problems = file_problems + problems
     deadline = login_deadline(settings.timeout_ms, env)
     for p in problems:
@@ -196,9 +197,19 @@ def run(env: Mapping[str, str]) -> str:
 
 
 def _configured(env: Mapping[str, str]) -> str:
+    """The configured servers' hosts, in order: the last resort (LB_SERVERS from the environment,
+    else from client.conf, else SERVER)."""
     from .settings import parse_servers
 
-    servers, _ = parse_servers(env.get("LB_SERVERS", "") or env.get("SERVER", ""), 161)
+    text = env.get("LB_SERVERS", "").strip()
+    if not text:
+        try:
+            from .clientconf import read_client_conf
+
+            text = read_client_conf(env, frozenset(("LB_SERVERS",)))[0].get("LB_SERVERS", "")
+        except Exception:  # the last resort's own edge: the file is only a second source here
+            text = ""
+    servers, _ = parse_servers(text or env.get("SERVER", ""), 161)
     return " ".join(dict.fromkeys(s.host for s in servers))
 
 

@@ -92,8 +92,11 @@ ROW_FIRST_LAST = "lbSessionSource"
 
 def decode_row(text: str) -> dict[str, int] | None:
     """The named values of an lbRow text; None unless every field it has is a number within its
-    object's SMI range (and one of its enumeration's values, for an enumeration), and it has at least
-    the first revision's fields.
+    object's SMI range, and it has at least the first revision's fields.
+
+    An enumeration's value is not checked here: a newer agent may publish a value added to the MIB
+    after this client (as unavailable(7) was to lbStatus), and its row must stay readable. The
+    readers judge the values they use (``stats.implausible``, ``ServerState.eligible``).
 
     Extra trailing fields (objects added to the MIB after this client) are ignored; fields missing
     at the tail (an agent older than this client) are absent from the result.
@@ -105,11 +108,10 @@ def decode_row(text: str) -> dict[str, int] | None:
     for o, p in zip(ROW_FIELDS, parts):
         n = int(p)
         low, high = o.range
-        if not low <= n <= high or (o.enums and n not in _ENUM_VALUES[o.name]):
+        if not low <= n <= high:
             return None
         values[o.name] = n
     return values
 
 
 _ROW_MIN = [o.name for o in ROW_FIELDS].index(ROW_FIRST_LAST) + 1
-_ENUM_VALUES = {o.name: frozenset(o.enums.values()) for o in ROW_FIELDS if o.enums}

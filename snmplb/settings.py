@@ -44,7 +44,15 @@ def _is_utf8(raw: str) -> bool:
 def is_host(text: str) -> bool:
     """A DNS name or IPv4 literal (letters, digits, '.', '-', '_'), or an IPv6 literal."""
     if ":" in text:
-        return 2 <= len(text) <= 45 and set(text) <= _IPV6_CHARS
+        if not (2 <= len(text) <= 45 and set(text) <= _IPV6_CHARS):
+            return False
+        import _socket  # the C module: cheap, and only for IPv6 entries
+
+        try:  # "1.2.3.4:5:6" has only IPv6 characters but is no address
+            _socket.inet_pton(_socket.AF_INET6, text)
+        except OSError:
+            return False
+        return True
     return 0 < len(text) <= 253 and text[0] in _ALNUM and set(text) <= _HOST_CHARS
 
 
@@ -192,8 +200,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
              "`thresholded`, `balanced`: skip servers that are swapping."),
     Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c",
-             "`2c` or `3` (authPriv). With `3` and a passphrase missing or bad, nothing is polled (no fallback "
-             "to SNMPv2c in clear): the configured list is printed."),
+             "`2c` or `3` (authPriv). With `3` and a passphrase missing or bad, or any other value, nothing is "
+             "polled (no fallback to SNMPv2c in clear): the configured list is printed."),
     Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
     Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
     Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
@@ -236,6 +244,10 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
         try:
             changes[var.attr] = var.parse(raw)
         except ConfigError as exc:
+            if var.name == "LB_SNMP_VERSION":  # "v3" meant SNMPv3: never fall back to clear text
+                changes[var.attr] = ""
+                problems.append(f"{var.name}: {exc}; not polling (no fallback to SNMPv2c in clear)")
+                continue
             problems.append(f"{var.name}: {exc}; using the default ({var.default})")
     settings = ClientSettings()._replace(**changes)
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
@@ -243,7 +255,7 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     problems += more
     settings = settings._replace(servers=servers)
     refused = refusal(settings)
-    if refused:
+    if refused and not refused.startswith("LB_SNMP_VERSION: not 2c"):  # that one is reported above
         problems.append(refused)
     if settings.algorithm == "lbserver" and not settings.lbserver_url:
         problems.append("LB_ALGORITHM: lbserver needs LB_LBSERVER_URL; it falls back to thresholded")
@@ -258,6 +270,8 @@ def refusal(settings: ClientSettings) -> str:
     SNMPv3 without both passphrases is refused, never downgraded: falling back to SNMPv2c would send
     the community in clear on a network the admin chose to protect.
     """
+    if settings.snmp_version not in ("2c", "3"):
+        return "LB_SNMP_VERSION: not 2c or 3; not polling (no fallback to SNMPv2c in clear)"
     if settings.snmp_version == "3":
         missing = [v for v, attr in (("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase"),
                                      ("LB_SNMP_PRIV_PASSPHRASE", "priv_passphrase")) if not getattr(settings, attr)]

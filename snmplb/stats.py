@@ -13,8 +13,9 @@ from . import mib
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
 MAX_DATA_AGE_MS = 30_000
-# Statuses in which a server takes no new login, whatever else its row says.
-CLOSED_STATUSES = frozenset(("disabled", "draining", "full", "unavailable"))
+# Statuses in which a server may take a new login. Any other (disabled, draining, full, unavailable,
+# or a value added to the MIB after this client) closes it, whatever else its row says.
+OPEN_STATUSES = frozenset(("idle", "busy", "swapping"))
 # Failure reasons that mean "could not reach the agent" (the poller's words), as opposed to an agent
 # that answered wrongly: an NMS reports the first CRITICAL and the second UNKNOWN.
 UNREACHABLE = ("no answer within", "nothing listening", "name does not resolve", "name did not resolve",
@@ -110,11 +111,11 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
 
         The admin state and the status are both read, and the more conservative wins: a row
         that says enabled but reports itself disabled, draining, full or unavailable (cannot
-        take a login) is not chosen.
+        take a login), or a status this client does not know (a newer agent's), is not chosen.
         """
         if not self.ok or self.admin_state != "enabled" or self.weight <= 0:
             return False
-        if self.status in CLOSED_STATUSES:
+        if self.status not in OPEN_STATUSES:
             return False
         return not (self.max_sessions and self.sessions >= self.max_sessions)
 
@@ -128,7 +129,7 @@ def implausible(values: dict[str, int]) -> str:
         (v["lbMemAvailablePercent"] <= 100 and v["lbRating"] <= 100, "percentages"),
         (v["lbSwapFree"] <= v["lbSwapTotal"], "swap figures"),
         (v["lbSwapping"] in (1, 2), "swapping flag"),
-        (v["lbAdminState"] in _ADMIN and v["lbStatus"] in _STATUS, "state or status value"),
+        (v["lbAdminState"] in _ADMIN and v["lbStatus"] >= 1, "state or status value"),
         (v["lbUsers"] <= v["lbSessions"], "users above sessions"),
         (v["lbWeight"] <= 10000, "weight"),
         (abs(v["lbLoadPerCpu"] - v["lbLoad1"] / v["lbCpuCount"]) <= 1 if v["lbCpuCount"] else False,

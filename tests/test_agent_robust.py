@@ -147,6 +147,33 @@ def test_a_missing_admin_file_means_the_defaults_silently(spawn, tmp_path):
     assert a.admin_view() == (ENABLED, "100", OK, "")
 
 
+def test_an_admin_file_removed_after_it_disabled_the_server_keeps_it_disabled(spawn, tmp_path):
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="disabled", weight=50))
+    a = spawn()
+    assert a.admin_view() == (DISABLED, "50", OK, "")
+    (tmp_path / "admin.conf").unlink()  # a mistaken rm: the defaults would put it back in rotation
+    _settle(a)
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (DISABLED, "50", PROBLEM) and "removed" in problem
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="enabled"))  # written again by snmplb-admin
+    assert wait_for(lambda: a.admin_view() == (ENABLED, "100", OK, ""))
+
+
+def test_an_admin_file_of_defaults_may_come_and_go(spawn, tmp_path):
+    save_admin(tmp_path / "admin.conf", AdminSettings())
+    a = spawn()
+    (tmp_path / "admin.conf").unlink()  # nothing is loosened: the defaults were the admin's intent
+    _settle(a)
+    assert a.admin_view() == (ENABLED, "100", OK, "")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "x"])
+def test_a_lock_timeout_that_would_wait_forever_is_refused(tmp_path, value):
+    r = subprocess.run([str(BIN / "snmplb-admin"), "--file", str(tmp_path / "admin.conf"), "--lock-timeout", value,
+                        "drain"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--lock-timeout" in r.stderr and not (tmp_path / "admin.conf").exists()
+
+
 def test_a_fifo_as_admin_file_never_blocks_the_first_answer(spawn, tmp_path):
     os.mkfifo(tmp_path / "admin.conf")
     a = spawn()

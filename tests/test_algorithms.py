@@ -157,7 +157,7 @@ def test_max_hosts_limits_the_list():
 
 @pytest.mark.parametrize("change, why", [
     ({"lbCpuCount": 0}, "CPU count"), ({"lbMemAvailable": 9_000_000}, "memory"), ({"lbSwapping": 7}, "swapping"),
-    ({"lbStatus": 42}, "status"), ({"lbUsers": 5}, "users"), ({"lbLoadPerCpu": 900}, "load per CPU"),
+    ({"lbStatus": 0}, "status"), ({"lbUsers": 5}, "users"), ({"lbLoadPerCpu": 900}, "load per CPU"),
     ({"lbDataAge": 120_000}, "stale"), ({"lbRating": 101}, "percentages"), ({"lbSwapFree": 101}, "swap"),
 ])
 def test_implausible_rows_are_named(change, why):

@@ -56,12 +56,28 @@ def _text(values: dict[str, int]) -> str:
 
 @pytest.mark.parametrize("field,value", [
     ("lbSessions", 2**55), ("lbSessions", 10**19), ("lbCpuCount", 2**32), ("lbWeight", 10001),
-    ("lbRating", 101), ("lbStatus", 9), ("lbAdminState", 0), ("lbSwapInPages", 2**64),
+    ("lbRating", 101), ("lbStatus", 2**31), ("lbSwapInPages", 2**64),
 ])
 def test_every_row_field_must_be_within_its_smi_range(field, value):
     good = row(sessions=3, users=1)
     assert mib.decode_row(_text(good)) == good
     assert mib.decode_row(_text({**good, field: value})) is None
+
+
+@pytest.mark.parametrize("field,value,why", [("lbAdminState", 0, "implausible"), ("lbAdminState", 4, "implausible"),
+                                             ("lbSwapping", 3, "implausible"), ("lbStatus", 0, "implausible")])
+def test_values_outside_the_enumerations_the_client_acts_on_are_implausible(field, value, why):
+    from snmplb.stats import implausible
+
+    assert why in implausible({**row(), field: value})
+
+
+def test_a_status_this_client_does_not_know_closes_the_server_but_keeps_its_row():
+    from snmplb.stats import implausible
+
+    newer = _with(up("newer", sessions=0, users=0), lbStatus=max(mib.obj("lbStatus").enums.values()) + 1)
+    assert implausible(newer.values) == "" and newer.ok and not newer.eligible
+    assert mib.decode_row(_text(newer.values)) == newer.values
 
 
 def test_balanced_survives_the_largest_legal_session_counts():

@@ -25,7 +25,7 @@ def test_defaults_and_documented_table():
 @pytest.mark.parametrize("var, value", [
     ("LB_ALGORITHM", "bestest"), ("LB_TIMEOUT_MS", "soon"), ("LB_TIMEOUT_MS", "0"), ("LB_TIMEOUT_MS", "99999999"),
     ("LB_MAX_LOAD", "nan"), ("LB_MAX_LOAD", "-1"), ("LB_MAX_RESPONSE_MS", "1.5"), ("LB_SKIP_SWAPPING", "maybe"),
-    ("LB_SNMP_VERSION", "1"), ("LB_SNMP_AUTH_PROTOCOL", "MD5"), ("LB_SNMP_PRIV_PROTOCOL", "DES"),
+    ("LB_SNMP_AUTH_PROTOCOL", "MD5"), ("LB_SNMP_PRIV_PROTOCOL", "DES"),
     ("LB_LBSERVER_URL", "ftp://x/"), ("LB_SNMP_PORT", "70000"), ("LB_RETRIES", "-1"), ("LB_MAX_HOSTS", "x"),
     ("LB_SNMP_COMMUNITY", "bad\x01char"), ("LB_SEED", "seed"),
 ])
@@ -203,3 +203,21 @@ def test_the_lbserver_client_never_raises_on_a_bad_url():
     for url in ("http://lb:99999/", "http://[::1/", "ftp://x/"):
         host, why = ask_lbserver(url, 0.0, clock=lambda: -1.0)
         assert host is None and why.startswith("LB_LBSERVER_URL")
+
+
+@pytest.mark.parametrize("version", ["v3", "SNMPv3", "3c", "2", "x" * 500])
+def test_a_mistyped_snmp_version_polls_nothing_rather_than_fall_back_to_clear_text(version):
+    s, problems = from_env({**BASE, "LB_SNMP_VERSION": version, "LB_SNMP_AUTH_PASSPHRASE": "auth-pass-ok",
+                            "LB_SNMP_PRIV_PASSPHRASE": "priv-pass-ok"})
+    assert "not polling" in refusal(s)
+    assert [p for p in problems if p.startswith("LB_SNMP_VERSION:")] and all(len(p) < 300 for p in problems)
+    assert not any("using the default (2c)" in p for p in problems)
+
+
+@pytest.mark.parametrize("text,ok", [("::1", True), ("fe80::1", True), ("2001:db8::8:800:200c:417a", True),
+                                     ("1.2.3.4:5:6", False), ("127.0.0.1:99999", False), (":::", False),
+                                     ("1:2:3:4:5:6:7:8:9", False), ("app1", True), ("10.0.0.1", True)])
+def test_only_real_ipv6_literals_pass_as_addresses(text, ok):
+    from snmplb.settings import is_host
+
+    assert is_host(text) is ok
