@@ -1,10 +1,10 @@
-"""Write the NMS files from the MIB: Zabbix 6.0 template, Nagios objects, Icinga 2 config.
+"""Write the NMS files from the MIB: Zabbix 6.0 template, Nagios objects, Icinga 2 config, Prometheus, Grafana.
 
 Every OID in nms/ comes from snmplb.mib (compiled from SNMPLB-MIB), so moving
 the MIB's root regenerates them all. Like mibgen, the files are committed and
 ``--check`` (run by the tests) fails when they are stale:
 
-    python -m snmplb.nmsgen            # rewrite nms/zabbix, nms/nagios, nms/icinga2
+    python -m snmplb.nmsgen            # rewrite nms/zabbix, nagios, icinga2, prometheus, grafana
     python -m snmplb.nmsgen --check
 """
 
@@ -15,7 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from . import mib
+from . import mib, promgen, promrules
 
 NMS = Path(__file__).resolve().parent.parent / "nms"
 TEMPLATE = "SNMPLB LTSP application server by SNMP"
@@ -277,7 +277,10 @@ def icinga2() -> str:
     return "\n".join(out) + "\n"
 
 
-FILES = {"zabbix/snmplb_template.yaml": zabbix, "nagios/snmplb.cfg": nagios, "icinga2/snmplb.conf": icinga2}
+FILES = {"zabbix/snmplb_template.yaml": zabbix, "nagios/snmplb.cfg": nagios, "icinga2/snmplb.conf": icinga2,
+         "prometheus/snmp.yml": promgen.snmp_yml_021, "prometheus/snmp-0.23.yml": promgen.snmp_yml_023,
+         "prometheus/generator.yml": promgen.generator_yml, "prometheus/snmplb-rules.yml": promrules.rules_yml,
+         "grafana/snmplb-dashboard.json": promrules.dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:
