@@ -153,6 +153,7 @@ def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
                                       sessions=(("ann", "10.0.0.1"), ("bob", "10.0.0.2"), ("ann", "10.0.0.3"))))
     drain = fleet.add("drain", FakeLoad(load1=0.5), AdminSettings(state="draining"))
     swap = fleet.add("swap", FakeLoad(pswpin=0))
+    broken = fleet.add("broken", agent="/bin/false")  # snmpd answers, SNMPLB-MIB's objects are missing
     published(netsnmp, swap)  # snmpd starts the agent at the first request: its baseline is 0 pages
     stop = threading.Event()
 
@@ -196,9 +197,12 @@ def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
         # The v3 authPriv module, with the passphrases from the deployed file.
         code, text = exporter.scrape(idle.address, promgen.MODULE_V3)
         assert code == 200 and value(parse_exposition(text), "snmplb_sessions") == 3, text[-2000:]
-        # A target that does not answer: no snmplb series (Prometheus then records up == 0 or a scrape error).
+        # snmpd without the agent: the scrape succeeds with no snmplb series (SnmplbServerDown's second half).
+        code, text = exporter.scrape(broken.address)
+        assert code == 200 and not [n for n, _, _ in parse_exposition(text) if n.startswith("snmplb_")], text
+        # A target that does not answer: the scrape fails, so Prometheus records up == 0.
         code, text = exporter.scrape("127.0.0.60:1")
-        assert "snmplb_" not in "".join(n for n, _, _ in parse_exposition(text)) if code == 200 else code >= 500
+        assert code == 500 and "snmp_error" in text, (code, text)
         log = exporter.log.read_text()
         for secret in (COMMUNITY, V3.auth_pass, V3.priv_pass):
             assert secret not in log
