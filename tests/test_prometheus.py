@@ -360,3 +360,35 @@ def test_dashboard_json_shape():
         for t in p.get("targets", []):
             assert t["datasource"]["uid"] == "${datasource}" and t["refId"]
     assert promrules.dashboard() == (PROJECT / "nms" / "grafana" / "snmplb-dashboard.json").read_text()
+
+
+GENERATOR = shutil.which("prometheus-snmp-generator")
+
+
+@pytest.mark.skipif(GENERATOR is None, reason="prometheus-snmp-generator not installed")
+def test_upstreams_generator_reads_the_mib_as_promgen_does(tmp_path):
+    """Debian's prometheus-snmp-generator (0.21, net-snmp's MIB parser) from our generator.yml's walk and
+    types: the same instances, OIDs, types and enumerations as our snmp.yml. 0.21's generator knows no
+    ``auths``, ``name`` or ``scale``, so those are left out of its input (its metrics keep the MIB names)."""
+    from snmplb import mibgen
+
+    gen = yaml.safe_load((PROM / "generator.yml").read_text())["modules"]["snmplb"]
+    types = {name: ov["type"] for name, ov in gen["overrides"].items() if "type" in ov}
+    (tmp_path / "generator.yml").write_text(yaml.safe_dump(
+        {"modules": {"snmplb": {"walk": gen["walk"], "version": 2,
+                                "overrides": {name: {"type": t} for name, t in types.items()}}}}))
+    r = subprocess.run([GENERATOR, "generate"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "MIBDIRS": ":".join(mibgen.mib_search_dirs())})
+    assert r.returncode == 0, r.stdout + r.stderr
+    theirs = yaml.safe_load((tmp_path / "snmp.yml").read_text())["snmplb"]
+    ours = yaml.safe_load((PROM / "snmp.yml").read_text())[promgen.MODULE]
+    assert sorted(theirs["get"]) == sorted(ours["get"])
+    by_oid = {m["oid"]: m for m in theirs["metrics"]}
+    assert set(by_oid) == {m["oid"] for m in ours["metrics"]}
+    for m in ours["metrics"]:
+        t = by_oid[m["oid"]]
+        o = mib.obj(t["name"])  # theirs are named as in the MIB
+        assert m["name"] == promgen.metric_name(o)
+        assert m.get("enum_values") == t.get("enum_values"), o.name
+        assert m["type"] == ("DisplayString" if o.hint == "d-2" else t["type"]), o.name  # loads: see promgen
+        assert t["help"].startswith(" ".join(o.description.split())[:40]), o.name
