@@ -392,3 +392,60 @@ def test_upstreams_generator_reads_the_mib_as_promgen_does(tmp_path):
         assert m.get("enum_values") == t.get("enum_values"), o.name
         assert m["type"] == ("DisplayString" if o.hint == "d-2" else t["type"]), o.name  # loads: see promgen
         assert t["help"].startswith(" ".join(o.description.split())[:40]), o.name
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def _api(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+@needs_exporter
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed")
+def test_prometheus_scrapes_through_the_exporter_and_evaluates_the_rules(fleet, netsnmp, tmp_path):
+    """A real Prometheus with nms/README.md's scrape job and the rules file: the draining server's and the
+    dead target's alerts go pending (their ``for`` is minutes to hours), the idle server raises none."""
+    idle = fleet.add("idle", FakeLoad(load1=1.5, cpus=4))
+    drain = fleet.add("drain", admin=AdminSettings(state="draining"))
+    for inst in (idle, drain):
+        published(netsnmp, inst)  # start the agents
+    exporter = Exporter(deployed_config(tmp_path), tmp_path / "exporter.log")
+    port = _free_tcp_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": [str(PROM / "snmplb-rules.yml")],
+        "scrape_configs": [{
+            "job_name": "snmplb", "metrics_path": "/snmp", "params": {"module": ["snmplb"]},
+            "static_configs": [{"targets": [idle.address, drain.address, "127.0.0.60:1"]}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"127.0.0.1:{exporter.port}"}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "prometheus.log", "wb")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def pending() -> set[tuple[str, str]]:
+            try:
+                alerts = _api(port, "alerts")["data"]["alerts"]
+            except OSError:
+                return set()
+            return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts if "instance" in a["labels"]}
+
+        want = {("SnmplbDrainingTooLong", drain.address), ("SnmplbServerDown", "127.0.0.60:1")}
+        assert wait_for(lambda: want <= pending(), timeout=60), (pending(), (tmp_path / "prometheus.log").read_text()[-3000:])
+        assert not [a for a in pending() if a[1] == idle.address]
+        result = _api(port, "query?query=snmplb_load1")["data"]["result"]
+        loads = {r["metric"]["instance"]: float(r["value"][1]) for r in result}
+        assert loads[idle.address] == 1.5
+        up = {r["metric"]["instance"]: r["value"][1] for r in _api(port, "query?query=up")["data"]["result"]}
+        assert up == {idle.address: "1", drain.address: "1", "127.0.0.60:1": "0"}
+    finally:
+        prom.kill()
+        prom.wait(timeout=10)
+        log.close()
+        exporter.stop()
