@@ -44,6 +44,10 @@ def parse_exposition(text: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
+# Straight to loopback: an http_proxy in the environment must not carry these requests off the machine.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,20 +58,23 @@ class Exporter:
     """prometheus-snmp-exporter on a loopback port with a config file; killed by stop()."""
 
     def __init__(self, config: Path, log: Path) -> None:
-        self.port = _free_tcp_port()
         self.log = log
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen([EXPORTER, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{self.port}",
-                                      "--log.level=debug"], stdout=self._log, stderr=subprocess.STDOUT)
-        if not wait_for(self._up, timeout=20):
+        for _ in range(3):  # the free port may be taken before the exporter binds it: a few tries
+            self.port = _free_tcp_port()
+            self._log = open(log, "wb")
+            self.proc = subprocess.Popen([EXPORTER, f"--config.file={config}",
+                                          f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=debug"],
+                                         stdout=self._log, stderr=subprocess.STDOUT)
+            if wait_for(self._up, timeout=20) and self.proc.poll() is None:
+                return
             self.stop()
-            raise AssertionError(f"snmp_exporter did not start: {log.read_text()[-2000:]}")
+        raise AssertionError(f"snmp_exporter did not start: {log.read_text()[-2000:]}")
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"snmp_exporter exited: {self.log.read_text()[-2000:]}")
+            return True  # exited: stop waiting (the caller sees it is not serving)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2):
+            with _LOCAL.open(f"http://127.0.0.1:{self.port}/", timeout=2):
                 return True
         except OSError:
             return False
@@ -75,7 +82,7 @@ class Exporter:
     def scrape(self, target: str, module: str = promgen.MODULE) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.port}/snmp?target={target}&module={module}"
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:  # the module's own SNMP timeout is 5 s x 3 tries
+            with _LOCAL.open(url, timeout=30) as r:  # the module's own SNMP timeout is 5 s x 3 tries
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
@@ -398,7 +405,7 @@ PROMETHEUS = shutil.which("prometheus")
 
 
 def _api(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=10) as r:
+    with _LOCAL.open(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=10) as r:
         return json.loads(r.read())
 
 
@@ -437,7 +444,8 @@ def test_prometheus_scrapes_through_the_exporter_and_evaluates_the_rules(fleet, 
             return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts if "instance" in a["labels"]}
 
         want = {("SnmplbDrainingTooLong", drain.address), ("SnmplbServerDown", "127.0.0.60:1")}
-        assert wait_for(lambda: want <= pending(), timeout=60), (pending(), (tmp_path / "prometheus.log").read_text()[-3000:])
+        assert wait_for(lambda: want <= pending(), timeout=60), \
+            (pending(), (tmp_path / "prometheus.log").read_text()[-3000:])
         assert not [a for a in pending() if a[1] == idle.address]
         result = _api(port, "query?query=snmplb_load1")["data"]["result"]
         loads = {r["metric"]["instance"]: float(r["value"][1]) for r in result}
