@@ -1,10 +1,10 @@
-"""Write the NMS files from the MIB: Zabbix 6.0 template, Nagios objects, Icinga 2 config.
+"""Write the NMS files from the MIB: Zabbix 6.0 template, Nagios objects, Icinga 2 config, Prometheus, Grafana.
 
 Every OID in nms/ comes from snmplb.mib (compiled from SNMPLB-MIB), so moving
 the MIB's root regenerates them all. Like mibgen, the files are committed and
 ``--check`` (run by the tests) fails when they are stale:
 
-    python -m snmplb.nmsgen            # rewrite nms/zabbix, nms/nagios, nms/icinga2
+    python -m snmplb.nmsgen            # rewrite nms/zabbix, nagios, icinga2, prometheus, grafana
     python -m snmplb.nmsgen --check
 """
 
@@ -15,7 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from . import mib
+from . import mib, promgen, promrules
 
 NMS = Path(__file__).resolve().parent.parent / "nms"
 TEMPLATE = "SNMPLB LTSP application server by SNMP"
@@ -107,10 +107,10 @@ def _item(o: mib.MibObject) -> list[str]:
         for kind, param in pre:
             lines += [f"            - type: {kind}", "              parameters:", f"                - {_q(param)}"]
     lines += ["          tags:", "            - tag: component", "              value: snmplb"]
-    triggers = TRIGGERS.get(o.name, [])
-    if triggers:
+    item_triggers = triggers().get(o.name, [])
+    if item_triggers:
         lines.append("          triggers:")
-        for expr, name, priority in triggers:
+        for expr, name, priority in item_triggers:
             lines += [f"            - uuid: {_uuid('trigger', name)}",
                       f"              expression: {_q(expr.format(t=TEMPLATE, k=_key(o.name)))}",
                       f"              name: {_q(name)}",
@@ -118,19 +118,50 @@ def _item(o: mib.MibObject) -> list[str]:
     return lines
 
 
-TRIGGERS = {
-    "lbSwapping": [("last(/{t}/{k})=1", "SNMPLB: {HOST.NAME} is swapping", "AVERAGE")],
-    "lbLoadPerCpu": [("min(/{t}/{k},5m)>{{$SNMPLB.LOAD.MAX}}",
-                      "SNMPLB: load per CPU above {$SNMPLB.LOAD.MAX} for 5 min on {HOST.NAME}", "WARNING")],
-    "lbStatus": [("last(/{t}/{k})=4", "SNMPLB: {HOST.NAME} is full (maximum sessions reached)", "WARNING"),
-                 ("last(/{t}/{k})=7", "SNMPLB: {HOST.NAME} cannot take a login (sshd not listening or "
-                                      "a login path full or hung)", "HIGH"),
-                 ("nodata(/{t}/{k},5m)=1", "SNMPLB: no data from {HOST.NAME} for 5 min", "HIGH")],
-    "lbAdminState": [("last(/{t}/{k})=2", "SNMPLB: {HOST.NAME} is draining", "INFO"),
-                     ("last(/{t}/{k})=3", "SNMPLB: {HOST.NAME} is disabled", "WARNING")],
-    "lbDataAge": [("last(/{t}/{k})>{{$SNMPLB.AGE.MAX}}",
-                   "SNMPLB: agent data on {HOST.NAME} older than {$SNMPLB.AGE.MAX} s", "WARNING")],
-}
+def enum(name: str, label: str) -> int:
+    """The number of enumeration ``label`` of object ``name``, from the MIB (never typed by hand)."""
+    enums = mib.obj(name).enums
+    if label not in enums:
+        raise KeyError(f"{mib.MODULE}::{name} has no enumeration {label!r} (it has {', '.join(enums)})")
+    return enums[label]
+
+
+def enum_range(name: str, *labels: str) -> str:
+    """A Nagios range ``low:high`` holding exactly these enumerations of ``name``.
+
+    Raises ValueError when the MIB's numbers for them are not contiguous (the range would also
+    hold another state), so a renumbered MIB stops the generator instead of writing a wrong check.
+    """
+    numbers = [enum(name, label) for label in labels]
+    low, high = min(numbers), max(numbers)
+    inside = {label for label, n in mib.obj(name).enums.items() if low <= n <= high}
+    if inside != set(labels):
+        raise ValueError(f"{name}: {sorted(labels)} are not a contiguous range in {mib.MODULE} ({sorted(inside)})")
+    return f"{low}:{high}"
+
+
+def _is(name: str, label: str) -> str:
+    """A Zabbix expression: the item's last value is enumeration ``label``."""
+    return f"last(/{{t}}/{{k}})={enum(name, label)}"
+
+
+def triggers() -> dict[str, list[tuple[str, str, str]]]:
+    """Zabbix triggers per object: (expression, name, priority). A function: read from the MIB at each call."""
+    return {
+        "lbSwapping": [(_is("lbSwapping", "true"), "SNMPLB: {HOST.NAME} is swapping", "AVERAGE")],
+        "lbLoadPerCpu": [("min(/{t}/{k},5m)>{{$SNMPLB.LOAD.MAX}}",
+                          "SNMPLB: load per CPU above {$SNMPLB.LOAD.MAX} for 5 min on {HOST.NAME}", "WARNING")],
+        "lbStatus": [(_is("lbStatus", "full"), "SNMPLB: {HOST.NAME} is full (maximum sessions reached)", "WARNING"),
+                     (_is("lbStatus", "unavailable"), "SNMPLB: {HOST.NAME} cannot take a login (sshd not "
+                                                     "listening or a login path full or hung)", "HIGH"),
+                     ("nodata(/{t}/{k},5m)=1", "SNMPLB: no data from {HOST.NAME} for 5 min", "HIGH")],
+        "lbAdminState": [(_is("lbAdminState", "draining"), "SNMPLB: {HOST.NAME} is draining", "INFO"),
+                         (_is("lbAdminState", "disabled"), "SNMPLB: {HOST.NAME} is disabled", "WARNING")],
+        "lbDataAge": [("last(/{t}/{k})>{{$SNMPLB.AGE.MAX}}",
+                       "SNMPLB: agent data on {HOST.NAME} older than {$SNMPLB.AGE.MAX} s", "WARNING")],
+    }
+
+
 GRAPHS = {
     "SNMPLB: load": ["lbLoad1", "lbLoad5", "lbLoad15", "lbLoadPerCpu"],
     "SNMPLB: sessions": ["lbSessions", "lbUsers", "lbMaxSessions"],
@@ -189,16 +220,23 @@ def zabbix() -> str:
     return "\n".join(out) + "\n"
 
 
-# check_snmp examples: (command name, objects, warning, critical, labels). Thresholds ALWAYS given:
-# check_snmp reports OK for a missing OID when it has none.
-CHECK_SNMP = [
-    ("check_snmplb_load", ["lbLoadPerCpu"], "100", "200", "load_per_cpu_x100"),
-    ("check_snmplb_memory", ["lbMemAvailablePercent"], "10:", "5:", "mem_available_pct"),
-    ("check_snmplb_admin", ["lbAdminState"], "1:1", "1:2", "admin_state"),
-    ("check_snmplb_swapping", ["lbSwapping"], "2:2", "2:2", "swapping"),
-    ("check_snmplb_overview", ["lbLoadPerCpu", "lbMemAvailablePercent", "lbSwapInRate", "lbSwapOutRate"],
-     "100,10:,50,50", "200,5:,500,500", "load_per_cpu_x100,mem_available_pct,swap_in,swap_out"),
-]
+def check_snmp() -> list[tuple[str, list[str], str, str, str]]:
+    """The check_snmp examples: (command name, objects, warning, critical, labels).
+
+    Thresholds ALWAYS given: check_snmp reports OK for a missing OID when it has none. The
+    enumerations' ranges are read from the MIB at each call.
+    """
+    return [
+        ("check_snmplb_load", ["lbLoadPerCpu"], "100", "200", "load_per_cpu_x100"),
+        ("check_snmplb_memory", ["lbMemAvailablePercent"], "10:", "5:", "mem_available_pct"),
+        # enabled is OK, draining a warning, disabled critical; not swapping (false) is OK.
+        ("check_snmplb_admin", ["lbAdminState"], enum_range("lbAdminState", "enabled"),
+         enum_range("lbAdminState", "enabled", "draining"), "admin_state"),
+        ("check_snmplb_swapping", ["lbSwapping"], enum_range("lbSwapping", "false"), enum_range("lbSwapping", "false"),
+         "swapping"),
+        ("check_snmplb_overview", ["lbLoadPerCpu", "lbMemAvailablePercent", "lbSwapInRate", "lbSwapOutRate"],
+         "100,10:,50,50", "200,5:,500,500", "load_per_cpu_x100,mem_available_pct,swap_in,swap_out"),
+    ]
 
 
 def nagios() -> str:
@@ -230,7 +268,7 @@ def nagios() -> str:
         "# Plain check_snmp (monitoring-plugins) with SNMPLB-MIB's OIDs. check_snmp takes the community on",
         "# its command line ($USER3$ in resource.cfg keeps it out of the object files, not out of `ps`).",
     ]
-    for name, objs, warn, crit, labels in CHECK_SNMP:
+    for name, objs, warn, crit, labels in check_snmp():
         oids = _oid_list(objs)
         out += ["", "define command {", f"    command_name    {name}",
                 f"    command_line    $USER1$/check_snmp -H $HOSTADDRESS$ -P 2c -C $USER3$ -o {oids} "
@@ -267,7 +305,7 @@ def icinga2() -> str:
         "  assign where host.vars.snmplb",
         "}",
     ]
-    for name, objs, warn, crit, labels in CHECK_SNMP:
+    for name, objs, warn, crit, labels in check_snmp():
         oids = _oid_list(objs)
         out += ["", f'apply Service "{name.replace("check_", "")}" {{', '  import "generic-service"',
                 '  check_command = "snmp"', f'  vars.snmp_oid = "{oids}"', f'  vars.snmp_label = "{labels}"',
@@ -277,7 +315,10 @@ def icinga2() -> str:
     return "\n".join(out) + "\n"
 
 
-FILES = {"zabbix/snmplb_template.yaml": zabbix, "nagios/snmplb.cfg": nagios, "icinga2/snmplb.conf": icinga2}
+FILES = {"zabbix/snmplb_template.yaml": zabbix, "nagios/snmplb.cfg": nagios, "icinga2/snmplb.conf": icinga2,
+         "prometheus/snmp.yml": promgen.snmp_yml_021, "prometheus/snmp-0.23.yml": promgen.snmp_yml_023,
+         "prometheus/generator.yml": promgen.generator_yml, "prometheus/snmplb-rules.yml": promrules.rules_yml,
+         "grafana/snmplb-dashboard.json": promrules.dashboard}
 
 
 def main(argv: list[str] | None = None) -> int:

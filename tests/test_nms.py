@@ -335,3 +335,84 @@ def test_check_snmplb_warns_when_the_agent_cannot_use_its_admin_file(fleet):
     assert wait_for(lambda: check(inst)[0] == WARNING, timeout=10)  # the agent's next sample
     code, out = check(inst)
     assert code == WARNING and "admin file has a problem" in out, out
+
+
+def _labels_in_range(obj: str, rng: str) -> set[str]:
+    low, high = (int(x) for x in rng.split(":"))
+    return {label for label, n in mib.obj(obj).enums.items() if low <= n <= high}
+
+
+def test_every_enumeration_number_in_the_generated_files_is_the_mibs():
+    """Read back every generated file: each number compared with an enumerated object is the MIB's number
+    for the state the check or trigger names."""
+    by_oid = {"." + ".".join(map(str, o.instance)): o for o in mib.OBJECTS}
+    # Zabbix triggers: last(/T/snmplb.lbX)=N must be the MIB's number of the state the trigger names.
+    tpl = yaml.safe_load((PROJECT / "nms/zabbix/snmplb_template.yaml").read_text())["zabbix_export"]["templates"][0]
+    named = {"is swapping": ("lbSwapping", "true"), "is full": ("lbStatus", "full"),
+             "cannot take a login": ("lbStatus", "unavailable"), "is draining": ("lbAdminState", "draining"),
+             "is disabled": ("lbAdminState", "disabled")}
+    compared = 0
+    for item in tpl["items"]:
+        for trig in item.get("triggers", []):
+            for name, number in re.findall(r"last\(/[^/]+/snmplb\.(\w+)\)=(\d+)", trig["expression"]):
+                ((obj, label),) = [v for k, v in named.items() if k in trig["name"]]
+                assert name == obj and int(number) == mib.obj(obj).enums[label], trig
+                compared += 1
+    assert compared == 5
+    # check_snmp thresholds on enumerated objects, in the Nagios and the Icinga 2 files.
+    expect = {"lbAdminState": ({"enabled"}, {"enabled", "draining"}), "lbSwapping": ({"false"}, {"false"})}
+    nagios = (PROJECT / "nms/nagios/snmplb.cfg").read_text()
+    icinga = (PROJECT / "nms/icinga2/snmplb.conf").read_text()
+    found = re.findall(r"-o (\S+) -l \S+ -w (\S+) -c (\S+)", nagios)
+    found += re.findall(r'snmp_oid = "([^"]+)"\n.*\n  vars.snmp_warn = "([^"]+)"\n  vars.snmp_crit = "([^"]+)"', icinga)
+    checked = 0
+    for oids, warn, crit in found:
+        for oid, w, c in zip(oids.split(","), warn.split(","), crit.split(",")):
+            o = by_oid[oid]
+            if o.enums:
+                assert (_labels_in_range(o.name, w), _labels_in_range(o.name, c)) == expect[o.name], (oid, w, c)
+                checked += 1
+    assert checked == 4  # two objects, two files
+    # Prometheus: the modules' enum_values, and the states the rules name.
+    from snmplb import promgen
+
+    for rel in ("snmp.yml", "snmp-0.23.yml"):
+        doc = yaml.safe_load((PROJECT / "nms/prometheus" / rel).read_text())
+        modules = doc.get("modules", doc)
+        for module in modules.values():
+            for m in module["metrics"]:
+                o = next(o for o in mib.OBJECTS if ".".join(map(str, o.oid)) == m["oid"])
+                assert m.get("enum_values", {}) == {n: label for label, n in o.enums.items()}, (rel, m["name"])
+    names = {promgen.metric_name(o): o for o in mib.OBJECTS}
+    rules = (PROJECT / "nms/prometheus/snmplb-rules.yml").read_text()
+    states = re.findall(r'(snmplb_\w+)\{\1=\\"(\w+)\\"\}', rules)
+    assert len(states) >= 6
+    for metric, label in states:
+        assert label in names[metric].enums, (metric, label)
+
+
+def test_generators_follow_a_renumbered_mib(monkeypatch):
+    """No enumeration number is typed in the generators: renumber the MIB and every output follows."""
+    from snmplb import promgen
+
+    shifted = {o.name: o._replace(enums={k: v + 10 for k, v in o.enums.items()}) for o in mib.OBJECTS}
+    monkeypatch.setattr(mib, "BY_NAME", shifted)
+    monkeypatch.setattr(mib, "OBJECTS", tuple(shifted.values()))
+    zabbix = nmsgen.zabbix()
+    assert "last(/SNMPLB LTSP application server by SNMP/snmplb.lbStatus)=14" in zabbix  # full(4) + 10
+    assert "snmplb.lbAdminState)=12" in zabbix and "snmplb.lbSwapping)=11" in zabbix
+    nagios = nmsgen.nagios()
+    assert "-l admin_state -w 11:11 -c 11:12" in nagios and "-l swapping -w 12:12 -c 12:12" in nagios
+    assert 'vars.snmp_warn = "11:11"' in nmsgen.icinga2()
+    module = yaml.safe_load(promgen.snmp_yml_021())[promgen.MODULE]
+    status = next(m for m in module["metrics"] if m["name"] == "snmplb_status")
+    assert status["enum_values"][17] == "unavailable"
+    # A renumbering that puts another state inside a check's range stops the generator.
+    broken = dict(shifted, lbAdminState=shifted["lbAdminState"]._replace(enums={"enabled": 1, "draining": 3,
+                                                                                "disabled": 2}))
+    monkeypatch.setattr(mib, "BY_NAME", broken)
+    with pytest.raises(ValueError, match="not a contiguous range"):
+        nmsgen.nagios()
+    monkeypatch.setattr(mib, "BY_NAME", dict(shifted, lbStatus=shifted["lbStatus"]._replace(enums={"idle": 1})))
+    with pytest.raises(KeyError, match="no enumeration 'full'"):
+        nmsgen.zabbix()

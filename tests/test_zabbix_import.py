@@ -124,7 +124,7 @@ def test_the_template_imports_into_zabbix_60_with_every_item_trigger_and_graph(z
     assert len(by_oid) == len(mib.OBJECTS)
     for o in mib.OBJECTS:
         assert by_oid[".".join(map(str, o.instance))]["key_"] == f"snmplb.{o.name}"
-    assert len(tpl["triggers"]) == sum(len(v) for v in nmsgen.TRIGGERS.values())
+    assert len(tpl["triggers"]) == sum(len(v) for v in nmsgen.triggers().values())
     assert {g["name"] for g in tpl["graphs"]} == set(nmsgen.GRAPHS)
     assert {m["macro"] for m in tpl["macros"]} == {"{$SNMPLB.AGE.MAX}", "{$SNMPLB.LOAD.MAX}"}
     assert {vm["name"] for vm in tpl["valuemaps"]} == {"SNMPLB " + (o.tc or o.name) for o in mib.OBJECTS if o.enums}

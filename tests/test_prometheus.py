@@ -1,0 +1,459 @@
+"""Prometheus: Debian's real snmp_exporter serves the generated module and scrapes real snmpd + agent
+instances; promtool checks and unit-tests the alert rules; the Grafana dashboard's queries are parsed by
+promtool and only use metrics the module exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import COMMUNITY, V3, wait_for
+from snmplb import mib, promgen, promrules
+from snmplb.adminconf import AdminSettings
+from snmplb.labfleet import PROJECT, FakeLoad
+
+PROM = PROJECT / "nms" / "prometheus"
+EXPORTER = shutil.which("prometheus-snmp-exporter")
+PROMTOOL = shutil.which("promtool")
+needs_exporter = pytest.mark.skipif(EXPORTER is None, reason="prometheus-snmp-exporter not installed "
+                                    "(scripts/setup.sh installs it)")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (package prometheus) not installed")
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of Prometheus' text format: (name, labels, value); comments skipped."""
+    out = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            m = SAMPLE.match(line)
+            assert m, line
+            labels = {k: bytes(v, "utf-8").decode("unicode_escape") for k, v in LABEL.findall(m.group(2) or "")}
+            out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+# Straight to loopback: an http_proxy in the environment must not carry these requests off the machine.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Exporter:
+    """prometheus-snmp-exporter on a loopback port with a config file; killed by stop()."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.log = log
+        for _ in range(3):  # the free port may be taken before the exporter binds it: a few tries
+            self.port = _free_tcp_port()
+            self._log = open(log, "wb")
+            self.proc = subprocess.Popen([EXPORTER, f"--config.file={config}",
+                                          f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=debug"],
+                                         stdout=self._log, stderr=subprocess.STDOUT)
+            if wait_for(self._up, timeout=20) and self.proc.poll() is None:
+                return
+            self.stop()
+        raise AssertionError(f"snmp_exporter did not start: {log.read_text()[-2000:]}")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            return True  # exited: stop waiting (the caller sees it is not serving)
+        try:
+            with _LOCAL.open(f"http://127.0.0.1:{self.port}/", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    def scrape(self, target: str, module: str = promgen.MODULE) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}/snmp?target={target}&module={module}"
+        try:
+            with _LOCAL.open(url, timeout=30) as r:  # the module's own SNMP timeout is 5 s x 3 tries
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def deployed_config(tmp_path: Path) -> Path:
+    """snmp.yml as a site deploys it: the placeholders replaced by the secrets (here the fleet's)."""
+    text = (PROM / "snmp.yml").read_text()
+    for placeholder, secret in ((promgen.COMMUNITY_PLACEHOLDER, COMMUNITY), (promgen.AUTH_PLACEHOLDER, V3.auth_pass),
+                                (promgen.PRIV_PLACEHOLDER, V3.priv_pass)):
+        assert placeholder in text
+        text = text.replace(placeholder, secret)
+    path = tmp_path / "snmp.yml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def published(netsnmp, inst) -> dict[str, str]:
+    """What the agent publishes, by snmpget (numeric values, strings unquoted)."""
+    objs = promgen.exported()
+    r = netsnmp.v2c("snmpget", inst, *(mib.oid_str(o.instance) for o in objs), opts=("-On", "-Oe", "-Oqv"))
+    assert r.returncode == 0, r.stderr
+    values = r.stdout.splitlines()
+    assert len(values) == len(objs), r.stdout
+    return {o.name: v.strip().strip('"') for o, v in zip(objs, values)}
+
+
+# Objects that move between the snmpget and the scrape (time, rates over the agent's window).
+MOVING = {"lbDataAge", "lbInService", "lbSwapInRate", "lbSwapOutRate", "lbLoginRate", "lbSwapInPages"}
+
+
+def assert_matches(samples, snmp: dict[str, str]) -> None:
+    """Every exported object's series carry the value snmpget read."""
+    by_name: dict[str, list] = {}
+    for name, labels, value in samples:
+        by_name.setdefault(name, []).append((labels, value))
+    for o in promgen.exported():
+        name, kind, raw = promgen.metric_name(o), promgen.metric_type(o), snmp[o.name]
+        if kind == "EnumAsStateSet":
+            states = {labels[name]: value for labels, value in by_name[name]}
+            assert set(states) == set(o.enums), (name, states)  # one series per state of the MIB
+            expect = {label: 1.0 if str(n) == raw else 0.0 for label, n in o.enums.items()}
+            assert states == expect, (name, raw, states)
+        elif kind == "EnumAsInfo":
+            ((labels, value),) = by_name[name + "_info"]
+            assert value == 1 and o.enums[labels[name]] == int(raw), (name, raw, labels)
+        elif o.hint == "d-2":
+            ((_, value),) = by_name[name]
+            assert value == pytest.approx(int(raw) / 100, abs=1e-9), (name, raw, value)
+        elif o.base == "OCTET STRING":
+            ((labels, value),) = by_name[name]
+            assert value == 1 and labels[name] == raw, (name, raw, labels)
+        elif o.name not in MOVING:
+            ((_, value),) = by_name[name]
+            assert value == int(raw), (name, raw, value)
+        else:
+            assert name in by_name, name
+
+
+def value(samples, name: str, **labels: str) -> float:
+    found = [v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+@needs_exporter
+def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
+    idle = fleet.add("idle", FakeLoad(load1=1.5, load5=1.2, load15=0.07, cpus=4,
+                                      sessions=(("ann", "10.0.0.1"), ("bob", "10.0.0.2"), ("ann", "10.0.0.3"))))
+    drain = fleet.add("drain", FakeLoad(load1=0.5), AdminSettings(state="draining"))
+    swap = fleet.add("swap", FakeLoad(pswpin=0))
+    broken = fleet.add("broken", agent="/bin/false")  # snmpd answers, SNMPLB-MIB's objects are missing
+    published(netsnmp, swap)  # snmpd starts the agent at the first request: its baseline is 0 pages
+    stop = threading.Event()
+
+    def keep_swapping() -> None:
+        """Swap-ins keep arriving (the agent averages over 10 s), so the server stays swapping throughout."""
+        for i in range(1, 300):  # bounded: 300 s at most, and stopped by the test's end
+            swap.set_load(FakeLoad(pswpin=i * 100_000))
+            if stop.wait(1.0):
+                return
+
+    bumper = threading.Thread(target=keep_swapping, daemon=True)
+    bumper.start()
+    exporter = None
+    try:
+        assert wait_for(lambda: published(netsnmp, swap)["lbSwapping"] == str(mib.obj("lbSwapping").enums["true"]),
+                        timeout=15)
+        exporter = Exporter(deployed_config(tmp_path), tmp_path / "exporter.log")
+        for inst in (idle, drain, swap):
+            snmp = published(netsnmp, inst)
+            code, text = exporter.scrape(inst.address)  # 0.21 takes host:port (net.SplitHostPort)
+            assert code == 200, text[-2000:]
+            samples = parse_exposition(text)
+            assert_matches(samples, snmp)
+        # The figures the fake servers were given, end to end.
+        s = parse_exposition(exporter.scrape(idle.address)[1])
+        assert value(s, "snmplb_load1") == 1.5 and value(s, "snmplb_load15") == 0.07
+        assert value(s, "snmplb_load_per_cpu") == pytest.approx(0.38, abs=0.006)
+        assert value(s, "snmplb_cpus") == 4 and value(s, "snmplb_sessions") == 3 and value(s, "snmplb_users") == 2
+        assert value(s, "snmplb_mem_total_kibibytes") == 8 * 1024 * 1024
+        assert value(s, "snmplb_status", snmplb_status="busy") + value(s, "snmplb_status", snmplb_status="idle") == 1
+        assert value(s, "snmplb_admin_state", snmplb_admin_state="enabled") == 1
+        assert value(s, "snmplb_swapping", snmplb_swapping="false") == 1
+        assert "snmplb_row" not in text and "lbRow" not in text
+        d = parse_exposition(exporter.scrape(drain.address)[1])
+        assert value(d, "snmplb_admin_state", snmplb_admin_state="draining") == 1
+        assert value(d, "snmplb_status", snmplb_status="draining") == 1 and value(d, "snmplb_rating") == 0
+        w = parse_exposition(exporter.scrape(swap.address)[1])
+        assert value(w, "snmplb_swapping", snmplb_swapping="true") == 1
+        assert value(w, "snmplb_status", snmplb_status="swapping") == 1
+        assert value(w, "snmplb_swap_in_pages_total") >= 100_000
+        # The v3 authPriv module, with the passphrases from the deployed file.
+        code, text = exporter.scrape(idle.address, promgen.MODULE_V3)
+        assert code == 200 and value(parse_exposition(text), "snmplb_sessions") == 3, text[-2000:]
+        # snmpd without the agent: the scrape succeeds with no snmplb series (SnmplbServerDown's second half).
+        code, text = exporter.scrape(broken.address)
+        assert code == 200 and not [n for n, _, _ in parse_exposition(text) if n.startswith("snmplb_")], text
+        # A target that does not answer: the scrape fails, so Prometheus records up == 0.
+        code, text = exporter.scrape("127.0.0.60:1")
+        assert code == 500 and "snmp_error" in text, (code, text)
+        log = exporter.log.read_text()
+        for secret in (COMMUNITY, V3.auth_pass, V3.priv_pass):
+            assert secret not in log
+    finally:
+        stop.set()
+        bumper.join(timeout=10)
+        if exporter:
+            exporter.stop()
+
+
+@needs_exporter
+def test_generated_modules_load_and_the_023_format_matches(tmp_path):
+    """0.21 reads snmp.yml strictly (--dry-run); snmp-0.23.yml carries the same module with auths apart."""
+    r = subprocess.run([EXPORTER, f"--config.file={deployed_config(tmp_path)}", "--dry-run"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    old = yaml.safe_load((PROM / "snmp.yml").read_text())
+    new = yaml.safe_load((PROM / "snmp-0.23.yml").read_text())
+    assert set(new) == {"auths", "modules"} and set(new["modules"]) == {promgen.MODULE}
+    assert {k: v for k, v in old[promgen.MODULE].items() if k not in ("auth", "version")} == new["modules"]["snmplb"]
+    assert new["auths"]["snmplb_v2c"] == {**old[promgen.MODULE]["auth"], "version": 2}
+    assert new["auths"]["snmplb_v3"] == {**old[promgen.MODULE_V3]["auth"], "version": 3}
+    gen = yaml.safe_load((PROM / "generator.yml").read_text())
+    overrides = gen["modules"]["snmplb"]["overrides"]
+    assert {ov["name"] for ov in overrides.values()} == {m["name"] for m in new["modules"]["snmplb"]["metrics"]}
+
+
+def test_module_follows_the_mib():
+    """Every object but lbRow, with the MIB's OID, type and every enumeration value; no secret in the files."""
+    doc = yaml.safe_load((PROM / "snmp.yml").read_text())
+    for module in (promgen.MODULE, promgen.MODULE_V3):
+        metrics = {m["oid"]: m for m in doc[module]["metrics"]}
+        assert len(metrics) == len(mib.OBJECTS) - 1
+        for o in mib.OBJECTS:
+            m = metrics.get(".".join(map(str, o.oid)))
+            if o.name == "lbRow":
+                assert m is None
+                continue
+            assert m["name"].startswith("snmplb_") and m["help"]
+            assert m.get("enum_values", {}) == {n: label for label, n in o.enums.items()}, o.name
+            if o.hint == "d-2":  # hundredths: the regex extracts give the real number (promgen's docstring)
+                assert m["type"] == "DisplayString" and m["regex_extracts"] == {"": promgen._HUNDREDTHS}
+            else:
+                assert m["type"] == {"Counter64": "counter", "Gauge32": "gauge"}.get(o.base, m["type"])
+        assert doc[module]["get"] == [".".join(map(str, o.instance)) for o in mib.OBJECTS if o.name != "lbRow"]
+    assert doc[promgen.MODULE_V3]["auth"]["security_level"] == "authPriv"
+    for f in PROM.glob("*.yml"):
+        text = f.read_text()
+        assert COMMUNITY not in text and "public" not in text and V3.auth_pass not in text
+
+
+@pytest.mark.parametrize("hundredths, shown", [(0, 0.0), (7, 0.07), (42, 0.42), (100, 1.0), (150, 1.5),
+                                               (12345, 123.45), (4294967295, 42949672.95)])
+def test_the_hundredths_regex_gives_the_real_number(hundredths, shown):
+    """The same regexes snmp_exporter applies (it anchors them; Go's $1 expands like Python's \\1)."""
+    for rule in promgen._HUNDREDTHS:
+        m = re.fullmatch(rule["regex"], str(hundredths))
+        if m:
+            assert float(m.expand(rule["value"].replace("$1", r"\1").replace("$2", r"\2"))) == shown
+            return
+    raise AssertionError(hundredths)
+
+
+@needs_promtool
+def test_promtool_checks_and_unit_tests_the_rules():
+    r = subprocess.run([PROMTOOL, "check", "rules", str(PROM / "snmplb-rules.yml")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    tests = sorted((PROJECT / "tests" / "prometheus").glob("*.yml"))
+    assert tests
+    r = subprocess.run([PROMTOOL, "test", "rules", *map(str, tests)], capture_output=True, text=True, timeout=300,
+                       cwd=PROJECT)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+def test_every_alert_has_a_unit_test_that_fires_it():
+    rules = yaml.safe_load((PROM / "snmplb-rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    fired, quiet = set(), set()
+    for f in (PROJECT / "tests" / "prometheus").glob("*.yml"):
+        for t in yaml.safe_load(f.read_text())["tests"]:
+            for case in t.get("alert_rule_test", []):
+                (fired if case.get("exp_alerts") else quiet).add(case["alertname"])
+    assert alerts == fired == quiet, (alerts - fired, alerts - quiet)
+    needed = {"SnmplbServerDown", "SnmplbSwapping", "SnmplbFull", "SnmplbDrainingTooLong", "SnmplbUnavailable",
+              "SnmplbAdminFileProblem", "SnmplbDataStale", "SnmplbFleetSessionsNearMaximum",
+              "SnmplbFleetCapacityLow"}
+    assert needed <= alerts
+
+
+# PromQL words that are not metric names.
+_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",
+                 "offset", "inf", "nan", "le"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (strings, label matchers, ranges and grouping dropped)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        if not m.group(2) and m.group(1).lower() not in _PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]", m.group(1)):
+            names.add(m.group(1))
+    return names
+
+
+def test_metric_names_parser():
+    assert metric_names('sum by (instance) (rate(snmplb_a_total[5m])) / on(instance) snmplb_b{x="y"} > 0.9') == \
+        {"snmplb_a_total", "snmplb_b"}
+    assert metric_names('up{job="snmplb"} == 0 unless snmplb_c offset 5m') == {"up", "snmplb_c"}
+
+
+def dashboard_exprs() -> list[str]:
+    dash = json.loads((PROJECT / "nms" / "grafana" / "snmplb-dashboard.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_and_rules_use_only_exported_metrics():
+    known = promgen.exported_names() | {"up"}
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 8
+    rules = yaml.safe_load((PROM / "snmplb-rules.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    for expr in exprs:
+        names = metric_names(expr)
+        assert names and names <= known, (expr, names - known)
+    used = set().union(*map(metric_names, dashboard_exprs()))
+    for wanted in ("snmplb_sessions", "snmplb_max_sessions", "snmplb_status", "snmplb_load_per_cpu",
+                   "snmplb_mem_available_percent", "snmplb_swap_in_pages_per_second", "snmplb_logins_per_minute",
+                   "snmplb_ssh_connections"):
+        assert wanted in used, wanted
+
+
+@needs_promtool
+def test_promtool_parses_every_dashboard_query(tmp_path):
+    """promtool has no bare query parser: each query becomes a recording rule it must accept."""
+    exprs = [e.replace("$__rate_interval", "5m").replace("$instance", ".*") for e in dashboard_exprs()]
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e}
+                                                        for i, e in enumerate(exprs)]}]}
+    f = tmp_path / "dashboard-rules.yml"
+    f.write_text(yaml.safe_dump(rules))
+    r = subprocess.run([PROMTOOL, "check", "rules", str(f)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dashboard_json_shape():
+    dash = json.loads((PROJECT / "nms" / "grafana" / "snmplb-dashboard.json").read_text())
+    assert dash["title"] and dash["uid"] and dash["schemaVersion"] >= 30
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        assert set(p["gridPos"]) == {"x", "y", "w", "h"} and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        for t in p.get("targets", []):
+            assert t["datasource"]["uid"] == "${datasource}" and t["refId"]
+    assert promrules.dashboard() == (PROJECT / "nms" / "grafana" / "snmplb-dashboard.json").read_text()
+
+
+GENERATOR = shutil.which("prometheus-snmp-generator")
+
+
+@pytest.mark.skipif(GENERATOR is None, reason="prometheus-snmp-generator not installed")
+def test_upstreams_generator_reads_the_mib_as_promgen_does(tmp_path):
+    """Debian's prometheus-snmp-generator (0.21, net-snmp's MIB parser) from our generator.yml's walk and
+    types: the same instances, OIDs, types and enumerations as our snmp.yml. 0.21's generator knows no
+    ``auths``, ``name`` or ``scale``, so those are left out of its input (its metrics keep the MIB names)."""
+    from snmplb import mibgen
+
+    gen = yaml.safe_load((PROM / "generator.yml").read_text())["modules"]["snmplb"]
+    types = {name: ov["type"] for name, ov in gen["overrides"].items() if "type" in ov}
+    (tmp_path / "generator.yml").write_text(yaml.safe_dump(
+        {"modules": {"snmplb": {"walk": gen["walk"], "version": 2,
+                                "overrides": {name: {"type": t} for name, t in types.items()}}}}))
+    r = subprocess.run([GENERATOR, "generate"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={"PATH": "/usr/bin:/bin", "MIBDIRS": ":".join(mibgen.mib_search_dirs())})
+    assert r.returncode == 0, r.stdout + r.stderr
+    theirs = yaml.safe_load((tmp_path / "snmp.yml").read_text())["snmplb"]
+    ours = yaml.safe_load((PROM / "snmp.yml").read_text())[promgen.MODULE]
+    assert sorted(theirs["get"]) == sorted(ours["get"])
+    by_oid = {m["oid"]: m for m in theirs["metrics"]}
+    assert set(by_oid) == {m["oid"] for m in ours["metrics"]}
+    for m in ours["metrics"]:
+        t = by_oid[m["oid"]]
+        o = mib.obj(t["name"])  # theirs are named as in the MIB
+        assert m["name"] == promgen.metric_name(o)
+        assert m.get("enum_values") == t.get("enum_values"), o.name
+        assert m["type"] == ("DisplayString" if o.hint == "d-2" else t["type"]), o.name  # loads: see promgen
+        assert t["help"].startswith(" ".join(o.description.split())[:40]), o.name
+
+
+PROMETHEUS = shutil.which("prometheus")
+
+
+def _api(port: int, path: str) -> dict:
+    with _LOCAL.open(f"http://127.0.0.1:{port}/api/v1/{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+@needs_exporter
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed")
+def test_prometheus_scrapes_through_the_exporter_and_evaluates_the_rules(fleet, netsnmp, tmp_path):
+    """A real Prometheus with nms/README.md's scrape job and the rules file: the draining server's and the
+    dead target's alerts go pending (their ``for`` is minutes to hours), the idle server raises none."""
+    idle = fleet.add("idle", FakeLoad(load1=1.5, cpus=4))
+    drain = fleet.add("drain", admin=AdminSettings(state="draining"))
+    for inst in (idle, drain):
+        published(netsnmp, inst)  # start the agents
+    exporter = Exporter(deployed_config(tmp_path), tmp_path / "exporter.log")
+    port = _free_tcp_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": [str(PROM / "snmplb-rules.yml")],
+        "scrape_configs": [{
+            "job_name": "snmplb", "metrics_path": "/snmp", "params": {"module": ["snmplb"]},
+            "static_configs": [{"targets": [idle.address, drain.address, "127.0.0.60:1"]}],
+            "relabel_configs": [
+                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                {"source_labels": ["__param_target"], "target_label": "instance"},
+                {"target_label": "__address__", "replacement": f"127.0.0.1:{exporter.port}"}]}]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "prometheus.log", "wb")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def pending() -> set[tuple[str, str]]:
+            try:
+                alerts = _api(port, "alerts")["data"]["alerts"]
+            except OSError:
+                return set()
+            return {(a["labels"]["alertname"], a["labels"]["instance"]) for a in alerts if "instance" in a["labels"]}
+
+        want = {("SnmplbDrainingTooLong", drain.address), ("SnmplbServerDown", "127.0.0.60:1")}
+        assert wait_for(lambda: want <= pending(), timeout=60), \
+            (pending(), (tmp_path / "prometheus.log").read_text()[-3000:])
+        assert not [a for a in pending() if a[1] == idle.address]
+        result = _api(port, "query?query=snmplb_load1")["data"]["result"]
+        loads = {r["metric"]["instance"]: float(r["value"][1]) for r in result}
+        assert loads[idle.address] == 1.5
+        up = {r["metric"]["instance"]: r["value"][1] for r in _api(port, "query?query=up")["data"]["result"]}
+        assert up == {idle.address: "1", drain.address: "1", "127.0.0.60:1": "0"}
+    finally:
+        prom.kill()
+        prom.wait(timeout=10)
+        log.close()
+        exporter.stop()
