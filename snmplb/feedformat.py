@@ -11,8 +11,9 @@ Every field is present and never empty: "-" stands for unknown (a server
 that did not answer has no load) and for no reason. Host names and reasons
 are sanitised (no tab, newline or other control character; reasons cut to
 REASON_MAX bytes), so splitting on tab and newline is always right. A
-message never exceeds the queue's message size: server lines that do not
-fit are left out and the header counts only the lines present.
+message never exceeds the queue's message size nor MAX_SERVERS lines:
+server lines that do not fit are left out and the header counts only the
+lines present.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ VERSION = 1
 REASON_MAX = 120   # bytes of a reason kept (the C header's SNMPLB_FEED_REASON_MAX - 1)
 NAME_MAX = 255     # a DNS name's length
 MSGSIZE = 8192     # Linux's default msgsize_max: what an unprivileged feed may ask for
+MAX_SERVERS = 128  # the C header's SNMPLB_FEED_MAX_SERVERS: a C reader has room for this many lines
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def encode(snap: Snapshot, limit: int = MSGSIZE) -> bytes:
     """The message, at most ``limit`` bytes (rows that do not fit are left out, the header says how many fit)."""
     lines: list[str] = []
     size = 100 + len(snap.recommended.encode())  # room for the header
-    for r in snap.rows:
+    for r in snap.rows[:MAX_SERVERS]:
         ln = _line(r)
         if size + len(ln.encode()) > limit:
             break

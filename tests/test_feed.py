@@ -57,6 +57,8 @@ def test_a_message_never_exceeds_the_queue_message_size():
     assert len(data) <= 8192
     back = feedformat.decode(data)
     assert 100 < len(back.rows) < 400 and back.rows[0].host == "server-000.example.org"
+    short = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    assert len(feedformat.decode(feedformat.encode(Snapshot(1, "", short))).rows) == feedformat.MAX_SERVERS
 
 
 def test_garbage_is_refused_by_the_python_reader():
@@ -239,3 +241,16 @@ def test_c_parser_refuses_garbage(reader):
                 b"SNMPLB-FEED 1 1 " + b"x" * 5000 + b" 0\n", os.urandom(3000)):
         r = subprocess.run([str(reader), "-"], input=bad, capture_output=True, timeout=10)
         assert r.returncode == 3 and r.stdout == b"unparsable\n", bad[:40]
+
+
+def test_c_parser_reads_the_largest_message_the_feed_sends(reader):
+    long_rows = tuple(Row(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
+                      for i in range(50))
+    short_rows = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    for rows in (long_rows, short_rows):
+        data = feedformat.encode(Snapshot(1, rows[0].host, rows))
+        r = subprocess.run([str(reader), "-"], input=data.decode(), capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0
+        head, parsed = _parsed(r.stdout)
+        assert int(head["count"]) == len(feedformat.decode(data).rows) == len(parsed)
+        assert head["recommended"] == rows[0].host
