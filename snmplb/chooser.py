@@ -119,6 +119,9 @@ class QueueSource:
     def silent_for(self) -> float:
         return time.monotonic() - self.last
 
+    def close(self) -> None:
+        self.q.close()
+
 
 class PollSource:
     """Polls the fleet itself in a worker thread (the poll blocks up to LB_TIMEOUT_MS)."""
@@ -252,6 +255,7 @@ class Chooser:
             self.apply(snap)
         elif self.source.name == "queue" and self.source.silent_for() > self.stale_s:
             # The feed stopped (or never publishes): carry on with our own poll.
+            self.source.close()
             self.source = PollSource(self.refresh_s)
         self.root.after(200, self._tick)
 

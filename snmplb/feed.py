@@ -29,10 +29,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import feedformat, mqueue
 from .errors import QueueError
 from .feedformat import Snapshot
+
+if TYPE_CHECKING:
+    from .settings import ClientSettings
 
 QUEUE = "/snmplb-feed"
 JSON_PATH = Path("/run/snmplb/feed.json")
@@ -40,7 +44,7 @@ REFRESH_S = 5.0
 IDLE_S = 60.0
 
 
-def settings_from(env: Mapping[str, str]):  # -> tuple[ClientSettings, list[str]]
+def settings_from(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     """The thin client's settings as get_hosts reads them: client.conf, then the environment (non-empty wins)."""
     from .clientconf import read_client_conf
     from .settings import VARIABLES, from_env
@@ -50,7 +54,7 @@ def settings_from(env: Mapping[str, str]):  # -> tuple[ClientSettings, list[str]
     return settings, problems + more
 
 
-def poll_once(settings, rng: random.Random, client_id: str, now: Callable[[], float] = time.time) -> Snapshot:
+def poll_once(settings: ClientSettings, rng: random.Random, client_id: str, now: Callable[[], float] = time.time) -> Snapshot:
     """One refresh: poll every configured server (get_hosts' path) and the algorithm's recommendation."""
     from .algorithms import Context, decide
     from .gethosts import gather
@@ -109,7 +113,7 @@ class _Stop:
         self.signal = signum
 
 
-def run(settings, args: argparse.Namespace, log: Callable[[str], None]) -> int:
+def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str], None]) -> int:
     """The loop: poll, publish, sleep until the next refresh, until a limit or a signal."""
     from .clientid import default_mac
 

@@ -208,3 +208,27 @@ def test_no_display_is_a_clear_error(tmp_path):
     env = {"PATH": os.environ["PATH"], "LB_SERVERS": "127.0.0.1:9", "SNMPLB_CLIENT_CONF": str(tmp_path / "none")}
     r = subprocess.run([str(BIN / "snmplb-chooser")], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot open the window" in r.stderr and r.stdout == ""
+
+
+def test_a_silent_feed_makes_the_chooser_poll_itself(fleet, display, tmp_path):
+    app = fleet.add("app", FakeLoad(load1=0.4, cpus=2))
+    queue = f"/snmplb-test-silent-{os.getpid()}"
+    q = mqueue.Queue.create(queue, maxmsg=1, msgsize=8192)  # a queue whose feed never publishes
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "SNMPLB_CHOOSER_STATE": str(state),
+           "LB_SERVERS": app.address}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "1", "--refresh", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: _state(state).get("rows") and _state(state), timeout=20)
+        assert s["source"] == "poll" and s["rows"][0]["state"] == "Idle" and s["selected"] == app.host
+        _keys(env, "Return", closes=True)
+        out, _err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == app.host + "\n"
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        q.close()
+        mqueue.unlink(queue)
