@@ -15,6 +15,8 @@ if [ "${1:-}" != "--minimal" ]; then
     packages+=(prometheus-snmp-exporter prometheus)  # snmp_exporter scrapes the agent; promtool tests the rules
     # A real Zabbix to import the template into: its schema, its PHP frontend (the import API), a database.
     packages+=(postgresql zabbix-server-pgsql zabbix-frontend-php php-pgsql php-cli)
+    # The feed's C reader (a compiler) and the chooser under a real X server (Tk, Xvfb, keys, screenshots).
+    packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)

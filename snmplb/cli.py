@@ -3,7 +3,8 @@
     snmplb status                      # settings from the environment (LB_* variables)
     snmplb status --lts-conf /srv/tftp/ltsp/i386/lts.conf --client 52:54:00:12:34:56
     snmplb status --json
-    snmplb status --watch 2            # refresh every 2 s, in place (the spec's server chooser)
+    snmplb status --watch 2            # refresh every 2 s, in place
+    snmplb feed --group ldm            # publish each refresh for a greeter (docs/feed.md)
 
 Exit status: 0 when at least one server answered, 1 when none did, 2 for usage errors.
 """
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ltsconf
+from . import feed, ltsconf
 from .algorithms import REGISTRY, Context, decide
 from .clientid import default_mac
 from .gethosts import gather
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output (for greeters and scripts)")
     st.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     st.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
+    fd = sub.add_parser("feed", help="publish the fleet's state for a greeter or snmplb-chooser (docs/feed.md)")
+    fd.add_argument("--lts-conf", type=Path, help="read LB_* settings from this lts.conf instead of the environment")
+    fd.add_argument("--client", action="append", default=[], metavar="ID",
+                    help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
+    feed.add_arguments(fd)
     return ap
 
 
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"snmplb: {args.lts_conf}: {exc.strerror}", file=sys.stderr)
         return 2
+    if args.command == "feed":
+        return feed.main(args, env)
     code, n = 1, 0
     try:
         while True:

@@ -18,3 +18,13 @@ class MibError(SnmplbError):
 
 class FleetError(SnmplbError):
     """A local snmpd instance could not be started or did not answer."""
+
+
+class QueueError(SnmplbError):
+    """A POSIX message queue call failed (the message names the call and the system's reason)."""
+
+    def __init__(self, call: str, err: int) -> None:
+        import os
+
+        super().__init__(f"{call}: {os.strerror(err)}")
+        self.errno = err

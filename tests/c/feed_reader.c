@@ -1,0 +1,72 @@
+/* A small C greeter stand-in: reads snmplb feed messages and prints what it parsed.
+ *
+ *   feed_reader QUEUE COUNT TIMEOUT_S   receive COUNT messages from the queue (each within TIMEOUT_S)
+ *   feed_reader -                       parse one message from stdin
+ *
+ * Exit 0 when every message parsed, 3 when one did not, 1 on a system error.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "snmplb-feed.h"
+
+static struct snmplb_feed feed;
+
+static int show(const char *buf, size_t n)
+{
+    int i;
+
+    if (snmplb_feed_parse(buf, n, &feed) != 0) {
+        printf("unparsable\n");
+        return 3;
+    }
+    printf("refreshed=%lld recommended=%s count=%d\n", feed.refreshed,
+           feed.recommended[0] ? feed.recommended : "(none)", feed.count);
+    for (i = 0; i < feed.count; i++) {
+        const struct snmplb_feed_server *s = &feed.servers[i];
+        printf("%s|%s|usable=%d|load=%.2f|free=%ld|sessions=%ld|ms=%s|reason=%s\n", s->host, s->state,
+               s->usable, s->load_per_cpu, s->free_mib, s->sessions, s->answer_ms >= 0 ? "yes" : "no",
+               s->reason);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static char buf[SNMPLB_FEED_MSGSIZE + 1];
+    int i, count, rc = 0;
+    mqd_t q;
+
+    if (argc == 2 && strcmp(argv[1], "-") == 0) {
+        size_t n = fread(buf, 1, sizeof buf, stdin);
+        return show(buf, n);
+    }
+    if (argc != 4)
+        return 1;
+    q = mq_open(argv[1], O_RDONLY);
+    if (q == (mqd_t)-1) {
+        printf("mq_open: %s\n", strerror(errno));
+        return 1;
+    }
+    count = atoi(argv[2]);
+    for (i = 0; i < count; i++) {
+        struct timespec until;
+        ssize_t n;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += atoi(argv[3]);
+        n = mq_timedreceive(q, buf, sizeof buf, NULL, &until);
+        if (n < 0) {
+            printf("mq_receive: %s\n", strerror(errno));
+            return 1;
+        }
+        rc |= show(buf, (size_t)n);
+    }
+    mq_close(q);
+    return rc;
+}

@@ -1,0 +1,234 @@
+"""snmplb-chooser: what it shows (table tests), and the window under a real X server (Xvfb) with a live
+fleet of real snmpd agents, driven by keys typed with xdotool.
+
+The window's content is read through the chooser's documented test hook (SNMPLB_CHOOSER_STATE: it
+writes the rows, states and selection it shows as JSON), and a screenshot checks the colours drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, COMMUNITY, wait_for
+from netfixtures import Silent
+from snmplb import mqueue
+from snmplb.adminconf import AdminSettings
+from snmplb.chooser import cells, message, refusal, selection_after
+from snmplb.errors import QueueError
+from snmplb.feedformat import Row, Snapshot
+from snmplb.labfleet import FakeLoad
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+IDLE = Row("a", "Idle", True, 0.2, 1000, 2, 1.0, "")
+BUSY = Row("b", "Busy", True, 2.0, 1000, 9, 1.0, "")
+DRAIN = Row("c", "Draining", False, 0.1, 1000, 1, 1.0, "")
+DOWN = Row("d", "Down", False, None, None, None, None, "no answer within 500 ms")
+
+
+# -- pure ---------------------------------------------------------------------------------------------------
+
+def test_selection_is_kept_across_refreshes_else_the_recommended():
+    snap = Snapshot(1, "a", (IDLE, BUSY, DRAIN, DOWN))
+    assert selection_after(snap, None) == "a"
+    assert selection_after(snap, "c") == "c"            # the user's choice stays, even on a closed row
+    assert selection_after(Snapshot(1, "b", (BUSY,)), "a") == "b"  # gone: the recommended
+    assert selection_after(Snapshot(1, "", (DOWN, DRAIN)), None) == "d"
+    assert selection_after(Snapshot(1, "", ()), None) is None
+
+
+def test_message_and_refusals():
+    assert message(None, 5) == "Asking the servers..."
+    assert message(Snapshot(1, "", (DOWN, DRAIN)), 5).startswith("No server is available now.")
+    assert message(Snapshot(1, "a", (IDLE,)), 5).startswith("Enter: log in")
+    snap = Snapshot(1, "a", (IDLE, DRAIN, DOWN))
+    assert refusal(snap, "a") == ""
+    assert refusal(snap, "c") == "c is draining: choose another server."
+    assert refusal(snap, "d") == "d is down: choose another server."
+    assert refusal(snap, None) == "Choose a server first."
+
+
+def test_cells():
+    assert cells(IDLE, "a") == ("a", "Idle", "0.20", "2", "recommended")
+    assert cells(DOWN, "a") == ("d", "Down", "-", "-", "no answer within 500 ms")
+    assert cells(DRAIN, "a")[4] == "no new logins"
+
+
+# -- under Xvfb -------------------------------------------------------------------------------------------
+
+def _free_display() -> int:
+    for n in range(40, 200):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            return n
+    raise RuntimeError("no free X display number in 40..199")
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A real X server (Xvfb) on a free display number."""
+    for tool in ("Xvfb", "xdotool", "import"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing (scripts/setup.sh installs xvfb xdotool imagemagick)")
+    pytest.importorskip("tkinter", reason="Tk is missing (apt-get install python3-tk)")
+    n = _free_display()
+    xvfb = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x600x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: Path(f"/tmp/.X11-unix/X{n}").exists(), timeout=15), "Xvfb did not start"
+        yield f":{n}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+
+
+def _state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _keys(env: dict[str, str], *keys: str, closes: bool = False) -> None:
+    """Focus the chooser's window and type ``keys`` (xdotool, as a user at the keyboard would).
+
+    ``closes``: the last key closes the window, and xdotool then fails to restore the focus it moved:
+    its exit status means nothing.
+    """
+    subprocess.run(["xdotool", "search", "--sync", "--class", "snmplb-chooser", "windowfocus", "--sync",
+                    "key", "--delay", "150", *keys], env=env, check=not closes, timeout=30, capture_output=True)
+
+
+def _histogram(png: Path) -> str:
+    r = subprocess.run(["convert", str(png), "-format", "%c", "histogram:info:-"], capture_output=True,
+                       text=True, timeout=60)
+    return r.stdout.upper()
+
+
+def test_choose_with_keys_from_the_feed_and_a_drain_changes_the_row(fleet, display, tmp_path):
+    idle = fleet.add("idle", FakeLoad(load1=0.8, cpus=4, sessions=(("a", "h"), ("b", "h"))))
+    busy = fleet.add("busy", FakeLoad(load1=8.0, cpus=4, sessions=(("c", "h"),)))
+    drain = fleet.add("drain", admin=AdminSettings(state="draining"))
+    silent = Silent("127.0.0.49")
+    queue = f"/snmplb-test-chooser-{os.getpid()}"
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_ALGORITHM": "best", "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "LB_SERVERS": " ".join(i.address for i in (idle, busy, drain)) + " " + silent.address}
+    feed = subprocess.Popen([str(BIN / "snmplb"), "feed", "--queue", queue, "--json", str(tmp_path / "feed.json"),
+                             "--refresh", "1", "--idle", "0", "--for", "120"], env=env, stderr=subprocess.DEVNULL)
+    chooser = None
+    try:
+        assert wait_for(lambda: (tmp_path / "feed.json").exists(), timeout=20)
+        chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue],
+                                   env={**env, "SNMPLB_CHOOSER_STATE": str(state)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        s = wait_for(lambda: _state(state).get("rows") and _state(state), timeout=20)
+        assert s["source"] == "queue"
+        assert [(r["host"], r["state"]) for r in s["rows"]] == [
+            (idle.host, "Idle"), (busy.host, "Busy"), (drain.host, "Draining"), ("127.0.0.49", "Down")]
+        assert s["selected"] == s["recommended"] == idle.host  # preselected
+        assert s["rows"][0]["note"] == "recommended" and s["rows"][3]["note"] == "no answer within 500 ms"
+        assert s["rows"][0]["load"] == "0.20" and s["rows"][0]["sessions"] == "2"
+        # The screenshot shows the rows in their states' colours (the README's picture).
+        time.sleep(0.5)
+        shot = tmp_path / "chooser.png"
+        subprocess.run(["import", "-display", display, "-window", "root", "-trim", "+repage", str(shot)],
+                       check=True, timeout=60, capture_output=True)
+        colours = _histogram(shot)
+        for bg in ("#FDEBC8", "#E4E4E4", "#F7D0D0"):  # Busy, Draining, Down rows (Idle is under the selection)
+            assert bg in colours, bg
+        if os.environ.get("SNMPLB_UPDATE_SCREENSHOT"):
+            shutil.copy(shot, PROJECT / "docs" / "chooser.png")
+        # The user moves to the busy server; then the admin drains the idle one: its row changes at the
+        # next refresh, and the user's selection stays where it was.
+        _keys(env, "Down")
+        assert wait_for(lambda: _state(state).get("selected") == busy.host, timeout=10)
+        idle.set_admin(AdminSettings(state="draining"))
+        s = wait_for(lambda: (st := _state(state)) and st["rows"][0]["state"] == "Draining" and st, timeout=20)
+        assert s and s["selected"] == busy.host and s["recommended"] == busy.host
+        assert s["rows"][0]["usable"] is False and s["rows"][0]["note"] == "no new logins"
+        # Enter on a draining server is refused with a clear line; the window stays.
+        _keys(env, "Down", "Return")
+        assert wait_for(lambda: "draining: choose another server" in _state(state).get("message", ""), timeout=10)
+        assert chooser.poll() is None
+        # Up, Enter: the printed host is the one selected; exit 0.
+        _keys(env, "Up", "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0, err
+        assert out == busy.host + "\n"
+    finally:
+        if chooser is not None and chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        feed.send_signal(signal.SIGTERM)
+        feed.wait(timeout=15)
+        silent.stop()
+        try:
+            mqueue.unlink(queue)
+        except QueueError:
+            pass
+
+
+def test_no_feed_polls_itself_says_none_available_and_escape_cancels(display, tmp_path):
+    silent = [Silent("127.0.0.49"), Silent("127.0.0.50")]
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "300",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "SNMPLB_CHOOSER_STATE": str(state),
+           "LB_SERVERS": " ".join(s.address for s in silent)}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", f"/snmplb-test-none-{os.getpid()}",
+                                "--refresh", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: _state(state).get("rows") and _state(state), timeout=20)
+        assert s["source"] == "poll"  # no queue: it polls the fleet itself
+        assert [r["state"] for r in s["rows"]] == ["Down", "Down"]
+        assert s["message"].startswith("No server is available now.")
+        _keys(env, "Return")  # nothing to log in to: refused, still open
+        assert wait_for(lambda: "is down: choose another server" in _state(state).get("message", ""), timeout=10)
+        _keys(env, "Escape", closes=True)
+        out, _err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 1 and out == ""
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        for s in silent:
+            s.stop()
+
+
+def test_no_display_is_a_clear_error(tmp_path):
+    env = {"PATH": os.environ["PATH"], "LB_SERVERS": "127.0.0.1:9", "SNMPLB_CLIENT_CONF": str(tmp_path / "none")}
+    r = subprocess.run([str(BIN / "snmplb-chooser")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot open the window" in r.stderr and r.stdout == ""
+
+
+def test_a_silent_feed_makes_the_chooser_poll_itself(fleet, display, tmp_path):
+    app = fleet.add("app", FakeLoad(load1=0.4, cpus=2))
+    queue = f"/snmplb-test-silent-{os.getpid()}"
+    q = mqueue.Queue.create(queue, maxmsg=1, msgsize=8192)  # a queue whose feed never publishes
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "SNMPLB_CHOOSER_STATE": str(state),
+           "LB_SERVERS": app.address}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "1", "--refresh", "1"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: _state(state).get("rows") and _state(state), timeout=20)
+        assert s["source"] == "poll" and s["rows"][0]["state"] == "Idle" and s["selected"] == app.host
+        _keys(env, "Return", closes=True)
+        out, _err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == app.host + "\n"
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        q.close()
+        mqueue.unlink(queue)
