@@ -24,7 +24,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -86,21 +85,9 @@ def stop_reason(limits: Limits, started: float, last_read: float, now: float, re
 
 def write_json(path: Path, text: str, mode: int, gid: int) -> None:
     """Replace ``path`` atomically, with its mode and group set before it appears."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-    try:
-        os.fchmod(fd, mode)
-        if gid >= 0:
-            os.fchown(fd, -1, gid)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .kvfile import write_atomic
+
+    write_atomic(path, text, mode, gid)
 
 
 class _Stop:

@@ -79,16 +79,22 @@ def _parse_lines(lines: Iterable[tuple[int, str]]) -> tuple[dict[str, str], list
     return pairs, problems
 
 
-def write_atomic(path: Path, text: str | bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` (or bytes) so that a reader sees the old or the new file, never half."""
+def write_atomic(path: Path, text: str | bytes, mode: int = 0o644, gid: int = -1) -> None:
+    """Replace ``path`` with ``text`` (or bytes) so that a reader sees the old or the new file, never half.
+
+    The mode (and the group, ``gid`` >= 0) are set before anything is written: the content is never
+    readable by more than ``mode`` allows, not even for an instant.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
     try:
+        os.fchmod(fd, mode)
+        if gid >= 0:
+            os.fchown(fd, -1, gid)
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
