@@ -4,8 +4,11 @@
     snmplb status --lts-conf /srv/tftp/ltsp/i386/lts.conf --client 52:54:00:12:34:56
     snmplb status --json
     snmplb status --watch 2            # refresh every 2 s, in place (the spec's server chooser)
+    snmplb pick [--all|--json] [--port N]   # get_hosts' choice, for scripts (see snmplb/pick.py)
+    snmplb connect PORT                # ssh's ProxyCommand: pick, connect, relay
 
-Exit status: 0 when at least one server answered, 1 when none did, 2 for usage errors.
+Exit status (status): 0 when at least one server answered, 1 when none did, 2 for usage errors.
+pick and connect: 0 chosen, 3 none usable, 4 (connect) none accepted the connection, 2 usage.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ltsconf
+from . import ltsconf, pick
 from .algorithms import REGISTRY, Context, decide
 from .clientid import default_mac
 from .gethosts import gather
@@ -49,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output (for greeters and scripts)")
     st.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     st.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
+    pick.add_parsers(sub)
     return ap
 
 
@@ -83,6 +87,8 @@ def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("pick", "connect"):
+        return pick.run(args)
     try:
         env = _environment(args)
     except OSError as exc:
