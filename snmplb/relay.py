@@ -1,10 +1,10 @@
 """`snmplb connect`'s transport: open TCP to the first server that accepts, then relay both ways.
 
 One thread per direction, each blocking in the kernel (no poll loop to spin):
-``os.splice`` moves the bytes between a pipe and the socket without copying
-them through Python (ssh gives a ProxyCommand pipes); when an end is not a
-pipe (a terminal, a file, a socketpair) it falls back to read/send with
-1 MiB buffers. Half-close as TCP means it: EOF on stdin becomes
+from stdin, ``os.splice`` moves the bytes from the pipe into the socket
+without copying them through Python (ssh gives a ProxyCommand pipes; any
+other stdin falls back to read/send); towards stdout, ``recv_into`` one
+reused 1 MiB buffer and write it out (see ``_pump_out`` for why not splice). Half-close as TCP means it: EOF on stdin becomes
 shutdown(SHUT_WR) and the other direction keeps running until the server
 closes; the server's EOF ends the relay (ssh then sees EOF on its pipe).
 """
@@ -69,17 +69,19 @@ def _pump_in(src: int, sock: socket.socket) -> None:
 
 
 def _pump_out(sock: socket.socket, dst: int) -> None:
-    """socket -> stdout until the server closes (or stdout does)."""
-    src = sock.fileno()
+    """socket -> stdout until the server closes (or stdout does).
+
+    Not spliced: on Linux a blocking splice from a TCP socket into a pipe can keep waiting for more
+    after it has moved some bytes (seen here with ssh: its banner sat in the kernel until a signal
+    woke the call), so this direction reads into one reused 1 MiB buffer instead.
+    """
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
     try:
-        if _SPLICE and _is_pipe(dst):
-            while os.splice(src, dst, CHUNK):
-                pass
-        else:
-            while data := sock.recv(CHUNK):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(dst, view):]
+        while n := sock.recv_into(buf):
+            out = view[:n]
+            while out:
+                out = out[os.write(dst, out):]
     except OSError:
         pass
 
