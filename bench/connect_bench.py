@@ -1,7 +1,8 @@
 """Benchmark: `ssh farm` through `ProxyCommand snmplb connect %p` against direct ssh, same run.
 
 A real snmpd agent and a real sshd share one loopback address (tests/farm.py's farm); each round
-sends SIZE MiB through `ssh farm 'cat > /dev/null'` twice, once through the ProxyCommand (the
+sends SIZE MiB through `ssh farm 'cat > /dev/null'` (up) and receives SIZE MiB from
+`ssh farm 'head -c SIZE /dev/zero'` (down), each twice, once through the ProxyCommand (the
 pick, the connection, the relay) and once straight to the sshd (ProxyCommand none), alternating
 which goes first. Also measured: a login's fixed cost (`ssh farm true`) both ways, and the relay
 alone without ssh's encryption (SIZE MiB from a pipe through `snmplb connect` into a TCP sink,
@@ -40,7 +41,7 @@ def _timed(cmd: list[str], env: dict[str, str], size_mib: int) -> float:
     """Seconds for ``cmd`` with SIZE MiB of zeros on its stdin (fed by dd, not by this process)."""
     start = time.perf_counter()
     dd = subprocess.Popen(["dd", "if=/dev/zero", "bs=1M", f"count={size_mib}", "status=none"], stdout=subprocess.PIPE)
-    r = subprocess.run(cmd, env=env, stdin=dd.stdout, capture_output=True, timeout=600)
+    r = subprocess.run(cmd, env=env, stdin=dd.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     dd.wait(60)
     if r.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed: {r.stderr.decode(errors='replace')[-500:]}")
@@ -84,7 +85,7 @@ def main() -> int:
             via = [*ssh, "farm"]
             direct = [*ssh, "-o", "ProxyCommand=none", "-o", f"HostName={inst.host}", "farm"]
             results: dict[str, list[float]] = {k: [] for k in
-                                               ("proxy_s", "direct_s", "login_proxy_s", "login_direct_s",
+                                               ("proxy_s", "direct_s", "down_proxy_s", "down_direct_s", "login_proxy_s", "login_direct_s",
                                                 "relay_s", "plain_s")}
             srv, _ = _sink()
             port = srv.getsockname()[1]
@@ -97,6 +98,9 @@ def main() -> int:
                 pairs = [("proxy_s", via), ("direct_s", direct)]
                 for key, cmd in (pairs if r % 2 == 0 else pairs[::-1]):
                     results[key].append(_timed([*cmd, "cat > /dev/null"], env, args.size))
+                for key, cmd in ((("down_proxy_s", via), ("down_direct_s", direct))
+                                 if r % 2 == 0 else (("down_direct_s", direct), ("down_proxy_s", via))):
+                    results[key].append(_timed([*cmd, f"head -c {args.size}M /dev/zero"], env, 0))
                 for key, cmd in ((("login_proxy_s", via), ("login_direct_s", direct))
                                  if r % 2 == 0 else (("login_direct_s", direct), ("login_proxy_s", via))):
                     results[key].append(_timed([*cmd, "true"], env, 0))
@@ -107,7 +111,7 @@ def main() -> int:
     summary = {"size_mib": args.size, "rounds": args.rounds, "raw": results}
     for key, xs in results.items():
         summary[key.replace("_s", "_median_s")] = round(statistics.median(xs), 3)
-    for a, b in (("proxy", "direct"), ("relay", "plain")):
+    for a, b in (("proxy", "direct"), ("down_proxy", "down_direct"), ("relay", "plain")):
         summary[f"{a}_mib_s"] = round(args.size / summary[f"{a}_median_s"], 1)
         summary[f"{b}_mib_s"] = round(args.size / summary[f"{b}_median_s"], 1)
     text = json.dumps(summary, indent=2)

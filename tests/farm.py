@@ -71,19 +71,26 @@ def free_port(hosts: list[str]) -> int:
 class Farm:
     """sshd on each host, one ssh client config with Host farm -> snmplb connect."""
 
-    def __init__(self, base: Path, hosts: dict[str, str]) -> None:
+    def __init__(self, base: Path, hosts: dict[str, str], shared_key: bool = True) -> None:
+        """``shared_key``: one host key on every server; else each its own, all listed under "farm"."""
         base.mkdir(parents=True, exist_ok=True)
         self.base = base
         self.host_key, self.user_key = base / "farm_host_key", base / "user_key"
         keygen(self.host_key)
         keygen(self.user_key)
+        keys = {name: self.host_key for name in hosts}
+        if not shared_key:
+            keys = {name: base / f"{name}_host_key" for name in hosts}
+            for k in keys.values():
+                keygen(k)
         authorized = base / "authorized_keys"
         authorized.write_text(self.user_key.with_suffix(".pub").read_text())
         # One alias, one key for the whole farm: whichever server answers, ssh checks it under "farm".
         self.known = base / "known_hosts"
-        self.known.write_text("farm " + " ".join(self.host_key.with_suffix(".pub").read_text().split()[:2]) + "\n")
+        self.known.write_text("".join("farm " + " ".join(k.with_suffix(".pub").read_text().split()[:2]) + "\n"
+                                      for k in dict.fromkeys(keys.values())))
         self.port = free_port(list(hosts.values()))
-        self.servers = {name: FarmSshd(base, name, host, self.port, self.host_key, authorized)
+        self.servers = {name: FarmSshd(base, name, host, self.port, keys[name], authorized)
                         for name, host in hosts.items()}
         self.config = base / "ssh_config"
         self.config.write_text(

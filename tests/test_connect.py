@@ -166,3 +166,20 @@ def test_half_close_reaches_the_server_and_the_reply_still_comes_back(tmp_path):
     assert r.stdout == hashlib.sha256(payload).hexdigest().encode()
     t.join(5)
     srv.close()
+
+
+def test_servers_with_their_own_host_keys_all_listed_under_the_alias(fleet, tmp_path):
+    """The README's second host-key recipe: each server keeps its own key; known_hosts lists every
+    one of them under the alias, and ssh accepts whichever server the decision picks."""
+    insts = [fleet.add(f"own{i}", IDLE) for i in (1, 2)]
+    with Farm(tmp_path / "own", {i.name: i.host for i in insts}, shared_key=False) as f:
+        env = {"LB_SERVERS": addrs(insts), "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1000",
+               "SNMPLB_CLIENT_CONF": str(tmp_path / "none"), "LB_ALGORITHM": "fixed"}
+        assert f.who(env) == "own1"
+        insts[0].set_admin(AdminSettings(state="disabled"))
+        time.sleep(1.2)
+        assert f.who(env) == "own2"
+        # A key that is not listed is refused: checking stays on.
+        f.known.write_text(f.known.read_text().splitlines()[0] + "\n")
+        r = f.ssh("true", env, capture_output=True, text=True)
+        assert r.returncode != 0 and "Host key verification failed" in r.stderr
