@@ -85,7 +85,8 @@ def main() -> int:
             via = [*ssh, "farm"]
             direct = [*ssh, "-o", "ProxyCommand=none", "-o", f"HostName={inst.host}", "farm"]
             results: dict[str, list[float]] = {k: [] for k in
-                                               ("proxy_s", "direct_s", "down_proxy_s", "down_direct_s", "login_proxy_s", "login_direct_s",
+                                               ("proxy_s", "direct_s", "down_proxy_s", "down_direct_s", "login_proxy_s",
+                                                "login_direct_s",
                                                 "relay_s", "plain_s")}
             srv, _ = _sink()
             port = srv.getsockname()[1]

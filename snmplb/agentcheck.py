@@ -116,7 +116,8 @@ def serve(sock: socket.socket, sampler) -> None:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="snmplb-agent-check", description=__doc__.splitlines()[0])
     ap.add_argument("--config", help="the agent's configuration file (default /etc/snmplb/agent.conf)")
-    ap.add_argument("--listen", metavar="HOST:PORT", help="where to listen (not needed under systemd socket activation)")
+    ap.add_argument("--listen", metavar="HOST:PORT", 
+                    help="where to listen (not needed under systemd socket activation)")
     return ap
 
 

@@ -4,9 +4,9 @@ One thread per direction, each blocking in the kernel (no poll loop to spin):
 from stdin, ``os.splice`` moves the bytes from the pipe into the socket
 without copying them through Python (ssh gives a ProxyCommand pipes; any
 other stdin falls back to read/send); towards stdout, ``recv_into`` one
-reused 1 MiB buffer and write it out (see ``_pump_out`` for why not splice). Half-close as TCP means it: EOF on stdin becomes
-shutdown(SHUT_WR) and the other direction keeps running until the server
-closes; the server's EOF ends the relay (ssh then sees EOF on its pipe).
+reused 1 MiB buffer and write it out (see ``_pump_out`` for why not splice).
+Half-close as TCP means it: EOF on stdin becomes shutdown(SHUT_WR) and the
+other direction keeps running until the server closes; the server's EOF ends the relay (ssh then sees EOF on its pipe).
 """
 
 from __future__ import annotations

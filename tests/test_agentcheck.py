@@ -220,7 +220,8 @@ def settle(lb: HAProxy, want: dict[str, tuple[str, str | None]]) -> dict[str, di
     def ok():
         rows = lb.show()
         # HAProxy says who set a state: "DRAIN (agent)", "MAINT (agent)"
-        good = all(rows[n]["status"].split(" (")[0] == st and (w is None or rows[n]["weight"] == w) for n, (st, w) in want.items())
+        good = all(rows[n]["status"].split(" (")[0] == st and (w is None or rows[n]["weight"] == w)
+                   for n, (st, w) in want.items())
         return rows if good else None
     rows = wait_for(ok, timeout=15, step=0.1)
     assert rows, ({n: (r["status"], r["weight"]) for n, r in lb.show().items()}, want)

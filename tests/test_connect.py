@@ -163,6 +163,7 @@ def test_half_close_reaches_the_server_and_the_reply_still_comes_back(tmp_path):
                                         "LB_TIMEOUT_MS": "300", "SNMPLB_CLIENT_CONF": str(tmp_path / "none")})
     # ...with --fallback the configured list is tried, as get_hosts would list it.
     assert r.returncode == 0, r.stderr
+    assert r.stderr == b""  # a clean session says nothing
     assert r.stdout == hashlib.sha256(payload).hexdigest().encode()
     t.join(5)
     srv.close()
