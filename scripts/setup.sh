@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 packages=(snmpd snmp procps)
 if [ "${1:-}" != "--minimal" ]; then
-    packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2 time icinga2-bin)
+    packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2 time icinga2-bin haproxy)
     packages+=(prometheus-snmp-exporter prometheus)  # snmp_exporter scrapes the agent; promtool tests the rules
     # A real Zabbix to import the template into: its schema, its PHP frontend (the import API), a database.
     packages+=(postgresql zabbix-server-pgsql zabbix-frontend-php php-pgsql php-cli)

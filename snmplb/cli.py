@@ -5,8 +5,11 @@
     snmplb status --json
     snmplb status --watch 2            # refresh every 2 s, in place
     snmplb feed --group ldm            # publish each refresh for a greeter (docs/feed.md)
+    snmplb pick [--all|--json] [--port N]   # get_hosts' choice, for scripts (see snmplb/pick.py)
+    snmplb connect PORT                # ssh's ProxyCommand: pick, connect, relay
 
-Exit status: 0 when at least one server answered, 1 when none did, 2 for usage errors.
+Exit status (status): 0 when at least one server answered, 1 when none did, 2 for usage errors.
+pick and connect: 0 chosen, 3 none usable, 4 (connect) none accepted the connection, 2 usage.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import feed, ltsconf
+from . import feed, ltsconf, pick
 from .algorithms import REGISTRY, Context, decide
 from .clientid import default_mac
 from .gethosts import gather
@@ -55,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     fd.add_argument("--client", action="append", default=[], metavar="ID",
                     help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
     feed.add_arguments(fd)
+    pick.add_parsers(sub)
     return ap
 
 
@@ -89,6 +93,8 @@ def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("pick", "connect"):
+        return pick.run(args)
     try:
         env = _environment(args)
     except OSError as exc:

@@ -161,20 +161,21 @@ def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: 
     return servers, decision, why
 
 
-def run(env: Mapping[str, str]) -> str:
-    """The line to print for LDM."""
+def settings_for(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
+    """The login's settings: client.conf's LB_* values under the environment's (empty ones ignored),
+    and every problem found in either (naming the key, never quoting a value)."""
     from .clientconf import read_client_conf
     from .settings import VARIABLES
 
     file_values, file_problems = read_client_conf(env, frozenset(v.name for v in VARIABLES))
     # What LDM exports (lts.conf) wins, but an empty variable (a line left blank) is no value.
     settings, problems = from_env({**file_values, **{k: v for k, v in env.items() if v.strip()}})
-    problems = file_problems + problems
-    deadline = login_deadline(settings.timeout_ms, env)
-    for p in problems:
-        report(p)
-    if not settings.servers:
-        return ""
+    return settings, file_problems + problems
+
+
+def poll_and_decide(settings: ClientSettings, deadline: float) -> tuple[list[ServerState], Decision, str]:
+    """get_hosts' poll and decision for ``settings`` (with servers), until ``deadline``: ``choose`` driven
+    by ``gather``. Shared by ``snmplb pick`` and ``snmplb connect``: one code path for every login."""
     rng: random.Random = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
     client_id = settings.client_id or (default_mac() if settings.algorithm == "sticky" else "")
     early = 0 < settings.sample < len(settings.servers)
@@ -183,7 +184,18 @@ def run(env: Mapping[str, str]) -> str:
               deadline: float) -> tuple[list[ServerState], str | None, str]:
         return gather(polled, rng, early=early, deadline=deadline, hedge=hedge, usable=usable)
 
-    servers, decision, why = choose(settings, rng, client_id, probe, deadline)
+    return choose(settings, rng, client_id, probe, deadline)
+
+
+def run(env: Mapping[str, str]) -> str:
+    """The line to print for LDM."""
+    settings, problems = settings_for(env)
+    deadline = login_deadline(settings.timeout_ms, env)
+    for p in problems:
+        report(p)
+    if not settings.servers:
+        return ""
+    servers, decision, why = poll_and_decide(settings, deadline)
     if why:
         report(why)
     failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
