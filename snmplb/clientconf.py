@@ -30,6 +30,12 @@ def read_client_conf(env: Mapping[str, str], known: frozenset[str]) -> tuple[dic
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return {}, []
+    except PermissionError as exc:
+        if os.geteuid() != 0 and PATH_VARIABLE not in env:
+            # The default file is root's (its secrets are for get_hosts): a user's `snmplb pick` or
+            # `ssh farm` through `snmplb connect` simply does without it, without a line at every login.
+            return {}, []
+        return {}, [f"{path}: {exc.strerror}; not used"]
     except OSError as exc:
         return {}, [f"{path}: {exc.strerror}; not used"]
     try:

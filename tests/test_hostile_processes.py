@@ -294,3 +294,24 @@ def test_the_last_resort_lists_the_servers_of_client_conf(tmp_path):
     assert _configured({"SNMPLB_CLIENT_CONF": str(conf), "SERVER": "srv"}) == "app1 app2"
     assert _configured({"SNMPLB_CLIENT_CONF": str(conf), "LB_SERVERS": "app3"}) == "app3"
     assert _configured({"SNMPLB_CLIENT_CONF": str(tmp_path / "none"), "SERVER": "srv"}) == "srv"
+
+
+def test_a_root_only_client_conf_is_silently_skipped_for_other_users(tmp_path):
+    """`snmplb pick` or `snmplb connect` run by a user cannot read root's client.conf: no line for that."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run as another user")
+    probe = ("from snmplb.clientconf import read_client_conf; import os; "
+             "print(read_client_conf({k: v for k, v in os.environ.items()}, frozenset({'LB_SERVERS'})))")
+    tmp_path.chmod(0o755)
+    conf = tmp_path / "client.conf"
+    conf.write_text("LB_SERVERS = app1\n")
+    conf.chmod(0o600)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe]
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(__import__("snmplb").__path__[0] + "/..")}
+    named = subprocess.run(nobody, env={**env, "SNMPLB_CLIENT_CONF": str(conf)}, capture_output=True, text=True,
+                           timeout=30)
+    assert "Permission denied" in named.stdout  # a file named on purpose: say it cannot be read
+    assert subprocess.run([sys.executable, "-c", probe], env={**env, "SNMPLB_CLIENT_CONF": str(conf)},
+                          capture_output=True, text=True, timeout=30).stdout.startswith("({'LB_SERVERS': 'app1'}")
