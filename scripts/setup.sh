@@ -17,6 +17,8 @@ if [ "${1:-}" != "--minimal" ]; then
     packages+=(postgresql zabbix-server-pgsql zabbix-frontend-php php-pgsql php-cli)
     # The feed's C reader (a compiler) and the chooser under a real X server (Tk, Xvfb, keys, screenshots).
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
+    # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
+    packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)

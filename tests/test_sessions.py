@@ -1,0 +1,274 @@
+"""Current LTSP (19+, no LDM): the xsession wrapper and the boot-time SSH_SERVER, run against real agents.
+
+sessions/snmplb-session runs as the logged-in user under the display manager; here it runs under a real
+X server (Xvfb) with the real clients: xfreerdp (freerdp2-x11) and pyhoca-cli (X2Go). There is no RDP or
+X2Go server here, and nothing listens on 127.0.0.x port 3389: each client is observed trying to connect
+to the server `snmplb pick` chose, from its own log ("connecting to peer HOST", "connecting to
+[HOST]:22"), then failing to connect. That is as far as a session can go without a server.
+The user's message is a real xmessage window on the Xvfb display, found by its title with xdotool.
+
+sessions/snmplb-ssh-server runs at boot under `ltsp init` (PID 1, before systemd), which cannot run
+here; it is run as the same root process would, against a pamltsp.conf in a temporary directory, and
+the result is read back by sh exactly as pamltsp reads it (`. /etc/ltsp/pamltsp.conf`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, COMMUNITY, wait_for
+from snmplb.adminconf import AdminSettings
+from snmplb.labfleet import FakeLoad
+from test_gethosts import IDLE, addrs
+
+ROOT = Path(__file__).resolve().parent.parent
+SESSION = ROOT / "sessions" / "snmplb-session"
+SSH_SERVER = ROOT / "sessions" / "snmplb-ssh-server"
+BUSY = FakeLoad(load1=12.0, cpus=4)
+TITLE = "Application server"
+
+
+def need(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing (scripts/setup.sh installs it)")
+
+
+@pytest.fixture
+def display() -> Iterator[str]:
+    """A real X server (Xvfb); -displayfd lets it choose a free display number (no race with other tests)."""
+    need("Xvfb", "xdotool", "xmessage")
+    r, w = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1024x600x24", "-nolisten", "tcp"],
+                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            number = f.readline().strip()  # written once the server accepts connections
+        assert number.isdigit(), "Xvfb did not start"
+        yield f":{number}"
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+
+
+def session_env(tmp_path: Path, display: str, conf: str, **extra: str) -> dict[str, str]:
+    """The environment a display manager gives a session, and the site's session.conf."""
+    (tmp_path / "home").mkdir(exist_ok=True)
+    path = tmp_path / "session.conf"
+    path.write_text(conf)
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "USER": "tester", "DISPLAY": display,
+            "SNMPLB_SESSION_CONF": str(path), "SNMPLB_PICK": f"{BIN / 'snmplb'} pick",
+            # We run as root: keep the machine's own /etc/snmplb/client.conf out of it.
+            "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf", "SNMPLB_MESSAGE_TIMEOUT": "3", **extra}
+
+
+def site_conf(servers: str, **more: str) -> str:
+    lines = [f'LB_SERVERS="{servers}"', f"LB_SNMP_COMMUNITY='{COMMUNITY}'", "LB_TIMEOUT_MS=800",
+             "LB_ALGORITHM=best"] + [f"{k}='{v}'" for k, v in more.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_session(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SESSION), mode], env=env, capture_output=True, text=True, timeout=120)
+
+
+def recording(tmp_path: Path, program: str) -> Path:
+    """A stand-in first on PATH that records that it was started, then execs the real program: used only
+    where the test must prove the program was NOT started (a real program leaves no trace of not running)."""
+    d = tmp_path / "recbin"
+    d.mkdir(exist_ok=True)
+    record = tmp_path / f"{program}.started"
+    real = shutil.which(program) or f"/usr/bin/{program}"
+    (d / program).write_text(f'#!/bin/sh\necho "$@" >> {record}\nexec {real} "$@"\n')
+    (d / program).chmod(0o755)
+    return record
+
+
+def test_desktop_files_are_valid_xsessions():
+    need("desktop-file-validate")
+    files = sorted((ROOT / "sessions" / "xsessions").glob("*.desktop"))
+    assert [f.name for f in files] == ["snmplb-rdp.desktop", "snmplb-x2go.desktop"]
+    for f in files:
+        r = subprocess.run(["desktop-file-validate", str(f)], capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), f
+        mode = f.stem.removeprefix("snmplb-")
+        assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
+    assert subprocess.run(["sh", "-n", str(SESSION)], timeout=60).returncode == 0
+    assert subprocess.run(["sh", "-n", str(SSH_SERVER)], timeout=60).returncode == 0
+
+
+def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, display, tmp_path):
+    """Real xfreerdp under Xvfb. No RDP server can run here, so it fails to connect (its status 147,
+    "transport failed") and the wrapper tells the user so; its DEBUG log shows whom it tried."""
+    need("xfreerdp")
+    busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
+    drained = fleet.add("drained", IDLE, admin=AdminSettings(state="draining"))
+    servers = addrs([drained, busy, idle])
+    chosen = subprocess.run([str(BIN / "snmplb"), "pick"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ["PATH"], "LB_SERVERS": servers, "LB_ALGORITHM": "best",
+                                 "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "800",
+                                 "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf"}).stdout.strip()
+    assert chosen == idle.host
+    env = session_env(tmp_path, display, site_conf(servers, SNMPLB_RDP_OPTIONS="/cert:tofu /log-level:DEBUG"),
+                      SNMPLB_RDP_CLIENT="xfreerdp")
+    r = run_session("rdp", env)
+    out = r.stdout + r.stderr
+    assert f"tester: xfreerdp on {idle.host} (port 3389)" in r.stderr
+    assert f"connecting to peer {idle.host}\n" in out, out[-3000:]
+    assert busy.host not in out.replace(servers, "") and drained.host not in out.replace(servers, "")
+    assert r.returncode >= 128, out[-2000:]
+    assert f"The remote desktop on {idle.host} could not be opened (xfreerdp exit status {r.returncode})" in r.stderr
+    assert COMMUNITY not in out
+
+
+def test_rdp_options_port_and_user(fleet, display, tmp_path):
+    """/port:N only when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise."""
+    need("xfreerdp")
+    a = fleet.add("a", IDLE)
+    env = session_env(tmp_path, display, site_conf(a.address, SNMPLB_RDP_OPTIONS="/log-level:DEBUG",
+                                                   SNMPLB_RDP_PORT="3390", SNMPLB_RDP_USER="alice"),
+                      SNMPLB_RDP_CLIENT="xfreerdp")
+    r = run_session("rdp", env)
+    assert f"xfreerdp on {a.host} (port 3390)" in r.stderr
+    assert f"connecting to peer {a.host}\n" in r.stdout + r.stderr
+    r = run_session("rdp", {**env, "SNMPLB_SESSION_CONF": "/nonexistent", "LB_SERVERS": a.address,
+                            "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_RDP_PORT": "99999"})
+    assert r.returncode == 2 and "SNMPLB_RDP_PORT is not a TCP port" in r.stderr
+
+
+def test_x2go_session_starts_real_pyhoca_cli_on_the_server_pick_chose(fleet, display, tmp_path):
+    """Real pyhoca-cli (Debian's X2Go command-line client). No X2Go server (an sshd with x2goserver) runs
+    here; it logs whom it connects to, fails, and exits 0 all the same (pyhoca-cli's own behaviour: the
+    wrapper cannot tell a failed connection from a finished session, so it only logs the status)."""
+    need("pyhoca-cli")
+    busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
+    env = session_env(tmp_path, display, site_conf(addrs([busy, idle]), SNMPLB_X2GO_SSH_PORT="22",
+                                                   SNMPLB_X2GO_COMMAND="MATE"))
+    r = run_session("x2go", env)
+    out = r.stdout + r.stderr
+    assert f"tester: pyhoca-cli on {idle.host} (port 22)" in r.stderr
+    assert f"connecting to [{idle.host}]:22" in out, out[-3000:]
+    assert f"[{busy.host}]" not in out
+    assert COMMUNITY not in out
+
+
+def _window_titled(display: str, title: str, seconds: float) -> bool:
+    def found() -> bool:
+        r = subprocess.run(["xdotool", "search", "--name", title], capture_output=True, text=True, timeout=30,
+                           env={"PATH": os.environ["PATH"], "DISPLAY": display})
+        return r.returncode == 0 and bool(r.stdout.strip())
+    return bool(wait_for(found, timeout=seconds, step=0.2))
+
+
+def test_no_usable_server_shows_a_message_and_never_starts_the_client(fleet, display, tmp_path):
+    """Every server draining or disabled: pick says 3, the user sees a real xmessage window (closed by its
+    timeout here, by the user's OK on a thin client) and the client program is never started. Proving it
+    never ran needs a recording stand-in first on PATH (it would exec the real xfreerdp)."""
+    need("xfreerdp")
+    d = fleet.add("d", IDLE, admin=AdminSettings(state="draining"))
+    off = fleet.add("off", IDLE, admin=AdminSettings(state="disabled"))
+    record = recording(tmp_path, "xfreerdp")
+    env = session_env(tmp_path, display, site_conf(addrs([d, off])), SNMPLB_RDP_CLIENT="xfreerdp",
+                      PATH=f"{tmp_path / 'recbin'}:{os.environ['PATH']}")
+    p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _window_titled(display, TITLE, 20), "no message window"
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == 3
+    assert "No application server can take a new session right now" in err
+    assert not record.exists()
+
+
+def test_missing_client_program_shows_a_message(fleet, display, tmp_path):
+    """A PATH with the tools the script needs and no xfreerdp, xfreerdp3 or pyhoca-cli."""
+    a = fleet.add("a", IDLE)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "sed", "id", "logger", "xmessage"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    for mode, names in (("rdp", "xfreerdp3 xfreerdp"), ("x2go", "pyhoca-cli")):
+        env = session_env(tmp_path, display, site_conf(a.address), PATH=str(bin_dir))
+        p = subprocess.Popen([str(SESSION), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            assert _window_titled(display, TITLE, 20), "no message window"
+            out, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
+            p.wait()
+        assert p.returncode == 127, err
+        assert f"The remote desktop program ({names}) is not installed on this computer" in err
+        time.sleep(0.1)
+    r = subprocess.run([str(SESSION), "vnc"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+# -- boot: SSH_SERVER for pamltsp ------------------------------------------------------------------------
+
+def ssh_server(tmp_path: Path, conf: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": os.environ["PATH"], "SNMPLB_PICK": f"{BIN / 'snmplb'} pick", "SNMPLB_PAMLTSP_CONF": str(conf),
+            **env}
+    return subprocess.run([str(SSH_SERVER)], env=full, capture_output=True, text=True, timeout=60)
+
+
+def pamltsp_reads(conf: Path) -> dict[str, str]:
+    """The variables as pamltsp gets them: it sources the file with sh."""
+    script = '. "$1"; printf "%s\\n%s\\n%s\\n" "$PAM_AUTH_TYPE" "${SSH_SERVER:-server}" "$SSH_OPTIONS"'
+    out = subprocess.run(["sh", "-c", script, "sh", str(conf)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": os.environ["PATH"]}).stdout.split("\n")
+    return {"PAM_AUTH_TYPE": out[0], "SSH_SERVER": out[1], "SSH_OPTIONS": out[2]}
+
+
+def test_ssh_server_is_written_from_a_root_only_client_conf(fleet, tmp_path):
+    """As `ltsp init` runs it (root): settings from a root-only client.conf, pamltsp.conf's other lines
+    kept; a file LTSP did not write (no PAM_AUTH_TYPE/SSH_SERVER/SSH_OPTIONS in ltsp.conf) is created."""
+    busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
+    client_conf = tmp_path / "client.conf"
+    client_conf.write_text(f"LB_SERVERS = {addrs([busy, idle])}\nLB_SNMP_COMMUNITY = {COMMUNITY}\n"
+                           "LB_ALGORITHM = best\nLB_TIMEOUT_MS = 800\n")
+    client_conf.chmod(0o600)
+    conf = tmp_path / "ltsp" / "pamltsp.conf"
+    conf.parent.mkdir()
+    conf.write_text("# Generated by `ltsp init`, see man:ltsp(8)\nPAM_AUTH_TYPE='Primary'\n"
+                    "SSH_SERVER='server'\nSSH_OPTIONS='-o HostKeyAlias=farm'\n")
+    r = ssh_server(tmp_path, conf, SNMPLB_CLIENT_CONF=str(client_conf))
+    assert r.returncode == 0, r.stderr
+    assert f"SSH_SERVER={idle.host} (until the next boot)" in r.stderr
+    assert pamltsp_reads(conf) == {"PAM_AUTH_TYPE": "Primary", "SSH_SERVER": idle.host,
+                                   "SSH_OPTIONS": "-o HostKeyAlias=farm"}
+    assert conf.read_text().count("SSH_SERVER=") == 1 and oct(conf.stat().st_mode & 0o777) == "0o644"
+    assert COMMUNITY not in r.stderr + r.stdout
+    conf.unlink()
+    r = ssh_server(tmp_path, conf, SNMPLB_CLIENT_CONF=str(client_conf))
+    assert r.returncode == 0 and pamltsp_reads(conf)["SSH_SERVER"] == idle.host
+    assert [p.name for p in conf.parent.iterdir()] == ["pamltsp.conf"]  # no temporary file left
+
+
+def test_ssh_server_keeps_the_file_and_exits_0_when_nothing_is_usable(fleet, tmp_path):
+    """Exit 0 always: `ltsp init` runs POST_INIT commands under `re`, and a failing one halts the boot."""
+    d = fleet.add("d", IDLE, admin=AdminSettings(state="draining"))
+    conf = tmp_path / "pamltsp.conf"
+    before = "PAM_AUTH_TYPE=''\nSSH_SERVER='server'\nSSH_OPTIONS=''\n"
+    conf.write_text(before)
+    env = dict(LB_SERVERS=d.address, LB_SNMP_COMMUNITY=COMMUNITY, LB_TIMEOUT_MS="800",
+               SNMPLB_CLIENT_CONF="/nonexistent/client.conf")
+    r = ssh_server(tmp_path, conf, **env)
+    assert r.returncode == 0 and "snmplb pick exit status 3: SSH_SERVER not changed" in r.stderr
+    r = ssh_server(tmp_path, conf, **env, SNMPLB_PICK="/nonexistent/snmplb pick")
+    assert r.returncode == 0 and "SSH_SERVER not changed" in r.stderr
+    r = ssh_server(tmp_path, conf, **{**env, "LB_SERVERS": ""})
+    assert r.returncode == 0 and "LB_SERVERS" in r.stderr
+    missing = tmp_path / "none" / "pamltsp.conf"
+    assert ssh_server(tmp_path, missing, **env).returncode == 0 and not missing.exists()
+    assert conf.read_text() == before
