@@ -14,9 +14,13 @@ the result is read back by sh exactly as pamltsp reads it (`. /etc/ltsp/pamltsp.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,16 +133,39 @@ def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, displa
     assert COMMUNITY not in out
 
 
-def test_rdp_options_port_and_user(fleet, display, tmp_path):
-    """/port:N only when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise."""
+def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
+    """/port:N when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise, seen on the wire:
+    a plain TCP listener on the chosen address and port reads xfreerdp's first RDP packet (X.224
+    Connection Request, "Cookie: mstshash=USER"). It is no RDP server, so xfreerdp then waits on
+    a closed connection; the test ends the session (its process group) once the packet is in."""
     need("xfreerdp")
     a = fleet.add("a", IDLE)
-    env = session_env(tmp_path, display, site_conf(a.address, SNMPLB_RDP_OPTIONS="/log-level:DEBUG",
-                                                   SNMPLB_RDP_PORT="3390", SNMPLB_RDP_USER="alice"),
+    listener = socket.create_server((a.host, 3390))
+    listener.settimeout(60)
+    first: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                first.append(conn.recv(4096))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    env = session_env(tmp_path, display, site_conf(a.address, SNMPLB_RDP_PORT="3390", SNMPLB_RDP_USER="alice",
+                                                   SNMPLB_RDP_OPTIONS="/cert:ignore"),
                       SNMPLB_RDP_CLIENT="xfreerdp")
-    r = run_session("rdp", env)
-    assert f"xfreerdp on {a.host} (port 3390)" in r.stderr
-    assert f"connecting to peer {a.host}\n" in r.stdout + r.stderr
+    p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        thread.join(timeout=60)
+        assert first and b"Cookie: mstshash=alice\r\n" in first[0], first
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        listener.close()
+    assert f"tester: xfreerdp on {a.host} (port 3390)" in err
     r = run_session("rdp", {**env, "SNMPLB_SESSION_CONF": "/nonexistent", "LB_SERVERS": a.address,
                             "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_RDP_PORT": "99999"})
     assert r.returncode == 2 and "SNMPLB_RDP_PORT is not a TCP port" in r.stderr
@@ -195,7 +222,7 @@ def test_missing_client_program_shows_a_message(fleet, display, tmp_path):
     a = fleet.add("a", IDLE)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "sed", "id", "logger", "xmessage"):
+    for tool in ("sh", "sed", "tr", "id", "logger", "xmessage"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     for mode, names in (("rdp", "xfreerdp3 xfreerdp"), ("x2go", "pyhoca-cli")):
         env = session_env(tmp_path, display, site_conf(a.address), PATH=str(bin_dir))
