@@ -20,6 +20,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -299,3 +301,47 @@ def test_ssh_server_keeps_the_file_and_exits_0_when_nothing_is_usable(fleet, tmp
     missing = tmp_path / "none" / "pamltsp.conf"
     assert ssh_server(tmp_path, missing, **env).returncode == 0 and not missing.exists()
     assert conf.read_text() == before
+
+
+def test_as_an_unprivileged_user_the_settings_come_from_session_conf(fleet, display):
+    """The session runs as the user: root's client.conf (0600) cannot be read (pick goes on without it),
+    so the site gives the users their SNMP settings in session.conf (0644). Run as `nobody` (setpriv).
+    The tests' venv interpreter lives under this machine's /root (mode 0700), out of nobody's reach, so
+    nobody's pick is the same package (the worktree and the venv's site-packages) run by Debian's own
+    python3 of the same version."""
+    need("xfreerdp", "setpriv")
+    system_python = Path("/usr/bin/python3")
+    probe = subprocess.run([str(system_python), "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True, timeout=60) if system_python.exists() else None
+    if probe is None or probe.stdout.strip() != str(tuple(sys.version_info[:2])):
+        pytest.skip("no /usr/bin/python3 of the tests' Python version to run pick as another user")
+    a = fleet.add("a", IDLE)
+    base = Path(tempfile.mkdtemp(prefix="snmplb-session-"))
+    try:
+        base.chmod(0o755)
+        site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
+        pick_cmd = base / "pick"
+        pick_cmd.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT}:{site} exec {system_python} -c '
+                            f'"import sys; from snmplb.cli import main; sys.exit(main())" pick "$@"\n')
+        pick_cmd.chmod(0o755)
+        root_only = base / "client.conf"
+        root_only.write_text("LB_SERVERS = 127.0.0.99\nLB_SNMP_COMMUNITY = root-only-secret\n")
+        root_only.chmod(0o600)
+        home = base / "home"
+        home.mkdir()
+        shutil.chown(home, "nobody")
+        conf = base / "session.conf"
+        conf.write_text(site_conf(a.address, SNMPLB_RDP_OPTIONS="/log-level:DEBUG"))
+        conf.chmod(0o644)
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": "nobody", "DISPLAY": display,
+               "SNMPLB_SESSION_CONF": str(conf), "SNMPLB_PICK": str(pick_cmd), "SNMPLB_CLIENT_CONF": str(root_only),
+               "SNMPLB_MESSAGE_TIMEOUT": "1", "SNMPLB_RDP_CLIENT": "xfreerdp"}
+        r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(SESSION), "rdp"],
+                           env=env, capture_output=True, text=True, timeout=120, cwd=base)
+        out = r.stdout + r.stderr
+        assert f"{root_only}: Permission denied; not used" in r.stderr  # named on purpose, so pick says so
+        assert f"nobody: xfreerdp on {a.host} (port 3389)" in r.stderr, r.stderr
+        assert f"connecting to peer {a.host}\n" in out
+        assert "root-only-secret" not in out
+    finally:
+        shutil.rmtree(base)
