@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .adminconf import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
+from .argtypes import seconds
 from .errors import ConfigError, SnmplbError
 from .kvfile import exclusive_lock, lock_path
 from .v3user import AUTH_PROTOCOLS, PRIV_PROTOCOLS, append_secret_line, create_user_line
@@ -29,21 +30,10 @@ SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
 LOCK_TIMEOUT = 10.0
 
 
-def _seconds(raw: str) -> float:
-    """A wait in seconds: a finite number from 0 to 3600 (nan would wait forever)."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw[:40]!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:  # also rejects nan and inf
-        raise argparse.ArgumentTypeError(f"{raw[:40]!r} is not between 0 and 3600 seconds")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="snmplb-admin", description=__doc__.splitlines()[0])
     ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
-    ap.add_argument("--lock-timeout", type=_seconds, default=LOCK_TIMEOUT, metavar="SECONDS",
+    ap.add_argument("--lock-timeout", type=seconds(3600, zero_ok=True), default=LOCK_TIMEOUT, metavar="SECONDS",
                     help=f"wait at most this long for another snmplb-admin's change (default {LOCK_TIMEOUT:g})")
     ap.add_argument("--force", action="store_true",
                     help="change a file that has problems anyway, rewriting it from what could be read")

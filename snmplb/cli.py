@@ -15,7 +15,6 @@ pick and connect: 0 chosen, 3 none usable, 4 (connect) none accepted the connect
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys
@@ -24,23 +23,13 @@ from pathlib import Path
 
 from . import feed, ltsconf, pick
 from .algorithms import REGISTRY, Context, decide
+from .argtypes import seconds
 from .clientid import default_mac
 from .gethosts import gather
 from .settings import from_env
 from .status import to_json, to_table
 
 CLEAR = "\033[H\033[2J"
-
-
-def _seconds(text: str) -> float:
-    """--watch's interval: a finite number of seconds above 0, at most a day (time.sleep rejects inf, nan never ends)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not (math.isfinite(x) and 0 < x <= 86400):
-        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in (0, 86400]")
-    return x
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--client", action="append", default=[], metavar="ID",
                     help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
     st.add_argument("--json", action="store_true", help="machine-readable output (for greeters and scripts)")
-    st.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    st.add_argument("--watch", type=seconds(86400), metavar="SECONDS", help="refresh every SECONDS until interrupted")
     st.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
     fd = sub.add_parser("feed", help="publish the fleet's state for a greeter or snmplb-chooser (docs/feed.md)")
     fd.add_argument("--lts-conf", type=Path, help="read LB_* settings from this lts.conf instead of the environment")

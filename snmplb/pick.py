@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .algorithms import Decision, passes_thresholds
+from .argtypes import seconds
 from .settings import ClientSettings
 from .stats import ServerState
 
@@ -134,16 +134,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not (math.isfinite(x) and 0 < x <= 600):
-        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in (0, 600]")
-    return x
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lts-conf", type=Path, help="read LB_* settings from this lts.conf instead of the environment")
     p.add_argument("--client", action="append", default=[], metavar="ID",
@@ -166,7 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     cn = sub.add_parser("connect", help="ssh ProxyCommand: pick, connect to PORT (next server on failure), relay")
     _common(cn)
     cn.add_argument("port", type=_port, help="the service's TCP port (ssh: %%p)")
-    cn.add_argument("--connect-timeout", type=_seconds, default=5.0, metavar="SECONDS",
+    cn.add_argument("--connect-timeout", type=seconds(600), default=5.0, metavar="SECONDS",
                     help="give up on one server after this long and try the next (default 5)")
 
 
