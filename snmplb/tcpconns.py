@@ -23,37 +23,30 @@ _LISTEN = "0A"
 _LIMIT = 16 << 20
 
 
-def parse_established(text: str, port: int) -> set[str]:
-    """Established connections whose LOCAL port is ``port`` in one /proc/net/tcp{,6} text,
-    each as "local remote" (hex addresses and ports, as the kernel writes them)."""
-    found = set()
+def _sockets(text: str, state: str, port: int):
+    """The fields of each socket in ``state`` whose LOCAL port is ``port``, in one /proc/net/tcp{,6} text."""
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 4 or fields[3] != _ESTABLISHED:
+        if len(fields) < 4 or fields[3] != state:
             continue
         _, _, local_port = fields[1].rpartition(":")
         try:
             if int(local_port, 16) == port:
-                found.add(f"{fields[1]} {fields[2]}")
+                yield fields
         except ValueError:
             continue
-    return found
+
+
+def parse_established(text: str, port: int) -> set[str]:
+    """Established connections whose LOCAL port is ``port`` in one /proc/net/tcp{,6} text,
+    each as "local remote" (hex addresses and ports, as the kernel writes them)."""
+    return {f"{fields[1]} {fields[2]}" for fields in _sockets(text, _ESTABLISHED, port)}
 
 
 def parse_listening(text: str, port: int) -> bool:
     """True when one /proc/net/tcp{,6} text has a socket in state LISTEN on local port ``port``
     (on any local address: sshd bound to one interface still takes logins there)."""
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != _LISTEN:
-            continue
-        _, _, local_port = fields[1].rpartition(":")
-        try:
-            if int(local_port, 16) == port:
-                return True
-        except ValueError:
-            continue
-    return False
+    return any(True for _ in _sockets(text, _LISTEN, port))
 
 
 def _read_tables(proc_root: Path) -> list[str]:
