@@ -34,22 +34,34 @@ class FarmSshd:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.conf)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "sshd.log", "ab"))
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"sshd {self.name} did not start: {(self.dir / 'sshd.log').read_text()[-1000:]}")
+        self.proc = start_sshd(self.conf, self.host, self.port, self.dir / "sshd.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop_sshd(self.proc)
+
+
+def start_sshd(conf: Path, host: str, port: int, log: Path) -> subprocess.Popen:
+    """A real sshd in the foreground with ``conf`` (its messages appended to ``log``); returns once it
+    accepts connections on ``host``:``port``, 10 s at most."""
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    with open(log, "ab") as err:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    stop_sshd(proc)
+    raise RuntimeError(f"sshd on {host}:{port} did not start: {log.read_text(errors='replace')[-1000:]}")
+
+
+def stop_sshd(proc: subprocess.Popen | None) -> None:
+    if proc and proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
 
 
 def free_port(hosts: list[str]) -> int:

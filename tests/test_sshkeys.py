@@ -8,15 +8,14 @@ import hmac
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN
+from farm import SSHD, start_sshd, stop_sshd
 from snmplb.sshkeys import Target, merge, parse_extraservers
 
-SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
 
 
@@ -43,25 +42,14 @@ class Sshd:
         return {" ".join(p.read_text().split()[:2]) for p in self.base.glob("ssh_host_*_key.pub")}
 
     def start(self) -> None:
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
         conf = self.base / "sshd_config"
         conf.write_text(f"ListenAddress {self.host}\nPort {self.port}\nPidFile {self.base / 'sshd.pid'}\n"
                         "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
                         + "".join(f"HostKey {self.base / f'ssh_host_{k}_key'}\n" for k in ("rsa", "ecdsa", "ed25519")))
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sshd did not start")
+        self.proc = start_sshd(conf, self.host, self.port, self.base / "sshd.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        stop_sshd(self.proc)
 
 
 @pytest.fixture
