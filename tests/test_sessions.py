@@ -197,6 +197,19 @@ def _window_titled(display: str, title: str, seconds: float) -> bool:
     return bool(wait_for(found, timeout=seconds, step=0.2))
 
 
+def _run_until_message(display: str, env: dict[str, str], mode: str) -> tuple[int, str]:
+    """Run the session wrapper; it must show the user a message window (closed when it ends).
+    Returns its exit status and stderr."""
+    p = subprocess.Popen([str(SESSION), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _window_titled(display, TITLE, 20), "no message window"
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    return p.returncode, err
+
+
 def test_no_usable_server_shows_a_message_and_never_starts_the_client(fleet, display, tmp_path):
     """Every server draining or disabled: pick says 3, the user sees a real xmessage window (closed by its
     timeout here, by the user's OK on a thin client) and the client program is never started. Proving it
@@ -207,14 +220,8 @@ def test_no_usable_server_shows_a_message_and_never_starts_the_client(fleet, dis
     record = recording(tmp_path, "xfreerdp")
     env = session_env(tmp_path, display, site_conf(addrs([d, off])), SNMPLB_RDP_CLIENT="xfreerdp",
                       PATH=f"{tmp_path / 'recbin'}:{os.environ['PATH']}")
-    p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert _window_titled(display, TITLE, 20), "no message window"
-        out, err = p.communicate(timeout=60)
-    finally:
-        p.kill()
-        p.wait()
-    assert p.returncode == 3
+    code, err = _run_until_message(display, env, "rdp")
+    assert code == 3
     assert "No application server can take a new session right now" in err
     assert not record.exists()
 
@@ -228,15 +235,8 @@ def test_missing_client_program_shows_a_message(fleet, display, tmp_path):
         (bin_dir / tool).symlink_to(shutil.which(tool))
     for mode, names in (("rdp", "xfreerdp3 xfreerdp"), ("x2go", "pyhoca-cli")):
         env = session_env(tmp_path, display, site_conf(a.address), PATH=str(bin_dir))
-        p = subprocess.Popen([str(SESSION), mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
-        try:
-            assert _window_titled(display, TITLE, 20), "no message window"
-            out, err = p.communicate(timeout=60)
-        finally:
-            p.kill()
-            p.wait()
-        assert p.returncode == 127, err
+        code, err = _run_until_message(display, env, mode)
+        assert code == 127, err
         assert f"The remote desktop program ({names}) is not installed on this computer" in err
         time.sleep(0.1)
     r = subprocess.run([str(SESSION), "vnc"], env=env, capture_output=True, text=True, timeout=60)
