@@ -178,9 +178,10 @@ def parse_server(entry: str, default_port: int) -> Server:
     return Server(host, port)
 
 
-class Variable(namedtuple("Variable", "name attr parse default doc")):
+class Variable(namedtuple("Variable", "name attr parse default doc if_bad", defaults=(None,))):
     """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
-    its default as documented, and its meaning (doc)."""
+    its default as documented, its meaning (doc), and what a bad value means (if_bad): None for
+    the default, or (the value taken instead, what the message says is done)."""
 
     __slots__ = ()
 
@@ -201,7 +202,9 @@ VARIABLES: tuple[Variable, ...] = (
              "`thresholded`, `balanced`: skip servers that are swapping."),
     Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c",
              "`2c` or `3` (authPriv). With `3` and a passphrase missing or bad, or any other value, nothing is "
-             "polled (no fallback to SNMPv2c in clear): the configured list is printed."),
+             "polled (no fallback to SNMPv2c in clear): the configured list is printed.",
+             # "v3" meant SNMPv3: a bad version is no version (settings.refusal), never the default 2c
+             ("", "not polling (no fallback to SNMPv2c in clear)")),
     Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
     Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
     Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
@@ -244,18 +247,18 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
         try:
             changes[var.attr] = var.parse(raw)
         except ConfigError as exc:
-            if var.name == "LB_SNMP_VERSION":  # "v3" meant SNMPv3: never fall back to clear text
-                changes[var.attr] = ""
-                problems.append(f"{var.name}: {exc}; not polling (no fallback to SNMPv2c in clear)")
-                continue
-            problems.append(f"{var.name}: {exc}; using the default ({var.default})")
+            if var.if_bad is None:
+                problems.append(f"{var.name}: {exc}; using the default ({var.default})")
+            else:
+                changes[var.attr], done = var.if_bad
+                problems.append(f"{var.name}: {exc}; {done}")
     settings = ClientSettings()._replace(**changes)
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
                                   settings.snmp_port)
     problems += more
     settings = settings._replace(servers=servers)
     refused = refusal(settings)
-    if refused and not refused.startswith("LB_SNMP_VERSION: not 2c"):  # that one is reported above
+    if refused and settings.snmp_version in ("2c", "3"):  # a bad version was reported with its value above
         problems.append(refused)
     if settings.algorithm == "lbserver" and not settings.lbserver_url:
         problems.append("LB_ALGORITHM: lbserver needs LB_LBSERVER_URL; it falls back to thresholded")
