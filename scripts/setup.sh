@@ -19,6 +19,10 @@ if [ "${1:-}" != "--minimal" ]; then
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
     # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils)
+    # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
+    # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
+    packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian debootstrap)
+    packages+=(python3-cryptography python3-nagiosplugin)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 command -v python3 >/dev/null || packages+=(python3 python3-venv)
