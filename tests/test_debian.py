@@ -1,0 +1,423 @@
+"""The Debian packages, built and installed for real.
+
+dpkg-buildpackage builds them from a copy of this tree (Debian's own python3 and debhelper, a clean
+environment: not this venv), lintian checks them, apt installs them on this machine; then Debian's own
+snmpd runs with its stock configuration (only the listening address moved to a free loopback port) plus
+the installed drop-in, the agent as Debian-snmp as in production, and snmpwalk reads the row by name;
+the installed get_hosts and check_snmplb poll it. install-into-chroot.sh installs the client package into
+a chroot. The last test purges the packages and checks that the machine is as it was (the package list,
+/etc/snmplb); the module's fixture purges them again if a test failed before that.
+
+The commands run with a clean environment and /usr/bin/python3, so they import the installed package from
+/usr/lib/python3/dist-packages, never this checkout (installed editable in the venv running pytest).
+
+apt never downloads (--no-download): scripts/setup.sh installs every package the .deb files depend on
+or recommend, and the test's network traffic stays on loopback.
+
+The chroot: debootstrap needs the Debian mirror (about a minute and 260 MB for minbase with python3,
+traffic the tests may not send), so by default the chroot is an overlay of this machine's own root (a
+Debian 12 system; writes go to a temporary upper layer). SNMPLB_DEBOOTSTRAP_CHROOT=DIR uses a chroot made
+beforehand with `debootstrap --variant=minbase --include=python3 bookworm DIR` as the lower layer instead
+(it stays unchanged).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from snmplb.lab.fleet import PROJECT
+
+PACKAGES = ("python3-snmplb", "snmplb-agent", "snmplb-client", "snmplb-nms")
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+APT_ENV = {**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"}
+DIST = Path("/usr/lib/python3/dist-packages")
+ETC_SNMPLB = Path("/etc/snmplb")
+COMMUNITY = "snmplb-deb-test"
+STAND_INS = "/usr/share/snmplb/mibs/stand-ins"
+MIB_ARGS = ["-M", f"+{STAND_INS}", "-m", "+SNMPLB-MIB"]  # the stand-ins after any real base modules
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="installs packages: needs root"),
+    pytest.mark.skipif(not shutil.which("dpkg-buildpackage", path=CLEAN_ENV["PATH"]) or
+                       not shutil.which("apt-get", path=CLEAN_ENV["PATH"]),
+                       reason="needs Debian's build tools (scripts/setup.sh installs them)"),
+]
+
+
+def run(cmd: list[str], timeout: float = 120, env: dict[str, str] | None = None, check: bool = True,
+        **kw) -> subprocess.CompletedProcess:
+    """``cmd`` with a clean environment (Debian's python3, not the venv's); output as text."""
+    r = subprocess.run(cmd, env=env or CLEAN_ENV, capture_output=True, text=True, timeout=timeout, **kw)
+    if check:
+        assert r.returncode == 0, f"{cmd}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def installed_packages() -> set[str]:
+    """Every package dpkg knows in any state but not-installed (config-files included)."""
+    r = run(["dpkg-query", "-W", "-f", "${Package}:${Architecture} ${db:Status-Abbrev}\n"])
+    return {line.split()[0] for line in r.stdout.splitlines() if len(line.split()) > 1 and line.split()[1] != "un"}
+
+
+def snapshot(directory: Path) -> dict[str, bytes] | None:
+    """The files under ``directory`` and their bytes (None when it does not exist)."""
+    if not directory.exists():
+        return None
+    return {str(p): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def purge(packages: set[str] | tuple[str, ...]) -> None:
+    present = [p for p in packages if p.split(":")[0] in {q.split(":")[0] for q in installed_packages()}]
+    if present:
+        run(["apt-get", "purge", "-y", "-q", *present], env=APT_ENV, timeout=300)
+
+
+@dataclass
+class Built:
+    debs: dict[str, Path]  # package name -> .deb
+    changes: Path
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The packages, built by dpkg-buildpackage from a copy of this tree (nothing is written here)."""
+    top = tmp_path_factory.mktemp("debian-build")
+    src = top / "snmplb"
+    shutil.copytree(PROJECT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".pybuild", "build", "dist"))
+    start = time.monotonic()
+    run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, timeout=900, env={**CLEAN_ENV, "HOME": str(top)})
+    debs = {p.name.split("_")[0]: p for p in top.glob("*.deb")}
+    assert sorted(debs) == sorted(PACKAGES)
+    return Built(debs, next(top.glob("*.changes")), time.monotonic() - start)
+
+
+def contents(deb: Path) -> list[str]:
+    """The paths a .deb installs (symbolic links by their own name), without the leading '.'."""
+    lines = run(["dpkg-deb", "-c", str(deb)]).stdout.splitlines()
+    return [line.split(maxsplit=5)[5].split(" -> ")[0].lstrip(".") for line in lines]
+
+
+def control(deb: Path, name: str) -> str:
+    return run(["dpkg-deb", "-f", str(deb), name]).stdout.strip()
+
+
+def test_each_package_holds_its_role_and_no_lab_or_build_tooling(built: Built):
+    files = {name: contents(deb) for name, deb in built.debs.items()}
+    modules = {name: {f.split("/dist-packages/snmplb/")[1].split("/")[0] for f in fs
+                      if "/dist-packages/snmplb/" in f and f.endswith(".py")} for name, fs in files.items()}
+    assert modules["snmplb-client"] == {"client", "login", "gethosts.py"}
+    assert modules["snmplb-agent"] == {"agent", "admin"}
+    assert modules["snmplb-nms"] == {"nms", "nmscheck.py"}
+    assert {"__init__.py", "_mibdata.py", "errors.py", "kvfile.py", "mib.py"} <= modules["python3-snmplb"]
+    assert all(m.endswith(".py") for m in modules["python3-snmplb"])  # the top level only, no subpackage
+    everything = [f for fs in files.values() for f in fs]
+    assert not [f for f in everything if "/snmplb/lab/" in f or "/snmplb/build/" in f or "snmplb-demo" in f]
+    assert "/usr/share/ltsp/get_hosts" in files["snmplb-client"]
+    assert "/usr/lib/ltsp/get_hosts" in files["snmplb-client"]
+    assert "/usr/lib/nagios/plugins/check_snmplb" in files["snmplb-nms"]
+    assert "/usr/share/snmplb/nms/zabbix/snmplb_template.yaml" in files["snmplb-nms"]
+    assert {"/usr/bin/snmplb-agent", "/usr/bin/snmplb-admin", "/usr/bin/snmplb-agent-check",
+            "/etc/snmp/snmpd.conf.d/snmplb.conf", "/usr/share/snmp/mibs/SNMPLB-MIB.txt"} <= set(files["snmplb-agent"])
+    # Debian's own packages, and nothing the tests alone use (pysnmp, pyasn1) or Debian 12 cannot satisfy.
+    assert "snmpd" in control(built.debs["snmplb-agent"], "Depends")
+    assert "python3-nagiosplugin" in control(built.debs["snmplb-nms"], "Depends")
+    assert "python3-cryptography" in control(built.debs["snmplb-client"], "Recommends")
+    for deb in built.debs.values():
+        assert "pysnmp" not in control(deb, "Depends") and "pyasn1" not in control(deb, "Depends")
+
+
+def test_lintian_finds_no_errors(built: Built):
+    r = run(["lintian", "--no-tag-display-limit", str(built.changes)], check=False, timeout=600)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"[EWIP]: ", line)]
+    print("\n".join(tags))  # the warnings are reported, not hidden (shown with pytest -rP)
+    assert not [t for t in tags if t.startswith("E: ")], r.stdout
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@dataclass
+class Install:
+    added: set[str]
+    etc_before: dict[str, bytes] | None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # what must end before the purge
+
+    def purge(self) -> None:
+        while self.cleanups:
+            self.cleanups.pop()()
+        purge(self.added)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built) -> Iterator[Install]:
+    """The four packages installed with apt; purged afterwards (with whatever apt added), in any case."""
+    if any(p.split(":")[0] in PACKAGES for p in installed_packages()):
+        pytest.skip("an snmplb package is installed on this machine: the test would replace it")
+    before = installed_packages()
+    etc_before = snapshot(ETC_SNMPLB)
+    state = Install(set(), etc_before)
+    try:
+        run(["apt-get", "install", "-y", "-q", "--no-download", *map(str, built.debs.values())],
+            env=APT_ENV, timeout=300)
+        state.added = installed_packages() - before
+        yield state
+    finally:
+        state.added = installed_packages() - before
+        state.purge()
+
+
+def test_apt_installs_only_snmplb_and_the_admin_file_is_made_once(installed: Install, built: Built):
+    assert {p.split(":")[0] for p in installed.added} == set(PACKAGES), "setup.sh should install the dependencies"
+    conffiles = run(["dpkg-query", "-W", "-f", "${Conffiles}", "snmplb-agent"]).stdout
+    assert "/etc/snmp/snmpd.conf.d/snmplb.conf" in conffiles
+    drop_in = Path("/etc/snmp/snmpd.conf.d/snmplb.conf").read_text()
+    assert re.search(r"^pass_persist \S+ /usr/bin/snmplb-agent ", drop_in, re.M) and "/opt/snmplb" not in drop_in
+    assert Path("/usr/lib/ltsp/get_hosts").resolve() == Path("/usr/share/ltsp/get_hosts")
+    admin = ETC_SNMPLB / "admin.conf"
+    if installed.etc_before is None or str(admin) not in installed.etc_before:
+        assert "state = enabled" in admin.read_text()
+        assert admin.stat().st_mode & 0o777 == 0o644  # snmpd's user reads it
+    # The admin's change survives a reinstall: the postinst never overwrites the file.
+    before = admin.read_bytes()
+    run(["snmplb-admin", "drain"])
+    try:
+        run(["apt-get", "install", "-y", "-q", "--no-download", "--reinstall", str(built.debs["snmplb-agent"])],
+            env=APT_ENV, timeout=300)
+        assert "state = draining" in admin.read_text()
+    finally:
+        admin.write_bytes(before)
+
+
+def _stock_snmpd_conf(port: int) -> str:
+    """Debian's /etc/snmp/snmpd.conf as installed, listening on ``port`` instead of 161 (which a running
+    system snmpd may hold), plus what the README tells the admin to set: a community for the clients."""
+    stock = Path("/etc/snmp/snmpd.conf").read_text()
+    moved, n = re.subn(r"^(\s*agentaddress\s+).*$", rf"\g<1>udp:127.0.0.1:{port}", stock, flags=re.M)
+    assert n == 1, "Debian's snmpd.conf has one agentaddress line"
+    assert re.search(r"^includeDir /etc/snmp/snmpd.conf.d", moved, re.M), "the stock config reads the drop-ins"
+    return moved + f"\nrocommunity {COMMUNITY} 127.0.0.1 -V snmplbView\n"
+
+
+@dataclass
+class Snmpd:
+    port: int
+    proc: subprocess.Popen
+    tmp: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def snmpd(installed: Install) -> Iterator[Snmpd]:
+    """Debian's snmpd as its systemd unit runs it (-u/-g Debian-snmp, -I -smux,...), on a free loopback port.
+
+    The agent's configuration says which port counts as sshd's (a listener of the test's) and that no
+    login path is checked, so that this machine (no sshd here, maybe a full /home) is a usable server.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="snmplb-deb-"))
+    tmp.chmod(0o755)  # snmpd's user writes its persistent files under it
+    persist = tmp / "persist"
+    persist.mkdir()
+    snmp_user = pwd.getpwnam("Debian-snmp")
+    os.chown(persist, snmp_user.pw_uid, snmp_user.pw_gid)
+    ssh = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ssh.bind(("127.0.0.1", 0))
+    ssh.listen()
+    agent_conf = ETC_SNMPLB / "agent.conf"
+    saved = agent_conf.read_bytes() if agent_conf.exists() else None
+    agent_conf.write_text(f"ssh_port = {ssh.getsockname()[1]}\nlogin_paths =\n")
+    port = free_udp_port()
+    conf = tmp / "snmpd.conf"
+    conf.write_text(_stock_snmpd_conf(port))
+    env = {**CLEAN_ENV, "MIBS": "", "SNMP_PERSISTENT_DIR": str(persist)}
+    proc = subprocess.Popen(["/usr/sbin/snmpd", "-f", "-Lf", str(tmp / "snmpd.log"), "-C", "-c", str(conf),
+                             "-u", "Debian-snmp", "-g", "Debian-snmp", "-I", "-smux,mteTrigger,mteTriggerConf",
+                             "-x", f"unix:{tmp}/agentx"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid in children:  # the agent ends at EOF on stdin; make sure
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        ssh.close()
+        if saved is None:
+            agent_conf.unlink(missing_ok=True)
+        else:
+            agent_conf.write_bytes(saved)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    installed.cleanups.append(stop)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # ready when it answers the stock configuration's public sysDescr
+            r = run(["snmpget", "-v2c", "-c", "public", "-r0", "-t1", "-On", f"127.0.0.1:{port}", ".1.3.6.1.2.1.1.1.0"],
+                    check=False, env=client_env(tmp))
+            if r.returncode == 0 or proc.poll() is not None or time.monotonic() > deadline:
+                break
+        assert r.returncode == 0, (tmp / "snmpd.log").read_text(errors="replace")
+        yield Snmpd(port, proc, tmp)
+    finally:
+        stop()
+
+
+def client_env(tmp: Path) -> dict[str, str]:
+    """net-snmp's tools as a user runs them, their persistent files kept out of /var/lib/snmp and ~."""
+    d = tmp / "client"
+    d.mkdir(exist_ok=True)
+    return {**CLEAN_ENV, "HOME": str(d), "SNMP_PERSISTENT_DIR": str(d)}
+
+
+def _children(pid: int) -> list[int]:
+    out = run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False).stdout
+    return [int(x) for x in out.split()]
+
+
+def test_snmpd_serves_the_row_by_name_from_the_agent_running_as_debian_snmp(snmpd: Snmpd):
+    r = run(["snmpwalk", "-v2c", "-c", COMMUNITY, "-r1", "-t5", *MIB_ARGS, snmpd.address, "SNMPLB-MIB::lbRow"],
+            env=client_env(snmpd.tmp))
+    assert re.match(r'SNMPLB-MIB::lbRow\.0 = STRING: "?\d+( \d+)+"?$', r.stdout.strip()), r.stdout
+    r = run(["snmpwalk", "-v2c", "-c", COMMUNITY, "-r1", "-t5", *MIB_ARGS, snmpd.address, "SNMPLB-MIB::snmplbObjects"],
+            env=client_env(snmpd.tmp))
+    assert "SNMPLB-MIB::lbAdminState.0 = INTEGER: enabled(1)" in r.stdout
+    assert re.search(r"SNMPLB-MIB::lbAgentVersion\.0 = STRING: .*snmplb", r.stdout), r.stdout
+    agents = [pid for pid in _children(snmpd.proc.pid)
+              if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"/usr/bin/python3",
+                                                                              b"/usr/bin/snmplb-agent"]]
+    assert len(agents) == 1, _children(snmpd.proc.pid)
+    uid = int(re.search(r"^Uid:\s+(\d+)", Path(f"/proc/{agents[0]}/status").read_text(), re.M).group(1))
+    assert uid == pwd.getpwnam("Debian-snmp").pw_uid
+
+
+def _poll_env(snmpd: Snmpd, silent_port: int) -> dict[str, str]:
+    """LB_* settings listing a silent server first and the real one second: only a get_hosts that really
+    polled prints the real one alone (its fallback prints both, in this order). The thresholds are wide:
+    this machine's own load must not make the server ineligible."""
+    env = {**CLEAN_ENV, "LB_SERVERS": f"127.0.0.2:{silent_port} {snmpd.address}", "LB_SNMP_COMMUNITY": COMMUNITY,
+           "LB_TIMEOUT_MS": "5000", "LB_MAX_LOAD": "1000", "LB_MAX_RESPONSE_MS": "5000", "LB_SKIP_SWAPPING": "no"}
+    if Path("/opt/snmplb/bin/python3").exists():  # a venv install here: make the scripts use the package
+        env["SNMPLB_PYTHON"] = "/usr/bin/python3"
+    return env
+
+
+def test_installed_get_hosts_polls_the_server_from_both_ldm_paths(snmpd: Snmpd):
+    r = run(["/usr/bin/python3", "-I", "-c", "import snmplb.client.gethosts as g; print(g.__file__)"])
+    assert r.stdout.startswith(str(DIST)), r.stdout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.2", 0))
+        for path in ("/usr/share/ltsp/get_hosts", "/usr/lib/ltsp/get_hosts"):
+            r = run([path], env=_poll_env(snmpd, silent.getsockname()[1]), timeout=60)
+            assert r.stdout == "127.0.0.1\n", (r.stdout, r.stderr)
+
+
+def test_installed_check_snmplb_reads_the_server(snmpd: Snmpd):
+    env = {**CLEAN_ENV, "SNMPLB_COMMUNITY": COMMUNITY}
+    if Path("/opt/snmplb/bin/python3").exists():
+        env["SNMPLB_PYTHON"] = "/usr/bin/python3"
+    r = run(["/usr/lib/nagios/plugins/check_snmplb", "-H", "127.0.0.1", "-p", str(snmpd.port),
+             "--timeout-ms", "5000"], env=env, check=False)
+    # OK, WARNING or CRITICAL by this machine's load, never UNKNOWN: the row was read and judged.
+    assert r.returncode in (0, 1, 2), (r.returncode, r.stdout, r.stderr)
+    assert re.match(r"SNMPLB (OK|WARNING|CRITICAL) - enabled", r.stdout), r.stdout
+    assert "sessions=" in r.stdout and "load_per_cpu=" in r.stdout
+
+
+@pytest.fixture
+def chroot_root(tmp_path: Path) -> Iterator[Path]:
+    """A chroot: an overlay of this machine's root (or of SNMPLB_DEBOOTSTRAP_CHROOT), /dev and /proc in it."""
+    lower = os.environ.get("SNMPLB_DEBOOTSTRAP_CHROOT", "/")
+    base = Path(tempfile.mkdtemp(prefix="snmplb-chroot-"))
+    upper, work, root = base / "upper", base / "work", base / "root"
+    mounted: list[Path] = []
+    try:
+        run(["mount", "-t", "tmpfs", "tmpfs", str(base)])  # an upper layer on any root filesystem
+        mounted.append(base)
+        for d in (upper, work, root):
+            d.mkdir()
+        run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+             str(root)])
+        mounted.append(root)
+        run(["mount", "--bind", "/dev", str(root / "dev")])
+        mounted.append(root / "dev")
+        run(["mount", "-t", "proc", "proc", str(root / "proc")])
+        mounted.append(root / "proc")
+        yield root
+    finally:
+        for m in reversed(mounted):
+            run(["umount", "-l", str(m)], check=False)
+        try:
+            base.rmdir()  # never rmtree: a mount left in place would be deleted through
+        except OSError:
+            pass
+
+
+def test_install_into_chroot_installs_the_client_package(built: Built, snmpd: Snmpd, chroot_root: Path):
+    # The chroot may show this machine's install (an overlay of it): start from a chroot without snmplb.
+    run(["chroot", str(chroot_root), "dpkg", "--purge", *PACKAGES], env=APT_ENV)
+    debs = [str(built.debs["python3-snmplb"]), str(built.debs["snmplb-client"])]
+    r = run([str(PROJECT / "chroot" / "install-into-chroot.sh"), str(chroot_root), *debs], timeout=300,
+            env={**APT_ENV, "SNMPLB_APT_OPTIONS": "--no-download --no-install-recommends"})
+    assert "snmplb-client installed" in r.stdout
+    listed = run(["chroot", str(chroot_root), "dpkg-query", "-W", "-f", "${Package} ${Installed-Size}\n",
+                  *PACKAGES], check=False).stdout
+    sizes = dict(line.split() for line in listed.splitlines() if len(line.split()) == 2 and line.split()[1])
+    assert set(sizes) == {"python3-snmplb", "snmplb-client"}, listed
+    files = run(["chroot", str(chroot_root), "dpkg", "-L", "python3-snmplb", "snmplb-client"]).stdout.split()
+    on_disk = sum((chroot_root / f.lstrip("/")).lstat().st_size for f in files
+                  if (chroot_root / f.lstrip("/")).is_file())
+    pyc = sum(p.stat().st_size for p in (chroot_root / str(DIST).lstrip("/") / "snmplb").rglob("*.pyc"))
+    print(f"client part in the chroot: Installed-Size {sizes} KiB; files {on_disk // 1024} KiB + byte code "
+          f"{pyc // 1024} KiB")
+    assert not (chroot_root / str(DIST).lstrip("/") / "snmplb" / "agent").exists()
+    assert not (chroot_root / "var/cache/snmplb-install").exists()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.2", 0))
+        env = _poll_env(snmpd, silent.getsockname()[1])
+        env.pop("SNMPLB_PYTHON", None)  # without a venv in the chroot, the script finds the package's python3
+        if (chroot_root / "opt/snmplb/bin/python3").exists():  # an overlay of a machine with a venv install
+            env["SNMPLB_PYTHON"] = "/usr/bin/python3"
+        r = run(["chroot", str(chroot_root), "/usr/lib/ltsp/get_hosts"], env=env, timeout=60)
+        assert r.stdout == "127.0.0.1\n", (r.stdout, r.stderr)
+
+
+def test_zz_purge_leaves_the_machine_as_it_was(installed: Install):
+    installed.purge()  # snmpd stopped and the test's agent.conf gone first
+    assert not {p.split(":")[0] for p in installed_packages()} & set(PACKAGES)
+    assert snapshot(ETC_SNMPLB) == installed.etc_before
+    assert not Path("/var/lib/snmplb-agent").exists()
+    assert not Path("/etc/snmp/snmpd.conf.d/snmplb.conf").exists()
+    assert not (DIST / "snmplb").exists()
+    assert not Path("/usr/share/ltsp/get_hosts").exists() and not Path("/usr/lib/ltsp/get_hosts").exists()
