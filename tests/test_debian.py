@@ -11,8 +11,8 @@ a chroot. The last test purges the packages and checks that the machine is as it
 The commands run with a clean environment and /usr/bin/python3, so they import the installed package from
 /usr/lib/python3/dist-packages, never this checkout (installed editable in the venv running pytest).
 
-apt never downloads (--no-download): scripts/setup.sh installs every package the .deb files depend on
-or recommend, and the test's network traffic stays on loopback.
+apt never downloads: scripts/setup.sh installs every package the .deb files depend on or recommend,
+and the test stops before installing if apt would fetch anything; its network traffic stays on loopback.
 
 The chroot: debootstrap needs the Debian mirror (about a minute and 260 MB for minbase with python3,
 traffic the tests may not send), so by default the chroot is an overlay of this machine's own root (a
@@ -47,6 +47,9 @@ DIST = Path("/usr/lib/python3/dist-packages")
 ETC_SNMPLB = Path("/etc/snmplb")
 COMMUNITY = "snmplb-deb-test"
 STAND_INS = "/usr/share/snmplb/mibs/stand-ins"
+# For apt in the chroot: the dependencies are there (python3), the recommendations left out, and any
+# download would go to a closed loopback port and fail: the test never reaches the Debian mirror.
+NO_MIRROR = "--no-install-recommends -o Acquire::http::Proxy=http://127.0.0.1:9 -o Acquire::https::Proxy=http://127.0.0.1:9"
 MIB_ARGS = ["-M", f"+{STAND_INS}", "-m", "+SNMPLB-MIB"]  # the stand-ins after any real base modules
 
 pytestmark = [
@@ -176,8 +179,13 @@ def installed(built: Built) -> Iterator[Install]:
     etc_before = snapshot(ETC_SNMPLB)
     state = Install(set(), etc_before)
     try:
-        run(["apt-get", "install", "-y", "-q", "--no-download", *map(str, built.debs.values())],
-            env=APT_ENV, timeout=300)
+        debs = [str(d) for d in built.debs.values()]
+        # apt must find every dependency installed: never reach the mirror (--no-download cannot install
+        # local files), so simulate first and stop if it would install anything else.
+        plan = run(["apt-get", "install", "-s", "-q", *debs], env=APT_ENV, timeout=300).stdout
+        others = {m for m in re.findall(r"^Inst (\S+)", plan, re.M)} - set(PACKAGES)
+        assert not others, f"run scripts/setup.sh: apt would download {sorted(others)}"
+        run(["apt-get", "install", "-y", "-q", *debs], env=APT_ENV, timeout=300)
         state.added = installed_packages() - before
         yield state
     finally:
@@ -200,8 +208,8 @@ def test_apt_installs_only_snmplb_and_the_admin_file_is_made_once(installed: Ins
     before = admin.read_bytes()
     run(["snmplb-admin", "drain"])
     try:
-        run(["apt-get", "install", "-y", "-q", "--no-download", "--reinstall", str(built.debs["snmplb-agent"])],
-            env=APT_ENV, timeout=300)
+        run(["apt-get", "install", "-y", "-q", "--reinstall", str(built.debs["snmplb-agent"])], env=APT_ENV,
+            timeout=300)
         assert "state = draining" in admin.read_text()
     finally:
         admin.write_bytes(before)
@@ -347,12 +355,31 @@ def test_installed_check_snmplb_reads_the_server(snmpd: Snmpd):
     env = {**CLEAN_ENV, "SNMPLB_COMMUNITY": COMMUNITY}
     if Path("/opt/snmplb/bin/python3").exists():
         env["SNMPLB_PYTHON"] = "/usr/bin/python3"
+    # Thresholds this machine's own load, memory and swap cannot reach: the verdict is the server's state.
+    wide = ["--load-warning", "1000", "--load-critical", "1000", "--mem-warning", "0:", "--mem-critical", "0:",
+            "--swap-warning", "1000000000", "--swap-critical", "1000000000", "--age-warning", "60",
+            "--age-critical", "60"]
     r = run(["/usr/lib/nagios/plugins/check_snmplb", "-H", "127.0.0.1", "-p", str(snmpd.port),
-             "--timeout-ms", "5000"], env=env, check=False)
-    # OK, WARNING or CRITICAL by this machine's load, never UNKNOWN: the row was read and judged.
-    assert r.returncode in (0, 1, 2), (r.returncode, r.stdout, r.stderr)
-    assert re.match(r"SNMPLB (OK|WARNING|CRITICAL) - enabled", r.stdout), r.stdout
-    assert "sessions=" in r.stdout and "load_per_cpu=" in r.stdout
+             "--timeout-ms", "5000", *wide], env=env, check=False)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.startswith("SNMPLB OK - enabled"), r.stdout
+    assert re.search(r"\| .*load_per_cpu=[0-9.]+;1000", r.stdout) and "sessions=0" in r.stdout, r.stdout
+    # Drained with the installed snmplb-admin: a reading within seconds says so (the agent re-reads the
+    # admin file at every sample, once a second).
+    admin = ETC_SNMPLB / "admin.conf"
+    before = admin.read_bytes()
+    run(["snmplb-admin", "drain"])
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            r = run(["/usr/lib/nagios/plugins/check_snmplb", "-H", "127.0.0.1", "-p", str(snmpd.port),
+                     "--timeout-ms", "5000", *wide], env=env, check=False)
+            if "admin state draining" in r.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert r.returncode == 1 and "admin state draining" in r.stdout, r.stdout
+    finally:
+        admin.write_bytes(before)
 
 
 @pytest.fixture
@@ -389,7 +416,7 @@ def test_install_into_chroot_installs_the_client_package(built: Built, snmpd: Sn
     run(["chroot", str(chroot_root), "dpkg", "--purge", *PACKAGES], env=APT_ENV)
     debs = [str(built.debs["python3-snmplb"]), str(built.debs["snmplb-client"])]
     r = run([str(PROJECT / "chroot" / "install-into-chroot.sh"), str(chroot_root), *debs], timeout=300,
-            env={**APT_ENV, "SNMPLB_APT_OPTIONS": "--no-download --no-install-recommends"})
+            env={**APT_ENV, "SNMPLB_APT_OPTIONS": NO_MIRROR})
     assert "snmplb-client installed" in r.stdout
     listed = run(["chroot", str(chroot_root), "dpkg-query", "-W", "-f", "${Package} ${Installed-Size}\n",
                   *PACKAGES], check=False).stdout
