@@ -158,6 +158,16 @@ def test_lintian_finds_no_errors(built: Built):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_get_hosts_without_a_venv_or_the_package_still_prints_the_configured_servers():
+    # No /opt/snmplb: the script tries the system's python3 (where the package would be), which has no
+    # snmplb here yet: LDM still gets its line.
+    if Path("/opt/snmplb").exists() or run(["/usr/bin/python3", "-I", "-c", "import snmplb"], check=False).returncode == 0:
+        pytest.skip("snmplb is installed for the system's python3 or in /opt/snmplb on this machine")
+    r = run([str(PROJECT / "chroot" / "get_hosts")], env={**CLEAN_ENV, "LB_SERVERS": "app1 app2:1161 app1"})
+    assert r.stdout == "app1 app2\n"
+    assert "get_hosts: snmplb failed; listing the configured servers" in r.stderr
+
+
 @dataclass
 class Install:
     added: set[str]
