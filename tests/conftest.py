@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, mibgen
-from snmplb.labfleet import FakeLoad, Fleet, Instance, V3User, client_env
+from snmplb import mib
+from snmplb.build import mibgen
+from snmplb.lab.fleet import FakeLoad, Fleet, Instance, V3User, client_env
 
 COMMUNITY = "snmplb-ltsp"
 V3 = V3User("snmplb", "auth-secret-1", "priv-secret-1")

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import BIN
 from snmplb import mib
-from snmplb.adminconf import AdminSettings, save_admin
-from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
+from snmplb.adminfile import AdminSettings, save_admin
+from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
 
 LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 STATUS = mib.oid_str(mib.obj("lbStatus").instance)

@@ -22,11 +22,11 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from snmplb import mib
-from snmplb.adminconf import AdminReading, AdminSettings, parse_admin_bytes, problem_line, save_admin, settle
-from snmplb.agent import LogLimiter
+from snmplb.adminfile import AdminReading, AdminSettings, parse_admin_bytes, problem_line, save_admin, settle
+from snmplb.agent.service import LogLimiter
 from snmplb.kvfile import parse_kv_bytes, summarise
 from snmplb.safefile import TimedRead, UnsafeFile, read_bounded
-from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
+from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
 from test_agent_process import AgentProcess
 
 ADMIN_STATE = mib.oid_str(mib.obj("lbAdminState").instance)
@@ -550,7 +550,7 @@ def test_a_change_to_a_garbled_file_is_refused_unless_forced(tmp_path):
 
 
 def test_infinite_or_nan_figures_in_proc_are_not_numbers():
-    from snmplb.procstats import ProcError, parse_loadavg, parse_uptime
+    from snmplb.agent.procfs import ProcError, parse_loadavg, parse_uptime
 
     for bad in ("inf 1 1 1/1 1", "nan 1 1 1/1 1", "1 -inf 1 1/1 1"):
         with pytest.raises(ProcError):

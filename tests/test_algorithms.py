@@ -8,9 +8,9 @@ import random
 import pytest
 
 from snmplb import mib
-from snmplb.algorithms import REGISTRY, Context, decide, rendezvous_score
-from snmplb.settings import ALGORITHMS, ClientSettings
-from snmplb.stats import ServerState, implausible
+from snmplb.client.algorithms import REGISTRY, Context, decide, rendezvous_score
+from snmplb.client.settings import ALGORITHMS, ClientSettings
+from snmplb.client.serverstate import ServerState, implausible
 
 STATUS = mib.obj("lbStatus").enums
 ADMIN = mib.obj("lbAdminState").enums
@@ -180,7 +180,7 @@ def storming(name, sessions, age_ms, per_minute, weight=100, in_service=86400) -
 
 
 def test_balanced_in_a_storm_spreads_the_logins_that_share_the_figures_over_the_deficits():
-    from snmplb.algorithms import login_shares
+    from snmplb.client.algorithms import login_shares
 
     # 30 logins/s arrive; the figures are 1 s old: about 30 logins since, and 90 to come on these figures.
     servers = [storming("empty", 0, 1000, 600), storming("half", 20, 1000, 600), storming("full", 40, 1000, 600)]
@@ -196,7 +196,7 @@ def test_balanced_in_a_storm_spreads_the_logins_that_share_the_figures_over_the_
 
 
 def test_balanced_counts_the_logins_made_since_old_figures_were_taken():
-    from snmplb.algorithms import login_shares
+    from snmplb.client.algorithms import login_shares
 
     fresh, stale = storming("fresh", 20, 0, 360), storming("stale", 20, 10_000, 360)  # 12 logins/s in all
     shares = login_shares([fresh, stale], 12.0, ClientSettings())
@@ -204,7 +204,7 @@ def test_balanced_counts_the_logins_made_since_old_figures_were_taken():
 
 
 def test_fill_levels_the_servers_within_caps():
-    from snmplb.algorithms import fill
+    from snmplb.client.algorithms import fill
 
     takes = fill([0.0, 10.0, 50.0], [100.0, 100.0, 200.0], 40.0, [2.0, 2.0, 2.0], z=0.0)
     assert abs(sum(takes) - 40) < 1e-6
@@ -256,8 +256,8 @@ def test_balanced_slow_starts_a_server_that_just_came_into_service():
 
 
 def test_sampled_mode_polls_k_and_lists_only_what_answered():
-    from snmplb.gethosts import choose
-    from snmplb.settings import Server
+    from snmplb.client.gethosts import choose
+    from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(10))
     polled_sets = []
@@ -279,8 +279,8 @@ def test_sampled_mode_polls_k_and_lists_only_what_answered():
 
 
 def test_sampled_mode_hedges_to_the_rest_when_the_sample_is_dead_or_unusable():
-    from snmplb.gethosts import choose
-    from snmplb.settings import Server
+    from snmplb.client.gethosts import choose
+    from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(10))
     bad = {"s3": down("s3"), "s7": up("s7", swapping=True), "s5": up("s5", rtt=900.0),
@@ -306,8 +306,8 @@ def test_sampled_mode_hedges_to_the_rest_when_the_sample_is_dead_or_unusable():
 
 
 def test_sampled_mode_with_nothing_usable_lists_every_server_in_configured_order():
-    from snmplb.gethosts import choose
-    from snmplb.settings import Server
+    from snmplb.client.gethosts import choose
+    from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(6))
 

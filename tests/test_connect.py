@@ -19,9 +19,9 @@ import pytest
 
 from conftest import BIN, COMMUNITY
 from farm import SSHD, Farm
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from snmplb.pick import NONE_USABLE, NOT_CONNECTED
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from snmplb.login.pick import NONE_USABLE, NOT_CONNECTED
 from test_gethosts import addrs
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")

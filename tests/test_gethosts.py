@@ -12,8 +12,8 @@ import pytest
 
 from conftest import COMMUNITY, V3
 from netfixtures import DelayProxy, FakeLbserver, HostileProxy, Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import PROJECT, FakeLoad
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import PROJECT, FakeLoad
 
 GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 IDLE = FakeLoad(load1=0.4, cpus=4)

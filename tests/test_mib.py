@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, mibgen
-from snmplb.labfleet import DROP_IN, client_env
+from snmplb import mib
+from snmplb.build import mibgen
+from snmplb.lab.fleet import DROP_IN, client_env
 
 MIB_FILE = mibgen.MIB_DIR / "SNMPLB-MIB.txt"
 
 
 def test_pysmi_strict_compile_and_generated_data_is_current():
     doc = mibgen.compile_json(strict=True)
-    assert mibgen.render(doc) == mibgen.DATA_FILE.read_text(), "run python -m snmplb.mibgen"
+    assert mibgen.render(doc) == mibgen.DATA_FILE.read_text(), "run python -m snmplb.build.mibgen"
     assert mibgen.main(["--check"]) == 0
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import BIN, COMMUNITY, V3, wait_for
 from snmplb import mib
-from snmplb.labfleet import FakeLoad
+from snmplb.lab.fleet import FakeLoad
 
 ROOT = mib.oid_str(mib.ROOT)
 

@@ -9,7 +9,7 @@ import subprocess
 
 from conftest import COMMUNITY, V3
 from snmplb import mib
-from snmplb.labfleet import PROJECT
+from snmplb.lab.fleet import PROJECT
 
 DOC = PROJECT / "docs" / "snmpwalk.md"
 

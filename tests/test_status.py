@@ -9,9 +9,9 @@ import time
 
 from conftest import BIN, COMMUNITY
 from netfixtures import Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from snmplb.settings import ALGORITHMS
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from snmplb.client.settings import ALGORITHMS
 
 
 def status(*args: str, **env: str) -> subprocess.CompletedProcess:

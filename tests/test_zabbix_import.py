@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, nmsgen
-from snmplb.labfleet import PROJECT
+from snmplb import mib
+from snmplb.build import nmsgen
+from snmplb.lab.fleet import PROJECT
 
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("/nonexistent"))
 SCHEMA = Path("/usr/share/zabbix-server-pgsql")
