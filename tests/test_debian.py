@@ -150,6 +150,12 @@ def test_each_package_holds_its_role_and_no_lab_or_build_tooling(built: Built):
         assert "pysnmp" not in control(deb, "Depends") and "pyasn1" not in control(deb, "Depends")
 
 
+def test_the_package_version_is_the_python_package_version():
+    import snmplb
+    version = run(["dpkg-parsechangelog", "-S", "Version"], cwd=PROJECT).stdout.strip()
+    assert version.split("-")[0] == snmplb.__version__
+
+
 def test_lintian_finds_no_errors(built: Built):
     r = run(["lintian", "--no-tag-display-limit", str(built.changes)], check=False, timeout=600)
     tags = [line for line in r.stdout.splitlines() if re.match(r"[EWIP]: ", line)]
