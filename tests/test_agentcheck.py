@@ -21,6 +21,8 @@ from snmplb.adminfile import AdminSettings, save_admin
 from snmplb.agent.haproxycheck import reply
 from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(not os.path.exists(HAPROXY), reason="haproxy not installed (scripts/setup.sh)")
 S = mib.obj("lbStatus").enums

@@ -27,6 +27,8 @@ from snmplb.errors import QueueError
 from snmplb.login.feedformat import Row, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 PROJECT = Path(__file__).resolve().parent.parent
 
 IDLE = Row("a", "Idle", True, 0.2, 1000, 2, 1.0, "")

@@ -22,9 +22,9 @@ from farm import SSHD, Farm
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import FakeLoad
 from snmplb.login.pick import NONE_USABLE, NOT_CONNECTED
-from test_gethosts import addrs
+from support import addrs
 
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
 IDLE = FakeLoad(load1=0.4, cpus=4)
 
 

@@ -245,4 +245,25 @@ def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_second
     assert rate.update(12.0, None) == 6  # the tables could not be read: nothing new; e and f left the window
     assert rate.update(13.0, frozenset({"b", "d", "e", "f", "g"})) == 6  # readable again: nothing counts twice
     assert rate.update(40.0, frozenset()) == 0  # everything aged out
-    assert len(rate._new) == 1  # bounded: only the window's samples are kept
+
+
+def test_login_rate_memory_stays_bounded_over_a_long_run():
+    """The agent runs for months: what LoginRate holds must not grow with the samples it has seen."""
+    import tracemalloc
+
+    from snmplb.agent.tcpconns import LoginRate
+
+    rate = LoginRate(window=10.0)
+    tracemalloc.start()
+    try:
+        def run(start: int, count: int) -> int:
+            for t in range(start, start + count):
+                rate.update(float(t), frozenset({f"c{t}", f"c{t + 1}"}))  # one new connection a second
+            return tracemalloc.get_traced_memory()[0]
+
+        settled = run(0, 1_000)
+        later = run(1_000, 20_000)
+    finally:
+        tracemalloc.stop()
+    assert rate.update(21_000.0, frozenset({"c20999", "c21000", "x"})) == 60  # still counting: one a second
+    assert later - settled < 16_384, (settled, later)  # 20 000 more samples, no more memory

@@ -23,6 +23,8 @@ from snmplb.login.feed import Limits, stop_reason
 from snmplb.login.feedformat import Row, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 PROJECT = Path(__file__).resolve().parent.parent
 READER_SRC = PROJECT / "tests" / "c" / "feed_reader.c"
 

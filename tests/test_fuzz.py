@@ -24,11 +24,9 @@ import subprocess
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
-from conftest import COMMUNITY
 from snmplb.client import ber
 from snmplb.client import snmpcodec
 from snmplb import mib
@@ -45,7 +43,7 @@ from snmplb.client.settings import VARIABLES, ClientSettings, Server, from_env
 from snmplb.agent.values import compute_values
 from snmplb.client.serverstate import MAX_DATA_AGE_MS, ServerState, implausible
 
-from test_algorithms import row
+from support import row
 
 N = int(os.environ.get("SNMPLB_FUZZ", "") or 3000)  # cases per mutation test
 SEED = os.environ.get("SNMPLB_FUZZ_SEED", "snmplb-issue-10")
@@ -492,6 +490,7 @@ def test_passpersist_protocol_survives_hostile_lines(table):
     assert tail.endswith(f"{PONG}{load}\ngauge\n100\n"), tail
 
 
+@pytest.mark.fleet
 def test_agent_process_answers_after_megabytes_of_garbage(tmp_path):
     from test_agent_process import LOAD1, AgentProcess
 
@@ -600,6 +599,7 @@ GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 SECRET_BYTES = b"\xe9\xa4\xfe"
 
 
+@pytest.mark.fleet
 @pytest.mark.parametrize("kind", ["latin1-secrets-v3", "huge", "control", "random-bytes"])
 def test_get_hosts_with_garbage_environment_prints_one_line_and_exits_0(kind):
     """Real get_hosts, the environment as bytes (LDM's environment is bytes to the kernel)."""

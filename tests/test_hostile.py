@@ -19,19 +19,9 @@ from snmplb.client.serverquery import Credentials, V3Query
 from snmplb.client.settings import ClientSettings, Server
 from snmplb.client.serverstate import ServerState
 
-from test_algorithms import row, up
+from support import report, row, up
 
 V3_SETTINGS = ClientSettings(snmp_version="3", auth_passphrase="auth-secret-1", priv_passphrase="priv-secret-1")
-
-
-def report(msg_id: int, boots: int, etime: int, engine: bytes = b"\x80\x00\x1f\x88\x04hostile") -> bytes:
-    """An unauthenticated discovery Report, as any host that saw the request's msgID can send."""
-    usm = ber.enc_seq(ber.enc_str(engine), ber.enc_int(boots), ber.enc_int(etime), ber.enc_str(b""),
-                      ber.enc_str(b""), ber.enc_str(b""))
-    glob = ber.enc_seq(ber.enc_int(msg_id), ber.enc_int(65507), ber.enc_str(b"\x00"), ber.enc_int(3))
-    vb = ber.enc_seq(ber.enc_seq(ber.enc_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.enc_int(1, ber.COUNTER32)))
-    pdu = ber.enc_seq(ber.enc_int(0), ber.enc_int(0), ber.enc_int(0), vb, tag=ber.REPORT)
-    return ber.enc_seq(ber.enc_int(3), glob, ber.enc_str(usm), ber.enc_seq(ber.enc_str(engine), ber.enc_str(b""), pdu))
 
 
 @pytest.mark.parametrize("boots,etime", [(-1, 5), (2**31, 5), (5, -1), (5, 2**31), (2**40, 2**40)])

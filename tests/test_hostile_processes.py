@@ -19,8 +19,9 @@ import pytest
 from conftest import COMMUNITY, V3
 from snmplb.client import ber
 from snmplb.client import snmpcodec
-from test_gethosts import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, trio  # noqa: F401 (a fixture)
-from test_hostile import report
+from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 V3_ENV = {"LB_SNMP_VERSION": "3", "LB_SNMP_USER": V3.name, "LB_SNMP_AUTH_PASSPHRASE": V3.auth_pass,
           "LB_SNMP_PRIV_PASSPHRASE": V3.priv_pass}

@@ -35,6 +35,8 @@ from snmplb.agent.logins import SessionCount
 from snmplb.agent.values import compute_values
 from snmplb.agent.tcpconns import parse_listening, read_ssh
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 STATUS = mib.obj("lbStatus").enums
 LISTENING = mib.obj("lbSshListening").enums
 PATH_STATES = mib.obj("lbLoginPathStatus").enums

@@ -19,6 +19,8 @@ from snmplb.build import nmsgen
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import PROJECT, FakeLoad
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 CHECK = PROJECT / "nms" / "check_snmplb"
 PLUGINS = "/usr/lib/nagios/plugins"
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3

@@ -14,7 +14,9 @@ from netfixtures import Silent
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import FakeLoad
 from snmplb.login.pick import NONE_USABLE, host_port
-from test_gethosts import IDLE, addrs, get_hosts, hosts_of
+from support import IDLE, addrs, get_hosts, hosts_of
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 BUSY = FakeLoad(load1=12.0, cpus=4)
 

@@ -428,6 +428,7 @@ def test_out_of_descriptors_every_server_fails_with_a_reason_and_poll_returns(ns
                              [a.host, a.port, False, "cannot send: Too many open files"]]
 
 
+@pytest.mark.fleet
 def test_threading_is_imported_only_when_names_are_configured():
     """get_hosts' start-up counts on a thin client: literal addresses need no threads."""
     code = ("import sys\nfrom snmplb.client import poller\nfrom snmplb.client.settings import ClientSettings, Server\n"

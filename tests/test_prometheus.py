@@ -24,6 +24,8 @@ from snmplb.build import promrules
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import PROJECT, FakeLoad
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 PROM = PROJECT / "nms" / "prometheus"
 EXPORTER = shutil.which("prometheus-snmp-exporter")
 PROMTOOL = shutil.which("promtool")

@@ -10,7 +10,7 @@ from snmplb import mib
 from snmplb.client.serverquery import V2cQuery, row_from_pdu
 from snmplb.client.settings import ClientSettings, Server
 
-from test_algorithms import row
+from support import row
 
 SETTINGS = ClientSettings(community="c0mm")
 ROW_TEXT = mib.encode_row([row()[o.name] for o in mib.ROW_FIELDS]).encode()

@@ -32,7 +32,9 @@ import pytest
 from conftest import BIN, COMMUNITY, wait_for
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import FakeLoad
-from test_gethosts import IDLE, addrs
+from support import IDLE, addrs
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = ROOT / "sessions" / "snmplb-session"

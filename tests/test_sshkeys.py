@@ -16,7 +16,7 @@ from conftest import BIN
 from farm import SSHD, start_sshd, stop_sshd
 from snmplb.login.hostkeys import Target, merge, parse_extraservers
 
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
 
 
 class Sshd:
