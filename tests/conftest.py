@@ -29,6 +29,7 @@ PROCESS_FIXTURES = frozenset(("fleet", "agent", "agent_proc", "netsnmp", "trio",
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fleet: starts real processes (snmpd, sshd, the CLIs, X...)")
     config.addinivalue_line("markers", "storm: runs the login-storm simulator (pure, but tens of seconds)")
+    config.addinivalue_line("markers", "debian: builds the .deb packages and installs them on this machine (root)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -53,6 +53,8 @@ NO_MIRROR = "--no-install-recommends -o Acquire::http::Proxy=http://127.0.0.1:9 
 MIB_ARGS = ["-M", f"+{STAND_INS}", "-m", "+SNMPLB-MIB"]  # the stand-ins after any real base modules
 
 pytestmark = [
+    pytest.mark.fleet,  # real processes: dpkg-buildpackage, apt, snmpd, the installed commands
+    pytest.mark.debian,  # ./test -m "not debian" leaves this machine's packages alone
     pytest.mark.skipif(os.geteuid() != 0, reason="installs packages: needs root"),
     pytest.mark.skipif(not shutil.which("dpkg-buildpackage", path=CLEAN_ENV["PATH"]) or
                        not shutil.which("apt-get", path=CLEAN_ENV["PATH"]),
