@@ -12,10 +12,9 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping
 
 from snmplb.errors import ConfigError
+from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS  # the codec's own list: get_hosts takes no other
 
 ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver", "balanced")
-AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
-PRIV_PROTOCOLS = ("AES",)
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _HOST_CHARS = _ALNUM | frozenset("._-")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")

@@ -27,8 +27,9 @@ import stat
 import sys
 from pathlib import Path
 
+from snmplb import usm
 from snmplb.kvfile import parse_kv
-from snmplb.client.settings import AUTH_PROTOCOLS, is_host
+from snmplb.client.settings import is_host
 
 UNKNOWN = 3
 _PREFIX = "SNMPLB UNKNOWN - "
@@ -64,6 +65,16 @@ def _one_host(text: str) -> str:
     return host
 
 
+def _protocol(known, options: tuple[str, ...]):
+    """One of ``options`` in any case, as net-snmp spells it (``known`` returns "" for any other)."""
+    def parse(text: str) -> str:
+        name = known(text)
+        if not name:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not one of {', '.join(options)}")
+        return name
+    return parse
+
+
 def _nagios_range(text: str) -> str:
     import nagiosplugin  # present: main() checked before parsing
 
@@ -92,8 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-C", "--community", help="SNMPv2c community (prefer --secrets or SNMPLB_COMMUNITY)")
     ap.add_argument("-s", "--secrets", type=Path, help="file with community / auth_passphrase / priv_passphrase")
     ap.add_argument("-u", "--user", default="snmplb", help="SNMPv3 user (snmplb)")
-    ap.add_argument("-a", "--auth-protocol", choices=AUTH_PROTOCOLS, default="SHA")
-    ap.add_argument("-x", "--priv-protocol", choices=("AES",), default="AES")
+    # The protocols the poller speaks (snmplb.usm), as get_hosts and snmplb-admin create-v3-user take them.
+    ap.add_argument("-a", "--auth-protocol", type=_protocol(usm.auth_protocol, usm.AUTH_PROTOCOLS),
+                    default=usm.DEFAULT_AUTH, help=f"SNMPv3 authentication: {', '.join(usm.AUTH_PROTOCOLS)} "
+                    f"({usm.DEFAULT_AUTH})")
+    ap.add_argument("-x", "--priv-protocol", type=_protocol(usm.priv_protocol, usm.PRIV_PROTOCOLS),
+                    default=usm.DEFAULT_PRIV, help=f"SNMPv3 privacy: {', '.join(usm.PRIV_PROTOCOLS)} "
+                    f"({usm.DEFAULT_PRIV})")
     ap.add_argument("--timeout-ms", type=_ranged_int(50, 30000), default=3000, help="SNMP deadline (3000)")
     for name, default, what in (("load", ("1.0", "2.0"), "load per CPU"),
                                 ("mem", ("10:", "5:"), "available memory %%"),
