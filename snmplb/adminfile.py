@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from snmplb import mib
 from snmplb.errors import ConfigError
 from snmplb.kvfile import parse_kv, parse_kv_bytes, shown, write_atomic
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
-STATES = ("enabled", "draining", "disabled")
+STATES: tuple[str, ...] = tuple(mib.obj("lbAdminState").enums)  # the MIB's labels, in its order
 MAX_WEIGHT = 10000
 
 
@@ -146,7 +147,8 @@ def render_admin(settings: AdminSettings) -> str:
     return (
         "# snmplb: this application server's load-balancing settings.\n"
         "# Written by snmplb-admin; read by snmplb-agent at every sample.\n"
-        "# state: enabled | draining (no new sessions) | disabled (out of rotation)\n"
+        f"# state: {' | '.join(STATES)}\n"
+        "#   (draining: no new sessions, existing ones stay; disabled: out of rotation)\n"
         f"state = {settings.state}\n"
         "# weight: capacity in percent of a reference server (0..10000)\n"
         f"weight = {settings.weight}\n"

@@ -168,6 +168,25 @@ def test_admin_settings_bad_values_fall_back_and_are_named(tmp_path):
     assert load_admin(tmp_path / "missing") == (AdminSettings(), [])
 
 
+def test_admin_states_are_the_mibs_and_each_is_read_written_and_published():
+    """The admin file's states are lbAdminState's labels, in the MIB's order (no list typed by hand):
+    each one parses, is rendered (the file's comment names them all) and has the MIB's number in the
+    agent's row."""
+    from snmplb import adminfile
+
+    labels = tuple(mib.obj("lbAdminState").enums)
+    assert adminfile.STATES == labels
+    proc = ProcSample(100.0, 1.0, 1.0, 1.0, 2, 1000, 500, 500, 400, 0, 0)
+    for state in labels:
+        settings = AdminSettings(state=state)
+        text = render_admin(settings)
+        assert parse_admin(text) == (settings, []) and f"# state: {' | '.join(labels)}\n" in text
+        values = compute_values(proc, (0.0, 0.0), SessionCount(0, 0, "logind"), settings, verdict.HealthPolicy())
+        assert values["lbAdminState"] == mib.obj("lbAdminState").enums[state]
+    _, problems = parse_admin("state = retired\n")
+    assert problems == [f"state: 'retired' is not one of {', '.join(labels)}"]
+
+
 def test_agent_config_file_and_overrides(tmp_path):
     f = tmp_path / "agent.conf"
     f.write_text("proc_root = /x/proc\ninterval = 0.2\nbusy_load = lots\nswap_threshold = -5\nfoo = 1\n")
