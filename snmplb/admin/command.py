@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
+from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_setting, load_admin, save_admin
 from snmplb.argtypes import seconds
 from snmplb.errors import ConfigError, SnmplbError
 from snmplb.kvfile import exclusive_lock, lock_path
@@ -104,9 +104,9 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     if command == "disable":
         return replace(settings, state="disabled")
     if command == "weight":
-        return replace(settings, weight=check_int("weight", value or "", 0, MAX_WEIGHT))
+        return replace(settings, weight=check_setting("weight", value or ""))
     if command == "max-sessions":
-        return replace(settings, max_sessions=check_int("max_sessions", value or "", 0, 2**31 - 1))
+        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))
     return settings
 
 
