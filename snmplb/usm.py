@@ -12,6 +12,8 @@ Names as net-snmp's ``createUser`` line and its tools spell them.
 
 from __future__ import annotations
 
+from snmplb.errors import ConfigError
+
 # Auth protocol -> (hashlib name, truncated HMAC length in bytes): RFC 3414 (HMAC-SHA-96), RFC 7860 (HMAC-SHA-2).
 AUTH: dict[str, tuple[str, int]] = {
     "SHA": ("sha1", 12),
@@ -27,16 +29,20 @@ DEFAULT_AUTH = "SHA"
 DEFAULT_PRIV = "AES"
 
 
-def auth_protocol(name: str) -> str:
-    """The auth protocol ``name`` as spelled here (any case), or "" when snmplb does not speak it."""
-    return _known(name, AUTH_PROTOCOLS)
+def check_auth(name: str) -> str:
+    """The auth protocol ``name`` (any case) as spelled here; ConfigError naming the accepted ones
+    when snmplb does not speak it."""
+    return _known("auth protocol", name, AUTH_PROTOCOLS)
 
 
-def priv_protocol(name: str) -> str:
-    """The privacy protocol ``name`` as spelled here (any case), or "" when snmplb does not speak it."""
-    return _known(name, PRIV_PROTOCOLS)
+def check_priv(name: str) -> str:
+    """The privacy protocol ``name`` (any case) as spelled here; ConfigError naming the accepted ones
+    when snmplb does not speak it."""
+    return _known("priv protocol", name, PRIV_PROTOCOLS)
 
 
-def _known(name: str, options: tuple[str, ...]) -> str:
+def _known(what: str, name: str, options: tuple[str, ...]) -> str:
     folded = name.strip().upper()
-    return folded if folded in options else ""
+    if folded not in options:
+        raise ConfigError(f"{what}: {name[:40]!r} is not one get_hosts can poll with (one of {', '.join(options)})")
+    return folded

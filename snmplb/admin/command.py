@@ -16,32 +16,19 @@ import argparse
 import getpass
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_setting, load_admin, save_admin
-from snmplb.argtypes import seconds
+from snmplb.argtypes import checked, seconds
 from snmplb.errors import ConfigError, SnmplbError
 from snmplb.kvfile import exclusive_lock, lock_path
 from snmplb import usm
-from snmplb.admin.v3user import (append_secret_line, check_auth_protocol, check_priv_protocol,
-                                 create_user_line)
+from snmplb.admin.v3user import append_secret_line, create_user_line
 
 DEFAULT_FILE = Path("/etc/snmplb/admin.conf")
 SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
 LOCK_TIMEOUT = 10.0
-
-
-def _protocol(check: Callable[[str], str]) -> Callable[[str], str]:
-    """An argparse type from a v3user check: a protocol get_hosts cannot poll with is refused before
-    any passphrase is asked for, and nothing is written."""
-    def parse(text: str) -> str:
-        try:
-            return check(text)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,9 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("value")
     u = sub.add_parser("create-v3-user", help="add an SNMPv3 authPriv user to snmpd; passphrases from stdin")
     u.add_argument("user")
-    u.add_argument("--auth-protocol", default=usm.DEFAULT_AUTH, type=_protocol(check_auth_protocol),
+    u.add_argument("--auth-protocol", default=usm.DEFAULT_AUTH, type=checked(usm.check_auth),
                    help=f"one of {', '.join(usm.AUTH_PROTOCOLS)} (default {usm.DEFAULT_AUTH})")
-    u.add_argument("--priv-protocol", default=usm.DEFAULT_PRIV, type=_protocol(check_priv_protocol),
+    u.add_argument("--priv-protocol", default=usm.DEFAULT_PRIV, type=checked(usm.check_priv),
                    help=f"one of {', '.join(usm.PRIV_PROTOCOLS)} (default {usm.DEFAULT_PRIV})")
     u.add_argument("--snmpd-file", type=Path, default=SNMPD_PERSISTENT,
                    help=f"file to append the createUser line to (default {SNMPD_PERSISTENT}; stop snmpd first)")

@@ -29,31 +29,13 @@ def check_passphrase(label: str, secret: str) -> str:
     return secret
 
 
-def check_auth_protocol(name: str) -> str:
-    """An auth protocol snmplb speaks, as net-snmp spells it; ConfigError (naming the accepted ones) else."""
-    known = usm.auth_protocol(name)
-    if not known:
-        raise ConfigError(f"auth protocol: {name[:40]!r} is not one get_hosts can poll with "
-                          f"(one of {', '.join(usm.AUTH_PROTOCOLS)})")
-    return known
-
-
-def check_priv_protocol(name: str) -> str:
-    """A privacy protocol snmplb speaks, as net-snmp spells it; ConfigError (naming the accepted ones) else."""
-    known = usm.priv_protocol(name)
-    if not known:
-        raise ConfigError(f"priv protocol: {name[:40]!r} is not one get_hosts can poll with "
-                          f"(one of {', '.join(usm.PRIV_PROTOCOLS)})")
-    return known
-
-
 def create_user_line(user: str, auth_pass: str, priv_pass: str,
                      auth_proto: str = usm.DEFAULT_AUTH, priv_proto: str = usm.DEFAULT_PRIV) -> str:
     """snmpd's ``createUser`` line for an authPriv user get_hosts can poll."""
     if not user or not user.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"user: {user!r} must be letters, digits, '-' or '_'")
-    auth_proto = check_auth_protocol(auth_proto)
-    priv_proto = check_priv_protocol(priv_proto)
+    auth_proto = usm.check_auth(auth_proto)
+    priv_proto = usm.check_priv(priv_proto)
     check_passphrase("auth passphrase", auth_pass)
     check_passphrase("priv passphrase", priv_pass)
     return f'createUser {user} {auth_proto} "{auth_pass}" {priv_proto} "{priv_pass}"\n'
