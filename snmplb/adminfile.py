@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snmplb import mib
-from snmplb.errors import ConfigError
 from snmplb.kvfile import Field, check, one_of, parse_kv, parse_kv_bytes, validate, whole, write_atomic
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 

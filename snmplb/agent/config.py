@@ -14,7 +14,7 @@ from pathlib import Path
 from snmplb.agent.loginpaths import SpacePolicy
 from snmplb.errors import ConfigError
 from snmplb.agent.verdict import HealthPolicy
-from snmplb.kvfile import Field, check, number, parse_kv_bytes, shown, summarise, validate, whole
+from snmplb.kvfile import Field, number, parse_kv_bytes, shown, summarise, validate, whole
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 DEFAULT_CONFIG = Path("/etc/snmplb/agent.conf")
@@ -109,11 +109,6 @@ _PARSE = {
 }
 FIELDS = tuple(Field(f.name, f.name, _PARSE[f.name], str(f.default)) for f in fields(AgentConfig))
 KEYS = tuple(f.name for f in FIELDS)
-
-
-def convert(key: str, raw: str) -> object:
-    """Convert and validate one setting; ConfigError names it."""
-    return check(FIELDS[KEYS.index(key)], raw)
 
 
 def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[AgentConfig, list[str]]:
