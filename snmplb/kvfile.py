@@ -22,10 +22,9 @@ where they are used.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from snmplb.errors import ConfigError, SnmplbError
 
@@ -300,30 +299,43 @@ def lock_path(path: Path) -> Path:
     return path.parent / f".{path.name}.lock"
 
 
-@contextlib.contextmanager
-def exclusive_lock(lock: Path, timeout: float) -> Iterator[None]:
+class exclusive_lock:  # noqa: N801 (used as a function: ``with exclusive_lock(path, 10):``)
     """Hold an exclusive flock on ``lock`` (created if needed), waiting at most ``timeout`` seconds.
 
     Writers that read, modify and write a file take it around all three, so two
     at once never lose one another's change. The kernel drops the lock when its
-    holder dies, so a crashed writer never blocks the next one.
+    holder dies, so a crashed writer never blocks the next one. A class rather
+    than a contextlib generator: get_hosts imports this module, and contextlib
+    (with functools and types) would be three more modules at every login.
     """
-    import fcntl  # here: get_hosts imports this module and never locks
-    import time
 
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
+    def __init__(self, lock: Path, timeout: float) -> None:
+        self.lock = lock
+        self.timeout = timeout
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        import fcntl  # here: get_hosts imports this module and never locks
+        import time
+
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockTimeout(f"{lock}: another snmplb-admin holds the lock; gave up after {timeout:g} s "
-                                      "(try again; nothing was changed)") from None
+                    os.close(fd)
+                    raise LockTimeout(f"{self.lock}: another snmplb-admin holds the lock; gave up after "
+                                      f"{self.timeout:g} s (try again; nothing was changed)") from None
                 time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+            except BaseException:
+                os.close(fd)
+                raise
+        self._fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # closing releases the lock
+        self._fd = -1
