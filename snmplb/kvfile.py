@@ -15,7 +15,8 @@ value names its key and falls back (to its ``if_bad`` value, else the value in
 force); nothing is ever half taken. lts.conf's LB_* ``VARIABLES`` are such a
 table too (client.settings).
 
-get_hosts imports this at every login (client.conf): at import time it needs
+The writers' side is here too: ``write_atomic`` and the ``exclusive_lock`` of
+snmplb-admin. get_hosts imports this at every login (client.conf): at import time it needs
 only the cheapest standard modules; the writer's and the lock's are imported
 where they are used.
 """

@@ -126,7 +126,7 @@ def test_one_reader_for_every_key_value_file():
     """agent.conf/admin.conf (PLAIN), client.conf and lts.conf are read by one reader (kvfile): quotes, a
     BOM, comment lines and bad lines are handled alike; the dialects differ only in the case of keys,
     sections, inline comments and whether a bad line may be quoted."""
-    from snmplb.kvfile import CLIENT_CONF, LTS_CONF, PLAIN, parse_kv_bytes
+    from snmplb.kvfile import CLIENT_CONF, PLAIN, parse_kv_bytes
 
     body = b"# comment\n\nLb_One = 'quoted value'\nlb_two=\"2\"\n  LB_THREE  =  three  \nsecret-ish line\n"
     plain, plain_problems = parse_kv_bytes(b"\xef\xbb\xbf" + body, PLAIN)
