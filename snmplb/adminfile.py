@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from snmplb.errors import ConfigError
-from snmplb.kvfile import parse_kv, parse_kv_bytes, shown, write_atomic
+from snmplb import mib
+from snmplb.kvfile import Field, check, one_of, parse_kv, parse_kv_bytes, validate, whole, write_atomic
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
-STATES = ("enabled", "draining", "disabled")
+STATES: tuple[str, ...] = tuple(mib.obj("lbAdminState").enums)  # the MIB's labels, in its order
 MAX_WEIGHT = 10000
 
 
@@ -43,23 +43,20 @@ class AdminSettings:
     enabled_since: int = 0
 
 
-def check_state(value: str) -> str:
-    """Validate a state name; ConfigError names the accepted ones."""
-    v = value.strip().lower()
-    if v not in STATES:
-        raise ConfigError(f"state: {shown(value)} is not one of {', '.join(STATES)}")
-    return v
+# Every key of the file and how it is checked (the one validation, kvfile.validate). A bad state line
+# leaves the server draining, never enabled: a typo must not put a drained server back in rotation.
+FIELDS = (
+    Field("state", "state", one_of(STATES), "enabled", if_bad=("draining", "draining until it is fixed")),
+    Field("weight", "weight", whole(0, MAX_WEIGHT), "100"),
+    Field("max_sessions", "max_sessions", whole(0, 2**31 - 1), "0"),
+    Field("enabled_since", "enabled_since", whole(0, 2**40), "0"),
+)
+_BY_NAME = {f.name: f for f in FIELDS}
 
 
-def check_int(name: str, value: str, low: int, high: int) -> int:
-    """Validate an integer setting within [low, high]; ConfigError names the setting."""
-    try:
-        n = int(value.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: {shown(value)} is not a whole number") from None
-    if not low <= n <= high:
-        raise ConfigError(f"{name}: {n} is outside {low}..{high}")
-    return n
+def check_setting(name: str, value: str) -> object:
+    """One setting's value checked as the file's is (for snmplb-admin's command line); ConfigError names it."""
+    return check(_BY_NAME[name], value)
 
 
 @dataclass(frozen=True)
@@ -91,33 +88,11 @@ def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:
 def _settings(pairs: dict[str, str], problems: list[str]) -> tuple[AdminSettings, list[str]]:
     """The conservative reading: valid keys stand, bad ones keep their defaults, and the state is
     draining when anything is wrong and no valid state line says otherwise (the bad line may be it)."""
-    default = AdminSettings()
-    values = {"state": default.state, "weight": default.weight, "max_sessions": default.max_sessions,
-              "enabled_since": default.enabled_since}
-    for key, raw in pairs.items():
-        try:
-            if key == "state":
-                values["state"] = check_state(raw)
-            elif key == "weight":
-                values["weight"] = check_int("weight", raw, 0, MAX_WEIGHT)
-            elif key == "max_sessions":
-                values["max_sessions"] = check_int("max_sessions", raw, 0, 2**31 - 1)
-            elif key == "enabled_since":
-                values["enabled_since"] = check_int("enabled_since", raw, 0, 2**40)
-            else:
-                problems.append(f"unknown setting {shown(key)}")
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems and not _valid_state(pairs):
+    values, more = validate(FIELDS, pairs)
+    problems = problems + more
+    if problems and "state" not in values:
         values["state"] = "draining"
     return AdminSettings(**values), problems  # type: ignore[arg-type]
-
-
-def _valid_state(pairs: dict[str, str]) -> bool:
-    try:
-        return "state" in pairs and bool(check_state(pairs["state"]))
-    except ConfigError:
-        return False
 
 
 def settle(last_good: AdminSettings | None, reading: AdminReading) -> tuple[AdminSettings, AdminSettings | None]:
@@ -146,7 +121,8 @@ def render_admin(settings: AdminSettings) -> str:
     return (
         "# snmplb: this application server's load-balancing settings.\n"
         "# Written by snmplb-admin; read by snmplb-agent at every sample.\n"
-        "# state: enabled | draining (no new sessions) | disabled (out of rotation)\n"
+        f"# state: {' | '.join(STATES)}\n"
+        "#   (draining: no new sessions, existing ones stay; disabled: out of rotation)\n"
         f"state = {settings.state}\n"
         "# weight: capacity in percent of a reference server (0..10000)\n"
         f"weight = {settings.weight}\n"

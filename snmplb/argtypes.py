@@ -22,3 +22,16 @@ def seconds(high: float, zero_ok: bool = False) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds in {span}")
         return x
     return parse
+
+
+def checked(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from one of the settings' parse functions (kvfile.whole, usm checks...): the
+    command line checks a value with the words the files use, and argparse names the option."""
+    from snmplb.errors import ConfigError
+
+    def arg(text: str) -> object:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return arg

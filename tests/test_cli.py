@@ -61,6 +61,44 @@ def test_create_v3_user_tightens_an_existing_persistent_file_to_0600(tmp_path):
     assert "0600" in r.stdout and "pass-123" not in r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("option, value", [("--auth-protocol", "MD5"), ("--priv-protocol", "DES"),
+                                           ("--auth-protocol", "SHA-999"), ("--priv-protocol", "AES-256")])
+def test_create_v3_user_refuses_a_protocol_get_hosts_cannot_poll_with(tmp_path, option, value):
+    """net-snmp would make an MD5 or DES user, which no thin client could poll: a clear error naming the
+    option and what is accepted, nothing written, and get_hosts refuses the same value by name."""
+    from snmplb import usm
+    from snmplb.client.settings import from_env
+
+    target = tmp_path / "snmpd.conf"
+    cmd = [str(BIN / "snmplb-admin"), "create-v3-user", "nms", option, value, "--snmpd-file", str(target)]
+    r = subprocess.run(cmd, input="auth-pass-123\npriv-pass-456\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    accepted = usm.AUTH_PROTOCOLS if option == "--auth-protocol" else usm.PRIV_PROTOCOLS
+    assert option in r.stderr and repr(value) in r.stderr and ", ".join(accepted) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "pass-" not in r.stdout + r.stderr
+    assert not target.exists()
+    variable = "LB_SNMP_AUTH_PROTOCOL" if option == "--auth-protocol" else "LB_SNMP_PRIV_PROTOCOL"
+    _, problems = from_env({"LB_SERVERS": "127.0.0.1", variable: value})
+    assert any(p.startswith(variable + ":") for p in problems), problems
+
+
+@pytest.mark.parametrize("auth", ["SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512", "sha-256"])
+def test_create_v3_user_makes_users_with_every_protocol_get_hosts_speaks(tmp_path, auth):
+    from snmplb import usm
+    from snmplb.client.settings import from_env
+
+    assert auth.upper() in usm.AUTH_PROTOCOLS
+    target = tmp_path / "snmpd.conf"
+    cmd = [str(BIN / "snmplb-admin"), "create-v3-user", "nms", "--auth-protocol", auth, "--priv-protocol", "aes",
+           "--snmpd-file", str(target)]
+    r = subprocess.run(cmd, input="auth-pass-123\npriv-pass-456\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == f'createUser nms {auth.upper()} "auth-pass-123" AES "priv-pass-456"\n'
+    settings, problems = from_env({"LB_SERVERS": "127.0.0.1", "LB_SNMP_AUTH_PROTOCOL": auth,
+                                   "LB_SNMP_PRIV_PROTOCOL": "aes"})
+    assert problems == [] and (settings.auth_protocol, settings.priv_protocol) == (auth.upper(), "AES")
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "0", "1e400", "x", "1e9"])
 def test_status_watch_rejects_non_positive_and_non_finite_seconds(value):
     r = subprocess.run([str(BIN / "snmplb"), "status", "--watch", value, "--count", "1"], capture_output=True,

@@ -168,6 +168,25 @@ def test_admin_settings_bad_values_fall_back_and_are_named(tmp_path):
     assert load_admin(tmp_path / "missing") == (AdminSettings(), [])
 
 
+def test_admin_states_are_the_mibs_and_each_is_read_written_and_published():
+    """The admin file's states are lbAdminState's labels, in the MIB's order (no list typed by hand):
+    each one parses, is rendered (the file's comment names them all) and has the MIB's number in the
+    agent's row."""
+    from snmplb import adminfile
+
+    labels = tuple(mib.obj("lbAdminState").enums)
+    assert adminfile.STATES == labels
+    proc = ProcSample(100.0, 1.0, 1.0, 1.0, 2, 1000, 500, 500, 400, 0, 0)
+    for state in labels:
+        settings = AdminSettings(state=state)
+        text = render_admin(settings)
+        assert parse_admin(text) == (settings, []) and f"# state: {' | '.join(labels)}\n" in text
+        values = compute_values(proc, (0.0, 0.0), SessionCount(0, 0, "logind"), settings, verdict.HealthPolicy())
+        assert values["lbAdminState"] == mib.obj("lbAdminState").enums[state]
+    _, problems = parse_admin("state = retired\n")
+    assert problems == [f"state: 'retired' is not one of: {', '.join(labels)}; draining until it is fixed"]
+
+
 def test_agent_config_file_and_overrides(tmp_path):
     f = tmp_path / "agent.conf"
     f.write_text("proc_root = /x/proc\ninterval = 0.2\nbusy_load = lots\nswap_threshold = -5\nfoo = 1\n")
@@ -178,6 +197,40 @@ def test_agent_config_file_and_overrides(tmp_path):
     cfg, problems = config.load(tmp_path / "none.conf", {})
     assert cfg == config.AgentConfig() and "no such file" in problems[0]
     assert config.load(config.DEFAULT_CONFIG, {})[1] in ([], [])
+
+
+def test_one_validation_names_the_key_and_falls_back_in_every_settings_file(tmp_path):
+    """agent.conf, admin.conf and lts.conf's LB_* variables are checked by one table-driven validation
+    (kvfile.validate): the same bad value gets the same words, naming its key and what is used instead."""
+    from snmplb.client.settings import from_env
+
+    f = tmp_path / "agent.conf"
+    f.write_text("ssh_port = x\ninterval = 0.2\n")
+    cfg, agent_problems = config.load(f, {"interval": "fast"})
+    assert (cfg.ssh_port, cfg.interval) == (22, 0.2)  # a bad command-line value keeps the file's
+    assert agent_problems == [f"{f}: ssh_port: 'x' is not a whole number; using 22",
+                              "command line: interval: 'fast' is not a number; using 0.2"]
+    _, admin_problems = parse_admin("state = enabled\nweight = x\n")
+    assert admin_problems == ["weight: 'x' is not a whole number; using the default (100)"]
+    _, lts_problems = from_env({"LB_SERVERS": "app1", "LB_SNMP_PORT": "x"})
+    assert lts_problems == ["LB_SNMP_PORT: 'x' is not a whole number; using the default (161)"]
+
+
+@pytest.mark.parametrize("table", ["agent", "admin"])
+def test_every_field_parses_its_own_default(table):
+    """The typed-field tables cover every setting (no type read from an annotation's text): each field's
+    parse function turns its documented default back into the dataclass's default value."""
+    from dataclasses import fields
+
+    from snmplb import adminfile
+
+    cls, table_fields = (config.AgentConfig, config.FIELDS) if table == "agent" else \
+        (AdminSettings, adminfile.FIELDS)
+    assert [f.name for f in table_fields] == [f.name for f in fields(cls)]
+    for field in table_fields:
+        default = getattr(cls(), field.attr)
+        parsed = field.parse(field.default)
+        assert parsed == default and type(parsed) is type(default), field.name
 
 
 def test_compute_values_gives_every_object_and_a_consistent_row():

@@ -22,7 +22,7 @@ from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
 
 PACKAGE = PROJECT / "snmplb"
 TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.kvfile", "snmplb.safefile",
-       "snmplb.adminfile", "snmplb.argtypes"}
+       "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm"}
 # What each role may import besides the shared top level and itself.
 MAY_IMPORT = {"client": set(), "login": {"client"}, "nms": {"client"}, "agent": set(), "admin": set(),
               "build": set(), "lab": {"client", "agent", "admin", "build", "login", "nms"}}

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from conftest import COMMUNITY, V3
-from snmplb import mib
+from snmplb import mib, usm
 from snmplb.build import nmsgen
 from snmplb.adminfile import AdminSettings
-from snmplb.lab.fleet import PROJECT, FakeLoad
+from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet, V3User
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -89,6 +89,29 @@ def test_unreachable_is_critical_missing_object_and_bad_credentials_are_unknown(
     assert code == UNKNOWN and "wrong auth passphrase" in out and "wrong-passphrase" not in out
     code, out = check(good, "--secrets", str(tmp_path / "missing"))
     assert code == UNKNOWN
+
+
+@pytest.mark.parametrize("auth", usm.AUTH_PROTOCOLS)
+def test_check_snmplb_polls_a_real_v3_user_of_every_protocol_snmplb_speaks(tmp_path, auth):
+    """The one list (snmplb.usm): a user created with each auth protocol (by create_user_line, as
+    snmplb-admin create-v3-user makes it) is read by check_snmplb -a/-x; a protocol off the list is
+    refused by name, as UNKNOWN, before anything is sent."""
+    user = V3User(V3.name, V3.auth_pass, V3.priv_pass, auth_proto=auth, priv_proto=usm.PRIV_PROTOCOLS[0])
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"auth_passphrase = {V3.auth_pass}\npriv_passphrase = {V3.priv_pass}\n")
+    secrets.chmod(0o600)
+    with Fleet(tmp_path / "fleet", community=COMMUNITY, v3_user=user) as fleet:
+        inst = fleet.add("v3")
+        for priv in usm.PRIV_PROTOCOLS:
+            code, out = check(inst, "-P", "3", "-u", V3.name, "-a", auth.lower(), "-x", priv, "--secrets", str(secrets),
+                              SNMPLB_COMMUNITY="")
+            assert code == OK and out.startswith("SNMPLB OK"), out
+        if auth != "SHA":  # a user of another protocol is no user to this one: never OK
+            code, out = check(inst, "-P", "3", "-u", V3.name, "-a", "SHA", "--secrets", str(secrets), SNMPLB_COMMUNITY="")
+            assert code == UNKNOWN, out
+        for option, value in (("-x", "DES"), ("-a", "MD5")):
+            code, out = check(inst, "-P", "3", "-u", V3.name, option, value, "--secrets", str(secrets))
+            assert code == UNKNOWN and option in out and repr(value) in out, out
 
 
 def run_check(args: list, env: dict | None = None, python: str = sys.executable) -> subprocess.CompletedProcess:

@@ -122,6 +122,41 @@ def test_lts_conf_inline_comments_quotes_and_bom():
     assert ltsconf.parse("\ufeff[default]\nX = 1\n") == {"default": {"X": "1"}}  # the BOM is not part of a name
 
 
+def test_one_reader_for_every_key_value_file():
+    """agent.conf/admin.conf (PLAIN), client.conf and lts.conf are read by one reader (kvfile): quotes, a
+    BOM, comment lines and bad lines are handled alike; the dialects differ only in the case of keys,
+    sections, inline comments and whether a bad line may be quoted."""
+    from snmplb.kvfile import CLIENT_CONF, PLAIN, parse_kv_bytes
+
+    body = b"# comment\n\nLb_One = 'quoted value'\nlb_two=\"2\"\n  LB_THREE  =  three  \nsecret-ish line\n"
+    plain, plain_problems = parse_kv_bytes(b"\xef\xbb\xbf" + body, PLAIN)
+    client, client_problems = parse_kv_bytes(b"\xef\xbb\xbf" + body, CLIENT_CONF)
+    lts = ltsconf.parse("\ufeff[Default]\n" + body.decode())["default"]
+    assert plain == {"lb_one": "quoted value", "lb_two": "2", "lb_three": "three"}
+    assert client == lts == {k.upper(): v for k, v in plain.items()}
+    assert plain_problems == ["line 6: expected 'key = value', got 'secret-ish line'"]
+    assert client_problems == ["line 6: expected 'key = value'"]  # never quoted: it may be a secret
+    assert parse_kv_bytes(b"X = caf\xe9\n", CLIENT_CONF)[1] == ["line 1: not valid UTF-8"]  # nor its byte
+    assert parse_kv_bytes(b"X = a # b\n", PLAIN)[0] == {"x": "a # b"}
+    assert ltsconf.parse("[Default]\nX = a # b\n; c\n") == {"default": {"X": "a"}}
+    assert [ltsconf.parse(t) for t in ("X = 1\n[Empty]\n",)] == [{"empty": {}}]  # LIKE may name it
+
+
+def test_client_conf_uses_its_good_lines_and_names_the_bad_ones_without_a_value(tmp_path):
+    from snmplb.client.clientconf import read_client_conf
+
+    conf = tmp_path / "client.conf"
+    conf.write_bytes(b"export LB_SNMP_COMMUNITY = 'c0mmunity'\nLB_SNMP_AUTH_PASSPHRASE = caf\xe9-secret\n"
+                     b"LB_NOPE = s3cret-value\nno pair here\nlb_max_hosts = 2\n")
+    conf.chmod(0o600)
+    known = frozenset(v.name for v in VARIABLES)
+    values, problems = read_client_conf({"SNMPLB_CLIENT_CONF": str(conf)}, known)
+    assert values == {"LB_SNMP_COMMUNITY": "c0mmunity", "LB_MAX_HOSTS": "2"}
+    assert problems == [f"{conf}: line 2: not valid UTF-8; skipped", f"{conf}: line 3: not a known LB_* name; skipped",
+                        f"{conf}: line 4: expected 'key = value'; skipped"]
+    assert not any(w in " ".join(problems) for w in ("caf", "secret", "s3cret", "pair"))
+
+
 def test_lts_conf_says_when_it_stops_following_like():
     chain = "[Default]\nLIKE = s1\n" + "".join(f"[s{i}]\nLIKE = s{i + 1}\nV{i} = {i}\n" for i in range(1, 9))
     env, problems = ltsconf.resolve(chain, [])

@@ -19,11 +19,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
-from snmplb.argtypes import seconds
+from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_setting, load_admin, save_admin
+from snmplb.argtypes import checked, seconds
 from snmplb.errors import ConfigError, SnmplbError
 from snmplb.kvfile import exclusive_lock, lock_path
-from snmplb.admin.v3user import AUTH_PROTOCOLS, PRIV_PROTOCOLS, append_secret_line, create_user_line
+from snmplb import usm
+from snmplb.admin.v3user import append_secret_line, create_user_line
 
 DEFAULT_FILE = Path("/etc/snmplb/admin.conf")
 SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
@@ -48,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("value")
     u = sub.add_parser("create-v3-user", help="add an SNMPv3 authPriv user to snmpd; passphrases from stdin")
     u.add_argument("user")
-    u.add_argument("--auth-protocol", default="SHA", choices=AUTH_PROTOCOLS)
-    u.add_argument("--priv-protocol", default="AES", choices=PRIV_PROTOCOLS)
+    u.add_argument("--auth-protocol", default=usm.DEFAULT_AUTH, type=checked(usm.check_auth),
+                   help=f"one of {', '.join(usm.AUTH_PROTOCOLS)} (default {usm.DEFAULT_AUTH})")
+    u.add_argument("--priv-protocol", default=usm.DEFAULT_PRIV, type=checked(usm.check_priv),
+                   help=f"one of {', '.join(usm.PRIV_PROTOCOLS)} (default {usm.DEFAULT_PRIV})")
     u.add_argument("--snmpd-file", type=Path, default=SNMPD_PERSISTENT,
                    help=f"file to append the createUser line to (default {SNMPD_PERSISTENT}; stop snmpd first)")
     return ap
@@ -88,9 +91,9 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     if command == "disable":
         return replace(settings, state="disabled")
     if command == "weight":
-        return replace(settings, weight=check_int("weight", value or "", 0, MAX_WEIGHT))
+        return replace(settings, weight=check_setting("weight", value or ""))
     if command == "max-sessions":
-        return replace(settings, max_sessions=check_int("max_sessions", value or "", 0, 2**31 - 1))
+        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))
     return settings
 
 

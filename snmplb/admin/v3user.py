@@ -5,6 +5,9 @@ arguments, where every user of the machine sees them in ``ps``. Here they are
 read from stdin (or a prompt) and written, with a ``createUser`` line, into a
 file only root and snmpd read: snmpd's persistent file (it turns the line into
 localized keys at its next start) or a test instance's config.
+
+Only the protocols snmplb speaks (snmplb.usm) are offered: net-snmp would
+also create an MD5 or DES user, which no thin client could then poll.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from snmplb import usm
 from snmplb.errors import ConfigError
-
-AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512", "MD5")
-PRIV_PROTOCOLS = ("AES", "DES")
 _FORBIDDEN = set('"\\\n\r\0')
 
 
@@ -29,14 +30,12 @@ def check_passphrase(label: str, secret: str) -> str:
 
 
 def create_user_line(user: str, auth_pass: str, priv_pass: str,
-                     auth_proto: str = "SHA", priv_proto: str = "AES") -> str:
-    """snmpd's ``createUser`` line for an authPriv user."""
+                     auth_proto: str = usm.DEFAULT_AUTH, priv_proto: str = usm.DEFAULT_PRIV) -> str:
+    """snmpd's ``createUser`` line for an authPriv user get_hosts can poll."""
     if not user or not user.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"user: {user!r} must be letters, digits, '-' or '_'")
-    if auth_proto not in AUTH_PROTOCOLS:
-        raise ConfigError(f"auth protocol: {auth_proto!r} is not one of {', '.join(AUTH_PROTOCOLS)}")
-    if priv_proto not in PRIV_PROTOCOLS:
-        raise ConfigError(f"priv protocol: {priv_proto!r} is not one of {', '.join(PRIV_PROTOCOLS)}")
+    auth_proto = usm.check_auth(auth_proto)
+    priv_proto = usm.check_priv(priv_proto)
     check_passphrase("auth passphrase", auth_pass)
     check_passphrase("priv passphrase", priv_pass)
     return f'createUser {user} {auth_proto} "{auth_pass}" {priv_proto} "{priv_pass}"\n'

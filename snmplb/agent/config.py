@@ -14,7 +14,7 @@ from pathlib import Path
 from snmplb.agent.loginpaths import SpacePolicy
 from snmplb.errors import ConfigError
 from snmplb.agent.verdict import HealthPolicy
-from snmplb.kvfile import parse_kv_bytes, shown, summarise
+from snmplb.kvfile import Field, number, parse_kv_bytes, shown, summarise, validate, whole
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 DEFAULT_CONFIG = Path("/etc/snmplb/agent.conf")
@@ -71,40 +71,13 @@ class AgentConfig:
                            timeout=self.login_path_timeout)
 
 
-_LIMITS = {
-    "interval": (0.05, 60.0),
-    "rate_window": (1.0, 3600.0),
-    "busy_load": (0.01, 1000.0),
-    "low_mem_percent": (0, 100),
-    "swap_threshold": (0.0, 1e9),
-    "ssh_port": (1, 65535),
-    "min_free_mb": (0, 10**9),
-    "min_free_inodes_percent": (0, 100),
-    "login_path_timeout": (0.5, 600.0),
-}
 _MAX_LOGIN_PATHS = 32
-KEYS = tuple(f.name for f in fields(AgentConfig))
 
 
-def convert(key: str, raw: str) -> object:
-    """Convert and validate one setting; ConfigError names it."""
-    kind = {f.name: f.type for f in fields(AgentConfig)}[key]
-    if kind == "Path":
-        if not raw:
-            raise ConfigError(f"{key}: empty path")
-        return Path(raw)
-    if key == "login_paths":
-        return _login_paths(raw)
-    if kind == "str":
-        return raw
-    try:
-        value = int(raw) if kind == "int" else float(raw)
-    except ValueError:
-        raise ConfigError(f"{key}: {shown(raw)} is not a number") from None
-    low, high = _LIMITS[key]
-    if not low <= value <= high:
-        raise ConfigError(f"{key}: {value} is outside {low}..{high}")
-    return value
+def _path(raw: str) -> Path:
+    if not raw:
+        raise ConfigError("empty path")
+    return Path(raw)
 
 
 def _login_paths(raw: str) -> str:
@@ -112,26 +85,37 @@ def _login_paths(raw: str) -> str:
     cannot be given: name its parent or a mount point)."""
     paths = raw.split()
     if len(paths) > _MAX_LOGIN_PATHS:
-        raise ConfigError(f"login_paths: more than {_MAX_LOGIN_PATHS} paths")
+        raise ConfigError(f"more than {_MAX_LOGIN_PATHS} paths")
     for path in paths:
         if not path.startswith("/"):
-            raise ConfigError(f"login_paths: {path[:80]!r} is not an absolute path")
+            raise ConfigError(f"{shown(path)} is not an absolute path")
     return " ".join(paths)
 
 
+# How each setting is parsed and checked (the one validation, kvfile.validate); a field of AgentConfig
+# missing here stops the import, so none goes unchecked.
+_PARSE = {
+    "proc_root": _path, "sessions_dir": _path, "utmp": _path, "admin_file": _path, "log_file": str,
+    "interval": number(0.05, 60.0),
+    "rate_window": number(1.0, 3600.0),
+    "busy_load": number(0.01, 1000.0),
+    "low_mem_percent": whole(0, 100),
+    "swap_threshold": number(0.0, 1e9),
+    "ssh_port": whole(1, 65535),
+    "login_paths": _login_paths,
+    "min_free_mb": whole(0, 10**9),
+    "min_free_inodes_percent": whole(0, 100),
+    "login_path_timeout": number(0.5, 600.0),
+}
+FIELDS = tuple(Field(f.name, f.name, _PARSE[f.name], str(f.default)) for f in fields(AgentConfig))
+KEYS = tuple(f.name for f in FIELDS)
+
+
 def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[AgentConfig, list[str]]:
-    """Apply ``pairs`` to ``config``; bad or unknown entries are reported and skipped."""
-    problems = []
-    changes = {}
-    for key, raw in pairs.items():
-        if key not in KEYS:
-            problems.append(f"{origin}: unknown setting {shown(key)}")
-            continue
-        try:
-            changes[key] = convert(key, raw)
-        except ConfigError as exc:
-            problems.append(f"{origin}: {exc}; using {getattr(config, key)!s}")
-    return replace(config, **changes), problems
+    """Apply ``pairs`` to ``config``; bad or unknown entries are reported (naming ``origin`` and the key)
+    and skipped: the value in force stays."""
+    changes, problems = validate(FIELDS, pairs, in_force=vars(config))
+    return replace(config, **changes), [f"{origin}: {p}" for p in problems]
 
 
 def load(path: Path | None, overrides: dict[str, str]) -> tuple[AgentConfig, list[str]]:

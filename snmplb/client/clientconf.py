@@ -8,7 +8,9 @@ lts.conf) win over the file; the file wins over the defaults.
 
 Read once per login, bounded (a regular file of at most 64 KiB, opened
 without blocking), and never fatal: a problem is reported, naming the file
-and the line, never quoting a value (any of them may be a secret).
+and the line, never quoting a value (any of them may be a secret). A line
+that is not UTF-8 is skipped, the rest of the file is used. The reader is
+snmplb's one key = value reader (kvfile, CLIENT_CONF dialect).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
+
+from snmplb.kvfile import CLIENT_CONF, by_line, read_bytes
 
 DEFAULT_PATH = "/etc/snmplb/client.conf"
 PATH_VARIABLE = "SNMPLB_CLIENT_CONF"  # another file (tests; several images sharing one chroot)
@@ -53,23 +57,14 @@ def read_client_conf(env: Mapping[str, str], known: frozenset[str]) -> tuple[dic
     if st.st_mode & 0o077:
         problems.append(f"{path}: readable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o}); "
                         "it may hold secrets: chmod 600 it")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return {}, problems + [f"{path}: not UTF-8 text; not used"]
+    # The one key = value reader; its CLIENT_CONF dialect never quotes a line (any may hold a secret).
+    entries, bad = read_bytes(raw, CLIENT_CONF)
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+    for e in entries:
+        name = e.key[7:].strip() if e.key.startswith("EXPORT ") else e.key  # a file also sourced by a shell
+        if name not in known:
+            bad.append(f"line {e.number}: not a known LB_* name")
             continue
-        name, sep, value = line.partition("=")
-        name, value = name.strip().upper(), value.strip()
-        if name.startswith("EXPORT "):  # a file also sourced by a shell
-            name = name[7:].strip()
-        if not sep or name not in known:
-            problems.append(f"{path}: line {number}: not 'LB_NAME = value' with a known LB_* name; skipped")
-            continue
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[name] = value
+        values[name] = e.value
+    problems += [f"{path}: {p}; skipped" for p in sorted(bad, key=by_line)]
     return values, problems

@@ -12,24 +12,16 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping
 
 from snmplb.errors import ConfigError
+# The one validation of key = value settings (kvfile); the short names keep the VARIABLES table readable.
+from snmplb.kvfile import number as _float, one_of as _choice, shown, validate, whole as _int, yes_no as _bool
+from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS  # the codec's own list: get_hosts takes no other
 
 ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver", "balanced")
-AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
-PRIV_PROTOCOLS = ("AES",)
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _HOST_CHARS = _ALNUM | frozenset("._-")
 _IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
 _URL_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 _SECRETS = ("community", "auth_passphrase", "priv_passphrase")
-_SHOWN = 40  # characters of a bad (non-secret) value quoted in a message: a 128 KiB value must not reach syslog
-
-
-def shown(raw: str) -> str:
-    """A bad value as quoted in a message: its repr, cut to _SHOWN characters and said to be cut.
-    Never used for a secret (those are never quoted at all)."""
-    if len(raw) <= _SHOWN:
-        return repr(raw)
-    return f"{raw[:_SHOWN]!r}... ({len(raw)} characters)"
 
 
 def _is_utf8(raw: str) -> bool:
@@ -81,48 +73,6 @@ class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
     def __repr__(self) -> str:  # secrets never reach a log or a traceback
         shown = ", ".join(f"{k}={'***' if k in _SECRETS and v else v!r}" for k, v in zip(self._fields, self))
         return f"ClientSettings({shown})"
-
-
-def _int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            n = int(raw)
-        except ValueError:
-            raise ConfigError(f"{shown(raw)} is not a whole number") from None
-        if not low <= n <= high:
-            raise ConfigError(f"{n} is outside {low}..{high}")
-        return n
-    return parse
-
-
-def _float(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            x = float(raw)
-        except ValueError:
-            raise ConfigError(f"{shown(raw)} is not a number") from None
-        if not low <= x <= high:  # also rejects nan
-            raise ConfigError(f"{shown(raw)} is outside {low}..{high}")
-        return x
-    return parse
-
-
-def _bool(raw: str) -> bool:
-    v = raw.lower()
-    if v in ("1", "y", "yes", "true", "on"):
-        return True
-    if v in ("0", "n", "no", "false", "off"):
-        return False
-    raise ConfigError(f"{shown(raw)} is not yes or no")
-
-
-def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        for o in options:
-            if fold(raw) == fold(o):
-                return o
-        raise ConfigError(f"{shown(raw)} is not one of: {', '.join(options)}")
-    return parse
 
 
 def _passphrase(raw: str) -> str:
@@ -181,7 +131,8 @@ def parse_server(entry: str, default_port: int) -> Server:
 class Variable(namedtuple("Variable", "name attr parse default doc if_bad", defaults=(None,))):
     """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
     its default as documented, its meaning (doc), and what a bad value means (if_bad): None for
-    the default, or (the value taken instead, what the message says is done)."""
+    the default, or (the value taken instead, what the message says is done). A kvfile.Field with
+    a doc: kvfile.validate checks these as it checks agent.conf's and admin.conf's fields."""
 
     __slots__ = ()
 
@@ -238,20 +189,8 @@ VARIABLES: tuple[Variable, ...] = (
 
 def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     """Settings from an environment (or a resolved lts.conf), and one problem per bad value."""
-    problems: list[str] = []
-    changes: dict[str, object] = {}
-    for var in VARIABLES:
-        raw = env.get(var.name, "").strip()
-        if not raw or var.parse is None:
-            continue
-        try:
-            changes[var.attr] = var.parse(raw)
-        except ConfigError as exc:
-            if var.if_bad is None:
-                problems.append(f"{var.name}: {exc}; using the default ({var.default})")
-            else:
-                changes[var.attr], done = var.if_bad
-                problems.append(f"{var.name}: {exc}; {done}")
+    given = {v.name: env.get(v.name, "").strip() for v in VARIABLES}  # an empty value means the default
+    changes, problems = validate(VARIABLES, {k: v for k, v in given.items() if v}, unknown=False)
     settings = ClientSettings()._replace(**changes)
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
                                   settings.snmp_port)

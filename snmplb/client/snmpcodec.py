@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+from snmplb import usm
 from snmplb.client import ber
 from snmplb.client.ber import BerError, Tlv
 
@@ -31,15 +32,9 @@ USM_REPORTS = {
 }
 NOT_IN_TIME_WINDOW = (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0)
 
-# Auth protocols: hash, and the truncated HMAC length (RFC 3414, RFC 7860).
-AUTH = {
-    "SHA": ("sha1", 12),
-    "SHA-224": ("sha224", 16),
-    "SHA-256": ("sha256", 24),
-    "SHA-384": ("sha384", 32),
-    "SHA-512": ("sha512", 48),
-}
-PRIV = ("AES",)
+# The protocols and their hashes come from the one list (snmplb.usm): what this codec implements.
+AUTH = usm.AUTH
+PRIV = usm.PRIV_PROTOCOLS
 
 
 class Pdu(namedtuple("Pdu", "tag request_id error_status error_index varbinds")):

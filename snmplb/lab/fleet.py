@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snmplb import mib
+from snmplb import mib, usm
 from snmplb.adminfile import AdminSettings, save_admin
 from snmplb.errors import FleetError
 from snmplb.kvfile import write_atomic
@@ -59,8 +59,8 @@ class V3User:
     name: str
     auth_pass: str
     priv_pass: str
-    auth_proto: str = "SHA"
-    priv_proto: str = "AES"
+    auth_proto: str = usm.DEFAULT_AUTH  # one of usm.AUTH_PROTOCOLS (create_user_line refuses others)
+    priv_proto: str = usm.DEFAULT_PRIV  # one of usm.PRIV_PROTOCOLS
 
 
 def write_fake_proc(root: Path, load: FakeLoad) -> None:

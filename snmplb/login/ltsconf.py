@@ -13,41 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from snmplb.kvfile import LTS_CONF, read_entries, text_lines
+
 MAX_LIKE_DEPTH = 5
 
 
-def _strip_comment(value: str) -> str:
-    """``value`` without a trailing ``# comment``: a # at the start or after a blank, outside quotes."""
-    quote = ""
-    for i, c in enumerate(value):
-        if quote:
-            if c == quote:
-                quote = ""
-        elif c in "\"'":
-            quote = c
-        elif c == "#" and (i == 0 or value[i - 1].isspace()):
-            return value[:i]
-    return value
-
-
 def parse(text: str) -> dict[str, dict[str, str]]:
-    """Sections (names lower-cased) of ``VAR = value`` pairs (names upper-cased)."""
+    """Sections (names lower-cased) of ``VAR = value`` pairs (names upper-cased), read by the one
+    key = value reader (kvfile, LTS_CONF dialect). Lines that are no pair, and pairs before the first
+    section, are not LTSP's and are left alone, as getltscfg does."""
     sections: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
-    for raw in text.removeprefix("\ufeff").splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1].strip().lower(), {})
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or current is None:
-            continue
-        value = _strip_comment(value).strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        current[key.strip().upper()] = value
+    entries, _ = read_entries(text_lines(text), LTS_CONF)
+    for e in entries:
+        if e.section is not None:
+            values = sections.setdefault(e.section, {})
+            if e.key:  # not the header itself
+                values[e.key] = e.value
     return sections
 
 

@@ -27,8 +27,10 @@ import stat
 import sys
 from pathlib import Path
 
-from snmplb.kvfile import parse_kv
-from snmplb.client.settings import AUTH_PROTOCOLS, is_host
+from snmplb import usm
+from snmplb.argtypes import checked
+from snmplb.kvfile import parse_kv, whole
+from snmplb.client.settings import is_host
 
 UNKNOWN = 3
 _PREFIX = "SNMPLB UNKNOWN - "
@@ -42,18 +44,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2 (CRITICAL to Nagios)
         raise UsageError(message)
-
-
-def _ranged_int(low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
-        if not low <= n <= high:
-            raise argparse.ArgumentTypeError(f"{n} is outside {low}..{high}")
-        return n
-    return parse
 
 
 def _one_host(text: str) -> str:
@@ -87,14 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="check_snmplb", description=__doc__.split("\n\n")[0])
     ap.add_argument("-H", "--host", required=True, type=_one_host, action=_OnlyOnce,
                     help="the application server (one)")
-    ap.add_argument("-p", "--port", type=_ranged_int(1, 65535), default=161, help="SNMP port (161)")
+    ap.add_argument("-p", "--port", type=checked(whole(1, 65535)), default=161, help="SNMP port (161)")
     ap.add_argument("-P", "--snmp-version", choices=("2c", "3"), default="2c")
     ap.add_argument("-C", "--community", help="SNMPv2c community (prefer --secrets or SNMPLB_COMMUNITY)")
     ap.add_argument("-s", "--secrets", type=Path, help="file with community / auth_passphrase / priv_passphrase")
     ap.add_argument("-u", "--user", default="snmplb", help="SNMPv3 user (snmplb)")
-    ap.add_argument("-a", "--auth-protocol", choices=AUTH_PROTOCOLS, default="SHA")
-    ap.add_argument("-x", "--priv-protocol", choices=("AES",), default="AES")
-    ap.add_argument("--timeout-ms", type=_ranged_int(50, 30000), default=3000, help="SNMP deadline (3000)")
+    # The protocols the poller speaks (snmplb.usm), as get_hosts and snmplb-admin create-v3-user take them.
+    ap.add_argument("-a", "--auth-protocol", type=checked(usm.check_auth),
+                    default=usm.DEFAULT_AUTH, help=f"SNMPv3 authentication: {', '.join(usm.AUTH_PROTOCOLS)} "
+                    f"({usm.DEFAULT_AUTH})")
+    ap.add_argument("-x", "--priv-protocol", type=checked(usm.check_priv),
+                    default=usm.DEFAULT_PRIV, help=f"SNMPv3 privacy: {', '.join(usm.PRIV_PROTOCOLS)} "
+                    f"({usm.DEFAULT_PRIV})")
+    ap.add_argument("--timeout-ms", type=checked(whole(50, 30000)), default=3000, help="SNMP deadline (3000)")
     for name, default, what in (("load", ("1.0", "2.0"), "load per CPU"),
                                 ("mem", ("10:", "5:"), "available memory %%"),
                                 ("swap", ("50", "500"), "swap pages/s in+out"),
@@ -105,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                             help=f"{what}, Nagios range ({value})")
     ap.add_argument("--disabled-state", choices=("critical", "warning"), default="critical",
                     help="what an admin-disabled server is (critical)")
-    ap.add_argument("-t", "--timeout", type=_ranged_int(1, 3600), default=10, help="plugin timeout in s (10)")
+    ap.add_argument("-t", "--timeout", type=checked(whole(1, 3600)), default=10, help="plugin timeout in s (10)")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     return ap
 
