@@ -20,11 +20,13 @@ in the sampled mode):
   server with the fewest sessions per capacity at that instant, counting the
   logins still connecting (what no client can do: the floor for swapping and
   max/mean that the sizes and the session-memory spread leave).
+And bench/storm.py's blind-window floor for this fleet (``blind_floor``): what
+no rule of independent clients deciding on T-second-old figures can beat.
 
 Measures as bench/storm.py's: max/mean sessions per capacity, the worst peak
 memory, and how many servers swapped (peak memory above RAM), means over the seeds.
 
-    .venv/bin/python bench/sample_sizes.py                      # 10 seeds, T = 0 and 10 s
+    .venv/bin/python bench/sample_sizes.py --seeds 20 --json docs/sample_sizes.json   # docs/sampling.md
     .venv/bin/python bench/sample_sizes.py --seeds 2 --periods 10  # quick look
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -83,6 +86,24 @@ class OracleSim(Sim):
         server.clients.add(client)
         self.logins.append((self.t, client, server.name))
         return server.name
+
+
+def blind_floor(period: float, seeds: int = 4000) -> float:
+    """bench/storm.py's ``blind_floor`` for this fleet: what no rule of independent clients can beat.
+    Every server perfectly level (by capacity) when its figures were last taken, then the logins of its
+    blind window (uniform in [0, T] s; Poisson, by capacity) land by chance; max/mean as measured."""
+    rng = random.Random(1)
+    fleet = four_sizes_fleet()
+    total = sum(s.weight for s in fleet)
+    rate = CLIENTS / storm.STORM_S
+    worst = []
+    for _ in range(seeds):
+        level = []
+        for s in fleet:
+            mean = rate * rng.uniform(0, period) * s.weight / total
+            level.append((CLIENTS * s.weight / total - mean + storm._poisson(rng, mean)) / s.weight)
+        worst.append(max(level) / (CLIENTS / total))
+    return statistics.fmean(worst)
 
 
 def metrics(sim: Sim) -> dict:
@@ -143,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.seeds, args.periods, args.samples)
     print(f"Four sizes, {CLIENTS} clients within 60 s, means of {args.seeds} seeds:\n")
     print(table(results, args.periods))
+    floors = {f"T={T:g}": blind_floor(T) for T in args.periods}
+    print("\nBlind-window floor (max/mean no rule of independent clients can beat; `blind_floor`): "
+          + ", ".join(f"{f:.2f} at {T.replace('=', ' = ')} s" for T, f in floors.items()) + ".")
+    results["blind-window floor"] = {T: {"max_mean": f} for T, f in floors.items()}
     print(f"\n({time.monotonic() - t0:.0f} s to compute.)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
