@@ -317,7 +317,7 @@ _MAX_ENTRY_PROBLEMS = 5  # bad LB_SERVERS entries reported one by one; the rest 
 
 
 DEFAULT_SAMPLE_WEIGHT = 100  # lbWeight's own default: a server the admin did not size is a reference server
-_MAX_WEIGHT = 10000  # lbWeight's range (adminconf)
+_MAX_WEIGHT = 10000  # lbWeight's range: adminconf.MAX_WEIGHT, not imported (dataclasses at every login)
 
 
 SampleWeights = tuple[tuple[str, int, int], ...]  # LB_SAMPLE_WEIGHTS: (host, port or 0 for any, weight)

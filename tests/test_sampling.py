@@ -20,7 +20,7 @@ from snmplb.adminconf import AdminSettings
 from snmplb.algorithms import inclusion, sample_servers, weight_drift
 from snmplb.gethosts import choose
 from snmplb.labfleet import PROJECT
-from snmplb.settings import ClientSettings, Server, from_env, sample_weights_of
+from snmplb.settings import Server, from_env, sample_weights_of
 from test_algorithms import down, up
 from test_gethosts import BUSY, IDLE, get_hosts, hosts_of
 
