@@ -30,7 +30,7 @@ from pysnmp.proto import api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from snmplb import mib  # noqa: E402
-from snmplb.labfleet import SYS_UPTIME, FakeLoad, Fleet  # noqa: E402
+from snmplb.lab.fleet import SYS_UPTIME, FakeLoad, Fleet  # noqa: E402
 
 P = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from farm import Farm  # noqa: E402
-from snmplb.labfleet import FakeLoad, Fleet  # noqa: E402
+from snmplb.lab.fleet import FakeLoad, Fleet  # noqa: E402
 
 COMMUNITY = "snmplb-ltsp"
 BIN = Path(sys.executable).parent

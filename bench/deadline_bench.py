@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from snmplb.labfleet import FakeLoad, Fleet  # noqa: E402
+from snmplb.lab.fleet import FakeLoad, Fleet  # noqa: E402
 
 COMMUNITY = "snmplb-ltsp"
 TIMEOUT_MS = 1000
@@ -51,7 +51,7 @@ def _baseline_tree(rev: str, dest: Path) -> Path:
     wrapper = dest / "python3"
     wrapper.write_text("#!/bin/sh\n# run the revision's get_hosts entry point (ignores the script's -I -c ...)\n"
                        f"exec {sys.executable} -c 'import sys; sys.path.insert(0, \"{dest}\"); "
-                       "from snmplb.gethosts import main_and_exit; main_and_exit()'\n")
+                       "from snmplb.client.gethosts import main_and_exit; main_and_exit()'\n")
     wrapper.chmod(0o755)
     return dest
 

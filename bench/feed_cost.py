@@ -26,9 +26,9 @@ import threading
 import time
 from pathlib import Path
 
-from snmplb.gethosts import gather
-from snmplb.labfleet import FakeLoad, Fleet
-from snmplb.settings import from_env
+from snmplb.client.gethosts import gather
+from snmplb.lab.fleet import FakeLoad, Fleet
+from snmplb.client.settings import from_env
 
 COMMUNITY = "snmplb-ltsp"
 TICK = os.sysconf("SC_CLK_TCK")

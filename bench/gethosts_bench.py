@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from snmplb import mib  # noqa: E402
-from snmplb.labfleet import FakeLoad, Fleet, client_env  # noqa: E402
+from snmplb.lab.fleet import FakeLoad, Fleet, client_env  # noqa: E402
 
 COMMUNITY = "snmplb-ltsp"
 ROW = mib.oid_str(mib.ROW.instance)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 import storm  # noqa: E402
 from storm import Session, Sim, SimServer, Variant  # noqa: E402
 
-from snmplb.settings import ClientSettings, Server  # noqa: E402
+from snmplb.client.settings import ClientSettings  # noqa: E402
 
 SIZES = ((4096.0, 2, 25), (8192.0, 4, 50), (16384.0, 8, 100), (32768.0, 16, 200))  # RAM MiB, CPUs, lbWeight
 PER_SIZE = 8

@@ -1,7 +1,7 @@
 """Login-storm simulator: the project's own algorithms, unchanged, on a simulated fleet.
 
 A deterministic (seeded) discrete-event simulation, 1 s steps. Every login
-calls ``snmplb.gethosts.choose`` -- the function get_hosts runs, with the same
+calls ``snmplb.client.gethosts.choose`` -- the function get_hosts runs, with the same
 ``ClientSettings`` -- and so the real ``algorithms.decide`` and the sampled mode.
 Each server's published row is built by the agent's own code
 (``snapshot.compute_values``, ``health`` rules) from a simulated /proc sample,
@@ -63,14 +63,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from snmplb import mib  # noqa: E402
-from snmplb.adminconf import AdminSettings  # noqa: E402
-from snmplb.gethosts import choose  # noqa: E402
-from snmplb.health import HealthPolicy  # noqa: E402
-from snmplb.procstats import ProcSample, swap_rates  # noqa: E402
-from snmplb.sessions import SessionCount  # noqa: E402
-from snmplb.settings import ClientSettings, Server  # noqa: E402
-from snmplb.snapshot import compute_values  # noqa: E402
-from snmplb.stats import ServerState  # noqa: E402
+from snmplb.adminfile import AdminSettings  # noqa: E402
+from snmplb.client.gethosts import choose  # noqa: E402
+from snmplb.agent.verdict import HealthPolicy  # noqa: E402
+from snmplb.agent.procfs import ProcSample, swap_rates  # noqa: E402
+from snmplb.agent.logins import SessionCount  # noqa: E402
+from snmplb.client.settings import ClientSettings, Server  # noqa: E402
+from snmplb.agent.values import compute_values  # noqa: E402
+from snmplb.client.serverstate import ServerState  # noqa: E402
 
 APPEAR = (3.0, 8.0)
 CONNECT = (0.3, 1.0)

@@ -1,4 +1,4 @@
-"""GENERATED from mibs/SNMPLB-MIB.txt by `python -m snmplb.mibgen`: do not edit."""
+"""GENERATED from mibs/SNMPLB-MIB.txt by `python -m snmplb.build.mibgen`: do not edit."""
 
 MODULE = 'SNMPLB-MIB'
 ROOT = (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377)

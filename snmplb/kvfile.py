@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import SnmplbError
+from snmplb.errors import SnmplbError
 
 BOM = "\ufeff"
 

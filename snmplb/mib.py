@@ -1,7 +1,7 @@
 """The SNMPLB-MIB's objects, as the rest of the project sees them.
 
 Every OID in snmplb comes from here, and this module takes them from
-``_mibdata.py``, which ``snmplb.mibgen`` compiles from mibs/SNMPLB-MIB.txt.
+``_mibdata.py``, which ``snmplb.build.mibgen`` compiles from mibs/SNMPLB-MIB.txt.
 Importing this module is cheap (no MIB parsing): it runs on thin clients.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
-from . import _mibdata
+from snmplb import _mibdata
 
 Oid = tuple[int, ...]
 

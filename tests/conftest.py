@@ -1,4 +1,12 @@
-"""Shared fixtures: real snmpd instances with the project's drop-in and agent, on loopback."""
+"""Shared fixtures: real snmpd instances with the project's drop-in and agent, on loopback.
+
+Markers: ``fleet`` on every test that starts a real process (snmpd, sshd, a CLI,
+Xvfb...), ``storm`` on the login-storm simulator's tests. ``./test -m "not fleet
+and not storm"`` runs the pure tests alone, in seconds. A test that uses one of
+PROCESS_FIXTURES is marked by itself; any other test that starts a process
+must say so (``@pytest.mark.fleet``), or it fails: unmarked tests run with
+process creation refused, so the fast run stays honest.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +18,41 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, mibgen
-from snmplb.labfleet import FakeLoad, Fleet, Instance, V3User, client_env
+from snmplb import mib
+from snmplb.build import mibgen
+from snmplb.lab.fleet import FakeLoad, Fleet, Instance, V3User, client_env
+
+PROCESS_FIXTURES = frozenset(("fleet", "agent", "agent_proc", "netsnmp", "trio", "farm", "sshd", "display",
+                              "hung", "hung_mount", "ns_fleet", "zabbix_api", "spawn", "lb"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fleet: starts real processes (snmpd, sshd, the CLIs, X...)")
+    config.addinivalue_line("markers", "storm: runs the login-storm simulator (pure, but tens of seconds)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.fleet)
+        if item.module is not None and item.module.__name__ == "test_storm":
+            item.add_marker(pytest.mark.storm)
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the ``fleet`` marker may not start a process: the marker must be true."""
+    if request.node.get_closest_marker("fleet") is None:
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} starts a process: mark it @pytest.mark.fleet")
+        monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
 
 COMMUNITY = "snmplb-ltsp"
 V3 = V3User("snmplb", "auth-secret-1", "priv-secret-1")
 BIN = Path(sys.executable).parent
+IDLE = FakeLoad(load1=0.4, cpus=4)
+BUSY = FakeLoad(load1=12.0, cpus=4)
 
 
 @pytest.fixture
@@ -80,3 +117,9 @@ def wait_for(predicate: Callable[[], object], timeout: float = 5.0, step: float 
         if value or time.monotonic() >= end:
             return value
         time.sleep(step)
+
+
+@pytest.fixture
+def trio(fleet: Fleet) -> list[Instance]:
+    """Three agents: two idle, one busy."""
+    return [fleet.add("idle1", IDLE), fleet.add("idle2", IDLE), fleet.add("busy", BUSY)]

@@ -18,7 +18,9 @@ import socket
 import threading
 import time
 
-from snmplb import ber, message, mib
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from snmplb import mib
 
 _LIFETIME = 120.0  # every actor stops by itself after this many seconds
 
@@ -91,7 +93,7 @@ class DelayProxy(_Actor):
 
 def lying_reply(request: bytes, community: bytes, request_id_delta: int = 0) -> bytes:
     """A well-formed v2c answer to ``request`` with an lbRow of an idle, empty, giant server."""
-    pdu = message.v2c_parse(request, community)
+    pdu = snmpcodec.v2c_parse(request, community)
     values = {o.name: min(o.enums.values()) if o.enums else 0 for o in mib.ROW_FIELDS}  # legal: enums take their first
     values.update(lbLoad1=1, lbLoad5=1, lbLoad15=1, lbCpuCount=64, lbMemTotal=10**9, lbMemAvailable=10**9,
                   lbMemAvailablePercent=100, lbSwapping=2, lbWeight=10000, lbAdminState=1, lbStatus=1,

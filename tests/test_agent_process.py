@@ -3,65 +3,19 @@
 from __future__ import annotations
 
 import os
-import select
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import BIN
 from snmplb import mib
-from snmplb.adminconf import AdminSettings, save_admin
-from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
+from snmplb.adminfile import AdminSettings, save_admin
+from snmplb.lab.fleet import FakeLoad, write_fake_proc
+from support import AgentProcess
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 STATUS = mib.oid_str(mib.obj("lbStatus").instance)
-
-
-class AgentProcess:
-    """A running snmplb-agent with a line-oriented request helper (every read bounded in time)."""
-
-    def __init__(self, tmp: Path, extra: tuple[str, ...] = ()) -> None:
-        self.proc_root, self.sessions = tmp / "proc", tmp / "sessions"
-        self.admin, self.log = tmp / "admin.conf", tmp / "agent.log"
-        write_fake_proc(self.proc_root, FakeLoad(load1=0.5))
-        write_fake_sessions(self.sessions, (("ann", "h1"),))
-        os.mkfifo(self.sessions / "1.ref")
-        self.p = subprocess.Popen(
-            [str(BIN / "snmplb-agent"), "--proc-root", str(self.proc_root), "--sessions-dir", str(self.sessions),
-             "--admin-file", str(self.admin), "--log-file", str(self.log), "--interval", "0.2", *extra],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._buf = b""
-
-    def send(self, data: bytes) -> None:
-        self.p.stdin.write(data)
-        self.p.stdin.flush()
-
-    def readline(self, timeout: float = 5.0) -> str:
-        end = time.monotonic() + timeout
-        while b"\n" not in self._buf:
-            left = end - time.monotonic()
-            if left <= 0 or not select.select([self.p.stdout], [], [], left)[0]:
-                raise TimeoutError("agent did not answer")
-            chunk = os.read(self.p.stdout.fileno(), 65536)
-            if not chunk:
-                raise EOFError("agent closed stdout")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return line.decode()
-
-    def get(self, oid: str) -> list[str]:
-        self.send(f"PING\nget\n{oid}\n".encode())
-        assert self.readline() == "PONG"
-        first = self.readline()
-        return [first] if first == "NONE" else [first, self.readline(), self.readline()]
-
-    def close(self) -> tuple[int, bytes]:
-        self.p.stdin.close()
-        rc = self.p.wait(timeout=10)
-        err = self.p.stderr.read()
-        return rc, err
 
 
 @pytest.fixture

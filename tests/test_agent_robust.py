@@ -22,12 +22,12 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from snmplb import mib
-from snmplb.adminconf import AdminReading, AdminSettings, parse_admin_bytes, problem_line, save_admin, settle
-from snmplb.agent import LogLimiter
+from snmplb.adminfile import AdminReading, AdminSettings, parse_admin_bytes, problem_line, save_admin, settle
+from snmplb.agent.service import LogLimiter
 from snmplb.kvfile import parse_kv_bytes, summarise
 from snmplb.safefile import TimedRead, UnsafeFile, read_bounded
-from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
-from test_agent_process import AgentProcess
+from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
+from support import AgentProcess
 
 ADMIN_STATE = mib.oid_str(mib.obj("lbAdminState").instance)
 STATUS = mib.oid_str(mib.obj("lbStatus").instance)
@@ -167,6 +167,7 @@ def test_an_admin_file_of_defaults_may_come_and_go(spawn, tmp_path):
     assert a.admin_view() == (ENABLED, "100", OK, "")
 
 
+@pytest.mark.fleet
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "x"])
 def test_a_lock_timeout_that_would_wait_forever_is_refused(tmp_path, value):
     r = subprocess.run([str(BIN / "snmplb-admin"), "--file", str(tmp_path / "admin.conf"), "--lock-timeout", value,
@@ -396,6 +397,7 @@ def _admin(admin: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+@pytest.mark.fleet
 def test_concurrent_admin_commands_never_lose_a_change(tmp_path):
     admin = tmp_path / "admin.conf"
     save_admin(admin, AdminSettings())
@@ -412,6 +414,7 @@ def test_concurrent_admin_commands_never_lose_a_change(tmp_path):
     assert lost == []  # today: about 6 of 50 rounds lose one change, both commands reporting success
 
 
+@pytest.mark.fleet
 def test_a_held_lock_gives_a_clear_error_within_a_bounded_wait(tmp_path):
     import fcntl
 
@@ -427,6 +430,7 @@ def test_a_held_lock_gives_a_clear_error_within_a_bounded_wait(tmp_path):
     assert _admin(admin, "enable").returncode == 0  # released: it works again
 
 
+@pytest.mark.fleet
 def test_a_lock_holder_that_dies_does_not_block_the_next_admin(tmp_path):
     admin = tmp_path / "admin.conf"
     hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
@@ -533,6 +537,7 @@ def test_kv_bytes_name_the_bad_lines_and_summarise_a_junk_file():
     assert summarise([str(i) for i in range(8)], 5) == ["0", "1", "2", "3", "4", "3 more problems"]
 
 
+@pytest.mark.fleet
 def test_a_change_to_a_garbled_file_is_refused_unless_forced(tmp_path):
     admin = tmp_path / "admin.conf"
     admin.write_text("state = disabled\nweight = 250\nmax_sessions = 7\nwieght = 3\n")
@@ -550,7 +555,7 @@ def test_a_change_to_a_garbled_file_is_refused_unless_forced(tmp_path):
 
 
 def test_infinite_or_nan_figures_in_proc_are_not_numbers():
-    from snmplb.procstats import ProcError, parse_loadavg, parse_uptime
+    from snmplb.agent.procfs import ProcError, parse_loadavg, parse_uptime
 
     for bad in ("inf 1 1 1/1 1", "nan 1 1 1/1 1", "1 -inf 1 1/1 1"):
         with pytest.raises(ProcError):

@@ -1,6 +1,6 @@
 """snmplb-agent-check behind a real HAProxy (Debian's package): TCP mode, loopback only, in front of TCP
 echo servers that this test starts; one responder per backend server, each with its own fake /proc and
-admin file (labfleet's, as the snmpd instances use), run as processes."""
+admin file (the lab fleet's, as the snmpd instances use), run as processes."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ import pytest
 
 from conftest import BIN, wait_for
 from snmplb import mib
-from snmplb.adminconf import AdminSettings, save_admin
-from snmplb.agentcheck import reply
-from snmplb.labfleet import FakeLoad, write_fake_proc, write_fake_sessions
+from snmplb.adminfile import AdminSettings, save_admin
+from snmplb.agent.haproxycheck import reply
+from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 needs_haproxy = pytest.mark.skipif(not os.path.exists(HAPROXY), reason="haproxy not installed (scripts/setup.sh)")

@@ -20,12 +20,14 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
-from snmplb import mqueue
-from snmplb.adminconf import AdminSettings
-from snmplb.chooser import cells, message, refusal, selection_after
+from snmplb.login import mqueue
+from snmplb.adminfile import AdminSettings
+from snmplb.login.chooser import cells, message, refusal, selection_after
 from snmplb.errors import QueueError
-from snmplb.feedformat import Row, Snapshot
-from snmplb.labfleet import FakeLoad
+from snmplb.login.feedformat import Row, Snapshot
+from snmplb.lab.fleet import FakeLoad
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 PROJECT = Path(__file__).resolve().parent.parent
 

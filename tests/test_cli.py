@@ -10,6 +10,8 @@ import pytest
 from conftest import BIN
 from snmplb import mib
 
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
+
 
 def test_demo_runs_a_fleet_and_reads_every_server_by_name():
     r = subprocess.run([str(BIN / "snmplb-demo")], capture_output=True, text=True, timeout=120)

@@ -11,8 +11,10 @@ from pyasn1.type.univ import OctetString
 from pysnmp.proto import api
 from pysnmp.proto.secmod.rfc3414.localkey import hash_passphrase, localize_key as pysnmp_localize
 
-from snmplb import ber, message, mib
-from snmplb.ber import BerError
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from snmplb import mib
+from snmplb.client.ber import BerError
 
 P = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 ROW = mib.ROW.instance
@@ -50,7 +52,7 @@ def test_oids_round_trip_and_match_pyasn1(oid):
 
 
 def test_v2c_get_is_what_pysnmp_decodes():
-    data = message.v2c_get(b"s3cret", 12345, [ROW, (1, 3, 6, 1, 2, 1, 1, 3, 0)])
+    data = snmpcodec.v2c_get(b"s3cret", 12345, [ROW, (1, 3, 6, 1, 2, 1, 1, 3, 0)])
     msg, rest = decoder.decode(data, asn1Spec=P.Message())
     assert rest == b""
     assert str(P.apiMessage.get_community(msg)) == "s3cret"
@@ -76,7 +78,7 @@ def test_pysnmp_responses_decode_with_every_value_type():
     vbs = [((1, 3, 1), P.Integer(-5)), ((1, 3, 2), P.OctetString(b"row")), ((1, 3, 3), P.Gauge32(2**32 - 1)),
            ((1, 3, 4), P.Counter64(2**64 - 1)), ((1, 3, 5), P.TimeTicks(7)), ((1, 3, 6), P.IpAddress("10.0.0.1")),
            ((1, 3, 7), P.NoSuchInstance("")), ((1, 3, 8), P.ObjectIdentifier((1, 3, 6)))]
-    pdu = message.v2c_parse(_pysnmp_response(77, "c", vbs), b"c")
+    pdu = snmpcodec.v2c_parse(_pysnmp_response(77, "c", vbs), b"c")
     assert pdu.tag == ber.RESPONSE and pdu.request_id == 77 and pdu.error_status == 0
     values = dict(pdu.varbinds)
     assert ber.as_int(values[(1, 3, 1)]) == -5
@@ -85,7 +87,7 @@ def test_pysnmp_responses_decode_with_every_value_type():
     assert ber.as_int(values[(1, 3, 4)], ber.COUNTER64) == 2**64 - 1
     assert values[(1, 3, 7)].tag == ber.NO_SUCH_INSTANCE
     with pytest.raises(BerError):
-        message.v2c_parse(_pysnmp_response(77, "c", vbs), b"other community")
+        snmpcodec.v2c_parse(_pysnmp_response(77, "c", vbs), b"other community")
 
 
 def test_malformed_input_only_ever_raises_berror():
@@ -101,7 +103,7 @@ def test_malformed_input_only_ever_raises_berror():
         nested = ber.enc_seq(nested)
     samples.append(nested)
     for data in samples:
-        for parse in (lambda d: message.v2c_parse(d, b"c"), message.v3_parse):
+        for parse in (lambda d: snmpcodec.v2c_parse(d, b"c"), snmpcodec.v3_parse):
             try:
                 parse(data)
             except BerError:
@@ -111,38 +113,38 @@ def test_malformed_input_only_ever_raises_berror():
 def test_key_localization_matches_rfc3414_and_pysnmp():
     # RFC 3414 A.3.2: SHA, "maplesyrup", engine id 00..02
     engine = bytes.fromhex("000000000000000000000002")
-    ku = message.password_to_key(b"maplesyrup", "SHA")
+    ku = snmpcodec.password_to_key(b"maplesyrup", "SHA")
     assert ku.hex() == "9fb5cc0381497b3793528939ff788d5d79145211"
-    assert message.localize_key(ku, engine, "SHA").hex() == "6695febc9288e36282235fc7151f128497b38f3f"
+    assert snmpcodec.localize_key(ku, engine, "SHA").hex() == "6695febc9288e36282235fc7151f128497b38f3f"
     for auth, fn in (("SHA", hashlib.sha1), ("SHA-256", hashlib.sha256), ("SHA-512", hashlib.sha512)):
         for secret in (b"maplesyrup", b"x" * 8, b"a much longer passphrase that does not divide 65536"):
-            ku = message.password_to_key(secret, auth)
+            ku = snmpcodec.password_to_key(secret, auth)
             assert ku == bytes(hash_passphrase(secret, fn))
-            assert message.localize_key(ku, engine, auth) == bytes(pysnmp_localize(ku, OctetString(engine), fn))
+            assert snmpcodec.localize_key(ku, engine, auth) == bytes(pysnmp_localize(ku, OctetString(engine), fn))
 
 
 def test_v3_get_authenticates_and_encrypts_what_v3_parse_verifies_and_decrypts():
     engine = b"\x80\x00\x1f\x88\x80engine-id"
-    auth_key = message.localize_key(message.password_to_key(b"auth-secret", "SHA-256"), engine, "SHA-256")
-    priv_key = message.localize_key(message.password_to_key(b"priv-secret", "SHA-256"), engine, "SHA-256")
-    data = message.v3_get(5, 6, [ROW], engine_id=engine, boots=3, time=1000, user=b"snmplb", auth="SHA-256",
+    auth_key = snmpcodec.localize_key(snmpcodec.password_to_key(b"auth-secret", "SHA-256"), engine, "SHA-256")
+    priv_key = snmpcodec.localize_key(snmpcodec.password_to_key(b"priv-secret", "SHA-256"), engine, "SHA-256")
+    data = snmpcodec.v3_get(5, 6, [ROW], engine_id=engine, boots=3, time=1000, user=b"snmplb", auth="SHA-256",
                           auth_key=auth_key, priv_key=priv_key, salt=b"12345678")
-    reply = message.v3_parse(data)
+    reply = snmpcodec.v3_parse(data)
     assert reply.msg_id == 5 and reply.flags == 0x07 and reply.usm.engine_id == engine
     assert len(reply.usm.auth_params.value) == 24
-    assert message.v3_verify(data, reply, "SHA-256", auth_key)
-    assert not message.v3_verify(data, reply, "SHA-256", priv_key)
+    assert snmpcodec.v3_verify(data, reply, "SHA-256", auth_key)
+    assert not snmpcodec.v3_verify(data, reply, "SHA-256", priv_key)
     tampered = bytearray(data)
     tampered[-3] ^= 1
-    assert not message.v3_verify(bytes(tampered), message.v3_parse(bytes(tampered)), "SHA-256", auth_key)
-    pdu = message.v3_pdu(reply, priv_key)
+    assert not snmpcodec.v3_verify(bytes(tampered), snmpcodec.v3_parse(bytes(tampered)), "SHA-256", auth_key)
+    pdu = snmpcodec.v3_pdu(reply, priv_key)
     assert pdu.tag == ber.GET_REQUEST and pdu.request_id == 6 and [o for o, _ in pdu.varbinds] == [ROW]
     with pytest.raises(BerError):  # the wrong key decrypts to noise
-        message.v3_pdu(reply, auth_key)
+        snmpcodec.v3_pdu(reply, auth_key)
 
 
 def test_discovery_message_is_a_reportable_empty_get():
-    reply = message.v3_parse(message.v3_discovery(9, 10))
+    reply = snmpcodec.v3_parse(snmpcodec.v3_discovery(9, 10))
     assert reply.flags == 0x04 and reply.usm.engine_id == b"" and reply.usm.user == b""
-    pdu = message.v3_pdu(reply, None)
+    pdu = snmpcodec.v3_pdu(reply, None)
     assert pdu.tag == ber.GET_REQUEST and pdu.varbinds == ()

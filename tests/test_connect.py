@@ -19,12 +19,12 @@ import pytest
 
 from conftest import BIN, COMMUNITY
 from farm import SSHD, Farm
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from snmplb.pick import NONE_USABLE, NOT_CONNECTED
-from test_gethosts import addrs
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from snmplb.login.pick import NONE_USABLE, NOT_CONNECTED
+from support import addrs
 
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
 IDLE = FakeLoad(load1=0.4, cpus=4)
 
 

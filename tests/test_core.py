@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import agentconf, health, mib
-from snmplb.adminconf import AdminSettings, load_admin, parse_admin, render_admin
+from snmplb.agent import config
+from snmplb.agent import verdict
+from snmplb import mib
+from snmplb.adminfile import AdminSettings, load_admin, parse_admin, render_admin
 from snmplb.kvfile import parse_kv, write_atomic
-from snmplb.procstats import (ProcError, ProcSample, parse_cpu_count, parse_loadavg, parse_meminfo,
+from snmplb.agent.procfs import (ProcError, ProcSample, parse_cpu_count, parse_loadavg, parse_meminfo,
                               parse_vmstat, swap_rates)
-from snmplb.sessions import (SessionCount, count_logind, count_sessions, make_utmp_record,
+from snmplb.agent.logins import (SessionCount, count_logind, count_sessions, make_utmp_record,
                              parse_logind_session, parse_utmp)
-from snmplb.snapshot import DataAge, Row, compute_values
+from snmplb.agent.values import DataAge, Row, compute_values
 
 MEMINFO = """MemTotal:       16314412 kB
 MemFree:         1234567 kB
@@ -110,10 +112,10 @@ def test_utmp_fallback_when_logind_is_absent(tmp_path):
     assert count_sessions(tmp_path / "no-logind", tmp_path / "nothing") == SessionCount(0, 0, "none")
 
 
-def _figures(**kw) -> health.Figures:
+def _figures(**kw) -> verdict.Figures:
     base = dict(load_per_cpu=50, mem_total=1000, mem_available=500, swapping=False, sessions=5,
                 weight=100, max_sessions=0, admin_state="enabled")
-    return health.Figures(**{**base, **kw})
+    return verdict.Figures(**{**base, **kw})
 
 
 @pytest.mark.parametrize("changes, status", [
@@ -129,11 +131,11 @@ def _figures(**kw) -> health.Figures:
     ({"admin_state": "disabled"}, "disabled"),
 ])
 def test_status_rules_in_order(changes, status):
-    assert health.server_status(_figures(**changes), health.HealthPolicy()) == status
+    assert verdict.server_status(_figures(**changes), verdict.HealthPolicy()) == status
 
 
 def test_rating_formula():
-    rate = lambda **kw: health.rating(_figures(**kw), health.server_status(_figures(**kw), health.HealthPolicy()))
+    rate = lambda **kw: verdict.rating(_figures(**kw), verdict.server_status(_figures(**kw), verdict.HealthPolicy()))
     assert rate(load_per_cpu=0, mem_available=1000) == 100
     assert rate(load_per_cpu=100, mem_available=500) == 50
     assert rate(load_per_cpu=400, mem_available=0) == 1
@@ -141,7 +143,7 @@ def test_rating_formula():
     assert rate(max_sessions=5) == 0
     assert rate(admin_state="draining") == 0
     assert rate(weight=0) == 0
-    assert health.mem_available_percent(0, 0) == 0
+    assert verdict.mem_available_percent(0, 0) == 0
 
 
 def test_kv_files_and_atomic_write(tmp_path):
@@ -169,19 +171,19 @@ def test_admin_settings_bad_values_fall_back_and_are_named(tmp_path):
 def test_agent_config_file_and_overrides(tmp_path):
     f = tmp_path / "agent.conf"
     f.write_text("proc_root = /x/proc\ninterval = 0.2\nbusy_load = lots\nswap_threshold = -5\nfoo = 1\n")
-    cfg, problems = agentconf.load(f, {"interval": "0.5", "utmp": "/x/utmp"})
+    cfg, problems = config.load(f, {"interval": "0.5", "utmp": "/x/utmp"})
     assert cfg.proc_root == Path("/x/proc") and cfg.utmp == Path("/x/utmp") and cfg.interval == 0.5
     assert cfg.busy_load == 1.0 and cfg.swap_threshold == 50.0
     assert len(problems) == 3 and all(str(f) in p for p in problems)
-    cfg, problems = agentconf.load(tmp_path / "none.conf", {})
-    assert cfg == agentconf.AgentConfig() and "no such file" in problems[0]
-    assert agentconf.load(agentconf.DEFAULT_CONFIG, {})[1] in ([], [])
+    cfg, problems = config.load(tmp_path / "none.conf", {})
+    assert cfg == config.AgentConfig() and "no such file" in problems[0]
+    assert config.load(config.DEFAULT_CONFIG, {})[1] in ([], [])
 
 
 def test_compute_values_gives_every_object_and_a_consistent_row():
     proc = ProcSample(100.0, 3.0, 2.0, 1.0, 2, 1000, 250, 500, 400, 10, 20)
     values = compute_values(proc, (40.0, 20.0), SessionCount(7, 5, "logind"),
-                            AdminSettings("enabled", 150, 0), health.HealthPolicy())
+                            AdminSettings("enabled", 150, 0), verdict.HealthPolicy())
     assert set(values) == set(mib.BY_NAME)
     assert values["lbLoadPerCpu"] == 150 and values["lbMemAvailablePercent"] == 25
     assert values["lbSwapping"] == 1 and values["lbStatus"] == mib.obj("lbStatus").enums["swapping"]
@@ -196,7 +198,7 @@ def test_compute_values_gives_every_object_and_a_consistent_row():
 
 
 def test_in_service_is_the_later_of_boot_and_the_admins_enable():
-    from snmplb.snapshot import in_service
+    from snmplb.agent.values import in_service
 
     assert in_service(5000.0, 0, 1_000_000.0) == 5000
     assert in_service(5000.0, 1_000_000 - 60, 1_000_000.0) == 60
@@ -206,7 +208,7 @@ def test_in_service_is_the_later_of_boot_and_the_admins_enable():
 
 
 def test_established_connections_to_the_ssh_port():
-    from snmplb.tcpconns import parse_established, read_established
+    from snmplb.agent.tcpconns import parse_established, read_established
 
     tcp = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
            "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
@@ -232,7 +234,7 @@ def test_established_connections_to_the_ssh_port():
 
 
 def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_seconds():
-    from snmplb.tcpconns import LoginRate
+    from snmplb.agent.tcpconns import LoginRate
 
     rate = LoginRate(window=10.0)
     assert rate.update(0.0, frozenset({"a", "b", "c"})) == 0  # there when the agent started: not new
@@ -243,4 +245,25 @@ def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_second
     assert rate.update(12.0, None) == 6  # the tables could not be read: nothing new; e and f left the window
     assert rate.update(13.0, frozenset({"b", "d", "e", "f", "g"})) == 6  # readable again: nothing counts twice
     assert rate.update(40.0, frozenset()) == 0  # everything aged out
-    assert len(rate._new) == 1  # bounded: only the window's samples are kept
+
+
+def test_login_rate_memory_stays_bounded_over_a_long_run():
+    """The agent runs for months: what LoginRate holds must not grow with the samples it has seen."""
+    import tracemalloc
+
+    from snmplb.agent.tcpconns import LoginRate
+
+    rate = LoginRate(window=10.0)
+    tracemalloc.start()
+    try:
+        def run(start: int, count: int) -> int:
+            for t in range(start, start + count):
+                rate.update(float(t), frozenset({f"c{t}", f"c{t + 1}"}))  # one new connection a second
+            return tracemalloc.get_traced_memory()[0]
+
+        settled = run(0, 1_000)
+        later = run(1_000, 20_000)
+    finally:
+        tracemalloc.stop()
+    assert rate.update(21_000.0, frozenset({"c20999", "c21000", "x"})) == 60  # still counting: one a second
+    assert later - settled < 16_384, (settled, later)  # 20 000 more samples, no more memory

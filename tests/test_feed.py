@@ -15,12 +15,15 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
-from snmplb import feedformat, mqueue
-from snmplb.adminconf import AdminSettings
+from snmplb.login import feedformat
+from snmplb.login import mqueue
+from snmplb.adminfile import AdminSettings
 from snmplb.errors import QueueError
-from snmplb.feed import Limits, stop_reason
-from snmplb.feedformat import Row, Snapshot
-from snmplb.labfleet import FakeLoad
+from snmplb.login.feed import Limits, stop_reason
+from snmplb.login.feedformat import Row, Snapshot
+from snmplb.lab.fleet import FakeLoad
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 PROJECT = Path(__file__).resolve().parent.parent
 READER_SRC = PROJECT / "tests" / "c" / "feed_reader.c"

@@ -24,26 +24,26 @@ import subprocess
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 
-from conftest import COMMUNITY
-from snmplb import ber, message, mib
-from snmplb.agent import _OVERLONG, LINE_LIMIT, build_table
-from snmplb.adminconf import AdminSettings
-from snmplb.algorithms import Context, decide
-from snmplb.health import HealthPolicy
-from snmplb.labfleet import PROJECT
-from snmplb.passpersist import NONE, NOT_WRITABLE, PONG, Protocol
-from snmplb.procstats import ProcSample
-from snmplb.queries import Credentials, V2cQuery, V3Query
-from snmplb.sessions import SessionCount
-from snmplb.settings import VARIABLES, ClientSettings, Server, from_env
-from snmplb.snapshot import compute_values
-from snmplb.stats import MAX_DATA_AGE_MS, ServerState, implausible
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from snmplb import mib
+from snmplb.agent.service import _OVERLONG, LINE_LIMIT, build_table
+from snmplb.adminfile import AdminSettings
+from snmplb.client.algorithms import Context, decide
+from snmplb.agent.verdict import HealthPolicy
+from snmplb.lab.fleet import PROJECT
+from snmplb.agent.passpersist import NONE, NOT_WRITABLE, PONG, Protocol
+from snmplb.agent.procfs import ProcSample
+from snmplb.client.serverquery import Credentials, V2cQuery, V3Query
+from snmplb.agent.logins import SessionCount
+from snmplb.client.settings import VARIABLES, ClientSettings, Server, from_env
+from snmplb.agent.values import compute_values
+from snmplb.client.serverstate import MAX_DATA_AGE_MS, ServerState, implausible
 
-from test_algorithms import row
+from support import row
 
 N = int(os.environ.get("SNMPLB_FUZZ", "") or 3000)  # cases per mutation test
 SEED = os.environ.get("SNMPLB_FUZZ_SEED", "snmplb-issue-10")
@@ -124,7 +124,7 @@ def feed(q, data: bytes, now: float) -> tuple[str, str]:
 # -- mutations ----------------------------------------------------------------
 
 def headers(data: bytes) -> list[tuple[int, int]]:
-    """(tag position, length-field size) of every BER element of a well-formed message."""
+    """(tag position, length-field size) of every BER element of a well-formed snmpcodec."""
     found: list[tuple[int, int]] = []
 
     def walk(pos: int, end: int, depth: int) -> None:
@@ -219,7 +219,7 @@ def v2c_reply(rid: int, value: bytes | None = None, *, oid=ROW_OID, status: int 
 
 def new_v2c(case: int) -> tuple[V2cQuery, int]:
     q = V2cQuery(Server("app1"), V2C_SETTINGS, random.Random(case), interval=0.25, max_sends=3)
-    return q, message.v2c_parse(q.start(10.0), b"c0mm").request_id
+    return q, snmpcodec.v2c_parse(q.start(10.0), b"c0mm").request_id
 
 
 def test_v2c_query_baseline_succeeds():
@@ -291,10 +291,10 @@ def _aes_cfb(key: bytes, boots: int, etime: int, salt: bytes, data: bytes) -> by
 def v3_message(msg_id: int, flags: int, engine: bytes, boots: int, etime: int, user: bytes, salt: bytes,
                scoped: bytes, keys: tuple[bytes, bytes] | None = None) -> bytes:
     """An SNMPv3 message as an agent sends it; with ``keys`` (auth, priv), encrypted and signed (SHA)."""
-    mac_len = message.AUTH["SHA"][1]
+    mac_len = snmpcodec.AUTH["SHA"][1]
     if keys is not None:
         scoped = ber.enc_str(_aes_cfb(keys[1], boots, etime, salt, scoped))
-    glob = ber.enc_seq(ber.enc_int(msg_id), ber.enc_int(message.MAX_MSG_SIZE), ber.enc_str(bytes([flags])),
+    glob = ber.enc_seq(ber.enc_int(msg_id), ber.enc_int(snmpcodec.MAX_MSG_SIZE), ber.enc_str(bytes([flags])),
                        ber.enc_int(3))
     usm = ber.enc_seq(ber.enc_str(engine), ber.enc_int(boots), ber.enc_int(etime), ber.enc_str(user),
                       ber.enc_str(b"\0" * mac_len if keys else b""), ber.enc_str(salt if keys else b""))
@@ -328,8 +328,8 @@ def creds() -> Credentials:
 
 
 def request_ids(data: bytes, priv_key: bytes | None) -> tuple[int, int]:
-    reply = message.v3_parse(data)
-    return reply.msg_id, message.v3_pdu(reply, priv_key).request_id
+    reply = snmpcodec.v3_parse(data)
+    return reply.msg_id, snmpcodec.v3_pdu(reply, priv_key).request_id
 
 
 def discovered(creds: Credentials, case: int) -> tuple[V3Query, int, int]:
@@ -395,13 +395,13 @@ def test_v3_mutated_responses_never_raise_nor_pass_a_bad_row(creds):
             data = response(creds, mid, rid, scoped=inner)
         elif kind == "report":  # an authenticated report, e.g. notInTimeWindow with absurd boots/time
             boots, etime = rng.choice(NASTY_INTS), rng.choice(NASTY_INTS)
-            oid = rng.choice((message.NOT_IN_TIME_WINDOW, USM_UNKNOWN_ENGINE, (1, 3, 6)))
+            oid = rng.choice((snmpcodec.NOT_IN_TIME_WINDOW, USM_UNKNOWN_ENGINE, (1, 3, 6)))
             data = response(creds, mid, rid, tag=ber.REPORT, oid=oid, value=ber.enc_int(1, ber.COUNTER32),
                             boots=boots, etime=etime)
             what = f"authenticated report {oid[-2]} boots={boots} time={etime}"
         else:  # an unauthenticated report during the GET phase (anyone on the LAN can send one)
             boots, etime = rng.choice(NASTY_INTS), rng.choice(NASTY_INTS)
-            data, what = report(mid, rid, ENGINE, boots, etime, message.NOT_IN_TIME_WINDOW), \
+            data, what = report(mid, rid, ENGINE, boots, etime, snmpcodec.NOT_IN_TIME_WINDOW), \
                 f"plain report boots={boots} time={etime}"
         result, problem = feed(q, data, 10.02)
         seen[result] += 1
@@ -490,6 +490,7 @@ def test_passpersist_protocol_survives_hostile_lines(table):
     assert tail.endswith(f"{PONG}{load}\ngauge\n100\n"), tail
 
 
+@pytest.mark.fleet
 def test_agent_process_answers_after_megabytes_of_garbage(tmp_path):
     from test_agent_process import LOAD1, AgentProcess
 
@@ -598,6 +599,7 @@ GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 SECRET_BYTES = b"\xe9\xa4\xfe"
 
 
+@pytest.mark.fleet
 @pytest.mark.parametrize("kind", ["latin1-secrets-v3", "huge", "control", "random-bytes"])
 def test_get_hosts_with_garbage_environment_prints_one_line_and_exits_0(kind):
     """Real get_hosts, the environment as bytes (LDM's environment is bytes to the kernel)."""

@@ -12,37 +12,11 @@ import pytest
 
 from conftest import COMMUNITY, V3
 from netfixtures import DelayProxy, FakeLbserver, HostileProxy, Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import PROJECT, FakeLoad
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import PROJECT, FakeLoad
+from support import BUSY, GET_HOSTS, IDLE, addrs, get_hosts, hosts_of
 
-GET_HOSTS = PROJECT / "chroot" / "get_hosts"
-IDLE = FakeLoad(load1=0.4, cpus=4)
-BUSY = FakeLoad(load1=12.0, cpus=4)
-
-
-def get_hosts(servers: str, **env: str) -> subprocess.CompletedProcess:
-    """Run chroot/get_hosts with LDM's environment: the lts.conf variables, and SERVER."""
-    full = {"PATH": os.environ["PATH"], "SERVER": "127.0.0.1", "LB_SERVERS": servers,
-            "SNMPLB_PYTHON": sys.executable, "LB_SNMP_COMMUNITY": COMMUNITY, **env}
-    return subprocess.run([str(GET_HOSTS)], env=full, capture_output=True, text=True, timeout=60)
-
-
-def hosts_of(r: subprocess.CompletedProcess) -> list[str]:
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.endswith("\n") and r.stdout.count("\n") == 1, repr(r.stdout)  # ONE line
-    line = r.stdout[:-1]
-    assert "  " not in line and line == line.strip(), repr(line)  # single spaces
-    return line.split(" ") if line else []
-
-
-@pytest.fixture
-def trio(fleet):
-    return [fleet.add("idle1", IDLE), fleet.add("idle2", IDLE), fleet.add("busy", BUSY)]
-
-
-def addrs(insts) -> str:
-    return " ".join(i.address for i in insts)
-
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 def test_output_is_one_line_of_single_spaced_hosts_chosen_first(trio):
     r = get_hosts(addrs(trio), LB_ALGORITHM="fixed")
@@ -113,7 +87,7 @@ def test_slow_server_within_the_timeout_is_skipped_by_thresholded(fleet):
     try:
         for seed in range(4):
             got = hosts_of(get_hosts(f"{slow.address} {fast.address}", LB_MAX_RESPONSE_MS="100",
-                                     LB_TIMEOUT_MS="2000", LB_SEED=str(seed)))
+                                     LB_TIMEOUT_MS="2000", LB_SEED=str(seed), LB_ALGORITHM="thresholded"))
             assert got == [fast.host, "127.0.0.43"]  # answered, so listed, but after the fast one
     finally:
         slow.stop()

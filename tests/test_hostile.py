@@ -11,31 +11,23 @@ import random
 
 import pytest
 
-from snmplb import ber, message, mib
-from snmplb.algorithms import Context, decide, fleet_rate, login_shares, trimmed_mean
-from snmplb.queries import Credentials, V3Query
-from snmplb.settings import ClientSettings, Server
-from snmplb.stats import ServerState
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from snmplb import mib
+from snmplb.client.algorithms import Context, decide, fleet_rate, login_shares, trimmed_mean
+from snmplb.client.serverquery import Credentials, V3Query
+from snmplb.client.settings import ClientSettings, Server
+from snmplb.client.serverstate import ServerState
 
-from test_algorithms import row, up
+from support import report, row, up
 
 V3_SETTINGS = ClientSettings(snmp_version="3", auth_passphrase="auth-secret-1", priv_passphrase="priv-secret-1")
-
-
-def report(msg_id: int, boots: int, etime: int, engine: bytes = b"\x80\x00\x1f\x88\x04hostile") -> bytes:
-    """An unauthenticated discovery Report, as any host that saw the request's msgID can send."""
-    usm = ber.enc_seq(ber.enc_str(engine), ber.enc_int(boots), ber.enc_int(etime), ber.enc_str(b""),
-                      ber.enc_str(b""), ber.enc_str(b""))
-    glob = ber.enc_seq(ber.enc_int(msg_id), ber.enc_int(65507), ber.enc_str(b"\x00"), ber.enc_int(3))
-    vb = ber.enc_seq(ber.enc_seq(ber.enc_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.enc_int(1, ber.COUNTER32)))
-    pdu = ber.enc_seq(ber.enc_int(0), ber.enc_int(0), ber.enc_int(0), vb, tag=ber.REPORT)
-    return ber.enc_seq(ber.enc_int(3), glob, ber.enc_str(usm), ber.enc_seq(ber.enc_str(engine), ber.enc_str(b""), pdu))
 
 
 @pytest.mark.parametrize("boots,etime", [(-1, 5), (2**31, 5), (5, -1), (5, 2**31), (2**40, 2**40)])
 def test_a_discovery_report_with_out_of_range_boots_or_time_is_ignored(boots, etime):
     q = V3Query(Server("app1"), Credentials(V3_SETTINGS), random.Random(1), interval=0.25, max_sends=3)
-    msg_id = message.v3_parse(q.start(10.0)).msg_id
+    msg_id = snmpcodec.v3_parse(q.start(10.0)).msg_id
     assert q.on_datagram(report(msg_id, boots, etime), 10.01) is None  # no OverflowError, no GET sent
     assert not q.done and q.engine is None
     get = q.on_datagram(report(msg_id, 7, 1234), 10.02)  # the genuine report still works after it
@@ -44,10 +36,10 @@ def test_a_discovery_report_with_out_of_range_boots_or_time_is_ignored(boots, et
 
 def test_negative_msg_id_and_tiny_max_size_are_malformed():
     good = report(9, 1, 1)
-    assert message.v3_parse(good).msg_id == 9
+    assert snmpcodec.v3_parse(good).msg_id == 9
     for bad in (report(-9, 1, 1), good.replace(ber.enc_int(65507), ber.enc_int(100))):
         with pytest.raises(ber.BerError):
-            message.v3_parse(bad)
+            snmpcodec.v3_parse(bad)
 
 
 def _text(values: dict[str, int]) -> str:
@@ -67,13 +59,13 @@ def test_every_row_field_must_be_within_its_smi_range(field, value):
 @pytest.mark.parametrize("field,value,why", [("lbAdminState", 0, "implausible"), ("lbAdminState", 4, "implausible"),
                                              ("lbSwapping", 3, "implausible"), ("lbStatus", 0, "implausible")])
 def test_values_outside_the_enumerations_the_client_acts_on_are_implausible(field, value, why):
-    from snmplb.stats import implausible
+    from snmplb.client.serverstate import implausible
 
     assert why in implausible({**row(), field: value})
 
 
 def test_a_status_this_client_does_not_know_closes_the_server_but_keeps_its_row():
-    from snmplb.stats import implausible
+    from snmplb.client.serverstate import implausible
 
     newer = _with(up("newer", sessions=0, users=0), lbStatus=max(mib.obj("lbStatus").enums.values()) + 1)
     assert implausible(newer.values) == "" and newer.ok and not newer.eligible

@@ -17,9 +17,11 @@ import time
 import pytest
 
 from conftest import COMMUNITY, V3
-from snmplb import ber, message
-from test_gethosts import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, trio  # noqa: F401 (a fixture)
-from test_hostile import report
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 V3_ENV = {"LB_SNMP_VERSION": "3", "LB_SNMP_USER": V3.name, "LB_SNMP_AUTH_PASSPHRASE": V3.auth_pass,
           "LB_SNMP_PRIV_PASSPHRASE": V3.priv_pass}
@@ -59,7 +61,7 @@ class Recorder:
 def _hostile_report(data: bytes) -> bytes | None:
     """Answers an SNMPv3 discovery with a Report whose snmpEngineBoots is out of range."""
     try:
-        return report(message.v3_parse(data).msg_id, -1, 2**31)
+        return report(snmpcodec.v3_parse(data).msg_id, -1, 2**31)
     except ber.BerError:
         return None
 
@@ -135,7 +137,7 @@ def test_with_file_descriptors_exhausted_one_line_is_printed_and_the_exit_status
         resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     env = {b"LB_SERVERS": os.fsencode(addrs(trio) + " 127.0.0.1:9"), b"LB_SNMP_COMMUNITY": b"snmplb-ltsp"}
-    runs = [subprocess.run([sys.executable, "-I", "-c", "from snmplb.gethosts import main_and_exit; main_and_exit()"],
+    runs = [subprocess.run([sys.executable, "-I", "-c", "from snmplb.client.gethosts import main_and_exit; main_and_exit()"],
                            env={b"PATH": os.environb[b"PATH"], **env}, capture_output=True, timeout=60,
                            preexec_fn=limit)]
     if nofile >= 12:
@@ -156,7 +158,7 @@ def test_a_broken_package_still_gives_the_configured_list(tmp_path):
 
 _PROBE = """
 import os, time
-from snmplb.gethosts import _started_ago, login_deadline
+from snmplb.client.gethosts import _started_ago, login_deadline
 left = login_deadline(3_600_000, os.environ) - time.monotonic()
 boot = time.clock_gettime(time.CLOCK_BOOTTIME)
 print(left, _started_ago("self", boot), _started_ago(os.getppid(), boot))
@@ -209,7 +211,7 @@ def _liar_reply(data: bytes) -> bytes | None:
     from test_algorithms import row
 
     try:
-        pdu = message.v2c_parse(data, COMMUNITY.encode())
+        pdu = snmpcodec.v2c_parse(data, COMMUNITY.encode())
     except ber.BerError:
         return None
     values = {**row(sessions=30, users=0, age=29_999), "lbLoginRate": 2**32 - 1}
@@ -222,10 +224,10 @@ def _liar_reply(data: bytes) -> bytes | None:
 def test_a_lying_agent_among_real_ones_does_not_steer_the_honest_choices(fleet):
     import random
 
-    from snmplb.algorithms import Context, decide
-    from snmplb.gethosts import gather
-    from snmplb.labfleet import FakeLoad
-    from snmplb.settings import from_env
+    from snmplb.client.algorithms import Context, decide
+    from snmplb.client.gethosts import gather
+    from snmplb.lab.fleet import FakeLoad
+    from snmplb.client.settings import from_env
 
     honest = [fleet.add(f"h{n}", FakeLoad(load1=0.4, sessions=(("u", "10.0.0.1"),) * n)) for n in (0, 8, 16, 24)]
     liar = Recorder("127.0.0.65", _liar_reply)
@@ -287,7 +289,7 @@ def test_an_empty_lts_conf_variable_does_not_hide_the_client_conf_value(trio, tm
 
 
 def test_the_last_resort_lists_the_servers_of_client_conf(tmp_path):
-    from snmplb.gethosts import _configured
+    from snmplb.client.gethosts import _configured
 
     conf = tmp_path / "client.conf"
     conf.write_text("LB_SERVERS = app1 app2:1161\n")
@@ -302,7 +304,7 @@ def test_a_root_only_client_conf_is_silently_skipped_for_other_users(tmp_path):
 
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run as another user")
-    probe = ("from snmplb.clientconf import read_client_conf; import os; "
+    probe = ("from snmplb.client.clientconf import read_client_conf; import os; "
              "print(read_client_conf({k: v for k, v in os.environ.items()}, frozenset({'LB_SERVERS'})))")
     tmp_path.chmod(0o755)
     conf = tmp_path / "client.conf"

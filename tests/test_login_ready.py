@@ -23,14 +23,19 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from snmplb import agentconf, diskspace, health, mib
-from snmplb.adminconf import AdminSettings
-from snmplb.diskspace import MIB, Figures, LoginPaths, Outcome, SpacePolicy, judge, summarize
-from snmplb.labfleet import FakeLoad
-from snmplb.procstats import ProcSample
-from snmplb.sessions import SessionCount
-from snmplb.snapshot import compute_values
-from snmplb.tcpconns import parse_listening, read_ssh
+from snmplb.agent import config
+from snmplb.agent import loginpaths
+from snmplb.agent import verdict
+from snmplb import mib
+from snmplb.adminfile import AdminSettings
+from snmplb.agent.loginpaths import MIB, Figures, LoginPaths, Outcome, SpacePolicy, judge, summarize
+from snmplb.lab.fleet import FakeLoad
+from snmplb.agent.procfs import ProcSample
+from snmplb.agent.logins import SessionCount
+from snmplb.agent.values import compute_values
+from snmplb.agent.tcpconns import parse_listening, read_ssh
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 STATUS = mib.obj("lbStatus").enums
 LISTENING = mib.obj("lbSshListening").enums
@@ -41,10 +46,10 @@ PATH_STATES = mib.obj("lbLoginPathStatus").enums
 # (a) the rules, as tables
 
 
-def figures(**kw) -> health.Figures:
+def figures(**kw) -> verdict.Figures:
     base = dict(load_per_cpu=20, mem_total=8_000_000, mem_available=6_000_000, swapping=False, sessions=0,
                 weight=100, max_sessions=0, admin_state="enabled", ssh_listening=True, login_paths_usable=True)
-    return health.Figures(**{**base, **kw})
+    return verdict.Figures(**{**base, **kw})
 
 
 @pytest.mark.parametrize("kw, status", [
@@ -63,16 +68,16 @@ def figures(**kw) -> health.Figures:
 ])
 def test_status_rule_table(kw, status):
     f = figures(**kw)
-    assert health.server_status(f, health.HealthPolicy()) == status
+    assert verdict.server_status(f, verdict.HealthPolicy()) == status
     if status == "unavailable":
-        assert health.rating(f, status) == 0
+        assert verdict.rating(f, status) == 0
 
 
 def test_figures_default_to_able_to_take_a_login():
     """Callers that know nothing of ssh or paths (older code, the benchmark) keep their statuses."""
-    f = health.Figures(load_per_cpu=20, mem_total=100, mem_available=80, swapping=False, sessions=0,
+    f = verdict.Figures(load_per_cpu=20, mem_total=100, mem_available=80, swapping=False, sessions=0,
                        weight=100, max_sessions=0, admin_state="enabled")
-    assert health.server_status(f, health.HealthPolicy()) == "idle"
+    assert verdict.server_status(f, verdict.HealthPolicy()) == "idle"
 
 
 def fig(free_mb: float, total_mb: float = 1000, free_inodes: int = 1000, total_inodes: int = 1000) -> Figures:
@@ -153,19 +158,19 @@ def test_read_ssh_over_both_tables(tmp_path):
 
 
 def test_config_keys_defaults_and_bad_values():
-    c = agentconf.AgentConfig()
+    c = config.AgentConfig()
     assert (c.login_paths, c.min_free_mb, c.min_free_inodes_percent, c.login_path_timeout) == \
         ("/home /tmp", 100, 1, 3.0)
-    c2, problems = agentconf.apply(c, {"login_paths": "/home  relative/dir", "min_free_mb": "-1",
+    c2, problems = config.apply(c, {"login_paths": "/home  relative/dir", "min_free_mb": "-1",
                                        "min_free_inodes_percent": "101", "login_path_timeout": "0"}, "agent.conf")
     assert c2 == c  # nothing lost: every bad value keeps its default
     assert len(problems) == 4
     assert "login_paths" in problems[0] and "'relative/dir' is not an absolute path" in problems[0]
     for key, p in zip(("min_free_mb", "min_free_inodes_percent", "login_path_timeout"), problems[1:]):
         assert p.startswith(f"agent.conf: {key}: ")
-    c3, problems = agentconf.apply(c, {"login_paths": "", "min_free_mb": "0"}, "x")
+    c3, problems = config.apply(c, {"login_paths": "", "min_free_mb": "0"}, "x")
     assert problems == [] and c3.login_paths == "" and c3.space_policy.min_free_mb == 0
-    _, problems = agentconf.apply(c, {"login_paths": " ".join(f"/p{i}" for i in range(40))}, "x")
+    _, problems = config.apply(c, {"login_paths": " ".join(f"/p{i}" for i in range(40))}, "x")
     assert "more than 32" in problems[0]
 
 
@@ -175,7 +180,7 @@ def proc_sample() -> ProcSample:
 
 
 def test_the_row_carries_the_verdict_and_its_causes():
-    args = (proc_sample(), (0.0, 0.0), SessionCount(0, 0, "logind"), AdminSettings(), health.HealthPolicy())
+    args = (proc_sample(), (0.0, 0.0), SessionCount(0, 0, "logind"), AdminSettings(), verdict.HealthPolicy())
     fine = compute_values(*args, ssh_listening=True, login_paths=LoginPaths(free_mb=5000, free_inodes_percent=80))
     assert fine["lbStatus"] == STATUS["idle"] and fine["lbRating"] > 0
     row = mib.decode_row(fine["lbRow"].at(10.0))
@@ -276,21 +281,21 @@ def hung(tmp_path: Path) -> Iterator[HungMount]:
 def test_checker_on_real_filesystems_full_inodes_freed(tmp_path):
     policy = SpacePolicy(min_free_mb=1, min_free_inodes_percent=1, timeout=3.0)
     with tmpfs(tmp_path / "small") as small:
-        checker = diskspace.PathChecker([str(small), str(tmp_path)])
-        s = diskspace.assess(checker, policy)
+        checker = loginpaths.PathChecker([str(small), str(tmp_path)])
+        s = loginpaths.assess(checker, policy)
         assert s.state == "usable" and 3 <= s.free_mb <= 4 and s.free_inodes_percent >= 90
         fill_space(small)
-        s = diskspace.assess(checker, policy)
+        s = loginpaths.assess(checker, policy)
         assert (s.state, s.path, s.free_mb) == ("lowSpace", str(small), 0)
         (small / "filler").unlink()
-        assert diskspace.assess(checker, policy).state == "usable"
+        assert loginpaths.assess(checker, policy).state == "usable"
         fill_inodes(small)
-        s = diskspace.assess(checker, policy)
+        s = loginpaths.assess(checker, policy)
         assert (s.state, s.free_inodes_percent) == ("lowInodes", 0) and "inodes free" in s.problem
         shutil.rmtree(small / "many")
-        assert diskspace.assess(checker, policy).state == "usable"
-    gone = diskspace.PathChecker([str(tmp_path / "missing")])
-    s = diskspace.assess(gone, policy)
+        assert loginpaths.assess(checker, policy).state == "usable"
+    gone = loginpaths.PathChecker([str(tmp_path / "missing")])
+    s = loginpaths.assess(gone, policy)
     assert s.state == "error" and "No such file or directory" in s.problem
 
 
@@ -300,11 +305,11 @@ def statvfs_threads(path: Path) -> int:
 
 def test_a_hung_mount_never_blocks_the_checker_and_costs_one_thread(tmp_path, hung):
     policy = SpacePolicy(min_free_mb=1, timeout=0.5)
-    checker = diskspace.PathChecker([str(tmp_path), str(hung.path)])
+    checker = loginpaths.PathChecker([str(tmp_path), str(hung.path)])
     results = []
     for _ in range(8):  # liveness bound, not a speed claim: each call must return, not hang
         done = threading.Event()
-        threading.Thread(target=lambda: (results.append(diskspace.assess(checker, policy)), done.set()),
+        threading.Thread(target=lambda: (results.append(loginpaths.assess(checker, policy)), done.set()),
                          daemon=True).start()
         assert done.wait(10), "the checker blocked on the hung mount"
         time.sleep(0.1)
@@ -315,7 +320,7 @@ def test_a_hung_mount_never_blocks_the_checker_and_costs_one_thread(tmp_path, hu
     assert results[-1].free_mb > 1  # the healthy path's figures are still published
     hung.release()  # the "server" is gone for good: the blocked call fails, the directory underneath remains
     assert wait_for(lambda: statvfs_threads(hung.path) == 0, timeout=10)
-    assert wait_for(lambda: diskspace.assess(checker, policy).state == "usable", timeout=10)
+    assert wait_for(lambda: loginpaths.assess(checker, policy).state == "usable", timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, mibgen
-from snmplb.labfleet import DROP_IN, client_env
+from snmplb import mib
+from snmplb.build import mibgen
+from snmplb.lab.fleet import DROP_IN, client_env
 
 MIB_FILE = mibgen.MIB_DIR / "SNMPLB-MIB.txt"
 
 
 def test_pysmi_strict_compile_and_generated_data_is_current():
     doc = mibgen.compile_json(strict=True)
-    assert mibgen.render(doc) == mibgen.DATA_FILE.read_text(), "run python -m snmplb.mibgen"
+    assert mibgen.render(doc) == mibgen.DATA_FILE.read_text(), "run python -m snmplb.build.mibgen"
     assert mibgen.main(["--check"]) == 0
 
 
@@ -66,6 +67,7 @@ def _netsnmp(*args: str, tmp: Path) -> subprocess.CompletedProcess:
                           env=client_env(tmp), capture_output=True, text=True, timeout=20)
 
 
+@pytest.mark.fleet
 def test_net_snmp_parses_the_mib_strictly_and_resolves_every_name(tmp_path):
     r = _netsnmp("-m", mib.MODULE, "-Pw", "-PW", "-Tp", f"{mib.MODULE}::snmplbMIB", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -79,6 +81,7 @@ def test_net_snmp_parses_the_mib_strictly_and_resolves_every_name(tmp_path):
         assert r.stdout.strip() == f"{mib.MODULE}::{o.name}.0"
 
 
+@pytest.mark.fleet
 @pytest.mark.skipif(shutil.which("smilint") is None, reason="smitools not installed")
 def test_smilint_at_its_strictest_level_finds_nothing(tmp_path):
     # smilint finds imported modules by exact module name, so link them so.

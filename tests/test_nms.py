@@ -14,9 +14,12 @@ import pytest
 import yaml
 
 from conftest import COMMUNITY, V3
-from snmplb import mib, nmsgen
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import PROJECT, FakeLoad
+from snmplb import mib
+from snmplb.build import nmsgen
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import PROJECT, FakeLoad
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 CHECK = PROJECT / "nms" / "check_snmplb"
 PLUGINS = "/usr/lib/nagios/plugins"
@@ -158,15 +161,16 @@ def test_check_snmplb_plugin_timeout_is_unknown():
     assert_one_unknown_line(r, "timeout")
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="no system python3")
-def test_check_snmplb_without_the_nms_extra_says_how_to_install_it():
-    probe = subprocess.run(["/usr/bin/python3", "-c", "import nagiosplugin"], capture_output=True)
-    if probe.returncode == 0:
-        pytest.skip("the system python3 has nagiosplugin: no interpreter without the extra here")
-    # The system python3 with snmplb (from this checkout) but without nagiosplugin: snmplb without its extra.
-    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": str(PROJECT)}, python="/usr/bin/python3")
+def test_check_snmplb_without_the_nms_extra_says_how_to_install_it(tmp_path):
+    # An interpreter with snmplb (from this checkout) but without nagiosplugin: a bare venv of the
+    # tests' own Python (no system site-packages, where Debian's python3-nagiosplugin may live).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True, timeout=120)
+    python = str(tmp_path / "bare" / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import nagiosplugin"], capture_output=True, timeout=30)
+    assert probe.returncode != 0, "the bare venv sees nagiosplugin"
+    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": str(PROJECT)}, python=python)
     assert_one_unknown_line(r, "nagiosplugin", "pip install 'snmplb[nms]'")
-    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": "/nonexistent"}, python="/usr/bin/python3")
+    r = run_check(["-H", "127.0.0.1"], {"PYTHONPATH": "/nonexistent"}, python=python)
     assert_one_unknown_line(r, "cannot import snmplb")
 
 
@@ -186,7 +190,7 @@ def test_check_snmplb_warns_about_a_secrets_file_others_can_read(fleet, tmp_path
 def test_secrets_mode_note_allows_group_read_through_the_group():
     from pathlib import Path
 
-    from snmplb.nmscheck import secrets_mode_note
+    from snmplb.nms.check import secrets_mode_note
 
     f = Path("/etc/snmplb/nms-secrets")
     assert secrets_mode_note(f, 0o100640, owner=0, uid=110) == ""  # root:nagios 0640, run as nagios (nms/README)
@@ -374,7 +378,7 @@ def test_every_enumeration_number_in_the_generated_files_is_the_mibs():
                 checked += 1
     assert checked == 4  # two objects, two files
     # Prometheus: the modules' enum_values, and the states the rules name.
-    from snmplb import promgen
+    from snmplb.build import promgen
 
     for rel in ("snmp.yml", "snmp-0.23.yml"):
         doc = yaml.safe_load((PROJECT / "nms/prometheus" / rel).read_text())
@@ -393,7 +397,7 @@ def test_every_enumeration_number_in_the_generated_files_is_the_mibs():
 
 def test_generators_follow_a_renumbered_mib(monkeypatch):
     """No enumeration number is typed in the generators: renumber the MIB and every output follows."""
-    from snmplb import promgen
+    from snmplb.build import promgen
 
     shifted = {o.name: o._replace(enums={k: v + 10 for k, v in o.enums.items()}) for o in mib.OBJECTS}
     monkeypatch.setattr(mib, "BY_NAME", shifted)

@@ -7,13 +7,13 @@ import io
 import pytest
 
 from snmplb import mib
-from snmplb.agent import LINE_LIMIT, build_table, serve
-from snmplb.health import HealthPolicy
-from snmplb.adminconf import AdminSettings
-from snmplb.passpersist import NONE, NOT_WRITABLE, PONG, Entry, Protocol, Table
-from snmplb.procstats import ProcSample
-from snmplb.sessions import SessionCount
-from snmplb.snapshot import compute_values
+from snmplb.agent.service import LINE_LIMIT, build_table, serve
+from snmplb.agent.verdict import HealthPolicy
+from snmplb.adminfile import AdminSettings
+from snmplb.agent.passpersist import NONE, NOT_WRITABLE, PONG, Entry, Protocol, Table
+from snmplb.agent.procfs import ProcSample
+from snmplb.agent.logins import SessionCount
+from snmplb.agent.values import compute_values
 
 ROOT = mib.oid_str(mib.ROOT)
 

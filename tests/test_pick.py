@@ -11,10 +11,12 @@ import pytest
 
 from conftest import BIN, COMMUNITY
 from netfixtures import Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from snmplb.pick import NONE_USABLE, host_port
-from test_gethosts import IDLE, addrs, get_hosts, hosts_of
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from snmplb.login.pick import NONE_USABLE, host_port
+from support import IDLE, addrs, get_hosts, hosts_of
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 BUSY = FakeLoad(load1=12.0, cpus=4)
 
@@ -118,8 +120,8 @@ def test_usage_errors_are_exit_2_without_traceback(tmp_path):
 def test_status_still_works_and_get_hosts_imports_none_of_it():
     r = subprocess.run([str(BIN / "snmplb"), "status", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--watch" in r.stdout
-    code = ("import sys\nimport snmplb.gethosts\n"
-            "print(sorted(m for m in sys.modules if m in ('snmplb.pick', 'snmplb.relay', 'snmplb.status', 'json')))")
+    code = ("import sys\nimport snmplb.client.gethosts\n"
+            "print(sorted(m for m in sys.modules if m in ('snmplb.login.pick', 'snmplb.login.connect', 'snmplb.client.describe', 'json')))")
     r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout == "[]\n", r.stdout + r.stderr
 

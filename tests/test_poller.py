@@ -21,11 +21,14 @@ import pytest
 import nsdns
 from conftest import COMMUNITY, V3
 from netfixtures import Silent
-from snmplb import ber, lookups, message, poller
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import PROJECT, FakeLoad, Fleet
-from snmplb.queries import V2cQuery
-from snmplb.settings import ClientSettings, Server
+from snmplb.client import ber
+from snmplb.client import lookups
+from snmplb.client import snmpcodec
+from snmplb.client import poller
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
+from snmplb.client.serverquery import V2cQuery
+from snmplb.client.settings import ClientSettings, Server
 
 IDLE = FakeLoad(load1=0.4, cpus=4)
 V3_SETTINGS = dict(snmp_version="3", user=V3.name, auth_passphrase=V3.auth_pass, priv_passphrase=V3.priv_pass)
@@ -98,8 +101,8 @@ class Responder:
 
 def v3_report(request: bytes, boots: int, etime: int, engine_id: bytes = b"\x80\x00\x1f\x88\x04hostile") -> bytes:
     """A well-formed discovery Report for ``request`` (only its msgID and request id are needed: no key)."""
-    req = message.v3_parse(request)
-    rid = message.v3_pdu(req, None).request_id
+    req = snmpcodec.v3_parse(request)
+    rid = snmpcodec.v3_pdu(req, None).request_id
     usm = ber.enc_seq(ber.enc_str(engine_id), ber.enc_int(boots), ber.enc_int(etime), ber.enc_str(b""),
                       ber.enc_str(b""), ber.enc_str(b""))
     glob = ber.enc_seq(ber.enc_int(req.msg_id), ber.enc_int(65507), ber.enc_str(b"\x00"), ber.enc_int(3))
@@ -293,8 +296,8 @@ def test_early_mode_keeps_the_sample_cut_without_a_hedge(fleet):
 
 DRIVER = r"""
 import json, os, random, sys, threading, time
-from snmplb import poller
-from snmplb.settings import ClientSettings, Server
+from snmplb.client import poller
+from snmplb.client.settings import ClientSettings, Server
 args = json.loads(sys.argv[1])
 held = []
 if args.get("exhaust_fds"):  # every descriptor in use: the poll must still return, one reason per server
@@ -425,9 +428,10 @@ def test_out_of_descriptors_every_server_fails_with_a_reason_and_poll_returns(ns
                              [a.host, a.port, False, "cannot send: Too many open files"]]
 
 
+@pytest.mark.fleet
 def test_threading_is_imported_only_when_names_are_configured():
     """get_hosts' start-up counts on a thin client: literal addresses need no threads."""
-    code = ("import sys\nfrom snmplb import poller\nfrom snmplb.settings import ClientSettings, Server\n"
+    code = ("import sys\nfrom snmplb.client import poller\nfrom snmplb.client.settings import ClientSettings, Server\n"
             "poller.poll(ClientSettings(servers=(Server('127.0.0.1', 1), Server('::1', 1)), timeout_ms=200))\n"
             "print('threading' in sys.modules)")
     r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)

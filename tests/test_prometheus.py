@@ -18,9 +18,13 @@ import pytest
 import yaml
 
 from conftest import COMMUNITY, V3, wait_for
-from snmplb import mib, promgen, promrules
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import PROJECT, FakeLoad
+from snmplb import mib
+from snmplb.build import promgen
+from snmplb.build import promrules
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import PROJECT, FakeLoad
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 PROM = PROJECT / "nms" / "prometheus"
 EXPORTER = shutil.which("prometheus-snmp-exporter")
@@ -377,7 +381,7 @@ def test_upstreams_generator_reads_the_mib_as_promgen_does(tmp_path):
     """Debian's prometheus-snmp-generator (0.21, net-snmp's MIB parser) from our generator.yml's walk and
     types: the same instances, OIDs, types and enumerations as our snmp.yml. 0.21's generator knows no
     ``auths``, ``name`` or ``scale``, so those are left out of its input (its metrics keep the MIB names)."""
-    from snmplb import mibgen
+    from snmplb.build import mibgen
 
     gen = yaml.safe_load((PROM / "generator.yml").read_text())["modules"]["snmplb"]
     types = {name: ov["type"] for name, ov in gen["overrides"].items() if "type" in ov}

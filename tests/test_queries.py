@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
-from snmplb import ber, message, mib
-from snmplb.queries import V2cQuery, row_from_pdu
-from snmplb.settings import ClientSettings, Server
+from snmplb.client import ber
+from snmplb.client import snmpcodec
+from snmplb import mib
+from snmplb.client.serverquery import V2cQuery, row_from_pdu
+from snmplb.client.settings import ClientSettings, Server
 
-from test_algorithms import row
+from support import row
 
 SETTINGS = ClientSettings(community="c0mm")
 ROW_TEXT = mib.encode_row([row()[o.name] for o in mib.ROW_FIELDS]).encode()
@@ -23,15 +25,15 @@ def reply(rid: int, value: bytes = ber.enc_str(ROW_TEXT), oid=mib.ROW.instance, 
 
 def new_query() -> tuple[V2cQuery, int]:
     q = V2cQuery(Server("app1"), SETTINGS, random.Random(3), interval=0.25, max_sends=3)
-    first = message.v2c_parse(q.start(10.0), b"c0mm")
+    first = snmpcodec.v2c_parse(q.start(10.0), b"c0mm")
     return q, first.request_id
 
 
 def test_retransmits_with_fresh_ids_on_schedule_then_stops():
     q, rid = new_query()
     assert q.on_timer(10.1) is None
-    second = message.v2c_parse(q.on_timer(10.25), b"c0mm").request_id
-    third = message.v2c_parse(q.on_timer(10.5), b"c0mm").request_id
+    second = snmpcodec.v2c_parse(q.on_timer(10.25), b"c0mm").request_id
+    third = snmpcodec.v2c_parse(q.on_timer(10.5), b"c0mm").request_id
     assert len({rid, second, third}) == 3
     assert q.on_timer(10.75) is None and q.next_time is None  # max_sends reached
     q.on_datagram(reply(second), 10.6)
@@ -69,6 +71,6 @@ def test_errors_in_a_genuine_reply_fail_this_server_with_a_reason():
 
 
 def test_row_from_pdu_accepts_longer_rows_from_newer_agents():
-    pdu = message.v2c_parse(reply(1, value=ber.enc_str(ROW_TEXT + b" 99 98")), b"c0mm")
+    pdu = snmpcodec.v2c_parse(reply(1, value=ber.enc_str(ROW_TEXT + b" 99 98")), b"c0mm")
     values, why = row_from_pdu(pdu)
     assert why == "" and values["lbSessionSource"] == 1

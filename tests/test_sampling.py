@@ -16,13 +16,12 @@ import time
 import pytest
 
 from netfixtures import Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.algorithms import inclusion, sample_servers, weight_drift
-from snmplb.gethosts import choose
-from snmplb.labfleet import PROJECT
-from snmplb.settings import Server, from_env, sample_weights_of
-from test_algorithms import down, up
-from test_gethosts import BUSY, IDLE, get_hosts, hosts_of
+from snmplb.adminfile import AdminSettings
+from snmplb.client.algorithms import inclusion, sample_servers, weight_drift
+from snmplb.client.gethosts import choose
+from snmplb.client.settings import Server, from_env, sample_weights_of
+from snmplb.lab.fleet import PROJECT
+from support import BUSY, IDLE, down, get_hosts, hosts_of, up
 
 sys.path.insert(0, str(PROJECT / "bench"))
 import sample_sizes  # noqa: E402
@@ -160,6 +159,7 @@ def test_a_heavy_sample_that_is_dead_or_unusable_hedges_to_the_rest():
 # -- the storm simulator: four sizes, LB_SAMPLE=2, fresh figures ------------------------------------------------
 
 
+@pytest.mark.storm
 def test_the_weighted_draw_balances_four_sizes_where_the_uniform_one_swaps():
     variant = storm.Variant("b", "balanced", sample=2)
     before = [sample_sizes.metrics(sample_sizes.HintedSim(sample_sizes.four_sizes_fleet(), variant, 0.0, seed))

@@ -30,9 +30,11 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from test_gethosts import IDLE, addrs
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from support import IDLE, addrs
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = ROOT / "sessions" / "snmplb-session"
@@ -322,7 +324,7 @@ def test_as_an_unprivileged_user_the_settings_come_from_session_conf(fleet, disp
         site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
         pick_cmd = base / "pick"
         pick_cmd.write_text(f'#!/bin/sh\nPYTHONPATH={ROOT}:{site} exec {system_python} -c '
-                            f'"import sys; from snmplb.cli import main; sys.exit(main())" pick "$@"\n')
+                            f'"import sys; from snmplb.login.command import main; sys.exit(main())" pick "$@"\n')
         pick_cmd.chmod(0o755)
         root_only = base / "client.conf"
         root_only.write_text("LB_SERVERS = 127.0.0.99\nLB_SNMP_COMMUNITY = root-only-secret\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from snmplb import ltsconf
-from snmplb.clientid import default_mac, default_route_interface
-from snmplb.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers, refusal
+from snmplb.login import ltsconf
+from snmplb.client.clientid import default_mac, default_route_interface
+from snmplb.client.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers, refusal
 
 BASE = {"LB_SERVERS": "app1"}
 
@@ -154,7 +154,7 @@ def test_client_id_is_the_mac_of_the_default_route_interface(tmp_path):
 
 
 def test_readme_documents_every_variable_with_its_default():
-    from snmplb.labfleet import PROJECT
+    from snmplb.lab.fleet import PROJECT
 
     readme = (PROJECT / "README.md").read_text()
     for v in VARIABLES:
@@ -198,7 +198,7 @@ def test_an_lbserver_url_with_an_impossible_port_is_refused_by_name(url):
 
 
 def test_the_lbserver_client_never_raises_on_a_bad_url():
-    from snmplb.lbclient import ask_lbserver
+    from snmplb.client.lbserver import ask_lbserver
 
     for url in ("http://lb:99999/", "http://[::1/", "ftp://x/"):
         host, why = ask_lbserver(url, 0.0, clock=lambda: -1.0)
@@ -218,6 +218,6 @@ def test_a_mistyped_snmp_version_polls_nothing_rather_than_fall_back_to_clear_te
                                      ("1.2.3.4:5:6", False), ("127.0.0.1:99999", False), (":::", False),
                                      ("1:2:3:4:5:6:7:8:9", False), ("app1", True), ("10.0.0.1", True)])
 def test_only_real_ipv6_literals_pass_as_addresses(text, ok):
-    from snmplb.settings import is_host
+    from snmplb.client.settings import is_host
 
     assert is_host(text) is ok

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,7 +18,9 @@ import pytest
 
 from conftest import BIN, COMMUNITY, V3, wait_for
 from snmplb import mib
-from snmplb.labfleet import FakeLoad
+from snmplb.lab.fleet import FakeLoad
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 ROOT = mib.oid_str(mib.ROOT)
 
@@ -178,6 +181,19 @@ def test_community_refused_outside_its_subnet_and_set_refused(agent, netsnmp):
 
 
 def test_view_is_limited_to_what_is_needed(agent, netsnmp):
+    """The agent answers (so silence cannot pass for a refusal), inside the view and nowhere else."""
     assert netsnmp.v2c("snmpget", agent, ".1.3.6.1.4.1.2021.10.1.3.1", opts=("-Oqv",)).returncode == 0
-    r = netsnmp.v2c("snmpwalk", agent, ".1.3.6.1.2.1.2", opts=("-Oq",))  # interfaces: not in the view
-    assert "No more variables" in r.stdout or r.stdout.strip() == "" or "No Such Object" in r.stdout
+    view = (".1.3.6.1.4.1.8072.9999.9999.377", ".1.3.6.1.2.1.1", ".1.3.6.1.2.1.25.1", ".1.3.6.1.4.1.2021.4",
+            ".1.3.6.1.4.1.2021.10", ".1.3.6.1.4.1.2021.11")
+    for outside in (".1.3.6.1.2.1.2", ".1.3.6.1.2.1.4", ".1.3.6.1.2.1.25.2", ".1.3.6.1.2.1.25.4",
+                    ".1.3.6.1.4.1.2021.9", ".1.3.6.1.6.3.15"):  # interfaces, ip, storage, processes, disks, usm
+        r = netsnmp.v2c("snmpwalk", agent, outside, opts=("-On",))
+        assert r.returncode == 0 and "Timeout" not in r.stderr, (outside, r.stderr)  # it answered...
+        assert re.fullmatch(rf"\{outside} = (No Such Object available on this agent at this OID|No more variables "
+                            r"left in this MIB View \(It is past the end of the MIB tree\))\n", r.stdout), r.stdout  # ...no
+    # A walk of everything stays inside the view: every OID it returns is under one of its subtrees.
+    r = netsnmp.v2c("snmpwalk", agent, ".1", opts=("-On", "-Cc"))
+    oids = [line.split(" ", 1)[0] for line in r.stdout.splitlines() if line.startswith(".")]
+    assert r.returncode == 0 and oids, r.stderr
+    assert [o for o in oids if not any(o == v or o.startswith(v + ".") for v in view)] == []
+    assert any(o.startswith(view[0] + ".") for o in oids)

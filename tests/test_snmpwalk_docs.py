@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
+
+import pytest
 
 from conftest import COMMUNITY, V3
 from snmplb import mib
-from snmplb.labfleet import PROJECT
+from snmplb.lab.fleet import PROJECT
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 DOC = PROJECT / "docs" / "snmpwalk.md"
 
@@ -49,4 +52,3 @@ def test_documented_commands_work_as_written(agent, tmp_path):
     assert translated[0] == mib.oid_str(mib.obj("lbLoadPerCpu").instance)
     assert translated[1] == "SNMPLB-MIB::lbStatus.0"
     assert "lbRating" in translated[2] and "DESCRIPTION" in translated[2]
-    assert shutil.which("snmpwalk")

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import BIN
 from farm import SSHD, start_sshd, stop_sshd
-from snmplb.sshkeys import Target, merge, parse_extraservers
+from snmplb.login.hostkeys import Target, merge, parse_extraservers
 
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
 
 
 class Sshd:

@@ -7,11 +7,15 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import BIN, COMMUNITY
 from netfixtures import Silent
-from snmplb.adminconf import AdminSettings
-from snmplb.labfleet import FakeLoad
-from snmplb.settings import ALGORITHMS
+from snmplb.adminfile import AdminSettings
+from snmplb.lab.fleet import FakeLoad
+from snmplb.client.settings import ALGORITHMS
+
+pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 
 def status(*args: str, **env: str) -> subprocess.CompletedProcess:

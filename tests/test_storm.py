@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from snmplb.labfleet import PROJECT
+from snmplb.lab.fleet import PROJECT
 
 sys.path.insert(0, str(PROJECT / "bench"))
 import storm  # noqa: E402

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from snmplb import mib, nmsgen
-from snmplb.labfleet import PROJECT
+from snmplb import mib
+from snmplb.build import nmsgen
+from snmplb.lab.fleet import PROJECT
 
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("/nonexistent"))
 SCHEMA = Path("/usr/share/zabbix-server-pgsql")
 FRONTEND = Path("/usr/share/zabbix")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.fleet, pytest.mark.skipif(
     not (PG_BIN.exists() and (SCHEMA / "schema.sql.gz").exists() and FRONTEND.exists() and shutil.which("php")),
-    reason="postgresql, zabbix-server-pgsql, zabbix-frontend-php, php-cli and php-pgsql are needed")
+    reason="postgresql, zabbix-server-pgsql, zabbix-frontend-php, php-cli and php-pgsql are needed")]
 
 
 def _free_port() -> int:

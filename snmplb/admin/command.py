@@ -1,0 +1,137 @@
+"""snmplb-admin: set this application server's load-balancing state and weight.
+
+    snmplb-admin show
+    snmplb-admin drain | enable | disable
+    snmplb-admin weight 200
+    snmplb-admin max-sessions 40
+    snmplb-admin create-v3-user snmplb < passphrases   # two lines: auth, priv
+
+The change is written atomically to the admin file, which the agent re-reads
+at every sample: the next GET (within about a second) shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_int, load_admin, save_admin
+from snmplb.argtypes import seconds
+from snmplb.errors import ConfigError, SnmplbError
+from snmplb.kvfile import exclusive_lock, lock_path
+from snmplb.admin.v3user import AUTH_PROTOCOLS, PRIV_PROTOCOLS, append_secret_line, create_user_line
+
+DEFAULT_FILE = Path("/etc/snmplb/admin.conf")
+SNMPD_PERSISTENT = Path("/var/lib/snmp/snmpd.conf")
+LOCK_TIMEOUT = 10.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="snmplb-admin", description=__doc__.splitlines()[0])
+    ap.add_argument("--file", type=Path, default=DEFAULT_FILE, help=f"admin file (default {DEFAULT_FILE})")
+    ap.add_argument("--lock-timeout", type=seconds(3600, zero_ok=True), default=LOCK_TIMEOUT, metavar="SECONDS",
+                    help=f"wait at most this long for another snmplb-admin's change (default {LOCK_TIMEOUT:g})")
+    ap.add_argument("--force", action="store_true",
+                    help="change a file that has problems anyway, rewriting it from what could be read")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("show", help="print the current settings")
+    sub.add_parser("enable", help="accept new sessions")
+    sub.add_parser("drain", help="no new sessions; existing sessions stay")
+    sub.add_parser("disable", help="out of rotation (maintenance)")
+    w = sub.add_parser("weight", help=f"capacity weight in percent (0..{MAX_WEIGHT})")
+    w.add_argument("value")
+    m = sub.add_parser("max-sessions", help="most sessions this server takes (0 = no limit)")
+    m.add_argument("value")
+    u = sub.add_parser("create-v3-user", help="add an SNMPv3 authPriv user to snmpd; passphrases from stdin")
+    u.add_argument("user")
+    u.add_argument("--auth-protocol", default="SHA", choices=AUTH_PROTOCOLS)
+    u.add_argument("--priv-protocol", default="AES", choices=PRIV_PROTOCOLS)
+    u.add_argument("--snmpd-file", type=Path, default=SNMPD_PERSISTENT,
+                   help=f"file to append the createUser line to (default {SNMPD_PERSISTENT}; stop snmpd first)")
+    return ap
+
+
+def _read_passphrases() -> tuple[str, str]:
+    """Two passphrases: prompted on a terminal, else the first two lines of stdin."""
+    if sys.stdin.isatty():
+        return getpass.getpass("auth passphrase: "), getpass.getpass("priv passphrase: ")
+    lines = sys.stdin.read(4096).splitlines()
+    if len(lines) < 2:
+        raise ConfigError("stdin: expected two lines, the auth passphrase then the priv passphrase")
+    return lines[0], lines[1]
+
+
+def create_v3_user(args: argparse.Namespace) -> int:
+    auth, priv = _read_passphrases()
+    line = create_user_line(args.user, auth, priv, args.auth_protocol, args.priv_protocol)
+    tightened = append_secret_line(args.snmpd_file, line)
+    print(f"added SNMPv3 user {args.user} ({args.auth_protocol}/{args.priv_protocol}) to {args.snmpd_file}"
+          f"{' (its mode tightened to 0600)' if tightened else ''}; restart snmpd to load it")
+    return 0
+
+
+def change(settings: AdminSettings, command: str, value: str | None, now: int = 0) -> AdminSettings:
+    """The settings after ``command`` at Unix time ``now``; ConfigError for a bad value.
+
+    Enabling a server that was not enabled records when, for the thin clients' slow start.
+    """
+    if command == "enable":
+        if settings.state == "enabled":
+            return settings
+        return replace(settings, state="enabled", enabled_since=now)
+    if command == "drain":
+        return replace(settings, state="draining")
+    if command == "disable":
+        return replace(settings, state="disabled")
+    if command == "weight":
+        return replace(settings, weight=check_int("weight", value or "", 0, MAX_WEIGHT))
+    if command == "max-sessions":
+        return replace(settings, max_sessions=check_int("max_sessions", value or "", 0, 2**31 - 1))
+    return settings
+
+
+def _load(path: Path, changing: bool = False, force: bool = False) -> AdminSettings:
+    """The file's settings. Before a change, a file with problems is refused unless ``force``: the
+    change would rewrite it from a partial reading and lose what the admin meant (a disabled server
+    whose file was garbled would come back draining, with the default weight)."""
+    settings, problems = load_admin(path)
+    for p in problems:
+        print(f"snmplb-admin: warning: {p}", file=sys.stderr)
+    if changing and problems and not force:
+        raise ConfigError(f"{path} has problems (above) and was left as it is: fix it by hand, or repeat "
+                          f"with --force to rewrite it from what could be read (state={settings.state}, "
+                          f"weight={settings.weight}, max_sessions={settings.max_sessions})")
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "create-v3-user":
+        try:
+            return create_v3_user(args)
+        except (SnmplbError, OSError) as exc:
+            print(f"snmplb-admin: {exc}", file=sys.stderr)
+            return 2
+    try:
+        if args.command == "show":
+            new = _load(args.file)
+        else:
+            # Read, change and write under one lock: two admins at once never lose a change.
+            with exclusive_lock(lock_path(args.file), args.lock_timeout):
+                settings = _load(args.file, changing=True, force=args.force)
+                new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
+                if new != settings or not args.file.exists():
+                    save_admin(args.file, new)
+    except (SnmplbError, OSError) as exc:
+        print(f"snmplb-admin: {exc}", file=sys.stderr)
+        return 2
+    print(f"state={new.state} weight={new.weight} max_sessions={new.max_sessions}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The admin's settings for one application server: state, weight, maximum sessions.
+
+They live in a small file (default /etc/snmplb/admin.conf) that
+``snmplb-admin`` writes and the agent re-reads at every sample, so a change
+shows in the next GET.
+
+A typo must never loosen the admin's intent (put a drained server back in
+rotation). So a file with any bad line, or one that cannot be read, is a
+*problem*: the agent keeps the last good settings whole (``settle``) and
+reports the problem. With no good reading yet (the agent just started), the
+file's own conservative reading stands (``parse_admin_bytes``): its valid
+keys, the defaults for the rest, and ``draining`` unless a valid state line
+says otherwise; a file present but unreadable counts as draining. A missing
+file means the defaults (enabled), silently: that is how a server starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from snmplb.errors import ConfigError
+from snmplb.kvfile import parse_kv, parse_kv_bytes, shown, write_atomic
+from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
+
+STATES = ("enabled", "draining", "disabled")
+MAX_WEIGHT = 10000
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """What the admin decided for this server.
+
+    state: enabled, draining (no new sessions, existing stay) or disabled.
+    weight: capacity in percent of a reference server (0..10000, default 100).
+    max_sessions: the most sessions this server takes; 0 means no limit.
+    enabled_since: when (Unix time) the admin last enabled it; 0: unknown (boot counts).
+    """
+
+    state: str = "enabled"
+    weight: int = 100
+    max_sessions: int = 0
+    enabled_since: int = 0
+
+
+def check_state(value: str) -> str:
+    """Validate a state name; ConfigError names the accepted ones."""
+    v = value.strip().lower()
+    if v not in STATES:
+        raise ConfigError(f"state: {shown(value)} is not one of {', '.join(STATES)}")
+    return v
+
+
+def check_int(name: str, value: str, low: int, high: int) -> int:
+    """Validate an integer setting within [low, high]; ConfigError names the setting."""
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {shown(value)} is not a whole number") from None
+    if not low <= n <= high:
+        raise ConfigError(f"{name}: {n} is outside {low}..{high}")
+    return n
+
+
+@dataclass(frozen=True)
+class AdminReading:
+    """One reading of the admin file: its conservative settings and what is wrong with it.
+
+    settings: what this reading alone says (draining when the file is unreadable).
+    problems: one line each, the path first; empty when the file (or its absence) is good.
+    """
+
+    settings: AdminSettings
+    problems: tuple[str, ...] = ()
+    missing: bool = False  # there is no file (the defaults, at start)
+
+
+UNREADABLE = AdminSettings(state="draining")
+
+
+def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
+    """Settings from the file's text, and the problems found (each names its key or line)."""
+    return _settings(*parse_kv(text))
+
+
+def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:
+    """Settings from the file's bytes (a NUL or invalid UTF-8 spoils its line), and the problems."""
+    return _settings(*parse_kv_bytes(data))
+
+
+def _settings(pairs: dict[str, str], problems: list[str]) -> tuple[AdminSettings, list[str]]:
+    """The conservative reading: valid keys stand, bad ones keep their defaults, and the state is
+    draining when anything is wrong and no valid state line says otherwise (the bad line may be it)."""
+    default = AdminSettings()
+    values = {"state": default.state, "weight": default.weight, "max_sessions": default.max_sessions,
+              "enabled_since": default.enabled_since}
+    for key, raw in pairs.items():
+        try:
+            if key == "state":
+                values["state"] = check_state(raw)
+            elif key == "weight":
+                values["weight"] = check_int("weight", raw, 0, MAX_WEIGHT)
+            elif key == "max_sessions":
+                values["max_sessions"] = check_int("max_sessions", raw, 0, 2**31 - 1)
+            elif key == "enabled_since":
+                values["enabled_since"] = check_int("enabled_since", raw, 0, 2**40)
+            else:
+                problems.append(f"unknown setting {shown(key)}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems and not _valid_state(pairs):
+        values["state"] = "draining"
+    return AdminSettings(**values), problems  # type: ignore[arg-type]
+
+
+def _valid_state(pairs: dict[str, str]) -> bool:
+    try:
+        return "state" in pairs and bool(check_state(pairs["state"]))
+    except ConfigError:
+        return False
+
+
+def settle(last_good: AdminSettings | None, reading: AdminReading) -> tuple[AdminSettings, AdminSettings | None]:
+    """(the settings to publish, the new last good settings) after ``reading``.
+
+    A good reading is published and becomes the last good one. A reading with a
+    problem changes nothing: the last good settings stay, whole (a half-good
+    file is not merged key by key); with none yet, the reading's own
+    conservative settings are published.
+    """
+    if not reading.problems:
+        return reading.settings, reading.settings
+    return (last_good if last_good is not None else reading.settings), last_good
+
+
+def problem_line(reading: AdminReading) -> str:
+    """The first problem and how many more, on one line ("" when there is none)."""
+    if not reading.problems:
+        return ""
+    more = len(reading.problems) - 1
+    return reading.problems[0] + (f" (and {more} more)" if more else "")
+
+
+def render_admin(settings: AdminSettings) -> str:
+    """The file's text for ``settings``."""
+    return (
+        "# snmplb: this application server's load-balancing settings.\n"
+        "# Written by snmplb-admin; read by snmplb-agent at every sample.\n"
+        "# state: enabled | draining (no new sessions) | disabled (out of rotation)\n"
+        f"state = {settings.state}\n"
+        "# weight: capacity in percent of a reference server (0..10000)\n"
+        f"weight = {settings.weight}\n"
+        "# max_sessions: most sessions this server takes (0 = no limit)\n"
+        f"max_sessions = {settings.max_sessions}\n"
+        "# enabled_since: when the admin last enabled it (Unix time; thin clients slow-start it)\n"
+        f"enabled_since = {settings.enabled_since}\n"
+    )
+
+
+def read_admin(path: Path) -> AdminReading:
+    """Read the admin file, bounded (regular file, at most 64 KiB, never blocking on a FIFO).
+
+    A missing file means the defaults, silently; one that cannot be read counts as draining.
+    Never raises: every failure is a problem of the reading.
+    """
+    try:
+        data = read_bounded(path, CONFIG_LIMIT)
+    except FileNotFoundError:
+        return AdminReading(AdminSettings(), missing=True)
+    except (OSError, UnsafeFile) as exc:
+        return AdminReading(UNREADABLE, (describe(exc, path),))
+    except ValueError:  # a NUL in the configured path itself
+        return AdminReading(UNREADABLE, (f"{path!r}: not a usable path",))
+    settings, problems = parse_admin_bytes(data)
+    return AdminReading(settings, tuple(f"{path}: {p}" for p in problems))
+
+
+def load_admin(path: Path) -> tuple[AdminSettings, list[str]]:
+    """The admin file's conservative settings and its problems (for snmplb-admin)."""
+    reading = read_admin(path)
+    return reading.settings, list(reading.problems)
+
+
+def save_admin(path: Path, settings: AdminSettings) -> None:
+    """Write the admin file atomically (world-readable: snmpd's user reads it)."""
+    write_atomic(path, render_admin(settings), mode=0o644)

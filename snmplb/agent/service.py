@@ -1,0 +1,307 @@
+"""snmplb-agent: the pass_persist script that serves SNMPLB-MIB to snmpd.
+
+snmpd starts it at the first request under the MIB's root and talks to it
+over stdin/stdout. This module is the thin driver: it owns stdin and stdout,
+runs a sampler thread that rebuilds an in-memory table every ``interval``
+seconds, and hands each input line to the pure ``passpersist.Protocol``.
+
+Two rules hold everywhere here because snmpd reads stdout as the protocol and
+joins stderr to it: nothing but protocol is ever written to stdout, and
+nothing at all to stderr (fd 2 is pointed at /dev/null before anything else
+runs; problems go to syslog or the configured log file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import logging
+import logging.handlers
+import os
+import select
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+from snmplb.agent import config as agentconf
+from snmplb import mib
+from snmplb.adminfile import UNREADABLE, AdminReading, AdminSettings, problem_line, read_admin, settle
+from snmplb.agent.config import AgentConfig
+from snmplb.agent.loginpaths import PathChecker, assess
+from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
+from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
+from snmplb.safefile import TimedRead
+from snmplb.agent.logins import count_sessions
+from snmplb.agent.values import compute_values
+from snmplb.agent.tcpconns import LoginRate, read_ssh
+
+LINE_LIMIT = 4096
+SPIN_AFTER_PONG = 0.0002
+_OVERLONG = "\0overlong"  # fed in place of a line cut at LINE_LIMIT: never a command or an OID
+log = logging.getLogger("snmplb.agent.service")
+
+
+class LogLimiter:
+    """Which problem lines to log: each distinct one at most once per ``period`` seconds, and at most
+    ``burst`` lines per ``window`` seconds in all, then one line counting the ones held back.
+
+    Bounded in memory (the ``memory`` most recent distinct messages, least recently seen forgotten
+    first) and in output (``burst`` + 1 lines per window), however many distinct problems a broken
+    file or a hostile path produces. Pure: the caller passes the time.
+    """
+
+    def __init__(self, period: float = 300.0, window: float = 60.0, burst: int = 10, memory: int = 256) -> None:
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._period, self._window, self._burst, self._memory = period, window, burst, memory
+        self._window_start: float | None = None
+        self._count = 0
+        self._held = 0
+
+    def admit(self, message: str, now: float) -> list[str]:
+        """The lines to log for ``message`` seen at ``now`` (maybe a count of held-back ones first)."""
+        out = self.flush(now)
+        last = self._seen.get(message)
+        if last is not None and now - last < self._period:
+            self._seen.move_to_end(message)
+            return out
+        self._seen[message] = now
+        self._seen.move_to_end(message)
+        while len(self._seen) > self._memory:
+            self._seen.popitem(last=False)
+        if self._count >= self._burst:
+            self._held += 1
+            return out
+        self._count += 1
+        return out + [message]
+
+    def flush(self, now: float) -> list[str]:
+        """At a window's end: the line counting the problems held back in it, if any."""
+        if self._window_start is None:
+            self._window_start = now
+        if now - self._window_start < self._window:
+            return []
+        held, self._held, self._count, self._window_start = self._held, 0, 0, now
+        return [f"{held} more problems not logged in the last {self._window:.0f} s"] if held else []
+
+
+class AdminWatch:
+    """The admin file as the sampler sees it: read in a worker, waited for at most ``timeout`` seconds.
+
+    A read that hangs (a dead NFS server) never holds up the sampler or the first answer: the last
+    good settings stay meanwhile, and at most one read is outstanding. Problems follow the rules of
+    ``adminconf.settle``.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._reader = TimedRead(lambda: read_admin(path), timeout)
+        self._last_good: AdminSettings | None = None
+        self.problem = ""
+
+    def update(self) -> tuple[AdminSettings, str, str]:
+        """(the settings to publish, the problem line or "", a line to log when the problem changed)."""
+        done, reading = self._reader.poll()
+        if not done:
+            reading = AdminReading(UNREADABLE, (f"{self.path}: reading it takes longer than {self.timeout:g} s "
+                                                "(a hung network file system?)",))
+        elif reading is None:
+            reading = AdminReading(UNREADABLE, (f"{self.path}: could not be read",))
+        elif reading.missing and self._last_good not in (None, AdminSettings()):
+            # Gone after it said something else than the defaults (a mistaken rm, a config manager):
+            # the defaults would put a drained or disabled server back in rotation.
+            reading = AdminReading(UNREADABLE, (f"{self.path}: removed after it was read; write it again with "
+                                                "snmplb-admin (the last good settings stay meanwhile)",))
+        settings, self._last_good = settle(self._last_good, reading)
+        problem = problem_line(reading)
+        note = ""
+        if problem != self.problem:
+            if problem:
+                kept = "kept the last good settings" if self._last_good is not None else "no good reading yet"
+                note = f"admin file problem: {problem}; {kept}: state {settings.state}, weight {settings.weight}"
+            else:
+                note = f"admin file {self.path} is good again"
+        self.problem = problem
+        return settings, problem, note
+
+
+def build_table(values: dict) -> Table:
+    """The pass_persist table of the MIB's objects from their values by name."""
+    return Table(Entry(o.instance, o.pass_type, values[o.name]) for o in mib.OBJECTS)
+
+
+class Sampler:
+    """Keeps the current table fresh: samples /proc, sessions and the admin file."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self._history: collections.deque[ProcSample] = collections.deque(
+            maxlen=max(2, int(config.rate_window / config.interval) + 2))
+        self._limiter = LogLimiter()
+        self._admin = AdminWatch(config.admin_file, min(max(config.interval, 0.5), 1.0))
+        self._stop = threading.Event()
+        self._logins = LoginRate()
+        self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
+        self.table = Table(())  # replaced whole, never mutated: readers need no lock
+
+    def warn(self, message: str, exc_info: bool = False) -> None:
+        for line in self._limiter.admit(message, time.monotonic()):
+            log.warning("%s", line, exc_info=exc_info and line == message)
+
+    def sample(self) -> None:
+        """Take one sample and replace the table; on error keep the last table (its age grows)."""
+        cfg = self.config
+        for line in self._limiter.flush(time.monotonic()):
+            log.warning("%s", line)
+        try:
+            proc = read_proc(cfg.proc_root, time.monotonic())
+        except ProcError as exc:
+            self.warn(f"cannot read load figures: {exc}")
+            return
+        self._history.append(proc)
+        admin, admin_problem, note = self._admin.update()
+        if note:
+            self.warn(note)
+        sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
+        rates = swap_rates(self._history, cfg.rate_window)
+        conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
+        login_rate = self._logins.update(proc.taken_at, conns)
+        paths = assess(self._paths, cfg.space_policy)
+        if listening is False:
+            self.warn(f"cannot take a login: nothing listens on ssh port {cfg.ssh_port}")
+        if paths.state != "usable":
+            self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
+        self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
+                                                len(conns or ()), login_rate, listening, paths, admin_problem))
+
+    def guarded_sample(self) -> None:
+        """``sample``, with any failure logged (rate-limited) and the last table kept."""
+        try:
+            self.sample()
+        except Exception as exc:  # the sampler's outer edge: log and keep sampling
+            self.warn(f"sampling failed: {type(exc).__name__}: {exc}", exc_info=True)
+
+    def run(self) -> None:
+        """Sample every ``interval`` seconds until stopped (the thread's body)."""
+        while not self._stop.wait(self.config.interval):
+            self.guarded_sample()
+
+    def start(self) -> None:
+        """The first sample (before the first answer, so that it has values), then the thread."""
+        self.guarded_sample()
+        threading.Thread(target=self.run, name="sampler", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _read_lines(stream: BinaryIO):
+    """Yield input lines as text; a line over LINE_LIMIT is consumed whole and yields a marker."""
+    while True:
+        raw = stream.readline(LINE_LIMIT)
+        if not raw:
+            return
+        if not raw.endswith(b"\n") and len(raw) >= LINE_LIMIT:
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(LINE_LIMIT)
+            yield _OVERLONG
+            continue
+        yield raw.decode("ascii", "replace").rstrip("\r\n")
+
+
+def _await_request(fd: int, poller: select.poll, budget: float) -> None:
+    """Poll ``fd`` without sleeping for at most ``budget`` seconds.
+
+    snmpd sends every request right after it reads our PONG. Sleeping in
+    read() until then costs a process wake-up (~50 us here), which is most of
+    a request's cost; polling for the few microseconds snmpd takes saves it.
+    Bounded: after ``budget`` the caller blocks in read() as usual.
+    """
+    end = time.perf_counter() + budget
+    while not poller.poll(0) and time.perf_counter() < end:
+        os.sched_yield()  # let snmpd (or anyone) run on this CPU: busy machines must not lose by the spin
+
+
+def serve(stdin: BinaryIO, stdout: BinaryIO, sampler: Sampler, spin: float = SPIN_AFTER_PONG) -> None:
+    """Answer requests from ``stdin`` until EOF."""
+    protocol = Protocol()
+    poller = None
+    if spin > 0:
+        try:
+            poller = select.poll()
+            poller.register(stdin.fileno(), select.POLLIN)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            poller = None  # not a real file (tests feed a BytesIO)
+    for line in _read_lines(stdin):
+        out = protocol.feed(line, sampler.table, time.monotonic())
+        if out:
+            stdout.write(out.encode("ascii", "replace"))
+            stdout.flush()
+            if poller is not None and out == PONG:
+                _await_request(stdin.fileno(), poller, spin)
+
+
+def _silence_stderr() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(os.devnull, "w")
+    warnings.simplefilter("ignore")
+
+
+def _setup_logging(log_file: str) -> None:
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s snmplb-agent[%(process)d]: %(message)s"))
+    else:
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility="daemon")
+        handler.setFormatter(logging.Formatter("snmplb-agent[%(process)d]: %(message)s"))
+    logging.raiseExceptions = False  # a broken log target must not write to stderr
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB (run by snmpd)")
+    ap.add_argument("--config", type=Path, default=None, help=f"key = value file (default {agentconf.DEFAULT_CONFIG} if present)")
+    for key in agentconf.KEYS:
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _silence_stderr()
+    try:
+        args = _parse_args(argv)
+    except SystemExit:
+        return 2
+    overrides = {k: getattr(args, k) for k in agentconf.KEYS if getattr(args, k) is not None}
+    config, problems = agentconf.load(args.config or agentconf.DEFAULT_CONFIG, overrides)
+    try:
+        _setup_logging(config.log_file)
+    except OSError:
+        _setup_logging("")
+    sampler = Sampler(config)
+    for p in problems:
+        sampler.warn(p)
+    try:
+        sampler.start()
+        serve(sys.stdin.buffer, sys.stdout.buffer, sampler)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    except Exception:  # the outer edge: never a traceback on stderr
+        log.exception("agent stopped on an unexpected error")
+        return 1
+    finally:
+        sampler.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""Choosing servers: pure functions of the polled stats, the client's id, a Random and the settings.
+
+Every algorithm has the same signature, ``(eligible, ctx) -> ordered list``:
+it gets the eligible servers (answered with a plausible row, enabled, weight
+above 0, below their maximum sessions) in configured order, and returns all
+of them, chosen first, then the rest in its order of preference. ``decide``
+wraps them with the rules that hold for every algorithm (docs/algorithms.md):
+never a server that did not answer or may not take sessions; and when no
+server is eligible, the configured list so that LDM can still try.
+Nothing here polls, sleeps, reads a file or the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+
+from snmplb.client.settings import ClientSettings
+from snmplb.client.serverstate import ServerState
+
+# Statuses whose servers are left out even of the last-resort list: their admin closed them, or they
+# said they cannot take a login (sshd down, a login path full). Full servers stay: a session may end.
+CLOSED_TO_LDM = frozenset(("draining", "disabled", "unavailable"))
+
+
+class Context(namedtuple("Context", "settings rng client_id lbserver_choice", defaults=("", None))):
+    """What an algorithm may look at besides the servers: settings (ClientSettings),
+    rng (random.Random), client_id (str) and lbserver_choice (the host ltsp-cluster's
+    lbserver named, or None)."""
+
+    __slots__ = ()
+
+
+Algorithm = Callable[[Sequence[ServerState], Context], list[ServerState]]
+REGISTRY: dict[str, Algorithm] = {}
+
+
+def algorithm(name: str) -> Callable[[Algorithm], Algorithm]:
+    def register(fn: Algorithm) -> Algorithm:
+        REGISTRY[name] = fn
+        return fn
+    return register
+
+
+def _shuffled(servers: Sequence[ServerState], rng: random.Random) -> list[ServerState]:
+    out = list(servers)
+    rng.shuffle(out)
+    return out
+
+
+@algorithm("fixed")
+def fixed(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Load balancing off: the configured order."""
+    return list(eligible)
+
+
+@algorithm("random")
+def uniform(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Uniformly random order."""
+    return _shuffled(eligible, ctx.rng)
+
+
+@algorithm("best")
+def best(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Highest lbRating first; ties in random order."""
+    keyed = [(-s.rating, ctx.rng.random(), i) for i, s in enumerate(eligible)]
+    return [eligible[i] for _, _, i in sorted(keyed)]
+
+
+@algorithm("weighted")
+def weighted(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Random, with probability proportional to lbRating (at least 1), without replacement.
+
+    Efraimidis-Spirakis: each server draws u**(1/w) and the largest wins, which
+    picks each first with probability w / sum(w) and orders the rest alike.
+    """
+    keyed = [(ctx.rng.random() ** (1.0 / max(1, s.rating)), i) for i, s in enumerate(eligible)]
+    return [eligible[i] for _, i in sorted(keyed, reverse=True)]
+
+
+def passes_thresholds(s: ServerState, settings: ClientSettings) -> bool:
+    """The prototype's filter: not swapping (if LB_SKIP_SWAPPING), answered fast enough, load per CPU low enough."""
+    if settings.skip_swapping and s.swapping:
+        return False
+    if s.rtt_ms is not None and s.rtt_ms > settings.max_response_ms:
+        return False
+    return s.load_per_cpu <= settings.max_load
+
+
+@algorithm("thresholded")
+def thresholded(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """The prototype's: random among the servers passing the thresholds, else random among all.
+
+    Order: the passing servers in random order, then the others in random order.
+    """
+    good = [s for s in eligible if passes_thresholds(s, ctx.settings)]
+    bad = [s for s in eligible if not passes_thresholds(s, ctx.settings)]
+    return _shuffled(good, ctx.rng) + _shuffled(bad, ctx.rng)
+
+
+def rendezvous_score(client_id: str, host: str, weight: int) -> float:
+    """Weighted rendezvous hashing: -w / ln(h), h uniform in (0, 1) from hash(client, server)."""
+    import hashlib  # only sticky needs it; get_hosts' start-up counts
+
+    digest = hashlib.sha256(f"{client_id}\0{host}".encode()).digest()
+    h = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64
+    return -max(1, weight) / math.log(h)
+
+
+@algorithm("sticky")
+def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """The same server for the same client while it is up (rendezvous hashing on the client id).
+
+    Only the clients of a server that went away move, each to its own next choice.
+    """
+    return sorted(eligible, key=lambda s: rendezvous_score(ctx.client_id, s.name, s.weight), reverse=True)
+
+
+PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
+SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
+SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
+MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
+HORIZON_PAD_S = 1.0  # the agent's sampling interval: a login shows in the figures up to a second late
+MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
+
+
+def ramp(s: ServerState, settings: ClientSettings) -> float:
+    """Slow start: the fraction of its weight a server has, growing linearly over LB_SLOW_START_S
+    after it came into service (lbInService), from SLOW_START_FLOOR to 1."""
+    window, since = settings.slow_start_s, s.in_service
+    if window and since is not None and since < window:
+        return max(SLOW_START_FLOOR, since / window)
+    return 1.0
+
+
+def _load(s: ServerState) -> float:
+    """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added."""
+    return (s.sessions_or_connecting + 1) / max(1, s.weight)
+
+
+def _pool(eligible: Sequence[ServerState], settings: ClientSettings) -> list[ServerState]:
+    """The servers passing the prototype's thresholds; all of them if those hold less than PANIC_SHARE
+    of the eligible capacity (panic mode: never herd onto the few)."""
+    safe = [x for x in eligible if passes_thresholds(x, settings)]
+    total = sum(max(1, x.weight) for x in eligible)
+    return safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
+
+
+def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: Sequence[float],
+         z: float = MARGIN_Z) -> list[float]:
+    """Water-filling with a safety margin: how many of ``logins`` new logins each server should take.
+
+    Server i takes m_i such that load_i + m_i + z * sqrt(m_i) stays under
+    level * capacity_i, but at most caps_i * logins; the level rises until the
+    m_i add up to ``logins`` (``sum(caps)`` must be at least 1). The margin is
+    z standard deviations of a random (Poisson) arrival count: a big server's
+    count varies less per unit of capacity, so it takes a little more than a
+    small one at the same level. Bisection, 40 steps.
+    """
+    def takes(level: float) -> list[float]:
+        out = []
+        for c, w, cap in zip(load, capacity, caps):
+            room = level * w - c
+            m = ((math.sqrt(z * z + 4 * room) - z) / 2) ** 2 if room > 0 else 0.0
+            out.append(min(m, cap * logins))
+        return out
+
+    levels = [c / w for c, w in zip(load, capacity)]
+    lo = min(levels)
+    hi = max(levels) + (logins + z * math.sqrt(logins)) / min(capacity)  # there, each server alone takes all
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if sum(takes(mid)) >= logins:
+            hi = mid
+        else:
+            lo = mid
+    return takes(hi)
+
+
+def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
+    """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
+
+    ``rate``: the logins per second arriving at the fleet (the sum of lbLoginRate).
+    Every client that decides on the same figures should spread its logins
+    like this: the logins made since each server's figures were taken (its
+    lbDataAge) are assumed to have gone by capacity and are added; the logins
+    expected to share these figures (``rate`` times twice the mean age, plus
+    a second) fill the servers from the emptiest up, none taking more than
+    SHARE_CAP times its capacity share (``fill``); this login takes server i
+    with the share m_i / sum(m).
+    """
+    w = [max(1, x.weight) * ramp(x, settings) for x in pool]
+    total_w = sum(w)
+    ages = [x.data_age_s for x in pool]
+    load = [x.sessions_or_connecting + rate * a * wi / total_w for x, a, wi in zip(pool, ages, w)]
+    horizon = 2 * trimmed_mean(ages) + HORIZON_PAD_S
+    takes = fill(load, w, min(MAX_SPREAD, max(1.0, rate * horizon)), [SHARE_CAP * wi / total_w for wi in w])
+    total = sum(takes)
+    if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
+        return [wi / total_w for wi in w]
+    return [t / total for t in takes]
+
+
+TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end, at least one each (3 or more)
+
+
+def trimmed_mean(xs: Sequence[float]) -> float:
+    """The mean of ``xs`` without the highest and the lowest TRIM of them (at least one of each
+    when there are 3 or more; the smaller of two): one server cannot move it beyond the others' range.
+
+    The figures' mean age, which every server contributes to, is estimated this way, so that one
+    lying or broken agent (lbDataAge at 30 s among fresh ones) cannot stretch every client's horizon.
+    """
+    s = sorted(xs)
+    if len(s) <= 2:
+        return s[0] if s else 0.0
+    k = max(1, int(len(s) * TRIM))
+    kept = s[k:len(s) - k]
+    return sum(kept) / len(kept)
+
+
+RATE_FACTOR = 2.0  # one server's login rate (per capacity) counts up to this multiple of the others' mean,
+RATE_FLOOR = 12 / 60 / 100  # or up to 12 logins/min per 100 weight (a small lab's real bursts), if more
+
+
+def fleet_rate(servers: Sequence[ServerState]) -> float:
+    """The logins per second arriving at the fleet: the sum of the servers' login rates, each one
+    capped at RATE_FACTOR times the mean of the others' (per unit of capacity) or RATE_FLOOR,
+    whichever is higher.
+
+    Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
+    small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
+    nobody else sees adds at most twice the others' mean rate per unit of capacity, times its own
+    weight, however absurd its rate (issue 10: one agent publishing lbLoginRate 2^32-1 inverted
+    `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
+    agent that lies about its weight draws the logins to itself by that weight anyway, which no
+    estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
+    """
+    w = [max(1, x.weight) for x in servers]
+    per_capacity = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    total, n = sum(per_capacity), len(per_capacity)
+    rate = 0.0
+    for rho, wi in zip(per_capacity, w):
+        others = (total - rho) / (n - 1) if n > 1 else rho
+        rate += wi * min(rho, max(RATE_FACTOR * others, RATE_FLOOR))
+    return rate
+
+
+def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
+    """Capacity-weighted two random choices, compared on sessions per capacity; slow start as the
+    probability of admitting a candidate, so that it also holds when LB_SAMPLE drew the pool."""
+    keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
+    drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
+    admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
+    return sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
+
+
+@algorithm("balanced")
+def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Spread the logins that decide on the same figures, by capacity, with a margin (docs/algorithms.md).
+
+    1. Safety: keep the prototype's thresholds (not swapping, fast enough, load
+       per CPU at most LB_MAX_LOAD), unless that leaves less than PANIC_SHARE of
+       the capacity (``_pool``).
+    2. Estimate how many logins decide on these figures from the fleet's login
+       rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
+       server from the shares that would fill the servers evenly
+       (``login_shares``): a server that looks emptiest takes only its deficit,
+       not every login, as `best` does; never more than twice its share.
+    3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
+       just came into service (lbInService).
+    Rest: the pool by sessions per weight, then the servers that failed the
+    thresholds, by the same measure. Capacity-weighted two random choices
+    decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
+    little about where the fleet's logins go; in the simulator two choices
+    balance better there) and when an agent does not publish lbLoginRate
+    (older than this client).
+    """
+    pool = _pool(eligible, ctx.settings)
+    rates = [x.login_rate for x in eligible]
+    sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
+    if sampled or any(r is None for r in rates):
+        first = _two_choices(pool, ctx)
+    else:
+        shares = login_shares(pool, fleet_rate(eligible), ctx.settings)
+        first = [pool[_draw(shares, ctx.rng)]]
+    rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
+    in_pool = {id(x) for x in pool}
+    others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
+    return first + rest + others
+
+
+def _draw(shares: Sequence[float], rng: random.Random) -> int:
+    """An index drawn with probability proportional to ``shares``."""
+    u = rng.random() * sum(shares)
+    for i, p in enumerate(shares):
+        u -= p
+        if u < 0:
+            return i
+    return max(range(len(shares)), key=lambda i: shares[i])  # rounding: the largest share
+
+
+def sample_servers(servers: Sequence, k: int, rng: random.Random, weights: Sequence[float] | None = None
+                   ) -> tuple[list, list]:
+    """LB_SAMPLE: ``k`` servers to poll, and the rest (both in configured order) left unpolled.
+
+    Drawn in proportion to ``weights`` (LB_SAMPLE_WEIGHTS, the servers' capacities): server i is in
+    the sample with probability k * w_i / sum(w), capped at 1 (``inclusion``), so that a server can
+    be offered its capacity share of the logins, whatever its size; a uniform draw offers every server
+    k/N of them, a 4 GiB server as many as a 32 GiB one (issue 12, docs/sampling.md). Equal weights
+    (or none) draw uniformly, as before LB_SAMPLE_WEIGHTS, with the same use of ``rng``.
+    """
+    n = len(servers)
+    if k <= 0 or k >= n:
+        return list(servers), []
+    if weights is None or len(set(weights)) <= 1 or not any(w > 0 for w in weights):
+        picked = set(rng.sample(range(n), k))
+    else:
+        picked = _systematic(inclusion(weights, k), rng)
+    return ([x for i, x in enumerate(servers) if i in picked], [x for i, x in enumerate(servers) if i not in picked])
+
+
+def inclusion(weights: Sequence[float], k: int) -> list[float]:
+    """Each server's probability of being among ``k`` drawn in proportion to ``weights``: k * w / sum(w),
+    except that a server whose share would reach 1 is always drawn and the others share the remaining
+    draws alike. Servers of weight 0 are never drawn (they may still be polled with the hedge), so
+    fewer than ``k`` are drawn when fewer than ``k`` weigh more than 0."""
+    pi = [0.0] * len(weights)
+    sure: set[int] = set()
+    for _ in range(len(weights) + 1):  # each round makes at least one more server sure, or ends
+        rest = [i for i, w in enumerate(weights) if w > 0 and i not in sure]
+        draws, total = k - len(sure), sum(weights[i] for i in rest)
+        if draws <= 0 or total <= 0:
+            break
+        grown = False
+        for i in rest:
+            pi[i] = draws * weights[i] / total
+            if pi[i] >= 1.0:
+                sure.add(i)
+                grown = True
+        if not grown:
+            break
+    for i in sure:
+        pi[i] = 1.0
+    return pi
+
+
+def _systematic(pi: Sequence[float], rng: random.Random) -> set[int]:
+    """Indices drawn so that index i is drawn with probability ``pi[i]`` (each at most 1): systematic
+    sampling over a random order (Madow). The pi add up to the number of draws, m; lay them end to end
+    in a random order and take the intervals that hold the points u, u + 1, ..., u + m - 1 for one
+    uniform u: an interval no longer than 1 holds at most one point, so m distinct indices come out,
+    each with exactly its probability (unlike drawing one after another by weight, which favours the
+    small ones)."""
+    order = list(range(len(pi)))
+    rng.shuffle(order)
+    m = round(sum(pi))
+    picked: set[int] = set()
+    point, end = rng.random(), 0.0
+    for i in order:
+        end += pi[i]
+        if len(picked) < m and point < end:
+            picked.add(i)
+            point += 1.0
+    for i in sorted(order, key=lambda i: -pi[i]):  # float rounding left the last point past the end
+        if len(picked) >= m:
+            break
+        picked.add(i)
+    return picked
+
+
+WEIGHT_DRIFT = 1.25  # LB_SAMPLE_WEIGHTS off by more than this factor, relative to the other sampled servers
+
+
+def weight_drift(states: Sequence[ServerState], weights: Sequence[float]) -> str:
+    """Why LB_SAMPLE_WEIGHTS disagrees with what the polled servers publish ("" when it does not).
+
+    ``weights``: each state's sample weight. Only ratios matter to the draw, so two answers whose
+    lbWeight / sample weight differ by more than WEIGHT_DRIFT prove a wrong entry (or a missing one:
+    a fleet of several sizes without LB_SAMPLE_WEIGHTS); one answer, or a fleet whose servers all
+    publish the same multiple of their entries, proves nothing. Costs nothing: the poll brought lbWeight.
+    """
+    seen = [(s.weight / w, s, w) for s, w in zip(states, weights) if w > 0 and s.ok and s.weight > 0]
+    if len(seen) < 2:
+        return ""
+    low, high = min(seen, key=lambda x: x[0]), max(seen, key=lambda x: x[0])
+    if high[0] <= WEIGHT_DRIFT * low[0]:
+        return ""
+    return (f"LB_SAMPLE_WEIGHTS: {low[1].name} publishes lbWeight {low[1].weight} and is drawn with {low[2]:g}, "
+            f"{high[1].name} lbWeight {high[1].weight} and {high[2]:g}: set each server's entry to its lbWeight "
+            "so that the sample follows capacity (docs/sampling.md)")
+
+
+@algorithm("lbserver")
+def lbserver(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """ltsp-cluster's lbserver's choice first, if it is eligible; else, and for the rest, thresholded."""
+    rest = thresholded(eligible, ctx)
+    chosen = [s for s in rest if s.name == ctx.lbserver_choice]
+    return chosen[:1] + [s for s in rest if s not in chosen[:1]]
+
+
+class Decision(namedtuple("Decision", "hosts note")):
+    """The hosts to print (tuple of str), and a note on how they were chosen (for logs and the status view)."""
+
+    __slots__ = ()
+
+
+def decide(name: str, servers: Sequence[ServerState], ctx: Context) -> Decision:
+    """The hosts for LDM by algorithm ``name`` (a ConfigError-free name from settings)."""
+    eligible = [s for s in servers if s.eligible]
+    if eligible:
+        ordered = REGISTRY[name](eligible, ctx)
+        hosts = _unique(s.name for s in ordered)
+        note = f"{name}: {hosts[0]} of {len(eligible)} eligible"
+        if name == "lbserver" and ctx.lbserver_choice not in hosts[:1]:
+            note += f" (lbserver's choice {ctx.lbserver_choice or 'none'} not usable: thresholded)"
+    else:
+        # Nothing may be chosen: give LDM the configured list so it can still try, without the
+        # servers whose admin said no (unless that leaves nothing).
+        closed = {s.name for s in servers
+                  if s.ok and (s.admin_state in ("draining", "disabled") or s.status in CLOSED_TO_LDM)}
+        hosts = _unique(s.name for s in servers if s.name not in closed) or _unique(s.name for s in servers)
+        answered = sum(1 for s in servers if s.ok)
+        note = (f"no eligible server ({answered} of {len(servers)} answered): configured order"
+                + "".join(f"; {s.name}: {s.reason or s.status}" for s in servers))
+    limit = ctx.settings.max_hosts
+    return Decision(hosts[:limit] if limit else hosts, note)
+
+
+def _unique(names) -> tuple[str, ...]:
+    """Names in order, each once."""
+    return tuple(dict.fromkeys(names))

@@ -1,0 +1,128 @@
+"""The fleet at a glance: one line per configured server, and what each algorithm would pick now.
+
+Presentation only: ``gather`` (the same poll get_hosts makes) supplies the
+servers' states, ``algorithms.decide`` the picks; this module turns them
+into a table or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from snmplb import mib
+from snmplb.client.algorithms import REGISTRY, Decision
+from snmplb.client.serverstate import ServerState
+
+LABELS = {"down": "Down", "idle": "Idle", "busy": "Busy", "swapping": "Swapping", "full": "Full",
+          "draining": "Draining", "disabled": "Disabled", "unavailable": "Unavailable"}
+_LISTENING = {v: k for k, v in mib.obj("lbSshListening").enums.items()}
+_PATH_STATES = {v: k for k, v in mib.obj("lbLoginPathStatus").enums.items()}
+_PATH_WORDS = {"lowSpace": "login path full", "lowInodes": "login path out of inodes",
+               "notResponding": "login path not responding", "error": "login path unreadable"}
+_FILE_STATUS = {v: k for k, v in mib.obj("lbAdminFileStatus").enums.items()}
+PROBLEM_MARK = "!"
+
+
+def state_label(s: ServerState) -> str:
+    return LABELS.get(s.status, s.status.title())
+
+
+def unavailable_reason(s: ServerState) -> str:
+    """Why the server cannot take a login, from its row ("" when nothing there says so).
+
+    The path's name is not in lbRow (a string): lbLoginPathProblem on the server names it.
+    """
+    if not s.ok:
+        return ""
+    v = s.values
+    reasons = []
+    if _LISTENING.get(v.get("lbSshListening", 0)) == "notListening":
+        reasons.append("ssh not listening")
+    path_state = _PATH_STATES.get(v.get("lbLoginPathStatus", 0), "")
+    if path_state in _PATH_WORDS:
+        free = v.get("lbLoginPathFree")
+        detail = f" ({free} MiB free)" if path_state == "lowSpace" and free is not None else ""
+        reasons.append(_PATH_WORDS[path_state] + detail)
+    return ", ".join(reasons)
+
+
+def admin_file(s: ServerState) -> str | None:
+    """The agent's word on its admin file: "ok", "problem", or None (no answer, or an agent too old)."""
+    if not s.ok or "lbAdminFileStatus" not in s.values:
+        return None
+    return _FILE_STATUS.get(s.values["lbAdminFileStatus"], "unknown")
+
+
+def server_record(s: ServerState) -> dict:
+    """A server's line as plain data (the JSON form)."""
+    rec: dict = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
+                 "eligible": s.eligible, "reason": s.reason}
+    if s.ok:
+        v = s.values
+        rec.update({
+            "load_per_cpu": v["lbLoadPerCpu"] / 100, "load1": v["lbLoad1"] / 100, "cpus": v["lbCpuCount"],
+            "mem_available_kib": v["lbMemAvailable"], "mem_available_percent": v["lbMemAvailablePercent"],
+            "swap_in_pages_s": v["lbSwapInRate"], "swap_out_pages_s": v["lbSwapOutRate"],
+            "swapping": s.swapping, "sessions": v["lbSessions"], "users": v["lbUsers"],
+            "max_sessions": v["lbMaxSessions"], "weight": v["lbWeight"], "rating": v["lbRating"],
+            "admin_state": s.admin_state, "data_age_ms": v["lbDataAge"],
+            # None from agents older than these objects
+            "ssh_connections": v.get("lbSshConnections"), "logins_per_min": v.get("lbLoginRate"),
+            "in_service_s": s.in_service,
+            "ssh_listening": _LISTENING.get(v.get("lbSshListening", 0)),
+            "login_path_status": _PATH_STATES.get(v.get("lbLoginPathStatus", 0)),
+            "login_path_free_mb": v.get("lbLoginPathFree"),
+            "login_path_free_inodes_percent": v.get("lbLoginPathFreeInodes"),
+            "unavailable_reason": unavailable_reason(s),
+            # "problem": the agent keeps the last good settings; lbAdminFileProblem says what is wrong
+            "admin_file": admin_file(s),
+        })
+    return rec
+
+
+def to_json(servers: Sequence[ServerState], picks: dict[str, Decision], problems: Sequence[str]) -> str:
+    return json.dumps({
+        "servers": [server_record(s) for s in servers],
+        "answered": sum(1 for s in servers if s.ok),
+        "picks": {name: list(d.hosts) for name, d in picks.items()},
+        "problems": list(problems),
+    }, indent=2)
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024 / 1024:.1f}G" if kib >= 1024 * 1024 else f"{kib // 1024}M"
+
+
+def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configured: str) -> str:
+    rows = [["SERVER", "STATE", "LOAD/CPU", "FREE MEM", "SWAP IN/OUT", "SESSIONS", "LOGINS/MIN", "WEIGHT",
+             "RATING", "ANSWER"]]
+    for s in servers:
+        host = f"{s.name}:{s.port}"
+        if not s.ok:
+            rows.append([host, "Down", "-", "-", "-", "-", "-", "-", "-", s.reason])
+            continue
+        v = s.values
+        limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
+        rate = v.get("lbLoginRate")
+        mark = PROBLEM_MARK if admin_file(s) not in (None, "ok") else ""
+        rows.append([host, state_label(s) + mark, f"{v['lbLoadPerCpu'] / 100:.2f}",
+                     f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
+                     f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
+                     "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),
+                     f"{s.rtt_ms:.1f} ms" + (f"  {why}" if (why := unavailable_reason(s)) else "")])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    answered = sum(1 for s in servers if s.ok)
+    troubled = [f"{s.name}:{s.port}" for s in servers if admin_file(s) not in (None, "ok")]
+    if troubled:
+        lines.append("")
+        lines.append(f"{PROBLEM_MARK} admin file has a problem, the agent keeps its last good settings "
+                     f"(lbAdminFileProblem.0 says what): {' '.join(troubled)}")
+    lines.append("")
+    lines.append(f"{answered} of {len(servers)} answered. Would pick now (LB_ALGORITHM={configured}):")
+    for name in REGISTRY:
+        d = picks[name]
+        mark = "*" if name == configured else " "
+        lines.append(f" {mark} {name:<12} {' '.join(d.hosts) or '(none)'}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Development only: a fleet of real snmpd agents on loopback, and the demo. In no Debian package."""

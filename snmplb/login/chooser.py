@@ -1,0 +1,336 @@
+"""snmplb-chooser: a small window where the user picks the application server (the spec's option 4).
+
+One row per server with its state in words and a colour, its load and its
+sessions; the recommended server is preselected; the list refreshes by
+itself and keeps the user's selection. Keys: arrows move, Enter logs in to
+the selected server (prints its host on stdout, exit 0), Escape cancels
+(exit 1). Exit 2 when the window cannot open (no display, no Tk).
+
+Where the states come from: the feed's queue (`snmplb feed`, default
+/snmplb-feed) when it exists; otherwise, or when the feed falls silent for
+--stale seconds, the chooser polls the fleet itself every --refresh seconds
+with the thin client's settings (the same poll as get_hosts).
+
+Tk, not GTK 3: python3-tk and libtk8.6 weigh about 3 MB where GTK 3 through
+PyGObject adds about 45 MB to a thin client's image, and Tk's window opens
+faster (README, "The server chooser", has the numbers).
+
+Test hook: with SNMPLB_CHOOSER_STATE=/path, the chooser writes what it shows
+(rows, selection, message) as JSON to that file after every change, so tests
+read the window's content without an accessibility stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from snmplb.login.feedformat import Row, Snapshot
+
+STATE_HOOK = "SNMPLB_CHOOSER_STATE"
+# Foreground and background per state word: green for open, amber for open but loaded, grey for closed
+# by the admin or full, red for down. Words stay in the row: colour is never the only signal.
+COLOURS = {"Idle": ("#0b5d1e", "#d9f2dd"), "Busy": ("#7a4a00", "#fdebc8"), "Swapping": ("#7a2e00", "#fbd5bf"),
+           "Full": ("#444444", "#e4e4e4"), "Draining": ("#444444", "#e4e4e4"), "Disabled": ("#444444", "#e4e4e4"),
+           "Unavailable": ("#444444", "#e4e4e4"), "Down": ("#8b0000", "#f7d0d0")}
+OTHER = ("#000000", "#ffffff")
+WHY_CLOSED = {"Draining": "no new logins", "Disabled": "closed by the admin", "Full": "at its session limit"}
+
+
+# -- what to show: pure ---------------------------------------------------------------------------------
+
+def cells(r: Row, recommended: str) -> tuple[str, str, str, str, str]:
+    """A row's columns: server, state, load per CPU, sessions, note (recommended, or why not usable)."""
+    load = "-" if r.load_per_cpu is None else f"{r.load_per_cpu:.2f}"
+    sessions = "-" if r.sessions is None else str(r.sessions)
+    note = "recommended" if r.host == recommended else r.reason or ("" if r.usable else WHY_CLOSED.get(r.state, ""))
+    return r.host, r.state, load, sessions, note
+
+
+def selection_after(snap: Snapshot, previous: str | None) -> str | None:
+    """The row to select after a refresh: the user's if still listed, else the recommended, else the first
+    usable, else the first."""
+    hosts = [r.host for r in snap.rows]
+    if previous in hosts:
+        return previous
+    if snap.recommended in hosts:
+        return snap.recommended
+    usable = [r.host for r in snap.rows if r.usable]
+    return (usable or hosts or [None])[0]
+
+
+def message(snap: Snapshot | None, refresh_s: float) -> str:
+    """The line under the list."""
+    if snap is None:
+        return "Asking the servers..."
+    if not snap.rows:
+        return "No server is configured."
+    if not any(r.usable for r in snap.rows):
+        return f"No server is available now. The list refreshes every {refresh_s:g} s; Escape cancels."
+    stamp = time.strftime("%H:%M:%S", time.localtime(snap.refreshed))
+    return f"Enter: log in to the selected server. Escape: cancel. (updated {stamp})"
+
+
+def refusal(snap: Snapshot | None, host: str | None) -> str:
+    """Why Enter on ``host`` does not log in ("" when it may)."""
+    row = next((r for r in (snap.rows if snap else ()) if r.host == host), None)
+    if row is None:
+        return "Choose a server first."
+    if not row.usable:
+        return f"{row.host} is {row.state.lower()}: choose another server."
+    return ""
+
+
+# -- where the states come from: thin drivers --------------------------------------------------------------
+
+class QueueSource:
+    """The feed's queue: a non-blocking receive at each tick (no thread)."""
+
+    name = "queue"
+
+    def __init__(self, queue_name: str) -> None:
+        from snmplb.login import mqueue
+
+        self.q = mqueue.Queue.open(queue_name)
+        self.last = time.monotonic()
+
+    def latest(self) -> Snapshot | None:
+        from snmplb.login import feedformat
+
+        snap = None
+        for _ in range(8):  # one slot in the queue, a few in case a feed was started with more
+            data = self.q.receive()
+            if data is None:
+                break
+            try:
+                snap = feedformat.decode(data)
+            except ValueError:
+                continue  # garbage in the queue is ignored
+            self.last = time.monotonic()
+        return snap
+
+    def silent_for(self) -> float:
+        return time.monotonic() - self.last
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class PollSource:
+    """Polls the fleet itself in a worker thread (the poll blocks up to LB_TIMEOUT_MS)."""
+
+    name = "poll"
+
+    def __init__(self, refresh_s: float) -> None:
+        from snmplb.login.feed import settings_from
+
+        self.settings, self.problems = settings_from(os.environ)
+        self.refresh_s = refresh_s
+        self._latest: list[Snapshot] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        from snmplb.client.clientid import default_mac
+        from snmplb.login.feed import poll_once
+
+        s = self.settings
+        rng = random.Random(s.seed) if s.seed is not None else random.SystemRandom()
+        client_id = s.client_id or (default_mac() if s.algorithm == "sticky" else "")
+        while not self._stop.is_set():
+            try:
+                snap = poll_once(s, rng, client_id) if s.servers else Snapshot(int(time.time()), "", ())
+            except Exception as exc:  # the thread's outer edge: the window shows the last good list
+                print(f"snmplb-chooser: poll failed ({type(exc).__name__})", file=sys.stderr)
+            else:
+                with self._lock:
+                    self._latest[:] = [snap]
+            self._stop.wait(self.refresh_s)
+
+    def latest(self) -> Snapshot | None:
+        with self._lock:
+            return self._latest.pop() if self._latest else None
+
+    def silent_for(self) -> float:
+        return 0.0
+
+
+def open_source(queue_name: str, refresh_s: float) -> QueueSource | PollSource:
+    """The feed's queue if it exists, else our own poll."""
+    from snmplb.errors import QueueError
+
+    if queue_name:
+        try:
+            return QueueSource(queue_name)
+        except QueueError:
+            pass
+    return PollSource(refresh_s)
+
+
+# -- the window ---------------------------------------------------------------------------------------------
+
+class Chooser:
+    """The Tk window; ``result`` is the chosen host once the main loop ends (None: cancelled)."""
+
+    COLUMNS = (("server", "Server", 220), ("state", "State", 110), ("load", "Load/CPU", 80),
+               ("sessions", "Sessions", 80), ("note", "", 260))
+
+    def __init__(self, root, source, refresh_s: float, stale_s: float, state_file: str | None) -> None:
+        from tkinter import ttk
+
+        self.root, self.source, self.refresh_s, self.stale_s = root, source, refresh_s, stale_s
+        self.state_file = state_file
+        self.snap: Snapshot | None = None
+        self.result: str | None = None
+        self.note = ""
+        root.title("Choose a server")
+        root.configure(padx=12, pady=12)
+        ttk.Label(root, text="Choose the server to log in to", font=("TkDefaultFont", 12, "bold")).pack(anchor="w")
+        self.tree = ttk.Treeview(root, columns=[c[0] for c in self.COLUMNS], show="headings",
+                                 selectmode="browse", height=8)
+        for key, title, width in self.COLUMNS:
+            self.tree.heading(key, text=title, anchor="w")
+            self.tree.column(key, width=width, anchor="w", stretch=key == "note")
+        for state, (fg, bg) in COLOURS.items():
+            self.tree.tag_configure(state, foreground=fg, background=bg)
+        self.tree.tag_configure("other", foreground=OTHER[0], background=OTHER[1])
+        self.tree.pack(fill="both", expand=True, pady=(8, 8))
+        self.line = ttk.Label(root, text=message(None, refresh_s), wraplength=700)
+        self.line.pack(anchor="w")
+        for key in ("<Return>", "<KP_Enter>"):
+            root.bind(key, lambda _e: self.choose())
+        root.bind("<Escape>", lambda _e: self.cancel())
+        root.protocol("WM_DELETE_WINDOW", self.cancel)
+        self.tree.bind("<<TreeviewSelect>>", lambda _e: self._selection_moved())
+        self.tree.focus_set()
+        self._tick()
+
+    def selected(self) -> str | None:
+        sel = self.tree.selection()
+        return sel[0] if sel else None
+
+    def _selection_moved(self) -> None:
+        self.note = ""
+        self._show_message()
+        self._write_state()
+
+    def apply(self, snap: Snapshot) -> None:
+        """Show a refresh: rows replaced in place, the selection kept."""
+        previous = self.selected() if self.snap is not None else None
+        self.snap = snap
+        hosts = [r.host for r in snap.rows]
+        for iid in self.tree.get_children():
+            if iid not in hosts:
+                self.tree.delete(iid)
+        for i, r in enumerate(snap.rows):
+            tag = r.state if r.state in COLOURS else "other"
+            if self.tree.exists(r.host):
+                self.tree.item(r.host, values=cells(r, snap.recommended), tags=(tag,))
+                self.tree.move(r.host, "", i)
+            else:
+                self.tree.insert("", i, iid=r.host, values=cells(r, snap.recommended), tags=(tag,))
+        target = selection_after(snap, previous)
+        if target is not None:
+            if self.selected() != target:
+                self.tree.selection_set(target)
+            self.tree.focus(target)
+            self.tree.see(target)
+        self._show_message()
+        self._write_state()
+
+    def _show_message(self) -> None:
+        self.line.configure(text=self.note or message(self.snap, self.refresh_s))
+
+    def _tick(self) -> None:
+        snap = self.source.latest()
+        if snap is not None:
+            self.apply(snap)
+        elif self.source.name == "queue" and self.source.silent_for() > self.stale_s:
+            # The feed stopped (or never publishes): carry on with our own poll.
+            self.source.close()
+            self.source = PollSource(self.refresh_s)
+        self.root.after(200, self._tick)
+
+    def choose(self) -> None:
+        host = self.selected()
+        why = refusal(self.snap, host)
+        if why:
+            self.note = why
+            self._show_message()
+            self._write_state()
+            return
+        self.result = host
+        self.root.destroy()
+
+    def cancel(self) -> None:
+        self.result = None
+        self.root.destroy()
+
+    def _write_state(self) -> None:
+        """The test hook (SNMPLB_CHOOSER_STATE): what the window shows, replaced atomically."""
+        if not self.state_file:
+            return
+        snap = self.snap
+        state = {"source": self.source.name, "refreshed": snap.refreshed if snap else None,
+                 "recommended": snap.recommended if snap else None, "selected": self.selected(),
+                 "message": self.line.cget("text"),
+                 "rows": [dict(zip(("host", "state", "load", "sessions", "note"), self.tree.item(i, "values")),
+                               usable=next(r.usable for r in snap.rows if r.host == i))
+                          for i in self.tree.get_children()] if snap else []}
+        tmp = f"{self.state_file}.tmp"
+        try:
+            Path(tmp).write_text(json.dumps(state))
+            os.replace(tmp, self.state_file)
+        except OSError:
+            pass  # a test hook must never break the chooser
+
+
+def _positive(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not (1 <= x <= 3600):
+        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in [1, 3600]")
+    return x
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from snmplb.login.feed import QUEUE, REFRESH_S
+
+    ap = argparse.ArgumentParser(prog="snmplb-chooser", description=__doc__.splitlines()[0])
+    ap.add_argument("--queue", default=QUEUE, help=f"the feed's queue (default {QUEUE}); '' to always poll")
+    ap.add_argument("--refresh", type=_positive, default=REFRESH_S,
+                    help=f"seconds between our own polls when no feed runs (default {REFRESH_S:g})")
+    ap.add_argument("--stale", type=_positive, default=3 * REFRESH_S,
+                    help="poll ourselves when the feed has said nothing for this long (default %(default)g)")
+    args = ap.parse_args(argv)
+    try:
+        import tkinter
+    except ImportError:
+        print("snmplb-chooser: Tk is missing (apt-get install python3-tk)", file=sys.stderr)
+        return 2
+    try:
+        root = tkinter.Tk(className="snmplb-chooser")
+    except tkinter.TclError as exc:
+        print(f"snmplb-chooser: cannot open the window: {exc}", file=sys.stderr)
+        return 2
+    chooser = Chooser(root, open_source(args.queue, args.refresh), args.refresh, args.stale,
+                      os.environ.get(STATE_HOOK) or None)
+    root.mainloop()
+    if chooser.result is None:
+        return 1
+    print(chooser.result, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""`snmplb pick` and `snmplb connect`: get_hosts' decision for every other login path.
+
+    snmplb pick                        # the chosen server's host
+    snmplb pick --all                  # every usable server, preferred first, one per line
+    snmplb pick --port 3389            # host:port ([v6]:port) for xfreerdp, x2go, ...
+    snmplb pick --json                 # each server's state and why it was skipped
+    snmplb pick --fallback             # nothing usable: print the configured servers (still exit 3)
+    snmplb connect 22                  # ssh's ProxyCommand: pick, connect, relay (snmplb.login.connect)
+
+The poll and the decision are get_hosts' own (``snmplb.client.gethosts.poll_and_decide``):
+the same LB_* settings, from the environment, /etc/snmplb/client.conf (under
+the environment) or, with ``--lts-conf FILE [--client ID]``, from lts.conf.
+
+Exit status: 0 a usable server was chosen (for connect: the relay ran);
+3 no server answered or none may take a login; 4 (connect) no chosen server
+accepted the connection; 2 usage errors (and an unreadable --lts-conf).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from snmplb.client.algorithms import Decision, passes_thresholds
+from snmplb.argtypes import seconds
+from snmplb.client.settings import ClientSettings
+from snmplb.client.serverstate import ServerState
+
+NONE_USABLE = 3
+NOT_CONNECTED = 4
+USAGE = 2
+
+
+# --- pure: what to print ----------------------------------------------------------------------------
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 literal in brackets (as ssh, xfreerdp and URLs want it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def usable(servers: Sequence[ServerState]) -> bool:
+    """Whether the decision chose among servers that may take a login (get_hosts' own test: when none
+    is eligible, ``decide`` falls back to the configured list)."""
+    return any(s.eligible for s in servers)
+
+
+def skip_reason(s: ServerState, chosen: Sequence[str], settings: ClientSettings) -> str | None:
+    """Why ``s`` is not in the decision's list (None when it is)."""
+    from snmplb.client.describe import state_label, unavailable_reason
+
+    if s.name in chosen and s.eligible:
+        return None
+    if not s.ok:
+        return s.reason or "no answer"
+    if not s.eligible:
+        if s.admin_state != "enabled":
+            return f"admin state {s.admin_state}"
+        if s.weight <= 0:
+            return "weight 0"
+        if s.max_sessions and s.sessions >= s.max_sessions:
+            return f"{s.sessions} sessions of at most {s.max_sessions}"
+        return unavailable_reason(s) or f"status {state_label(s)}"
+    if not passes_thresholds(s, settings):
+        return "over LB_MAX_LOAD, LB_MAX_RESPONSE_MS or swapping (LB_SKIP_SWAPPING)"
+    return "not in the algorithm's list (LB_MAX_HOSTS)"
+
+
+def render(servers: Sequence[ServerState], decision: Decision, settings: ClientSettings, problems: Sequence[str],
+           mode: str, port: int | None, fallback: bool) -> tuple[str, int]:
+    """What ``snmplb pick`` prints and its exit status. ``mode``: "one", "all" or "json"."""
+    from snmplb.client.describe import server_record
+
+    ok = usable(servers)
+    hosts = list(decision.hosts) if ok or fallback else []
+    shown = [host_port(h, port) if port is not None else h for h in hosts]
+    code = 0 if ok and hosts else NONE_USABLE
+    if mode == "json":
+        records = []
+        for s in servers:
+            rec = server_record(s)
+            rec["skipped"] = skip_reason(s, decision.hosts if ok else (), settings)
+            records.append(rec)
+        return json.dumps({"chosen": shown[0] if ok and shown else None, "hosts": shown,
+                           "algorithm": settings.algorithm, "note": decision.note, "usable": ok,
+                           "servers": records, "problems": list(problems)}, indent=2), code
+    if mode == "all":
+        return "\n".join(shown), code
+    return (shown[0] if ok and shown else "\n".join(shown)) if shown else "", code
+
+
+# --- I/O: settings and the poll ---------------------------------------------------------------------
+
+
+def environment(lts_conf: Path | None, clients: Sequence[str], client_conf: Path | None,
+                env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The variables to decide with: lts.conf's client section (``--lts-conf``) instead of the
+    environment's LB_* variables, as `snmplb status` reads it; client.conf under either. Raises OSError
+    for an unreadable lts.conf."""
+    from snmplb.login import ltsconf
+    from snmplb.client.clientconf import PATH_VARIABLE
+
+    problems: list[str] = []
+    if lts_conf is None:
+        out = dict(env)
+    else:
+        values, found = ltsconf.resolve(lts_conf.read_text(errors="replace"), clients)
+        problems += [f"{lts_conf}: {p}" for p in found]
+        out = {k: v for k, v in env.items() if not k.startswith("LB_")} | values
+    if client_conf is not None:
+        out[PATH_VARIABLE] = str(client_conf)
+    return out, problems
+
+
+def decide_now(env: Mapping[str, str]) -> tuple[ClientSettings, list[ServerState], Decision, list[str]]:
+    """get_hosts' settings, poll and decision for ``env``; problems named by their key."""
+    from snmplb.client.gethosts import login_deadline, poll_and_decide, settings_for
+
+    settings, problems = settings_for(env)
+    if not settings.servers:
+        return settings, [], Decision((), "no servers configured (LB_SERVERS)"), problems + [
+            "no servers configured: set LB_SERVERS"]
+    servers, decision, why = poll_and_decide(settings, login_deadline(settings.timeout_ms, env))
+    return settings, servers, decision, problems + ([why] if why else [])
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lts-conf", type=Path, help="read LB_* settings from this lts.conf instead of the environment")
+    p.add_argument("--client", action="append", default=[], metavar="ID",
+                   help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
+    p.add_argument("--client-conf", type=Path, metavar="FILE",
+                   help="the client settings file (default $SNMPLB_CLIENT_CONF or /etc/snmplb/client.conf)")
+    p.add_argument("--fallback", action="store_true",
+                   help="when no server may be chosen, use the configured list as get_hosts does (exit status stays 3"
+                        " for pick)")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """`pick` and `connect` under the `snmplb` command."""
+    pk = sub.add_parser("pick", help="the server get_hosts would choose now (for scripts and session wrappers)")
+    _common(pk)
+    out = pk.add_mutually_exclusive_group()
+    out.add_argument("--all", action="store_true", help="every usable server, preferred first, one per line")
+    out.add_argument("--json", action="store_true", help="each server's state and why it was skipped")
+    pk.add_argument("--port", type=_port, help="print host:port for this service port ([v6]:port)")
+    cn = sub.add_parser("connect", help="ssh ProxyCommand: pick, connect to PORT (next server on failure), relay")
+    _common(cn)
+    cn.add_argument("port", type=_port, help="the service's TCP port (ssh: %%p)")
+    cn.add_argument("--connect-timeout", type=seconds(600), default=5.0, metavar="SECONDS",
+                    help="give up on one server after this long and try the next (default 5)")
+
+
+def _say(message: str) -> None:
+    print(f"snmplb: {message}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`snmplb pick` or `snmplb connect`, parsed: errors become one line on stderr, never a traceback."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the command's outer edge; only the type: a message may quote a secret
+        _say(f"internal error ({type(exc).__name__})")
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        env, problems = environment(args.lts_conf, args.client, args.client_conf, os.environ)
+    except OSError as exc:
+        _say(f"{args.lts_conf}: {exc.strerror}")
+        return USAGE
+    settings, servers, decision, more = decide_now(env)
+    problems += more
+    if args.command == "pick":
+        mode = "json" if args.json else "all" if args.all else "one"
+        if mode != "json":
+            for p in problems:
+                _say(p)
+        text, code = render(servers, decision, settings, problems, mode, args.port, args.fallback)
+        if code:
+            _say("no usable server: " + decision.note)
+        if text:
+            print(text, flush=True)
+        return code
+    for p in problems:
+        _say(p)
+    if not (usable(servers) or (args.fallback and decision.hosts)):
+        _say("no usable server: " + decision.note)
+        return NONE_USABLE
+    from snmplb.login.connect import connect_first, relay
+
+    sock, tried = connect_first(decision.hosts, args.port, args.connect_timeout)
+    if sock is None:
+        _say(f"no server accepted a connection on port {args.port}: " + "; ".join(tried))
+        return NOT_CONNECTED
+    with sock:
+        return relay(sock, sys.stdin.fileno(), sys.stdout.fileno())

@@ -1,0 +1,142 @@
+"""check_snmplb's nagiosplugin part: acquisition, evaluation and presentation of one server's row.
+
+Acquisition (RowResource), evaluation (the contexts) and presentation
+(RowSummary) are separate, as nagiosplugin intends. Only snmplb.nms.check
+imports this module, after it made sure nagiosplugin is installed (the
+``nms`` extra): the command line, the secrets and every error are handled
+there.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import nagiosplugin
+
+from snmplb import mib
+from snmplb.client.poller import poll
+from snmplb.client.settings import from_env
+from snmplb.client.serverstate import ServerState
+
+_ADMIN_FILE_PROBLEM = mib.obj("lbAdminFileStatus").enums["problem"]
+
+
+class RowResource(nagiosplugin.Resource):
+    """Polls one server and turns its row into metrics."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.state: ServerState | None = None
+
+    @property
+    def name(self) -> str:
+        return "SNMPLB"
+
+    def probe(self):
+        settings, problems = from_env(self.env)
+        if problems:
+            raise nagiosplugin.CheckError("; ".join(problems))
+        state = poll(settings)[0]
+        self.state = state
+        if not state.ok:
+            if state.unreachable:
+                yield nagiosplugin.Metric("reachable", state.reason, context="reachable")
+                return
+            raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason}")
+        v = state.values
+        yield nagiosplugin.Metric("load_per_cpu", v["lbLoadPerCpu"] / 100, min=0, context="load")
+        yield nagiosplugin.Metric("mem_available", v["lbMemAvailablePercent"], "%", min=0, max=100, context="memory")
+        yield nagiosplugin.Metric("swap_pages_per_s", v["lbSwapInRate"] + v["lbSwapOutRate"], min=0, context="swap")
+        if v["lbMaxSessions"]:
+            free = max(0, v["lbMaxSessions"] - v["lbSessions"])
+            yield nagiosplugin.Metric("sessions_free", free, min=0, max=v["lbMaxSessions"], context="slots")
+        yield nagiosplugin.Metric("sessions", v["lbSessions"], min=0, context="info")
+        yield nagiosplugin.Metric("users", v["lbUsers"], min=0, context="info")
+        yield nagiosplugin.Metric("rating", v["lbRating"], min=0, max=100, context="info")
+        yield nagiosplugin.Metric("data_age", v["lbDataAge"] / 1000, "s", min=0, context="age")
+        yield nagiosplugin.Metric("admin_state", state.admin_state, context="admin")
+        if v.get("lbAdminFileStatus") == _ADMIN_FILE_PROBLEM:  # the agent keeps the last good settings
+            yield nagiosplugin.Metric("admin_file", "problem", context="admin_file")
+        if state.status == "unavailable":  # answers SNMP, but a login would fail there (sshd down, disk full)
+            from snmplb.client.describe import unavailable_reason
+
+            yield nagiosplugin.Metric("login", unavailable_reason(state) or "unavailable", context="login")
+
+
+class AdminFileContext(nagiosplugin.Context):
+    """An admin file the agent cannot use is WARNING: the server runs on the last good settings, and
+    the admin's next change is refused until the file is fixed (lbAdminFileProblem says what is wrong)."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Warn, "admin file has a problem (see lbAdminFileProblem)", metric)
+
+
+class LoginContext(nagiosplugin.Context):
+    """A server that says it cannot take a login (lbStatus unavailable) is CRITICAL, with why."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Critical, f"cannot take a login: {metric.value}", metric)
+
+
+class ReachableContext(nagiosplugin.Context):
+    """A server that did not answer is CRITICAL, with the poller's reason."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Critical, f"unreachable: {metric.value}", metric)
+
+
+class AdminContext(nagiosplugin.Context):
+    """enabled: OK; draining: WARNING; disabled: CRITICAL (or WARNING, by option)."""
+
+    def __init__(self, disabled_state: str) -> None:
+        super().__init__("admin")
+        self.disabled = nagiosplugin.Critical if disabled_state == "critical" else nagiosplugin.Warn
+
+    def evaluate(self, metric, resource):
+        state = {"enabled": nagiosplugin.Ok, "draining": nagiosplugin.Warn}.get(metric.value, self.disabled)
+        if metric.value not in ("enabled", "draining", "disabled"):
+            state = nagiosplugin.Unknown
+        return self.result_cls(state, f"admin state {metric.value}", metric)
+
+
+class RowSummary(nagiosplugin.Summary):
+    """The status line; ``notes`` (warnings about the plugin's own set-up) are appended to it."""
+
+    def __init__(self, notes: tuple[str, ...] = ()) -> None:
+        self.notes = notes
+
+    def _with_notes(self, text: str) -> str:
+        return "; ".join((text, *self.notes))
+
+    def ok(self, results):
+        r = {res.metric.name: res.metric.value for res in results if res.metric is not None}
+        text = (f"{r['admin_state']}, load {r['load_per_cpu']:.2f}/CPU, {r['mem_available']}% memory available, "
+                f"{r['swap_pages_per_s']} swap pages/s, {r['sessions']} sessions")
+        return self._with_notes(text + (f" ({r['sessions_free']} free)" if "sessions_free" in r else ""))
+
+    def problem(self, results):
+        worst = results.most_significant
+        return self._with_notes(", ".join(str(res) for res in worst))
+
+
+def run(args: argparse.Namespace, env: dict[str, str], notes: tuple[str, ...] = ()) -> None:
+    """Poll, evaluate, print the plugin's output and exit with its status (nagiosplugin's Runtime)."""
+    check = nagiosplugin.Check(
+        RowResource(env),
+        ReachableContext("reachable"),
+        nagiosplugin.ScalarContext("load", args.load_warning, args.load_critical,
+                                   fmt_metric="load {value:.2f} per CPU"),
+        nagiosplugin.ScalarContext("memory", args.mem_warning, args.mem_critical,
+                                   fmt_metric="{value}% memory available"),
+        nagiosplugin.ScalarContext("swap", args.swap_warning, args.swap_critical,
+                                   fmt_metric="{value} swap pages/s"),
+        nagiosplugin.ScalarContext("slots", args.slots_warning, args.slots_critical,
+                                   fmt_metric="{value} free session slots"),
+        nagiosplugin.ScalarContext("age", args.age_warning, args.age_critical, fmt_metric="data {value:.1f} s old"),
+        nagiosplugin.ScalarContext("info"),
+        AdminContext(args.disabled_state),
+        LoginContext("login"),
+        AdminFileContext("admin_file"),
+        RowSummary(notes),
+    )
+    check.main(verbose=args.verbose, timeout=args.timeout)

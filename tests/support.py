@@ -1,0 +1,125 @@
+"""Helpers shared by several test files (test files import from here, never from each other).
+
+Rows and server states for the pure algorithm tables; get_hosts run as LDM runs it;
+a hostile SNMPv3 discovery Report; snmplb-agent as a process with bounded reads.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import BIN, BUSY, COMMUNITY, IDLE  # noqa: F401 (IDLE, BUSY: re-exported)
+from snmplb import mib
+from snmplb.client import ber
+from snmplb.client.serverstate import ServerState
+from snmplb.lab.fleet import PROJECT, FakeLoad, write_fake_proc, write_fake_sessions
+
+STATUS = mib.obj("lbStatus").enums
+ADMIN = mib.obj("lbAdminState").enums
+
+
+def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, max_sessions=0,
+        admin="enabled", swapping=False, rating=None, age=100, in_service=86400) -> dict[str, int]:
+    total = 8_000_000
+    lpc = round(load_per_cpu * 100)
+    status = ("disabled" if admin == "disabled" else "draining" if admin == "draining" else
+              "full" if max_sessions and sessions >= max_sessions else "swapping" if swapping else
+              "busy" if lpc >= 100 else "idle")
+    values = {o.name: min(o.enums.values()) if o.enums else 0 for o in mib.ROW_FIELDS}  # legal: enums take their first
+    values.update(lbLoad1=lpc * cpus, lbLoad5=lpc * cpus, lbLoad15=lpc * cpus, lbCpuCount=cpus, lbLoadPerCpu=lpc,
+                  lbMemTotal=total, lbMemAvailable=total * mem_pct // 100, lbMemAvailablePercent=mem_pct,
+                  lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,
+                  lbUsers=users, lbWeight=weight, lbMaxSessions=max_sessions, lbAdminState=ADMIN[admin],
+                  lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1, lbInService=in_service,
+                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2))
+    return values
+
+
+def up(name, rtt=1.0, **kw) -> ServerState:
+    return ServerState(name, 161, row(**kw), "", rtt)
+
+
+def down(name, reason="no answer within 1000 ms") -> ServerState:
+    return ServerState(name, 161, None, reason)
+
+
+GET_HOSTS = PROJECT / "chroot" / "get_hosts"
+
+
+def get_hosts(servers: str, **env: str) -> subprocess.CompletedProcess:
+    """Run chroot/get_hosts with LDM's environment: the lts.conf variables, and SERVER."""
+    full = {"PATH": os.environ["PATH"], "SERVER": "127.0.0.1", "LB_SERVERS": servers,
+            "SNMPLB_PYTHON": sys.executable, "LB_SNMP_COMMUNITY": COMMUNITY, **env}
+    return subprocess.run([str(GET_HOSTS)], env=full, capture_output=True, text=True, timeout=60)
+
+
+def hosts_of(r: subprocess.CompletedProcess) -> list[str]:
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith("\n") and r.stdout.count("\n") == 1, repr(r.stdout)  # ONE line
+    line = r.stdout[:-1]
+    assert "  " not in line and line == line.strip(), repr(line)  # single spaces
+    return line.split(" ") if line else []
+
+
+def addrs(insts) -> str:
+    return " ".join(i.address for i in insts)
+
+
+def report(msg_id: int, boots: int, etime: int, engine: bytes = b"\x80\x00\x1f\x88\x04hostile") -> bytes:
+    """An unauthenticated discovery Report, as any host that saw the request's msgID can send."""
+    usm = ber.enc_seq(ber.enc_str(engine), ber.enc_int(boots), ber.enc_int(etime), ber.enc_str(b""),
+                      ber.enc_str(b""), ber.enc_str(b""))
+    glob = ber.enc_seq(ber.enc_int(msg_id), ber.enc_int(65507), ber.enc_str(b"\x00"), ber.enc_int(3))
+    vb = ber.enc_seq(ber.enc_seq(ber.enc_oid((1, 3, 6, 1, 6, 3, 15, 1, 1, 4, 0)), ber.enc_int(1, ber.COUNTER32)))
+    pdu = ber.enc_seq(ber.enc_int(0), ber.enc_int(0), ber.enc_int(0), vb, tag=ber.REPORT)
+    return ber.enc_seq(ber.enc_int(3), glob, ber.enc_str(usm), ber.enc_seq(ber.enc_str(engine), ber.enc_str(b""), pdu))
+
+
+class AgentProcess:
+    """A running snmplb-agent with a line-oriented request helper (every read bounded in time)."""
+
+    def __init__(self, tmp: Path, extra: tuple[str, ...] = ()) -> None:
+        self.proc_root, self.sessions = tmp / "proc", tmp / "sessions"
+        self.admin, self.log = tmp / "admin.conf", tmp / "agent.log"
+        write_fake_proc(self.proc_root, FakeLoad(load1=0.5))
+        write_fake_sessions(self.sessions, (("ann", "h1"),))
+        os.mkfifo(self.sessions / "1.ref")
+        self.p = subprocess.Popen(
+            [str(BIN / "snmplb-agent"), "--proc-root", str(self.proc_root), "--sessions-dir", str(self.sessions),
+             "--admin-file", str(self.admin), "--log-file", str(self.log), "--interval", "0.2", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._buf = b""
+
+    def send(self, data: bytes) -> None:
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def readline(self, timeout: float = 5.0) -> str:
+        end = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.p.stdout], [], [], left)[0]:
+                raise TimeoutError("agent did not answer")
+            chunk = os.read(self.p.stdout.fileno(), 65536)
+            if not chunk:
+                raise EOFError("agent closed stdout")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode()
+
+    def get(self, oid: str) -> list[str]:
+        self.send(f"PING\nget\n{oid}\n".encode())
+        assert self.readline() == "PONG"
+        first = self.readline()
+        return [first] if first == "NONE" else [first, self.readline(), self.readline()]
+
+    def close(self) -> tuple[int, bytes]:
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=10)
+        err = self.p.stderr.read()
+        return rc, err

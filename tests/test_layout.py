@@ -1,0 +1,130 @@
+"""The package reads by role, and the thin client carries only its own part.
+
+get_hosts runs on a weak thin client at every login: what it imports is its
+start-up time and its memory, and what a thin-client image must carry. These
+tests lock that set (by running the real get_hosts against real agents and
+reading the interpreter's modules as it exits) and the direction of imports
+between the roles (snmplb's docstring has the map).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import COMMUNITY, V3
+from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
+
+PACKAGE = PROJECT / "snmplb"
+TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.kvfile", "snmplb.safefile",
+       "snmplb.adminfile", "snmplb.argtypes"}
+# What each role may import besides the shared top level and itself.
+MAY_IMPORT = {"client": set(), "login": {"client"}, "nms": {"client"}, "agent": set(), "admin": set(),
+              "build": set(), "lab": {"client", "agent", "admin", "build", "login", "nms"}}
+# A module that SNMPv3 privacy needs, from python3-cryptography (and its C binding).
+V3_EXTRA = ("cryptography", "_cffi_backend", "cffi", "_openssl")
+DUMP = "import atexit, json, sys; atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr)); "
+
+
+def _imports(path: Path) -> set[str]:
+    """The snmplb modules a file imports, anywhere in it (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("snmplb"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("snmplb"))
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import; the layout uses absolute ones")
+    return found
+
+
+def _role(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in MAY_IMPORT else None
+
+
+@pytest.mark.parametrize("role", sorted(MAY_IMPORT))
+def test_a_role_imports_only_the_shared_top_and_the_roles_it_builds_on(role):
+    files = sorted((PACKAGE / role).glob("*.py"))
+    assert files
+    for path in files:
+        for module in _imports(path):
+            other = _role(module)
+            assert other in (None, role) or other in MAY_IMPORT[role], f"{path.name} imports {module}"
+
+
+def test_every_module_sits_in_a_role_or_is_shared():
+    top = {f"snmplb.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    shims = {"snmplb.gethosts", "snmplb.nmscheck"}
+    assert top - shims <= TOP, top - shims - TOP
+
+
+def _run_get_hosts(env: dict[str, str]):
+    """get_hosts as the wrapper starts it (python -I -c), with the module list printed at exit (main,
+    not main_and_exit: that one leaves by os._exit, past atexit; they import the same)."""
+    code = "from snmplb.client.gethosts import main; main()"
+    r = subprocess.run([sys.executable, "-I", "-c", DUMP + code], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    modules = json.loads(r.stderr.strip().splitlines()[-1])
+    return r.stdout, modules
+
+
+def _outside(modules: list[str], allowed_extra: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """(snmplb modules outside the client's set, modules outside the standard library)."""
+    ours = [m for m in modules if m.startswith("snmplb")]
+    foreign = [m for m in ours if m not in TOP and not m.startswith("snmplb.client.") and m != "snmplb.client"]
+    stdlib = set(sys.stdlib_module_names) | set(sys.builtin_module_names)
+    third = [m for m in modules
+             if m.split(".")[0] not in stdlib and not m.startswith("snmplb") and not m.startswith(allowed_extra)
+             and m != "__main__" and not m.startswith(("__editable__", "_distutils_hack"))]  # the dev venv's finders
+    return foreign, third
+
+
+@pytest.mark.parametrize("algorithm", ["balanced", "thresholded", "sticky", "lbserver", "best"])
+def test_get_hosts_pulls_in_only_the_client_and_the_standard_library(fleet: Fleet, algorithm):
+    """A real v2c poll of real agents with each kind of algorithm (sticky reads the MAC, lbserver asks
+    over HTTP): nothing of the agent, admin, NMS, login or lab parts, nothing outside the stdlib."""
+    a = fleet.add("a", FakeLoad(load1=0.2))
+    b = fleet.add("b", FakeLoad(load1=3.0))
+    env = {"PATH": os.environ["PATH"], "LB_SERVERS": f"{a.address} {b.address}", "LB_SNMP_COMMUNITY": COMMUNITY,
+           "LB_ALGORITHM": algorithm, "LB_LBSERVER": "127.0.0.1:1", "SNMPLB_CLIENT_CONF": "/nonexistent"}
+    out, modules = _run_get_hosts(env)
+    assert sorted(out.split()) == sorted([a.host, b.host]), out
+    foreign, third = _outside(modules)
+    assert foreign == [] and third == [], (foreign, third)
+    assert "snmplb.client.gethosts" in modules and "snmplb.client.describe" not in modules
+
+
+def test_snmpv3_adds_only_cryptography(fleet: Fleet):
+    a = fleet.add("a")
+    env = {"PATH": os.environ["PATH"], "LB_SERVERS": a.address, "LB_SNMP_VERSION": "3", "LB_SNMP_USER": V3.name,
+           "LB_SNMP_AUTH_PASSPHRASE": V3.auth_pass, "LB_SNMP_PRIV_PASSPHRASE": V3.priv_pass,
+           "SNMPLB_CLIENT_CONF": "/nonexistent"}
+    out, modules = _run_get_hosts(env)
+    assert out.split() == [a.host]
+    foreign, third = _outside(modules, V3_EXTRA)
+    assert foreign == [] and third == [], (foreign, third)
+    assert "cryptography" in modules
+
+
+def test_an_old_get_hosts_script_meeting_the_new_package_still_prints_a_line(fleet: Fleet, tmp_path: Path):
+    """Wrappers installed before the move call snmplb.gethosts.main_and_exit: the shim keeps them working."""
+    a = fleet.add("a")
+    old = (PROJECT / "chroot" / "get_hosts").read_text().replace(
+        "from snmplb.client.gethosts import main_and_exit", "from snmplb.gethosts import main_and_exit")
+    assert "from snmplb.gethosts import" in old
+    script = tmp_path / "get_hosts"
+    script.write_text(old)
+    script.chmod(0o755)
+    r = subprocess.run([str(script)], capture_output=True, text=True, timeout=60,
+                       env={"PATH": os.environ["PATH"], "SNMPLB_PYTHON": sys.executable, "LB_SERVERS": a.address,
+                            "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_CLIENT_CONF": "/nonexistent"})
+    assert r.returncode == 0 and r.stdout == f"{a.host}\n", (r.stdout, r.stderr)
+    assert "snmplb failed" not in r.stderr
