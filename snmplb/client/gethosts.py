@@ -19,10 +19,10 @@ import syslog  # at the top, not in the error path: with no file descriptor left
 import time
 from collections.abc import Callable, Mapping
 
-from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds, sample_servers
+from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds, sample_servers, weight_drift
 from snmplb.client.clientid import default_mac
 from snmplb.client.poller import poll
-from snmplb.client.settings import ClientSettings, Server, from_env, refusal
+from snmplb.client.settings import ClientSettings, Server, from_env, refusal, sample_weights_of
 from snmplb.client.serverstate import ServerState
 
 IDENT = "snmplb-get_hosts"
@@ -132,15 +132,17 @@ def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: 
     ``probe(settings, hedge, usable, deadline)`` polls ``settings.servers`` until
     ``deadline``, and the ``hedge`` servers as well if none of the first has a
     ``usable`` answer soon (``poll``): ``gather`` in get_hosts, a simulated
-    fleet in bench/storm.py. In sampled mode (LB_SAMPLE) the sample is polled
-    first, hedged by the rest; servers that were never polled are never listed.
+    fleet in bench/storm.py. In sampled mode (LB_SAMPLE) the sample, drawn in
+    proportion to LB_SAMPLE_WEIGHTS, is polled first, hedged by the rest;
+    servers that were never polled are never listed.
     A server is usable for the hedge when it may be chosen and passes the
     thresholds (LB_MAX_LOAD, LB_MAX_RESPONSE_MS, LB_SKIP_SWAPPING): a sample of
     only swapping or slow servers makes the healthy rest be polled.
     Returns the polled servers' states in configured order, the decision, and
     lbserver's complaint.
     """
-    polled, unpolled = sample_servers(settings.servers, settings.sample, rng)
+    polled, unpolled = sample_servers(settings.servers, settings.sample, rng,
+                                      sample_weights_of(settings.servers, settings.sample_weights))
 
     def usable(s: ServerState) -> bool:
         return s.eligible and passes_thresholds(s, settings)
@@ -198,6 +200,11 @@ def run(env: Mapping[str, str]) -> str:
     servers, decision, why = poll_and_decide(settings, deadline)
     if why:
         report(why)
+    if 0 < settings.sample < len(settings.servers):
+        drift = weight_drift(servers, sample_weights_of(tuple(Server(s.name, s.port) for s in servers),
+                                                        settings.sample_weights))
+        if drift:
+            report(drift)
     failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
     if not any(s.ok for s in servers):
         report("no server answered; " + "; ".join(failed))

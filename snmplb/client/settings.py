@@ -56,9 +56,9 @@ class Server(namedtuple("Server", "host port", defaults=(161,))):
 
 _FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
            "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
-           "retries max_hosts seed slow_start_s sample")
+           "retries max_hosts seed slow_start_s sample sample_weights")
 _DEFAULTS = ((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
-             "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0)
+             "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0, ())
 
 
 class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
@@ -179,10 +179,17 @@ VARIABLES: tuple[Variable, ...] = (
              "`balanced`: a server that came into service less than this many seconds ago (lbInService) gets "
              "a share growing linearly over the window (0: no slow start)."),
     Variable("LB_SAMPLE", "sample", _int(0, 1000), "0",
-             "Poll only this many servers, drawn at random (0: all); the rest is polled too (hedge) when none "
-             "of them has a usable answer within 50 ms (or 4 round trips of the fastest answer). A login then "
-             "costs O(1) SNMP requests however large the fleet; once one sampled server answered, a silent one "
-             "is waited for at most 50 ms (or 4 of that answer's round trips)."),
+             "Poll only this many servers, drawn at random in proportion to their LB_SAMPLE_WEIGHTS (0: all); "
+             "the rest is polled too (hedge) when none of them has a usable answer within 50 ms (or 4 round "
+             "trips of the fastest answer). A login then costs O(1) SNMP requests however large the fleet; once "
+             "one sampled server answered, a silent one is waited for at most 50 ms (or 4 of that answer's "
+             "round trips). With servers of different sizes, set LB_SAMPLE_WEIGHTS (docs/sampling.md)."),
+    Variable("LB_SAMPLE_WEIGHTS", "sample_weights", None, "(every server 100)",
+             "`LB_SAMPLE`: each server's capacity, the lbWeight set on it (`snmplb-admin weight`), as "
+             "`host=weight` entries separated by spaces (`host:port=weight` for one of several SNMP ports, "
+             "`[v6addr]=weight`); a server not listed counts as 100, one at 0 is only polled with the hedge. "
+             "The sample is drawn in proportion: a server at 200 is twice as likely to be polled as one at 100. "
+             "A weight that disagrees with the polled lbWeight is reported."),
     Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
 )
 
@@ -195,7 +202,9 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
                                   settings.snmp_port)
     problems += more
-    settings = settings._replace(servers=servers)
+    weights, more = parse_sample_weights(env.get("LB_SAMPLE_WEIGHTS", "").strip(), servers)
+    problems += more
+    settings = settings._replace(servers=servers, sample_weights=weights)
     refused = refusal(settings)
     if refused and settings.snmp_version in ("2c", "3"):  # a bad version was reported with its value above
         problems.append(refused)
@@ -244,3 +253,53 @@ def parse_servers(text: str, default_port: int) -> tuple[tuple[Server, ...], lis
 
 
 _MAX_ENTRY_PROBLEMS = 5  # bad LB_SERVERS entries reported one by one; the rest are counted
+
+
+DEFAULT_SAMPLE_WEIGHT = 100  # lbWeight's own default: a server the admin did not size is a reference server
+_MAX_WEIGHT = 10000  # lbWeight's range: adminconf.MAX_WEIGHT, not imported (dataclasses at every login)
+
+
+SampleWeights = tuple[tuple[str, int, int], ...]  # LB_SAMPLE_WEIGHTS: (host, port or 0 for any, weight)
+
+
+def parse_sample_weights(text: str, servers: tuple[Server, ...]) -> tuple[SampleWeights, list[str]]:
+    """LB_SAMPLE_WEIGHTS: ``host=weight`` entries as (host, port, weight) triples, port 0 meaning any
+    port (an entry written without one). Bad entries, and entries naming no server of ``servers``, are
+    reported (naming LB_SAMPLE_WEIGHTS) and skipped: their servers count as DEFAULT_SAMPLE_WEIGHT, as if
+    the variable were unset, which is the draw of every version before this one."""
+    out: dict[tuple[str, int], int] = {}
+    problems: list[str] = []
+    skipped = 0
+    configured = {(s.host, s.port) for s in servers}
+    hosts = {s.host for s in servers}
+    for entry in text.replace(",", " ").split():
+        name, sep, raw = entry.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ConfigError(f"{shown(entry)} is not host=weight")
+            server = parse_server(name, 0)  # 0: no port written, the entry sizes the host on every port
+            try:
+                weight = _int(0, _MAX_WEIGHT)(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"{shown(name)}: the weight {exc}") from None
+            known = server.host in hosts if server.port == 0 else (server.host, server.port) in configured
+            if not known:
+                raise ConfigError(f"{shown(name)} is not in LB_SERVERS")
+            if (server.host, server.port) in out:
+                raise ConfigError(f"{shown(name)} is listed twice; the first kept")
+        except ConfigError as exc:
+            skipped += 1
+            if skipped <= _MAX_ENTRY_PROBLEMS:
+                problems.append(f"LB_SAMPLE_WEIGHTS: {exc}; skipped")
+            continue
+        out[(server.host, server.port)] = weight
+    if skipped > _MAX_ENTRY_PROBLEMS:
+        problems.append(f"LB_SAMPLE_WEIGHTS: {skipped - _MAX_ENTRY_PROBLEMS} more bad entries skipped")
+    return tuple((h, p, w) for (h, p), w in out.items()), problems
+
+
+def sample_weights_of(servers: tuple[Server, ...], hints: SampleWeights) -> list[int]:
+    """Each server's weight for LB_SAMPLE's draw: its ``host:port=`` entry, else its ``host=`` entry,
+    else DEFAULT_SAMPLE_WEIGHT."""
+    by_key = {(h, p): w for h, p, w in hints}
+    return [by_key.get((s.host, s.port), by_key.get((s.host, 0), DEFAULT_SAMPLE_WEIGHT)) for s in servers]
