@@ -51,6 +51,9 @@ def down(name, reason="no answer within 1000 ms") -> ServerState:
 GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 
 
+LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
+
+
 def get_hosts(servers: str, **env: str) -> subprocess.CompletedProcess:
     """Run chroot/get_hosts with LDM's environment: the lts.conf variables, and SERVER."""
     full = {"PATH": os.environ["PATH"], "SERVER": "127.0.0.1", "LB_SERVERS": servers,
@@ -123,3 +126,9 @@ class AgentProcess:
         rc = self.p.wait(timeout=10)
         err = self.p.stderr.read()
         return rc, err
+
+
+def status(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500", **env}
+    return subprocess.run([str(BIN / "snmplb"), "status", *args], env=full, capture_output=True, text=True,
+                          timeout=60)

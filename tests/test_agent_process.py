@@ -10,11 +10,10 @@ import pytest
 from snmplb import mib
 from snmplb.adminfile import AdminSettings, save_admin
 from snmplb.lab.fleet import FakeLoad, write_fake_proc
-from support import AgentProcess
+from support import LOAD1, AgentProcess
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
-LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 STATUS = mib.oid_str(mib.obj("lbStatus").instance)
 
 
@@ -91,7 +90,7 @@ def test_counts_real_ssh_connections_to_a_real_sshd_and_their_rate(tmp_path):
     import shutil
     import socket
 
-    from test_sshkeys import Sshd
+    from farm import Sshd
 
     (tmp_path / "sshd").mkdir()
     sshd = Sshd(tmp_path / "sshd", "127.0.0.22")

@@ -492,7 +492,7 @@ def test_passpersist_protocol_survives_hostile_lines(table):
 
 @pytest.mark.fleet
 def test_agent_process_answers_after_megabytes_of_garbage(tmp_path):
-    from test_agent_process import LOAD1, AgentProcess
+    from support import LOAD1, AgentProcess
 
     rng = rng_for("agent-process")
     chunks, size = [], 0

@@ -208,7 +208,7 @@ def _liar_reply(data: bytes) -> bytes | None:
     """A well-formed, authentic-looking v2c answer whose row is legal but absurd: a storm of
     2^32-1 logins/min seen by nobody else, and figures almost 30 s old."""
     from snmplb import mib
-    from test_algorithms import row
+    from support import row
 
     try:
         pdu = snmpcodec.v2c_parse(data, COMMUNITY.encode())

@@ -6,50 +6,16 @@ import base64
 import hashlib
 import hmac
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN
-from farm import SSHD, start_sshd, stop_sshd
+from farm import SSHD, Sshd
 from snmplb.login.hostkeys import Target, merge, parse_extraservers
 
 pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
-
-
-class Sshd:
-    """A real sshd on ``host``:free port, with fresh rsa, ecdsa and ed25519 host keys."""
-
-    def __init__(self, base: Path, host: str) -> None:
-        self.base, self.host = base, host
-        with socket.socket() as s:
-            s.bind((host, 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen | None = None
-        self.new_keys()
-
-    def new_keys(self) -> None:
-        for kind in ("rsa", "ecdsa", "ed25519"):
-            key = self.base / f"ssh_host_{kind}_key"
-            for f in (key, key.with_suffix(".pub")):
-                f.unlink(missing_ok=True)
-            subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key)]
-                           + (["-b", "2048"] if kind == "rsa" else []), check=True)
-
-    def public_keys(self) -> set[str]:
-        return {" ".join(p.read_text().split()[:2]) for p in self.base.glob("ssh_host_*_key.pub")}
-
-    def start(self) -> None:
-        conf = self.base / "sshd_config"
-        conf.write_text(f"ListenAddress {self.host}\nPort {self.port}\nPidFile {self.base / 'sshd.pid'}\n"
-                        "UsePAM no\nStrictModes no\nPasswordAuthentication no\n"
-                        + "".join(f"HostKey {self.base / f'ssh_host_{k}_key'}\n" for k in ("rsa", "ecdsa", "ed25519")))
-        self.proc = start_sshd(conf, self.host, self.port, self.base / "sshd.log")
-
-    def stop(self) -> None:
-        stop_sshd(self.proc)
 
 
 @pytest.fixture

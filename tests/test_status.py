@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 
@@ -14,14 +13,9 @@ from netfixtures import Silent
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import FakeLoad
 from snmplb.client.settings import ALGORITHMS
+from support import status
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
-
-
-def status(*args: str, **env: str) -> subprocess.CompletedProcess:
-    full = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500", **env}
-    return subprocess.run([str(BIN / "snmplb"), "status", *args], env=full, capture_output=True, text=True,
-                          timeout=60)
 
 
 def test_one_line_per_server_with_state_and_the_picks(fleet):
