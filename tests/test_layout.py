@@ -128,3 +128,14 @@ def test_an_old_get_hosts_script_meeting_the_new_package_still_prints_a_line(fle
                             "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_CLIENT_CONF": "/nonexistent"})
     assert r.returncode == 0 and r.stdout == f"{a.host}\n", (r.stdout, r.stderr)
     assert "snmplb failed" not in r.stderr
+
+
+def test_no_test_file_imports_from_another():
+    """Shared helpers live in conftest.py, support.py, farm.py, netfixtures.py and nsdns.py, never in a test file."""
+    tests = Path(__file__).parent
+    offenders = [f"{path.name} imports {module}" for path in sorted(tests.glob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text()))
+                 for module in ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                 if module.split(".")[0].startswith("test_")]
+    assert offenders == []
