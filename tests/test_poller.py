@@ -487,6 +487,6 @@ def test_threading_is_imported_only_when_names_are_configured():
     """get_hosts' start-up counts on a thin client: literal addresses need no threads."""
     code = ("import sys, time\nfrom snmplb.client import poller\nfrom snmplb.client.settings import ClientSettings, Server\n"
             "poller.poll(ClientSettings(servers=(Server('127.0.0.1', 1), Server('::1', 1))), deadline=time.monotonic() + 0.2)\n"
-            "print('threading' in sys.modules)")
+            "print('threading' in sys.modules, 'snmplb.client.lookups' in sys.modules)")
     r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout == "False\n", r.stderr
+    assert r.stdout == "False False\n", r.stderr

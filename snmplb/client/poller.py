@@ -36,7 +36,6 @@ from collections.abc import Callable, Sequence
 # at every login, and everything used here is in _socket itself.
 import _socket as socket
 
-from snmplb.client.lookups import Lookups
 from snmplb.client.serverquery import Credentials, Query, V2cQuery, V3Query
 from snmplb.client.settings import ClientSettings, Server
 from snmplb.client.serverstate import Failure, ServerState
@@ -47,6 +46,10 @@ _MAX_DATAGRAMS_PER_WAKEUP = 256
 _MAX_LOOPS = 100_000
 EARLY_WAIT_MIN_S = 0.05  # after an answer, wait at least this long for the others (early cut, hedge delay),
 EARLY_WAIT_RTTS = 4  # or this many times the answer's round trip, whichever is longer
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms on a thin client); mypy knows the name
+if TYPE_CHECKING:
+    from snmplb.client.lookups import Lookups
 
 Usable = Callable[[ServerState], bool]
 Address = tuple  # a socket address: (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
@@ -153,7 +156,7 @@ class _Poll:
         self.by_addr: dict[tuple[int, bytes, int] | None, list[_Entry]] = {}
         self.entries: list[_Entry] = []
         self.open: list[_Entry] = []  # entries without a result yet
-        self.lookups: Lookups | None = None
+        self.lookups: Lookups | None = None  # started at the first host name: most configurations list addresses
         self.any_usable = False
         self.fastest_rtt: float | None = None  # ms, of any answer
         self.fastest_usable: float | None = None  # ms, of a usable answer
@@ -171,6 +174,8 @@ class _Poll:
                 self._begin(entry, literal[0], (literal[1], server.port))
             else:
                 if self.lookups is None:
+                    from snmplb.client.lookups import Lookups  # here: addresses alone need none of it
+
                     try:
                         self.lookups = Lookups()
                     except OSError as exc:  # out of descriptors: the names fail, the addresses are still polled
