@@ -10,6 +10,7 @@ Shared by every role (top level)
     kvfile          the key = value reader and atomic writer (lts.conf-style files)
     safefile        bounded, non-blocking reads of files the agent does not own
     adminfile       admin.conf: written by snmplb-admin, read by the agent
+    record          immutable records with named fields (namedtuple without its start-up cost)
     argtypes        argparse types shared by the command lines
 
 client/   the thin client's poll and decision: get_hosts' whole import set

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Mapping
 
 DEFAULT_PATH = "/etc/snmplb/client.conf"
 PATH_VARIABLE = "SNMPLB_CLIENT_CONF"  # another file (tests; several images sharing one chroot)

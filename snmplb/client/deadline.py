@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Mapping
+
+    Clock = Callable[[], float]
 
 WRAPPER_PID = "SNMPLB_WRAPPER_PID"  # set by chroot/get_hosts: the deadline counts from that script's start
-
-Clock = Callable[[], float]
 
 
 def after(timeout_ms: int, clock: Clock = time.monotonic) -> float:

@@ -17,7 +17,6 @@ import random
 import sys
 import syslog  # at the top, not in the error path: with no file descriptor left, an import there fails
 import time
-from collections.abc import Callable, Mapping
 
 from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds, sample_servers
 from snmplb.client.clientid import default_mac
@@ -25,6 +24,13 @@ from snmplb.client.deadline import login_deadline
 from snmplb.client.poller import poll
 from snmplb.client.settings import ClientSettings, Server, from_env, refusal
 from snmplb.client.serverstate import Failure, ServerState
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Mapping
+
+    Probe = Callable[[ClientSettings, tuple[Server, ...], Callable[[ServerState], bool], float],
+                     tuple[list[ServerState], str | None, str]]
 
 IDENT = "snmplb-get_hosts"
 
@@ -89,9 +95,6 @@ def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | No
     choice, why = answer[0] if answer else (None, "lbserver did not answer in time")
     return servers, choice, why
 
-
-Probe = Callable[[ClientSettings, "tuple[Server, ...]", Callable[[ServerState], bool], float],
-                 "tuple[list[ServerState], str | None, str]"]
 
 
 def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: Probe, deadline: float

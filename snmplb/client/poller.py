@@ -30,7 +30,6 @@ import errno
 import random
 import select
 import time
-from collections.abc import Callable, Sequence
 
 # The C module, not socket.py: socket.py's enums cost a thin client ~7 ms of imports
 # at every login, and everything used here is in _socket itself.
@@ -47,11 +46,13 @@ _MAX_LOOPS = 100_000
 EARLY_WAIT_MIN_S = 0.05  # after an answer, wait at least this long for the others (early cut, hedge delay),
 EARLY_WAIT_RTTS = 4  # or this many times the answer's round trip, whichever is longer
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~3 ms on a thin client); mypy knows the name
-if TYPE_CHECKING:
-    from snmplb.client.lookups import Lookups
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Sequence
 
-Usable = Callable[[ServerState], bool]
+    from snmplb.client.lookups import Lookups  # imported when a host name needs it
+
+    Usable = Callable[[ServerState], bool]
 Address = tuple  # a socket address: (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
 
 
@@ -174,9 +175,11 @@ class _Poll:
                 self._begin(entry, literal[0], (literal[1], server.port))
             else:
                 if self.lookups is None:
-                    from snmplb.client.lookups import Lookups  # here: addresses alone need none of it
-
                     try:
+                        # Imported here: addresses alone need none of it (nor collections, which it imports).
+                        # With no descriptor left the import fails as Lookups() would: with an OSError.
+                        from snmplb.client.lookups import Lookups
+
                         self.lookups = Lookups()
                     except OSError as exc:  # out of descriptors: the names fail, the addresses are still polled
                         entry.fail(Failure.NOT_RESOLVED, f"name does not resolve (no lookup possible: {exc.strerror})")

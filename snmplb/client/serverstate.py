@@ -6,9 +6,8 @@ simulator consume them. Values come from lbRow (MIB units: load x100, KiB).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from snmplb import mib
+from snmplb.record import record
 
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
@@ -56,7 +55,7 @@ class Failure:
                      NOT_POLLED, INTERNAL))
 
 
-class ServerState(namedtuple("ServerState", "name port values reason rtt_ms failure",
+class ServerState(record("ServerState", "name port values reason rtt_ms failure",
                              defaults=(161, None, "", None, ""))):
     """One configured server: whether it answered, how fast, and its row.
 

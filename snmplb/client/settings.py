@@ -8,10 +8,12 @@ and the documented default is used.
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Callable, Mapping
-
 from snmplb.errors import ConfigError
+from snmplb.record import record
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Mapping
 
 ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver", "balanced")
 AUTH_PROTOCOLS = ("SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
@@ -56,7 +58,7 @@ def is_host(text: str) -> bool:
     return 0 < len(text) <= 253 and text[0] in _ALNUM and set(text) <= _HOST_CHARS
 
 
-class Server(namedtuple("Server", "host port", defaults=(161,))):
+class Server(record("Server", "host port", defaults=(161,))):
     """A configured application server: host (str, as written; printed for LDM) and its SNMP port (int)."""
 
     __slots__ = ()
@@ -69,10 +71,10 @@ _DEFAULTS = ((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb"
              "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0)
 
 
-class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
+class ClientSettings(record("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
     """Everything get_hosts and the status view need; VARIABLES documents each field.
 
-    A namedtuple, not a dataclass: get_hosts imports this at every login on a
+    A record (snmplb.record), not a dataclass: get_hosts imports this at every login on a
     thin client, and dataclasses cost ~10 ms of imports (docs/benchmarks.md).
     """
 
@@ -178,7 +180,7 @@ def parse_server(entry: str, default_port: int) -> Server:
     return Server(host, port)
 
 
-class Variable(namedtuple("Variable", "name attr parse default doc if_bad", defaults=(None,))):
+class Variable(record("Variable", "name attr parse default doc if_bad", defaults=(None,))):
     """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
     its default as documented, its meaning (doc), and what a bad value means (if_bad): None for
     the default, or (the value taken instead, what the message says is done)."""
