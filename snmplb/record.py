@@ -40,6 +40,11 @@ def record(typename: str, field_names: str | tuple[str, ...], defaults: tuple = 
     def __new__(cls, *args, **kwargs):  # noqa: N807 - the constructor of the class built below
         if len(args) == count and not kwargs:
             return tuple.__new__(cls, args)
+        if not args and len(kwargs) == count:  # every field by name (a table of dicts, as the MIB's data)
+            try:
+                return tuple.__new__(cls, [kwargs[f] for f in fields])
+            except KeyError:
+                pass  # a name that is no field: said below
         if len(args) > count:
             raise TypeError(f"{typename} takes {count} fields, {len(args)} given")
         values = [*args, *(_MISSING,) * (count - len(args))]

@@ -32,7 +32,8 @@ def test_fields_by_position_keyword_and_default_as_a_namedtuple_takes_them():
 
 
 @pytest.mark.parametrize("args, kwargs, words", [((1,), {}, "'y' missing"), ((1, 2, 3, 4), {}, "takes 3"),
-                                                 ((1, 2), {"z": 1}, "no field 'z'"), ((1, 2), {"x": 1}, "twice")])
+                                                 ((1, 2), {"z": 1}, "no field 'z'"), ((1, 2), {"x": 1}, "twice"),
+                                                 ((), {"x": 1, "y": 2, "z": 3}, "no field 'z'")])
 def test_wrong_arguments_are_a_type_error_naming_the_field(args, kwargs, words):
     with pytest.raises(TypeError, match=words):
         Point(*args, **kwargs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+
 from snmplb.client.settings import ClientSettings
 from snmplb.client.serverstate import ServerState
 from snmplb.record import record
