@@ -19,8 +19,8 @@ measures wall time, CPU time and peak RSS of whole processes:
 - pysnmp: a Python process using pysnmp's high-level asyncio API
   (get_cmd to every server, gathered; ``--no-pysnmp`` leaves it out).
 
-All GET lbRow.0 with the same timeout and retries. Runs alternate so that
-noise hits every contender alike; medians are reported, and the ratios are
+All GET lbRow.0 with the same timeout and retries. Runs alternate, in an
+order rotated at each run, so that noise hits every contender alike; medians are reported, and the ratios are
 of medians taken in the same run. Peak RSS is measured in separate runs
 under GNU time (`/usr/bin/time -f %M`): the rusage that wait4() gives a
 Python parent also counts the pages its forked child held before exec, which
@@ -183,15 +183,21 @@ def run_size(n: int, args: argparse.Namespace, base: Path, pythons: dict[str, tu
             walls: dict[str, list[float]] = {k: [] for k in [*contenders, "snmpget"]}
             cpus: dict[str, list[float]] = {k: [] for k in contenders}
             answered = {}
-            for _ in range(runs):
-                for name, (cmd, cenv) in contenders.items():
+            order = [*contenders, "snmpget"]
+            for i in range(runs):
+                # Each run in a rotated order: whoever follows the 30 snmpget processes (or a 1 s wait for the
+                # silent servers) meets agents in another state; no contender may always be that one.
+                for name in order[i % len(order):] + order[:i % len(order)]:
+                    if name == "snmpget":
+                        secs, ok = parallel_snmpget(addrs, env)
+                        walls["snmpget"].append(secs)
+                        answered["snmpget"] = ok
+                        continue
+                    cmd, cenv = contenders[name]
                     secs, cpu, out = measure_cpu(cmd, cenv)
                     walls[name].append(secs)
                     cpus[name].append(cpu)
                     answered[name] = int(out.strip() or 0) if name == "pysnmp" else len(out.split())
-                secs, ok = parallel_snmpget(addrs, env)
-                walls["snmpget"].append(secs)
-                answered["snmpget"] = ok
             rss = {name: peak_rss_kib(cmd, cenv) for name, (cmd, cenv) in contenders.items()}
             rss["snmpget"] = peak_rss_kib(snmpget_cmd(addrs[0]), env)
             med = {k: statistics.median(v) for k, v in walls.items()}
@@ -231,8 +237,10 @@ def start_up_steps(address: str, env: dict, pythons: dict[str, tuple[Path, Path]
              "snmpget": (snmpget_cmd(address), env)}
     walls: dict[str, list[float]] = {k: [] for k in steps}
     cpus: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(runs):
-        for name, (cmd, cenv) in steps.items():
+    order = list(steps)
+    for i in range(runs):
+        for name in order[i % len(order):] + order[:i % len(order)]:  # rotated, as in run_size
+            cmd, cenv = steps[name]
             secs, cpu, _ = measure_cpu(cmd, cenv)
             walls[name].append(secs)
             cpus[name].append(cpu)
