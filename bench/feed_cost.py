@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from snmplb.client.deadline import after
 from snmplb.client.gethosts import gather
 from snmplb.lab.fleet import FakeLoad, Fleet
 from snmplb.client.settings import from_env
@@ -96,11 +97,11 @@ def main() -> int:
         # 2. the server's CPU per GET
         settings, _ = from_env({**env, "LB_SERVERS": inst.address})
         rng = random.Random(1)
-        gather(settings, rng)  # snmpd starts the agent at the first request
+        gather(settings, rng, deadline=after(settings.timeout_ms))  # snmpd starts the agent at the first request
         pids = [inst.process.pid, *inst.agent_pids()]
         before, n, t0 = cpu_s(pids), 0, time.monotonic()
         while time.monotonic() - t0 < args.seconds:
-            servers, _, _ = gather(settings, rng)
+            servers, _, _ = gather(settings, rng, deadline=after(settings.timeout_ms))
             n += 1 if servers[0].ok else 0
         elapsed = time.monotonic() - t0
         used = cpu_s(pids) - before

@@ -12,11 +12,13 @@ Shared by every role (top level)
                     the typed-field validation, the atomic writer and its lock
     safefile        bounded, non-blocking reads of files the agent does not own
     adminfile       admin.conf: written by snmplb-admin, read by the agent
+    record          immutable records with named fields (namedtuple without its start-up cost)
     argtypes        argparse types shared by the command lines
 
 client/   the thin client's poll and decision: get_hosts' whole import set
     gethosts (LDM's get_hosts), settings (LB_* variables), clientconf
-    (/etc/snmplb/client.conf), poller (every server at once, one deadline),
+    (/etc/snmplb/client.conf), deadline (LB_TIMEOUT_MS as one absolute time,
+    computed once at an edge), poller (every server at once, that deadline),
     serverquery (one server's query, sans-IO), snmpcodec + ber (SNMP v2c/v3
     messages), lookups (bounded name resolution), serverstate (what a poll
     learned about one server), algorithms, clientid, lbserver; and describe

@@ -24,10 +24,12 @@ where they are used.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
-from collections.abc import Callable, Iterable, Mapping
-
 from snmplb.errors import ConfigError, SnmplbError
+from snmplb.record import record
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: get_hosts reads client.conf at every login and does without collections
+    from collections.abc import Callable, Iterable, Mapping
 
 TYPE_CHECKING = False  # typing itself costs get_hosts an import
 if TYPE_CHECKING:
@@ -37,8 +39,8 @@ BOM = "\ufeff"
 SHOWN = 40  # characters of a bad (non-secret) value quoted in a message: a 128 KiB value must not reach a log
 
 
-class Dialect(namedtuple("Dialect", "fold sections inline_comments comments quote",
-                         defaults=(str.lower, False, False, ("#",), True))):
+class Dialect(record("Dialect", "fold sections inline_comments comments quote",
+                     defaults=(str.lower, False, False, ("#",), True))):
     """How one kind of file differs: fold (applied to keys), sections (``[name]`` lines group the
     pairs), inline_comments (``#`` after a blank ends the value), comments (what starts a comment
     line), quote (a bad line is quoted in its problem; False where a line may hold a secret)."""
@@ -51,7 +53,7 @@ CLIENT_CONF = Dialect(fold=str.upper, quote=False)
 LTS_CONF = Dialect(fold=str.upper, sections=True, inline_comments=True, comments=("#", ";"))
 
 
-class Entry(namedtuple("Entry", "number section key value")):
+class Entry(record("Entry", "number section key value")):
     """One ``key = value`` line: its number, its section (lower-cased; None before the first header or
     where the dialect has none), its key (folded) and its value (stripped, unquoted). A section header
     is an entry with an empty key and value (an empty section exists: LIKE may name it)."""
@@ -168,7 +170,7 @@ def summarise(problems: list[str], limit: int = 5, origin: str = "") -> list[str
 
 # -- the one validation -------------------------------------------------------------------------------
 
-class Field(namedtuple("Field", "name attr parse default if_bad", defaults=(None,))):
+class Field(record("Field", "name attr parse default if_bad", defaults=(None,))):
     """One setting: its key in the file (name), the attribute it sets (attr), its parse function
     (raises ConfigError saying what is wrong, without the name), its default as documented, and what
     a bad value means (if_bad): None to keep the value in force, or (the value taken instead, what the

@@ -7,9 +7,8 @@ Importing this module is cheap (no MIB parsing): it runs on thin clients.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from snmplb import _mibdata
+from snmplb.record import record
 
 Oid = tuple[int, ...]
 
@@ -26,13 +25,13 @@ _PASS_TYPES = {
 }
 
 
-class MibObject(namedtuple("MibObject", "name oid base tc enums range units hint access description")):
+class MibObject(record("MibObject", "name oid base tc enums range units hint access description")):
     """One scalar object of SNMPLB-MIB; its instance OID is ``oid + (0,)``.
 
     name, base (SMI type), tc (textual convention), units, hint (DISPLAY-HINT),
     access and description are str; oid a tuple of int; enums {label: number};
     range (min, max), the values the SMI allows (a string's size).
-    A namedtuple, not a dataclass: thin clients import this at every login.
+    A record (snmplb.record), not a dataclass: thin clients import this at every login.
     """
 
     __slots__ = ()

@@ -91,13 +91,15 @@ class DelayProxy(_Actor):
             self.pending.remove(item)
 
 
-def lying_reply(request: bytes, community: bytes, request_id_delta: int = 0) -> bytes:
-    """A well-formed v2c answer to ``request`` with an lbRow of an idle, empty, giant server."""
+def lying_reply(request: bytes, community: bytes, request_id_delta: int = 0, **changes: int) -> bytes:
+    """A well-formed v2c answer to ``request`` with an lbRow of an idle, empty, giant server (with
+    ``changes``: those fields of the row changed, e.g. to make it implausible)."""
     pdu = snmpcodec.v2c_parse(request, community)
     values = {o.name: min(o.enums.values()) if o.enums else 0 for o in mib.ROW_FIELDS}  # legal: enums take their first
     values.update(lbLoad1=1, lbLoad5=1, lbLoad15=1, lbCpuCount=64, lbMemTotal=10**9, lbMemAvailable=10**9,
                   lbMemAvailablePercent=100, lbSwapping=2, lbWeight=10000, lbAdminState=1, lbStatus=1,
                   lbRating=100, lbSessionSource=1)
+    values.update(changes)
     text = mib.encode_row([values[o.name] for o in mib.ROW_FIELDS]).encode()
     vb = ber.enc_seq(ber.enc_seq(ber.enc_oid(mib.ROW.instance), ber.enc_str(text)))
     body = ber.enc_seq(ber.enc_int(pdu.request_id + request_id_delta), ber.enc_int(0), ber.enc_int(0), vb,

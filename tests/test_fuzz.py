@@ -41,7 +41,7 @@ from snmplb.client.serverquery import Credentials, V2cQuery, V3Query
 from snmplb.agent.logins import SessionCount
 from snmplb.client.settings import VARIABLES, ClientSettings, Server, from_env
 from snmplb.agent.values import compute_values
-from snmplb.client.serverstate import MAX_DATA_AGE_MS, ServerState, implausible
+from snmplb.client.serverstate import MAX_DATA_AGE_MS, Failure, ServerState, implausible
 
 from support import row
 
@@ -96,6 +96,7 @@ def outcome(q, out) -> str:
         return "pending"
     if not r.ok:
         assert isinstance(r.reason, str) and r.reason, f"failed without a reason: {r!r}"
+        assert r.failure in Failure.ALL, f"failed without a kind of failure: {r!r}"
         return "failed"
     values = r.values
     for o in mib.ROW_FIELDS:

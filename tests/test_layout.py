@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ from conftest import COMMUNITY, V3
 from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
 
 PACKAGE = PROJECT / "snmplb"
-TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.kvfile", "snmplb.safefile",
-       "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm"}
+TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.record", "snmplb.kvfile",
+       "snmplb.safefile", "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm"}
 # What each role may import besides the shared top level and itself.
 MAY_IMPORT = {"client": set(), "login": {"client"}, "nms": {"client"}, "agent": set(), "admin": set(),
               "build": set(), "lab": {"client", "agent", "admin", "build", "login", "nms"}}
@@ -128,6 +129,48 @@ def test_an_old_get_hosts_script_meeting_the_new_package_still_prints_a_line(fle
                             "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_CLIENT_CONF": "/nonexistent"})
     assert r.returncode == 0 and r.stdout == f"{a.host}\n", (r.stdout, r.stderr)
     assert "snmplb failed" not in r.stderr
+
+
+# What get_hosts must not import on its common path (v2c, addresses, the default algorithm): each costs a
+# thin client start-up time (docs/benchmarks.md measures them), and none is needed there.
+NOT_AT_START = ("site", "typing", "re", "enum", "dataclasses", "collections", "threading", "socket", "pathlib", "hashlib",
+                "json", "urllib", "ipaddress", "snmplb.client.lookups", "snmplb.client.lbserver", "snmplb.client.describe")
+
+
+def _plain_install(base: Path) -> Path:
+    """A venv with the package copied in, as a regular (non-editable) install lays it out: the
+    thin client's /opt/snmplb. Returns its python."""
+    venv = base / "opt-snmplb"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    shutil.copytree(PACKAGE, site / "snmplb", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(site / "snmplb")], check=True,
+                   timeout=120)
+    return venv / "bin" / "python"
+
+
+def test_the_get_hosts_script_starts_python_without_site_and_imports_only_what_the_poll_needs(fleet: Fleet,
+                                                                                              tmp_path: Path):
+    """chroot/get_hosts as LDM runs it, with snmplb installed as on a thin client: the interpreter starts
+    without the site module (-S) and still finds the package; the modules it loads are read from
+    ``-X importtime`` (added by a shim in front of the venv's python: it sees the script's own flags)."""
+    a, b = fleet.add("a", FakeLoad(load1=0.2)), fleet.add("b", FakeLoad(load1=3.0))
+    python = _plain_install(tmp_path)
+    shim = tmp_path / "python3"
+    shim.write_text(f'#!/bin/sh\necho "$*" > {tmp_path / "argv"}\nexec {python} -X importtime "$@"\n')
+    shim.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "SNMPLB_PYTHON": str(shim), "LB_SERVERS": f"{a.address} {b.address}",
+           "LB_SNMP_COMMUNITY": COMMUNITY, "SNMPLB_CLIENT_CONF": "/nonexistent"}
+    r = subprocess.run([str(PROJECT / "chroot" / "get_hosts")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and sorted(r.stdout.split()) == sorted([a.host, b.host]), (r.stdout, r.stderr)
+    assert (tmp_path / "argv").read_text().startswith("-I -S -c ")
+    modules = [ln.split("|")[-1].strip() for ln in r.stderr.splitlines()
+               if ln.startswith("import time:") and "self [us]" not in ln]
+    assert "snmplb.client.gethosts" in modules, r.stderr
+    foreign, third = _outside(modules)
+    assert foreign == [] and third == [], (foreign, third)
+    loaded = [m for m in NOT_AT_START if m in modules]
+    assert loaded == [], loaded
 
 
 def test_no_test_file_imports_from_another():

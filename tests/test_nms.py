@@ -75,7 +75,7 @@ def test_unreachable_is_critical_missing_object_and_bad_credentials_are_unknown(
     assert code == CRITICAL and "unreachable" in out
     broken = fleet.add("broken", agent="/bin/false")  # snmpd runs, the MIB's objects are missing
     code, out = check(broken)
-    assert code == UNKNOWN and "no snmplb row" in out, out
+    assert code == UNKNOWN and "no snmplb row" in out and "[no-row]" in out, out
     good = fleet.add("good")
     code, out = check(good, SNMPLB_COMMUNITY="wrong")
     assert code == CRITICAL  # a wrong community is silence to SNMPv2c
@@ -86,7 +86,7 @@ def test_unreachable_is_critical_missing_object_and_bad_credentials_are_unknown(
     assert code == OK, out
     secrets.write_text(f"auth_passphrase = wrong-passphrase\npriv_passphrase = {V3.priv_pass}\n")
     code, out = check(good, "-P", "3", "-u", V3.name, "--secrets", str(secrets))
-    assert code == UNKNOWN and "wrong auth passphrase" in out and "wrong-passphrase" not in out
+    assert code == UNKNOWN and "wrong auth passphrase" in out and "[auth]" in out and "wrong-passphrase" not in out
     code, out = check(good, "--secrets", str(tmp_path / "missing"))
     assert code == UNKNOWN
 

@@ -67,6 +67,8 @@ def test_port_json_and_why_each_server_was_skipped(fleet):
         assert skipped[b.host] == "ssh not listening"
         assert skipped[off.host] == "admin state disabled"
         assert "no answer" in skipped["127.0.0.49"] or "timeout" in skipped["127.0.0.49"], skipped
+        failure = {s["host"]: s["failure"] for s in j["servers"]}  # the kind, as the poller set it
+        assert failure == {a.host: None, b.host: None, off.host: None, "127.0.0.49": "unreachable"}, failure
     finally:
         silent.stop()
 

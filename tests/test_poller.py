@@ -20,14 +20,16 @@ import pytest
 
 import nsdns
 from conftest import COMMUNITY, V3
-from netfixtures import Silent
+from netfixtures import FakeLbserver, Silent, lying_reply
 from snmplb.client import ber
+from snmplb.client import deadline
 from snmplb.client import lookups
 from snmplb.client import snmpcodec
 from snmplb.client import poller
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
 from snmplb.client.serverquery import V2cQuery
+from snmplb.client.serverstate import Failure
 from snmplb.client.settings import ClientSettings, Server
 
 IDLE = FakeLoad(load1=0.4, cpus=4)
@@ -41,6 +43,11 @@ def server(inst) -> Server:
 
 def settings(*servers: Server, **kw) -> ClientSettings:
     return ClientSettings(servers=tuple(servers), community=COMMUNITY, **kw)
+
+
+def until(s: ClientSettings) -> float:
+    """The deadline an edge would compute for ``s``: LB_TIMEOUT_MS from now."""
+    return deadline.after(s.timeout_ms)
 
 
 # -- the decisions: pure functions -------------------------------------------------------------------------
@@ -135,7 +142,7 @@ def test_a_crafted_snmpv3_report_fails_only_its_server_and_the_real_agent_is_rea
     try:
         s = settings(*(h.server for h in hostile[:3]), server(real), *(h.server for h in hostile[3:]),
                      timeout_ms=1500, **V3_SETTINGS)
-        states = poller.poll(s, random.Random(1))  # before the fix: OverflowError out of poll()
+        states = poller.poll(s, random.Random(1), deadline=until(s))  # before the fix: OverflowError out of poll()
         assert [(st.name, st.port) for st in states] == list(s.servers)
         by_name = {st.name: st for st in states}
         assert by_name[real.host].ok, by_name[real.host]
@@ -149,6 +156,34 @@ def test_a_crafted_snmpv3_report_fails_only_its_server_and_the_real_agent_is_rea
     finally:
         for h in hostile:
             h.stop()
+
+
+def test_each_failure_carries_its_kind_set_where_it_happened(fleet):
+    """Real agents and real sockets: the kind of failure is a field of the state, not words to parse."""
+    good = fleet.add("good", IDLE)
+    broken = fleet.add("broken", agent="/bin/false")  # snmpd answers, the MIB's objects are missing
+    silent = Silent("127.0.0.78")
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.79", 0))
+    refused = Server("127.0.0.79", closed.getsockname()[1])
+    closed.close()  # nothing listens there now: the kernel answers ICMP port unreachable
+    liars = [Responder(f"127.0.0.{80 + i}", lambda req, c=change: [lying_reply(req, COMMUNITY.encode(), **c)])
+             for i, change in enumerate(({"lbCpuCount": 0}, {"lbDataAge": 3_600_000}))]
+    try:
+        s = settings(server(good), server(broken), _server_of(silent), refused, *(x.server for x in liars),
+                     timeout_ms=1500)
+        states = poller.poll(s, random.Random(10), deadline=until(s))
+        v3 = settings(server(good), timeout_ms=1500, **{**V3_SETTINGS, "auth_passphrase": "not-the-passphrase"})
+        [denied] = poller.poll(v3, random.Random(11), deadline=until(v3))
+    finally:
+        silent.stop()
+        for x in liars:
+            x.stop()
+    got = [(st.failure, st.unreachable) for st in states]
+    assert got == [("", False), (Failure.NO_ROW, False), (Failure.UNREACHABLE, True), (Failure.REFUSED, True),
+                   (Failure.IMPLAUSIBLE, False), (Failure.STALE, False)], states
+    assert (denied.failure, denied.unreachable) == (Failure.AUTH, False), denied
+    assert all(st.reason for st in [*states[1:], denied])  # and the words for people, as before
 
 
 class _Faulty(V2cQuery):
@@ -186,7 +221,7 @@ def test_any_exception_inside_one_query_fails_only_that_server(fleet, monkeypatc
     monkeypatch.setattr(_Faulty, "where", {a.port: "on_datagram", b.port: "start", silent_server.port: "on_timer"})
     try:
         s = settings(server(a), server(b), silent_server, server(c), timeout_ms=1200, retries=2)
-        states = poller.poll(s, random.Random(2))
+        states = poller.poll(s, random.Random(2), deadline=until(s))
     finally:
         silent.stop()
     got = {st.port: st for st in states}
@@ -214,10 +249,28 @@ def test_the_deadline_passed_in_is_kept_and_retransmissions_fit_in_the_time_left
             sent += 1
         # Three transmissions spread over the 0.6 s left, not one per 20 s of LB_TIMEOUT_MS.
         assert sent == 3
-        # No deadline given: LB_TIMEOUT_MS from now (the old behaviour).
-        assert poller.poll(s._replace(timeout_ms=300))[0].reason == "no answer within 300 ms"
     finally:
         sock.close()
+
+
+def test_gather_passes_its_one_deadline_to_the_poll_and_to_the_lbserver():
+    """LB_TIMEOUT_MS is an hour; the deadline the edge computed is 0.6 s away: neither the poll nor the
+    lbserver's request (both slow here) derives a deadline of its own from the settings."""
+    from snmplb.client.gethosts import gather
+
+    silent = Silent("127.0.0.77")
+    slow_lbs = FakeLbserver("127.0.0.77", delay=30.0)
+    try:
+        s = settings(_server_of(silent), timeout_ms=30_000, algorithm="lbserver", lbserver_url=slow_lbs.url)
+        t0 = time.monotonic()
+        states, choice, why = gather(s, random.Random(9), deadline=t0 + 0.6)
+        assert time.monotonic() - t0 < 20  # liveness: LB_TIMEOUT_MS (30 s) or the lbserver's delay would be the bug
+    finally:
+        silent.stop()
+        slow_lbs.stop()
+    waited = states[0].reason.removeprefix("no answer within ").removesuffix(" ms")
+    assert waited.isdigit() and 500 <= int(waited) <= 600, states[0].reason  # counted from the poll's own start
+    assert choice is None and why in ("lbserver did not answer in time", "lbserver: timed out"), why
 
 
 # -- 4. the hedge for the sampled mode ------------------------------------------------------------------------
@@ -237,7 +290,7 @@ def test_a_silent_sample_hedges_to_the_rest_long_before_the_deadline(fleet):
     try:
         s = settings(*map(_server_of, silent), timeout_ms=20_000)
         t0 = time.monotonic()
-        states = poller.poll(s, random.Random(4), early=True, hedge=tuple(map(server, real)))
+        states = poller.poll(s, random.Random(4), early=True, deadline=until(s), hedge=tuple(map(server, real)))
         took = time.monotonic() - t0
     finally:
         for x in silent:
@@ -253,12 +306,12 @@ def test_an_unusable_sample_hedges_at_once(fleet):
     real = [fleet.add("r1", IDLE), fleet.add("r2", IDLE)]
     s = settings(*map(server, draining), timeout_ms=20_000)
     t0 = time.monotonic()
-    states = poller.poll(s, random.Random(5), early=True, hedge=tuple(map(server, real)))
+    states = poller.poll(s, random.Random(5), early=True, deadline=until(s), hedge=tuple(map(server, real)))
     assert time.monotonic() - t0 < 10
     assert [st.ok for st in states] == [True, True, True, True]
     assert [st.eligible for st in states] == [False, False, True, True]
     # The predicate is the caller's: servers that answered fine but it rejects also bring the hedge in.
-    picky = poller.poll(settings(*map(server, real), timeout_ms=20_000), random.Random(6), early=True,
+    picky = poller.poll(settings(*map(server, real)), random.Random(6), early=True, deadline=time.monotonic() + 20,
                         hedge=tuple(map(server, draining)), usable=lambda st: st.ok and st.sessions > 99)
     assert [(st.name, st.port) for st in picky] == [*map(server, real), *map(server, draining)]
 
@@ -270,7 +323,7 @@ def test_a_sample_with_a_usable_answer_does_not_poll_the_hedge(fleet, monkeypatc
     # take longer. The rule is under test, not the figure: the floor is raised so that the answer is in time.
     monkeypatch.setattr(poller, "EARLY_WAIT_MIN_S", 3.0)
     try:
-        states = poller.poll(settings(server(good), timeout_ms=5000), random.Random(7), early=True,
+        states = poller.poll(settings(server(good)), random.Random(7), early=True, deadline=time.monotonic() + 5,
                              hedge=(hedge.server,))
         time.sleep(0.2)  # let a datagram sent by mistake arrive
         assert [st.name for st in states] == [good.host] and states[0].ok
@@ -284,8 +337,8 @@ def test_early_mode_keeps_the_sample_cut_without_a_hedge(fleet):
     silent = Silent("127.0.0.76")
     try:
         t0 = time.monotonic()
-        states = poller.poll(settings(server(a), _server_of(silent), timeout_ms=20_000), random.Random(8),
-                             early=True)
+        states = poller.poll(settings(server(a), _server_of(silent)), random.Random(8), early=True,
+                             deadline=t0 + 20)
         assert time.monotonic() - t0 < 10
     finally:
         silent.stop()
@@ -316,11 +369,12 @@ s = ClientSettings(servers=tuple(Server(h, p) for h, p in args["servers"]), comm
                    timeout_ms=args["timeout_ms"])
 t0 = time.monotonic()
 more = {"hedge": tuple(Server(h, p) for h, p in args["hedge"])} if "hedge" in args else {}
-states = poller.poll(s, random.Random(1), clock, early=args.get("early", False), **more)
+states = poller.poll(s, random.Random(1), clock, early=args.get("early", False),
+                     deadline=time.monotonic() + args["timeout_ms"] / 1000, **more)
 for fd in held:
     os.close(fd)
 out = {"states": [[st.name, st.port, st.ok, st.reason] for st in states], "peak_threads": peak[0],
-       "took": time.monotonic() - t0}
+       "took": time.monotonic() - t0, "failures": [st.failure for st in states]}
 sys.stdout.write(json.dumps(out) + "\n")
 sys.stdout.flush()
 os._exit(0)  # a lookup still hung in a daemon thread must not hold the process
@@ -367,6 +421,7 @@ def test_a_hung_name_costs_only_itself_and_the_others_are_polled(ns_fleet):
     assert got["hang.test"] == (False, "name did not resolve before the deadline")
     assert not got["nx.test"][0] and got["nx.test"][1].startswith("name does not resolve")
     assert got["good.test"] == (True, "") and got["slow.test"] == (True, "") and got[a.host] == (True, "")
+    assert out["failures"] == ["not-resolved", "not-resolved", "", "", ""]  # the kind, set where it happened
     # The lookups went to the namespace's own DNS server, and nowhere else could they go.
     asked = {name for name, _ in ns.queries()}
     assert {"hang.test", "nx.test", "good.test", "slow.test"} <= asked
@@ -431,8 +486,8 @@ def test_out_of_descriptors_every_server_fails_with_a_reason_and_poll_returns(ns
 @pytest.mark.fleet
 def test_threading_is_imported_only_when_names_are_configured():
     """get_hosts' start-up counts on a thin client: literal addresses need no threads."""
-    code = ("import sys\nfrom snmplb.client import poller\nfrom snmplb.client.settings import ClientSettings, Server\n"
-            "poller.poll(ClientSettings(servers=(Server('127.0.0.1', 1), Server('::1', 1)), timeout_ms=200))\n"
-            "print('threading' in sys.modules)")
+    code = ("import sys, time\nfrom snmplb.client import poller\nfrom snmplb.client.settings import ClientSettings, Server\n"
+            "poller.poll(ClientSettings(servers=(Server('127.0.0.1', 1), Server('::1', 1))), deadline=time.monotonic() + 0.2)\n"
+            "print('threading' in sys.modules, 'snmplb.client.lookups' in sys.modules)")
     r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.stdout == "False\n", r.stderr
+    assert r.stdout == "False False\n", r.stderr

@@ -8,6 +8,7 @@ from snmplb.client import ber
 from snmplb.client import snmpcodec
 from snmplb import mib
 from snmplb.client.serverquery import V2cQuery, row_from_pdu
+from snmplb.client.serverstate import MAX_DATA_AGE_MS, Failure
 from snmplb.client.settings import ClientSettings, Server
 
 from support import row
@@ -52,25 +53,29 @@ def test_foreign_stale_and_garbage_datagrams_are_ignored():
     assert q.result.ok
 
 
-def test_errors_in_a_genuine_reply_fail_this_server_with_a_reason():
+def test_errors_in_a_genuine_reply_fail_this_server_with_a_reason_and_its_kind():
+    old = row(age=MAX_DATA_AGE_MS + 1000)
+    stale = mib.encode_row([old[o.name] for o in mib.ROW_FIELDS]).encode()
     cases = {
-        "SNMP error genErr": dict(status=5),
-        "noSuchObject": dict(value=ber.enc_null(ber.NO_SUCH_INSTANCE)),
-        "wrong type": dict(value=ber.enc_int(5)),
-        "partial": dict(value=ber.enc_str(b"1 2 3")),
-        "OID asked": dict(oid=(1, 3, 6, 1, 2, 1, 1, 3, 0)),
-        "implausible": dict(value=ber.enc_str(ROW_TEXT.replace(b" 4 ", b" 0 ", 1))),
+        "SNMP error genErr": (Failure.AGENT_ERROR, dict(status=5)),
+        "noSuchObject": (Failure.NO_ROW, dict(value=ber.enc_null(ber.NO_SUCH_INSTANCE))),
+        "wrong type": (Failure.MALFORMED, dict(value=ber.enc_int(5))),
+        "partial": (Failure.MALFORMED, dict(value=ber.enc_str(b"1 2 3"))),
+        "OID asked": (Failure.MALFORMED, dict(oid=(1, 3, 6, 1, 2, 1, 1, 3, 0))),
+        "implausible": (Failure.IMPLAUSIBLE, dict(value=ber.enc_str(ROW_TEXT.replace(b" 4 ", b" 0 ", 1)))),
+        "stale": (Failure.STALE, dict(value=ber.enc_str(stale))),
     }
-    for why, kw in cases.items():
+    for why, (kind, kw) in cases.items():
         q, rid = new_query()
         q.on_datagram(reply(rid, **kw), 10.01)
         assert q.done and not q.result.ok and why in q.result.reason, (why, q.result.reason)
+        assert q.result.failure == kind and not q.result.unreachable, (why, q.result)
     q, rid = new_query()
     q.on_datagram(reply(rid, extra=ber.enc_seq(ber.enc_oid((1, 3, 6)), ber.enc_null())), 10.01)
-    assert "OID asked" in q.result.reason  # two varbinds where one was asked
+    assert "OID asked" in q.result.reason and q.result.failure == Failure.MALFORMED  # two varbinds, one asked
 
 
 def test_row_from_pdu_accepts_longer_rows_from_newer_agents():
     pdu = snmpcodec.v2c_parse(reply(1, value=ber.enc_str(ROW_TEXT + b" 99 98")), b"c0mm")
-    values, why = row_from_pdu(pdu)
-    assert why == "" and values["lbSessionSource"] == 1
+    values, failure, why = row_from_pdu(pdu)
+    assert failure == why == "" and values["lbSessionSource"] == 1

@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import math
 import random
-from collections import namedtuple
-from collections.abc import Callable, Sequence
 
 from snmplb.client.settings import ClientSettings
 from snmplb.client.serverstate import ServerState
+from snmplb.record import record
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Sequence
+
+    Algorithm = Callable[[Sequence[ServerState], "Context"], list[ServerState]]
 
 # Statuses whose servers are left out even of the last-resort list: their admin closed them, or they
 # said they cannot take a login (sshd down, a login path full). Full servers stay: a session may end.
 CLOSED_TO_LDM = frozenset(("draining", "disabled", "unavailable"))
 
 
-class Context(namedtuple("Context", "settings rng client_id lbserver_choice", defaults=("", None))):
+class Context(record("Context", "settings rng client_id lbserver_choice", defaults=("", None))):
     """What an algorithm may look at besides the servers: settings (ClientSettings),
     rng (random.Random), client_id (str) and lbserver_choice (the host ltsp-cluster's
     lbserver named, or None)."""
@@ -33,7 +38,6 @@ class Context(namedtuple("Context", "settings rng client_id lbserver_choice", de
     __slots__ = ()
 
 
-Algorithm = Callable[[Sequence[ServerState], Context], list[ServerState]]
 REGISTRY: dict[str, Algorithm] = {}
 
 
@@ -401,7 +405,7 @@ def lbserver(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     return chosen[:1] + [s for s in rest if s not in chosen[:1]]
 
 
-class Decision(namedtuple("Decision", "hosts note")):
+class Decision(record("Decision", "hosts note")):
     """The hosts to print (tuple of str), and a note on how they were chosen (for logs and the status view)."""
 
     __slots__ = ()

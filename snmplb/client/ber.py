@@ -10,9 +10,8 @@ The tests cross-check it against pysnmp in both directions.
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from snmplb.errors import SnmplbError
+from snmplb.record import record
 
 # Universal and SNMP application tags.
 INTEGER, OCTET_STRING, NULL, OID, SEQUENCE = 0x02, 0x04, 0x05, 0x06, 0x30
@@ -28,12 +27,12 @@ class BerError(SnmplbError):
     """A datagram is not well-formed BER of the expected shape."""
 
 
-class Tlv(namedtuple("Tlv", "tag value pos", defaults=(0,))):
+class Tlv(record("Tlv", "tag value pos", defaults=(0,))):
     """A decoded element: tag (int), value (bytes for primitives, a tuple of Tlv for
     constructed ones), and pos, where the content starts in the decoded bytes.
 
-    (Value types on get_hosts' path are namedtuples: dataclasses cost a thin
-    client ~10 ms of imports at every login; see docs/benchmarks.md.)
+    (Value types on get_hosts' path are ``snmplb.record`` tuples: dataclasses cost a thin
+    client ~10 ms of imports at every login, namedtuples a compile each; docs/benchmarks.md.)
     """
 
     __slots__ = ()

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Mapping
 
 from snmplb.kvfile import CLIENT_CONF, by_line, read_bytes
 

@@ -57,7 +57,8 @@ def admin_file(s: ServerState) -> str | None:
 def server_record(s: ServerState) -> dict:
     """A server's line as plain data (the JSON form)."""
     rec: dict = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
-                 "eligible": s.eligible, "reason": s.reason}
+                 "eligible": s.eligible, "reason": s.reason,
+                 "failure": s.failure or None}  # the kind (serverstate.Failure); None when it answered fine
     if s.ok:
         v = s.values
         rec.update({

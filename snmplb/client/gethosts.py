@@ -17,16 +17,22 @@ import random
 import sys
 import syslog  # at the top, not in the error path: with no file descriptor left, an import there fails
 import time
-from collections.abc import Callable, Mapping
 
 from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds, sample_servers, weight_drift
 from snmplb.client.clientid import default_mac
+from snmplb.client.deadline import login_deadline
 from snmplb.client.poller import poll
 from snmplb.client.settings import ClientSettings, Server, from_env, refusal, sample_weights_of
-from snmplb.client.serverstate import ServerState
+from snmplb.client.serverstate import Failure, ServerState
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Mapping
+
+    Probe = Callable[[ClientSettings, tuple[Server, ...], Callable[[ServerState], bool], float],
+                     tuple[list[ServerState], str | None, str]]
 
 IDENT = "snmplb-get_hosts"
-WRAPPER_PID = "SNMPLB_WRAPPER_PID"  # set by chroot/get_hosts: the deadline counts from that script's start
 
 
 def report(message: str, level: str = "warning") -> None:
@@ -44,55 +50,24 @@ def report(message: str, level: str = "warning") -> None:
             pass
 
 
-def _started_ago(pid: int | str, now_boottime: float) -> float | None:
-    """Seconds since process ``pid`` started, from /proc/PID/stat (field 22, clock ticks after boot)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read(4096)
-        ticks = int(stat[stat.rindex(b")") + 2:].split()[19])
-        return now_boottime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def login_deadline(timeout_ms: int, env: Mapping[str, str], clock: Callable[[], float] = time.monotonic) -> float:
-    """The login's one deadline, on ``clock``: LB_TIMEOUT_MS after get_hosts started.
-
-    Counted from the start of the process (or of the get_hosts script that runs it, when that
-    script is our parent), not from the first datagram: the interpreter's start-up on a loaded thin
-    client is part of the user's wait. Computed once; everything below receives it.
-    """
-    now = clock()
-    boottime = time.clock_gettime(time.CLOCK_BOOTTIME)
-    wrapper = env.get(WRAPPER_PID, "")
-    ago = None
-    if wrapper.isdigit() and int(wrapper) == os.getppid():
-        ago = _started_ago(wrapper, boottime)
-    if ago is None:
-        ago = _started_ago("self", boottime)
-    ago = min(max(0.0, ago or 0.0), timeout_ms / 1000)
-    return now - ago + timeout_ms / 1000
-
-
 def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | None = None,
-           clock: Callable[[], float] = time.monotonic, early: bool = False, deadline: float | None = None,
+           clock: Callable[[], float] = time.monotonic, early: bool = False, *, deadline: float,
            hedge: tuple[Server, ...] = (), usable: Callable[[ServerState], bool] | None = None
            ) -> tuple[list[ServerState], str | None, str]:
-    """Poll the servers and ask the lbserver at the same time, within one deadline.
+    """Poll the servers and ask the lbserver at the same time, until ``deadline``.
 
-    The lbserver is asked when ``ask_lbserver`` (default: when the algorithm
-    is `lbserver`) and LB_LBSERVER_URL is set. ``early``, ``hedge`` and
-    ``usable``: the sampled mode (LB_SAMPLE), see ``poll``. ``deadline``:
-    the login's (``login_deadline``), on ``clock``; default LB_TIMEOUT_MS
-    from now. Settings that must not be polled with (``settings.refusal``)
+    ``deadline``: a ``clock()`` time, computed once by the caller's edge
+    (``snmplb.client.deadline``). The lbserver is asked when ``ask_lbserver``
+    (default: when the algorithm is `lbserver`) and LB_LBSERVER_URL is set.
+    ``early``, ``hedge`` and ``usable``: the sampled mode (LB_SAMPLE), see
+    ``poll``. Settings that must not be polled with (``settings.refusal``)
     poll nothing. Returns the servers' states (the hedge's, if it was
     polled, after them), lbserver's choice (or None) and why it has none.
     """
     refused = refusal(settings)
     if refused:
-        return [ServerState(s.host, s.port, None, "not polled: " + refused) for s in settings.servers], None, ""
-    if deadline is None:
-        deadline = clock() + settings.timeout_ms / 1000
+        return ([ServerState.failed(s.host, s.port, Failure.NOT_POLLED, "not polled: " + refused)
+                 for s in settings.servers], None, "")
     if ask_lbserver is None:
         ask_lbserver = settings.algorithm == "lbserver"
 
@@ -120,9 +95,6 @@ def gather(settings: ClientSettings, rng: random.Random, ask_lbserver: bool | No
     choice, why = answer[0] if answer else (None, "lbserver did not answer in time")
     return servers, choice, why
 
-
-Probe = Callable[[ClientSettings, "tuple[Server, ...]", Callable[[ServerState], bool], float],
-                 "tuple[list[ServerState], str | None, str]"]
 
 
 def choose(settings: ClientSettings, rng: random.Random, client_id: str, probe: Probe, deadline: float

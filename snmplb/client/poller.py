@@ -30,16 +30,14 @@ import errno
 import random
 import select
 import time
-from collections.abc import Callable, Sequence
 
 # The C module, not socket.py: socket.py's enums cost a thin client ~7 ms of imports
 # at every login, and everything used here is in _socket itself.
 import _socket as socket
 
-from snmplb.client.lookups import Lookups
 from snmplb.client.serverquery import Credentials, Query, V2cQuery, V3Query
 from snmplb.client.settings import ClientSettings, Server
-from snmplb.client.serverstate import ServerState
+from snmplb.client.serverstate import Failure, ServerState
 
 _IP_RECVERR = 11
 _IPV6_RECVERR = 25
@@ -48,7 +46,13 @@ _MAX_LOOPS = 100_000
 EARLY_WAIT_MIN_S = 0.05  # after an answer, wait at least this long for the others (early cut, hedge delay),
 EARLY_WAIT_RTTS = 4  # or this many times the answer's round trip, whichever is longer
 
-Usable = Callable[[ServerState], bool]
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Sequence
+
+    from snmplb.client.lookups import Lookups  # imported when a host name needs it
+
+    Usable = Callable[[ServerState], bool]
 Address = tuple  # a socket address: (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
 
 
@@ -91,9 +95,10 @@ def _key(family: int, addr: Address) -> tuple[int, bytes, int] | None:
 # -- the I/O driver ---------------------------------------------------------------
 
 def poll(settings: ClientSettings, rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-         early: bool = False, deadline: float | None = None, hedge: Sequence[Server] = (),
+         early: bool = False, *, deadline: float, hedge: Sequence[Server] = (),
          usable: Usable | None = None) -> list[ServerState]:
-    """Poll ``settings.servers`` until ``deadline`` (a ``clock()`` time; None: LB_TIMEOUT_MS from now).
+    """Poll ``settings.servers`` until ``deadline``: a ``clock()`` time that the caller's edge computed
+    once (``snmplb.client.deadline``); the poll never derives one from LB_TIMEOUT_MS itself.
 
     Returns one ServerState per server in ``settings.servers``, in order, then
     one per ``hedge`` server if the hedge was polled (all of them, in order).
@@ -129,21 +134,21 @@ class _Entry:
             return self.state
         return self.query.result
 
-    def fail(self, reason: str) -> None:
+    def fail(self, failure: str, reason: str) -> None:
         if self.query is not None:
-            self.query.fail(reason)
+            self.query.fail(failure, reason)
         elif self.state is None:
-            self.state = ServerState(self.server.host, self.server.port, None, reason)
+            self.state = ServerState.failed(self.server.host, self.server.port, failure, reason)
 
 
 class _Poll:
     """One poll's state: the sockets, the servers by address, the lookups, the deadline."""
 
     def __init__(self, settings: ClientSettings, rng: random.Random, clock: Callable[[], float], early: bool,
-                 deadline: float | None, usable: Usable) -> None:
+                 deadline: float, usable: Usable) -> None:
         self.settings, self.rng, self.clock, self.early, self.usable = settings, rng, clock, early, usable
         self.start = clock()
-        self.deadline = self.start + settings.timeout_ms / 1000 if deadline is None else deadline
+        self.deadline = deadline
         self.cut: float | None = None  # when the early rule ended the wait
         self.max_sends = settings.retries + 1
         self.creds = Credentials(settings) if settings.snmp_version == "3" else None
@@ -152,7 +157,7 @@ class _Poll:
         self.by_addr: dict[tuple[int, bytes, int] | None, list[_Entry]] = {}
         self.entries: list[_Entry] = []
         self.open: list[_Entry] = []  # entries without a result yet
-        self.lookups: Lookups | None = None
+        self.lookups: Lookups | None = None  # started at the first host name: most configurations list addresses
         self.any_usable = False
         self.fastest_rtt: float | None = None  # ms, of any answer
         self.fastest_usable: float | None = None  # ms, of a usable answer
@@ -171,9 +176,13 @@ class _Poll:
             else:
                 if self.lookups is None:
                     try:
+                        # Imported here: addresses alone need none of it (nor collections, which it imports).
+                        # With no descriptor left the import fails as Lookups() would: with an OSError.
+                        from snmplb.client.lookups import Lookups
+
                         self.lookups = Lookups()
                     except OSError as exc:  # out of descriptors: the names fail, the addresses are still polled
-                        entry.fail(f"name does not resolve (no lookup possible: {exc.strerror})")
+                        entry.fail(Failure.NOT_RESOLVED, f"name does not resolve (no lookup possible: {exc.strerror})")
                         continue
                     self.poller.register(self.lookups.reader.fileno(), select.POLLIN)
                 self.lookups.submit(entry, server.host, server.port)
@@ -190,7 +199,7 @@ class _Poll:
             try:
                 sock = self.socks[family] = _open(family)
             except OSError as exc:  # out of descriptors, no IPv6: this server cannot be asked
-                entry.fail(f"cannot send: {exc.strerror}")
+                entry.fail(Failure.UNREACHABLE, f"cannot send: {exc.strerror}")
                 return
             self.poller.register(sock.fileno(), select.POLLIN | select.POLLERR)
         self.by_addr.setdefault(_key(family, addr), []).append(entry)
@@ -241,8 +250,8 @@ class _Poll:
             try:
                 good = bool(self.usable(state))
             except Exception as exc:  # the edge of this server's answer: its row broke the judgement
-                entry.state = ServerState(state.name, state.port, None,
-                                          f"internal error on this server's reply ({type(exc).__name__})")
+                entry.state = ServerState.failed(state.name, state.port, Failure.INTERNAL,
+                                                 f"internal error on this server's reply ({type(exc).__name__})")
                 good, state = False, entry.state
             rtt = state.rtt_ms
             if rtt is not None:
@@ -261,8 +270,8 @@ class _Poll:
                 for entry, found in self.lookups.collect():
                     if entry.result is not None:
                         continue
-                    if isinstance(found, str):
-                        entry.fail(found)
+                    if isinstance(found, str):  # the lookup's words for a name that does not resolve
+                        entry.fail(Failure.NOT_RESOLVED, found)
                     else:
                         self._begin(entry, *found)
                 continue
@@ -303,9 +312,10 @@ class _Poll:
         why = " (the sample had its answer)" if self.cut is not None else ""
         for entry in self.entries:
             if entry.query is None:
-                entry.fail("name did not resolve before the " + ("sample had its answer" if why else "deadline"))
+                entry.fail(Failure.NOT_RESOLVED,
+                           "name did not resolve before the " + ("sample had its answer" if why else "deadline"))
             else:
-                entry.fail(f"no answer within {waited} ms{why}")
+                entry.fail(Failure.UNREACHABLE, f"no answer within {waited} ms{why}")
         return [e.result for e in self.entries]  # type: ignore[misc]
 
 
@@ -320,7 +330,7 @@ def _guarded(entry: _Entry, what: str, call: Callable[..., bytes | None], *args:
     try:
         return call(*args)
     except Exception as exc:  # the outer edge of ONE server's query (see above)
-        entry.fail(f"internal error on this server's {what} ({type(exc).__name__})")
+        entry.fail(Failure.INTERNAL, f"internal error on this server's {what} ({type(exc).__name__})")
         return None
 
 
@@ -356,7 +366,7 @@ def _send(sock: socket.socket, data: bytes, addr: Address, entry: _Entry) -> Non
             if exc.errno in _ICMP_ERRNOS and attempt < 2:
                 continue
             if exc.errno not in (errno.EAGAIN, errno.ENOBUFS):  # those: the retransmission will do
-                entry.fail(f"cannot send: {exc.strerror}")
+                entry.fail(Failure.UNREACHABLE, f"cannot send: {exc.strerror}")
             return
 
 
@@ -370,7 +380,7 @@ def _drain_errors(sock: socket.socket, family: int, by_addr: dict) -> None:
             return
         if _ee_errno(anc) == errno.ECONNREFUSED:
             for entry in by_addr.get(_key(family, addr), ()):
-                entry.fail("nothing listening (port unreachable)")
+                entry.fail(Failure.REFUSED, "nothing listening (port unreachable)")
 
 
 def _ee_errno(ancillary: list) -> int:

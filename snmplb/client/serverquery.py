@@ -18,31 +18,31 @@ from snmplb.client import snmpcodec
 from snmplb import mib
 from snmplb.client.ber import BerError
 from snmplb.client.settings import ClientSettings, Server
-from snmplb.client.serverstate import ServerState, implausible
+from snmplb.client.serverstate import Failure, ServerState, judge
 
 ROW_OID = mib.ROW.instance
 _NO_VALUE = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW)
 _ERRORS = {1: "tooBig", 2: "noSuchName", 5: "genErr", 6: "noAccess"}
 
 
-def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str]:
-    """(values, "") for a good lbRow response, else (None, reason)."""
+def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str, str]:
+    """(values, "", "") for a good lbRow response, else (None, its ``Failure`` kind, reason)."""
     if pdu.tag != ber.RESPONSE:
-        return None, f"unexpected PDU {pdu.tag:#x}"
+        return None, Failure.MALFORMED, f"unexpected PDU {pdu.tag:#x}"
     if pdu.error_status:
-        return None, f"SNMP error {_ERRORS.get(pdu.error_status, pdu.error_status)}"
+        return None, Failure.AGENT_ERROR, f"SNMP error {_ERRORS.get(pdu.error_status, pdu.error_status)}"
     if len(pdu.varbinds) != 1 or pdu.varbinds[0][0] != ROW_OID:
-        return None, "reply does not carry the OID asked"
+        return None, Failure.MALFORMED, "reply does not carry the OID asked"
     value = pdu.varbinds[0][1]
     if value.tag in _NO_VALUE:
-        return None, "no snmplb row on this agent (noSuchObject: agent not installed or not in the view)"
+        return None, Failure.NO_ROW, "no snmplb row on this agent (noSuchObject: agent not installed or not in the view)"
     if value.tag != ber.OCTET_STRING or not isinstance(value.value, bytes):
-        return None, "lbRow of the wrong type"
+        return None, Failure.MALFORMED, "lbRow of the wrong type"
     values = mib.decode_row(value.value.decode("ascii", "replace"))
     if values is None:
-        return None, "partial, garbled or out-of-range row"
-    bad = implausible(values)
-    return (None, bad) if bad else (values, "")
+        return None, Failure.MALFORMED, "partial, garbled or out-of-range row"
+    failure, reason = judge(values)
+    return (None, failure, reason) if failure else (values, "", "")
 
 
 class _Sent:
@@ -70,9 +70,10 @@ class Query:
     def done(self) -> bool:
         return self.result is not None
 
-    def fail(self, reason: str) -> None:
+    def fail(self, failure: str, reason: str) -> None:
+        """End the query without a row: ``failure`` (a ``Failure`` kind) and ``reason`` (its words)."""
         if self.result is None:
-            self.result = ServerState(self.server.host, self.server.port, None, reason)
+            self.result = ServerState.failed(self.server.host, self.server.port, failure, reason)
             self.next_time = None
 
     def succeed(self, values: dict[str, int], rtt: float) -> None:
@@ -81,9 +82,9 @@ class Query:
 
     def finish(self, pdu: snmpcodec.Pdu, rtt: float) -> None:
         """End the query with a genuine reply: its row, or why it is unusable."""
-        values, reason = row_from_pdu(pdu)
+        values, failure, reason = row_from_pdu(pdu)
         if values is None:
-            self.fail(reason)
+            self.fail(failure, reason)
         else:
             self.succeed(values, rtt)
 
@@ -192,7 +193,7 @@ class V3Query(Query):
             except BerError:
                 return None
             if pdu.tag == ber.REPORT and pdu.varbinds:
-                self.fail(snmpcodec.USM_REPORTS.get(pdu.varbinds[0][0], "SNMPv3 report"))
+                self.fail(Failure.AUTH, snmpcodec.USM_REPORTS.get(pdu.varbinds[0][0], "SNMPv3 report"))
             return None
         if not snmpcodec.v3_verify(data, reply, self.creds.auth, auth_key):
             return None  # forged or corrupted
@@ -206,7 +207,7 @@ class V3Query(Query):
                 self._resyncs += 1
                 self.engine = (engine_id, usm.boots, usm.time, now)
                 return self.start(now)
-            self.fail(snmpcodec.USM_REPORTS.get(oid, "SNMPv3 report"))
+            self.fail(Failure.AUTH, snmpcodec.USM_REPORTS.get(oid, "SNMPv3 report"))
             return None
         if pdu.request_id != match.request_id:
             return None

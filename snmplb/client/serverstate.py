@@ -6,9 +6,8 @@ simulator consume them. Values come from lbRow (MIB units: load x100, KiB).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from snmplb import mib
+from snmplb.record import record
 
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
@@ -16,23 +15,64 @@ MAX_DATA_AGE_MS = 30_000
 # Statuses in which a server may take a new login. Any other (disabled, draining, full, unavailable,
 # or a value added to the MIB after this client) closes it, whatever else its row says.
 OPEN_STATUSES = frozenset(("idle", "busy", "swapping"))
-# Failure reasons that mean "could not reach the agent" (the poller's words), as opposed to an agent
-# that answered wrongly: an NMS reports the first CRITICAL and the second UNKNOWN.
-UNREACHABLE = ("no answer within", "nothing listening", "name does not resolve", "name did not resolve",
-               "cannot send")
 
 
-class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", defaults=(161, None, "", None))):
+class Failure:
+    """Why a server has no usable row: the kind, set where the failure happens (``reason`` has the
+    details, for people). A class of names rather than an enum: get_hosts' start-up counts, and the
+    values are what ``pick --json``, the status view and check_snmplb show.
+
+    The agent was not reached (an NMS reports these CRITICAL):
+        UNREACHABLE   no answer before the deadline, or the datagram could not be sent
+        REFUSED       nothing listening on the port (ICMP port unreachable)
+        NOT_RESOLVED  its host name did not resolve (or not before the deadline)
+    It answered, but not with a row we may use (an NMS reports these UNKNOWN: the check, the agent or
+    its set-up is wrong, not necessarily the server):
+        AUTH          SNMPv3: the agent refused our credentials (a USM report: user, digest, privacy...)
+        AGENT_ERROR   an SNMP error status (genErr, noAccess...)
+        NO_ROW        no snmplb row there (noSuchObject: agent not installed, or not in the view)
+        MALFORMED     a reply of the wrong shape: PDU, OID, type, or a partial or garbled row
+        IMPLAUSIBLE   a row that cannot be true (a lying or broken agent)
+        STALE         the agent's figures are too old (MAX_DATA_AGE_MS)
+    Neither:
+        NOT_POLLED    the settings forbid polling (``settings.refusal``)
+        INTERNAL      a bug met on this server's reply; the other servers are unaffected
+    """
+
+    UNREACHABLE = "unreachable"
+    REFUSED = "refused"
+    NOT_RESOLVED = "not-resolved"
+    AUTH = "auth"
+    AGENT_ERROR = "agent-error"
+    NO_ROW = "no-row"
+    MALFORMED = "malformed"
+    IMPLAUSIBLE = "implausible"
+    STALE = "stale"
+    NOT_POLLED = "not-polled"
+    INTERNAL = "internal"
+    NOT_REACHED = frozenset((UNREACHABLE, REFUSED, NOT_RESOLVED))
+    ALL = frozenset((UNREACHABLE, REFUSED, NOT_RESOLVED, AUTH, AGENT_ERROR, NO_ROW, MALFORMED, IMPLAUSIBLE, STALE,
+                     NOT_POLLED, INTERNAL))
+
+
+class ServerState(record("ServerState", "name port values reason rtt_ms failure",
+                             defaults=(161, None, "", None, ""))):
     """One configured server: whether it answered, how fast, and its row.
 
     name (str): the host as configured in LB_SERVERS (what get_hosts prints).
     port (int): its SNMP port.
     values (dict[str, int] | None): lbRow's fields by MIB name; None when it did not answer.
-    reason (str): why it failed ("" when it answered with a plausible row).
+    reason (str): why it failed, in words ("" when it answered with a plausible row).
     rtt_ms (float | None): answer time of the exchange that succeeded.
+    failure (str): the kind of failure, one of ``Failure`` ("" when it answered with a plausible row).
     """
 
     __slots__ = ()
+
+    @classmethod
+    def failed(cls, name: str, port: int, failure: str, reason: str) -> ServerState:
+        """A server without a usable row: ``failure`` (a ``Failure`` kind) and ``reason`` (its words)."""
+        return cls(name, port, None, reason, None, failure)
 
     @property
     def ok(self) -> bool:
@@ -40,8 +80,8 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
 
     @property
     def unreachable(self) -> bool:
-        """Failed because nothing (or nothing in time) answered."""
-        return self.reason.startswith(UNREACHABLE)
+        """Failed because nothing (or nothing in time) answered: the agent was not reached."""
+        return self.failure in Failure.NOT_REACHED
 
     @property
     def load_per_cpu(self) -> float:
@@ -120,8 +160,9 @@ class ServerState(namedtuple("ServerState", "name port values reason rtt_ms", de
         return not (self.max_sessions and self.sessions >= self.max_sessions)
 
 
-def implausible(values: dict[str, int]) -> str:
-    """Why a row cannot be true ("" when it can): a lying or broken agent is never chosen."""
+def judge(values: dict[str, int]) -> tuple[str, str]:
+    """("", "") for a row that can be true, else (its ``Failure`` kind, why): a lying or broken agent,
+    or one whose figures are too old, is never chosen."""
     v = values
     checks = (
         (1 <= v["lbCpuCount"] <= 1_000_000, "CPU count"),
@@ -137,7 +178,12 @@ def implausible(values: dict[str, int]) -> str:
     )
     for good, what in checks:
         if not good:
-            return f"implausible {what}"
+            return Failure.IMPLAUSIBLE, f"implausible {what}"
     if v["lbDataAge"] > MAX_DATA_AGE_MS:
-        return f"stale data ({v['lbDataAge'] // 1000} s old)"
-    return ""
+        return Failure.STALE, f"stale data ({v['lbDataAge'] // 1000} s old)"
+    return "", ""
+
+
+def implausible(values: dict[str, int]) -> str:
+    """Why a row cannot be used ("" when it can): ``judge``'s words."""
+    return judge(values)[1]

@@ -8,13 +8,15 @@ and the documented default is used.
 
 from __future__ import annotations
 
-from collections import namedtuple
-from collections.abc import Callable, Mapping
-
 from snmplb.errors import ConfigError
 # The one validation of key = value settings (kvfile); the short names keep the VARIABLES table readable.
 from snmplb.kvfile import number as _float, one_of as _choice, shown, validate, whole as _int, yes_no as _bool
 from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS  # the codec's own list: get_hosts takes no other
+from snmplb.record import record
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable, Mapping
 
 ALGORITHMS = ("thresholded", "random", "best", "weighted", "fixed", "sticky", "lbserver", "balanced")
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -48,7 +50,7 @@ def is_host(text: str) -> bool:
     return 0 < len(text) <= 253 and text[0] in _ALNUM and set(text) <= _HOST_CHARS
 
 
-class Server(namedtuple("Server", "host port", defaults=(161,))):
+class Server(record("Server", "host port", defaults=(161,))):
     """A configured application server: host (str, as written; printed for LDM) and its SNMP port (int)."""
 
     __slots__ = ()
@@ -61,10 +63,10 @@ _DEFAULTS = ((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb"
              "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0, ())
 
 
-class ClientSettings(namedtuple("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
+class ClientSettings(record("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
     """Everything get_hosts and the status view need; VARIABLES documents each field.
 
-    A namedtuple, not a dataclass: get_hosts imports this at every login on a
+    A record (snmplb.record), not a dataclass: get_hosts imports this at every login on a
     thin client, and dataclasses cost ~10 ms of imports (docs/benchmarks.md).
     """
 
@@ -128,7 +130,7 @@ def parse_server(entry: str, default_port: int) -> Server:
     return Server(host, port)
 
 
-class Variable(namedtuple("Variable", "name attr parse default doc if_bad", defaults=(None,))):
+class Variable(record("Variable", "name attr parse default doc if_bad", defaults=(None,))):
     """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
     its default as documented, its meaning (doc), and what a bad value means (if_bad): None for
     the default, or (the value taken instead, what the message says is done). A kvfile.Field with

@@ -9,11 +9,10 @@ RFC 7860 (HMAC-SHA-2), RFC 3826 (AES-128-CFB privacy).
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 from snmplb import usm
 from snmplb.client import ber
 from snmplb.client.ber import BerError, Tlv
+from snmplb.record import record
 
 Oid = tuple[int, ...]
 MAX_MSG_SIZE = 65507
@@ -37,7 +36,7 @@ AUTH = usm.AUTH
 PRIV = usm.PRIV_PROTOCOLS
 
 
-class Pdu(namedtuple("Pdu", "tag request_id error_status error_index varbinds")):
+class Pdu(record("Pdu", "tag request_id error_status error_index varbinds")):
     """A decoded PDU: its tag, ids and error fields (int), and varbinds, a tuple of (OID, Tlv)."""
 
     __slots__ = ()
@@ -105,14 +104,14 @@ def localize_key(ku: bytes, engine_id: bytes, auth: str) -> bytes:
     return hashlib.new(AUTH[auth][0], ku + engine_id + ku).digest()
 
 
-class UsmParams(namedtuple("UsmParams", "engine_id boots time user auth_params priv_params")):
+class UsmParams(record("UsmParams", "engine_id boots time user auth_params priv_params")):
     """USM security parameters: engine_id, user, priv_params (bytes); boots, time (int);
     auth_params, the digest's Tlv (its pos locates it in the message)."""
 
     __slots__ = ()
 
 
-class V3Reply(namedtuple("V3Reply", "msg_id flags usm scoped")):
+class V3Reply(record("V3Reply", "msg_id flags usm scoped")):
     """A decoded SNMPv3 message: msg_id and flags (int), usm (UsmParams), and scoped,
     the ScopedPDU sequence or, when encrypted, its OCTET STRING (Tlv)."""
 

@@ -27,6 +27,7 @@ from snmplb.login import pick
 from snmplb.client.algorithms import REGISTRY, Context, decide
 from snmplb.argtypes import seconds
 from snmplb.client.clientid import default_mac
+from snmplb.client.deadline import after
 from snmplb.client.gethosts import gather
 from snmplb.client.settings import from_env
 from snmplb.client.describe import to_json, to_table
@@ -68,7 +69,7 @@ def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
     if not settings.servers:
         return "\n".join(problems) or "no servers configured", 1
     rng = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
-    servers, choice, why = gather(settings, rng, ask_lbserver=True)
+    servers, choice, why = gather(settings, rng, ask_lbserver=True, deadline=after(settings.timeout_ms))
     if why:
         problems.append(why)
     ctx = Context(settings, rng, settings.client_id or default_mac(), choice)

@@ -57,9 +57,10 @@ def settings_from(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
 def poll_once(settings: ClientSettings, rng: random.Random, client_id: str, now: Callable[[], float] = time.time) -> Snapshot:
     """One refresh: poll every configured server (get_hosts' path) and the algorithm's recommendation."""
     from snmplb.client.algorithms import Context, decide
+    from snmplb.client.deadline import after
     from snmplb.client.gethosts import gather
 
-    servers, choice, _why = gather(settings, rng)
+    servers, choice, _why = gather(settings, rng, deadline=after(settings.timeout_ms))  # each refresh: its own
     decision = decide(settings.algorithm, servers, Context(settings, rng, client_id, choice))
     return feedformat.snapshot(servers, decision.hosts, now())
 

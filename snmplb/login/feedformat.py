@@ -45,6 +45,7 @@ class Row:
     sessions: int | None
     answer_ms: float | None
     reason: str                 # why it is down or unavailable; "" when nothing to say
+    failure: str = ""           # why it is down, the kind (serverstate.Failure): JSON only, not in the text format
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def row(s: ServerState) -> Row:
     """What the feed says of one polled server."""
     reason = s.reason if not s.ok else unavailable_reason(s)
     if not s.ok:
-        return Row(s.name, state_label(s), False, None, None, None, None, reason)
+        return Row(s.name, state_label(s), False, None, None, None, None, reason, s.failure)
     v = s.values
     return Row(s.name, state_label(s), s.eligible, v["lbLoadPerCpu"] / 100, v["lbMemAvailable"] // 1024,
                v["lbSessions"], s.rtt_ms, reason)

@@ -118,7 +118,8 @@ def environment(lts_conf: Path | None, clients: Sequence[str], client_conf: Path
 
 def decide_now(env: Mapping[str, str]) -> tuple[ClientSettings, list[ServerState], Decision, list[str]]:
     """get_hosts' settings, poll and decision for ``env``; problems named by their key."""
-    from snmplb.client.gethosts import login_deadline, poll_and_decide, settings_for
+    from snmplb.client.deadline import login_deadline
+    from snmplb.client.gethosts import poll_and_decide, settings_for
 
     settings, problems = settings_for(env)
     if not settings.servers:

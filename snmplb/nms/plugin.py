@@ -14,9 +14,10 @@ import argparse
 import nagiosplugin
 
 from snmplb import mib
+from snmplb.client.deadline import after
 from snmplb.client.poller import poll
 from snmplb.client.settings import from_env
-from snmplb.client.serverstate import ServerState
+from snmplb.client.serverstate import Failure, ServerState
 
 _ADMIN_FILE_PROBLEM = mib.obj("lbAdminFileStatus").enums["problem"]
 
@@ -36,13 +37,15 @@ class RowResource(nagiosplugin.Resource):
         settings, problems = from_env(self.env)
         if problems:
             raise nagiosplugin.CheckError("; ".join(problems))
-        state = poll(settings)[0]
+        state = poll(settings, deadline=after(settings.timeout_ms))[0]
         self.state = state
         if not state.ok:
-            if state.unreachable:
+            # The kind of failure, as the poller set it, decides: an agent not reached is CRITICAL; one that
+            # answered without a usable row (or settings that forbid polling) is UNKNOWN (snmplb.nms.check).
+            if state.failure in Failure.NOT_REACHED:
                 yield nagiosplugin.Metric("reachable", state.reason, context="reachable")
                 return
-            raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason}")
+            raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason} [{state.failure}]")
         v = state.values
         yield nagiosplugin.Metric("load_per_cpu", v["lbLoadPerCpu"] / 100, min=0, context="load")
         yield nagiosplugin.Metric("mem_available", v["lbMemAvailablePercent"], "%", min=0, max=100, context="memory")
