@@ -378,3 +378,16 @@ def test_rows_older_than_the_storm_do_not_take_twice_their_share():
     # The stale rows' servers took their share of the storm since (credited by capacity): no one takes
     # twice its share of what is to come.
     assert max(shares) < 1.5 / 20, shares
+
+
+def test_balanced_uses_two_choices_when_few_logins_share_the_figures():
+    # Margot's lab: 17 logins a minute on 3 desktops, fresh figures: about one login shares them. The fill's
+    # margin would swamp counts of a few sessions; two choices compare the counts (issue 12).
+    lab = [storming("d1", 3, 500, 6), storming("d2", 4, 500, 6), storming("d3", 8, 500, 6, weight=200)]
+    blind = [ServerState(s.name, 161, {k: v for k, v in s.values.items() if k != "lbLoginRate"}, "", 1.0) for s in lab]
+    for seed in range(100):
+        assert hosts("balanced", lab, ctx(seed)) == hosts("balanced", blind, ctx(seed))
+    # A storm on the same lab (600 logins/min each): the shares decide, not two choices.
+    storm_lab = [storming("d1", 3, 500, 600), storming("d2", 4, 500, 600), storming("d3", 8, 500, 600, weight=200)]
+    assert any(hosts("balanced", storm_lab, ctx(seed))[0] != hosts("balanced", blind, ctx(seed))[0]
+               for seed in range(100))

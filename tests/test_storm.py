@@ -110,3 +110,12 @@ def test_rows_older_than_a_flash_crowd_do_not_make_balanced_worse_than_sticky(ru
 def test_steady_non_login_ssh_connections_do_not_unbalance_the_storm(runs):
     # Issue 12: 0-20 admin/rsync/monitoring connections per server were counted as logins in progress.
     assert runs.mean("background-ssh", "balanced", 10.0, 2) < runs.mean("rudolfo", "balanced", 10.0, 2) + 0.04
+
+
+def test_the_second_model_runs_the_same_scenarios_and_repeats_exactly():
+    import storm_alt
+
+    sc = storm.SCENARIO["margot-slow-big"]
+    a = [storm_alt.metrics(sc, BY_LABEL["balanced"], 10.0, s) for s in range(5)]
+    assert a == [storm_alt.metrics(sc, BY_LABEL["balanced"], 10.0, s) for s in range(5)]
+    assert all(m["to_dead"] == 0 for m in a)
