@@ -686,8 +686,9 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
               "steer it) and the figures' age (lbDataAge), a client estimates how many logins share these figures, "
               "fills the servers with them from the emptiest up, keeping two standard deviations of each server's "
               "random count below the level, with no server above twice its capacity share, and draws its own "
-              "server from those shares. When fewer than 5 logins share the figures (a small lab), and with agents "
-              f"that do not publish lbLoginRate, two random choices decide; alone, they reach {mm(old_agents, T10)} "
+              "server from those shares. When fewer than 5 logins share the figures (a small lab), without the margin "
+              "and counting the login about to be added. With agents that do not publish lbLoginRate, two random "
+              f"choices decide; alone, they reach {mm(old_agents, T10)} "
               "in Rudolfo's storm: the server that looks emptiest wins every pair it is drawn into, about twice its "
               "share of a window, whatever its real deficit.",
               "- What no rule can beat: clients decide independently, so the logins of each server's last blind "

@@ -121,7 +121,12 @@ def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
 PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
 SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
 SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
-FEW_LOGINS = 5.0  # fewer logins expected on the same figures: two choices (no herd to fear, sharper)
+# Fewer logins than this expected on the same figures (but some: a login rate is seen): fill without the
+# margin, counting the login about to be added. Two standard deviations of a count of one or two logins
+# would spread them nearly by capacity, whatever the counts say (issue 12: Margot's lab at 1.14 max/mean
+# with fresh figures, against 1.10 for two choices). Not when no rate is seen at all: at a storm's start
+# every rate reads 0, and counting the login would send the first second's logins to the big servers.
+FEW_LOGINS = 5.0
 MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
 HORIZON_PAD_S = 1.0  # the agent's sampling interval: a login shows in the figures up to a second late
 MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
@@ -141,7 +146,7 @@ RATE_WINDOW_S = 10.0  # lbLoginRate counts the ssh connections opened over the 1
 LOGIN_LAG_S = 5.0  # an LDM login's usual time from its ssh connection to its session (3-8 s: ssh, PAM, logind)
 
 
-def connecting(s: ServerState) -> float:
+def connecting(s: ServerState, rate: float | None = None) -> float:
     """Logins to ``s`` still connecting (ssh connection up, session not yet registered).
 
     lbSshConnections beyond lbSessions, but at most the connections opened over the last
@@ -150,10 +155,11 @@ def connecting(s: ServerState) -> float:
     steady background connections made a server look up to 20 sessions fuller). When the count is
     below the sessions or zero (the agent could not read its TCP tables, or sessions do not come
     over ssh), the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
-    the plain difference, as before.
+    the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
+    (default: its own lbLoginRate).
     """
     conns = s.values.get("lbSshConnections", 0)
-    rate = s.login_rate
+    rate = s.login_rate if rate is None else rate
     if rate is None:
         return float(max(0, conns - s.sessions))
     if conns >= s.sessions and conns > 0:
@@ -161,9 +167,9 @@ def connecting(s: ServerState) -> float:
     return rate * LOGIN_LAG_S
 
 
-def _count(s: ServerState) -> float:
+def _count(s: ServerState, rate: float | None = None) -> float:
     """Sessions, with the logins still connecting."""
-    return s.sessions + connecting(s)
+    return s.sessions + connecting(s, rate)
 
 
 def _load(s: ServerState) -> float:
@@ -243,8 +249,13 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     w = [max(1, x.weight) * ramp(x, settings) for x in pool]
     total_w = sum(w)
     ages = [x.data_age_s for x in pool]
-    load = [_count(x) + rate * a * wi / total_w for x, a, wi in zip(pool, ages, w)]
-    takes = fill(load, w, min(MAX_SPREAD, max(1.0, rate * horizon(pool))), [SHARE_CAP * wi / total_w for wi in w])
+    own = capped_rates(pool)
+    load = [_count(x, r) + rate * a * wi / total_w for x, r, a, wi in zip(pool, own, ages, w)]
+    expected = rate * horizon(pool)
+    z = MARGIN_Z
+    if 0 < expected < FEW_LOGINS:  # a small lab: no margin, and this login counted (see FEW_LOGINS)
+        z, load = 0.0, [ld + 1 for ld in load]
+    takes = fill(load, w, min(MAX_SPREAD, max(1.0, expected)), [SHARE_CAP * wi / total_w for wi in w], z)
     total = sum(takes)
     if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
         return [wi / total_w for wi in w]
@@ -310,6 +321,15 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
 
 
+def capped_rates(servers: Sequence[ServerState]) -> list[float]:
+    """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
+    an absurd lbLoginRate cannot make a server look full of logins in progress either."""
+    w = [max(1, x.weight) for x in servers]
+    rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    every = range(len(rho))
+    return [wi * min(r, max(RATE_FACTOR * _others_mean(rho, i, every), RATE_FLOOR)) for i, (r, wi) in enumerate(zip(rho, w))]
+
+
 def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
     """The mean of ``values`` at the indices ``among`` but ``i``; ``values[i]`` when there is no other."""
     others = [values[j] for j in among if j != i]
@@ -343,17 +363,13 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     thresholds, by the same measure. Capacity-weighted two random choices
     decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
     little about where the fleet's logins go; in the simulator two choices
-    balance better there), when an agent does not publish lbLoginRate
-    (older than this client), and when fewer than FEW_LOGINS logins are
-    expected to decide on these figures: a small lab's few logins cannot
-    herd, and the fill's margin (two standard deviations of a random count)
-    swamps a count of a few; two choices compare the counts themselves
-    (issue 12: Margot's lab, 1.10 against 1.14 max/mean with fresh figures).
+    balance better there) and when an agent does not publish lbLoginRate
+    (older than this client).
     """
     sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
     pool = _pool(eligible, ctx.settings, sampled)
     rate = None if sampled or any(x.login_rate is None for x in eligible) else fleet_rate(eligible)
-    if rate is None or rate * horizon(pool) < FEW_LOGINS:
+    if rate is None:
         first = _two_choices(pool, ctx)
     else:
         first = [pool[_draw(login_shares(pool, rate, ctx.settings), ctx.rng)]]
