@@ -741,7 +741,8 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
                   "![max/mean in every scenario](balance-scenarios.png)"]
         _plots(rud, periods, out.parent)
         _scenario_plot(scen, 10.0 if 10.0 in periods else periods[0], out.parent)
-    lines += ["", f"({time.monotonic() - t0:.0f} s to compute.)", ""]
+    lines += ["", f"({time.monotonic() - t0:.0f} s to compute{', the runs read from a --cache file' if cache else ''}.)",
+              ""]
     return "\n".join(lines)
 
 
@@ -774,7 +775,8 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             own = _mean(scen[(sc.key, "balanced", T)], "max_mean")
             best_label = min(others, key=lambda lb: _mean(scen[(sc.key, lb, T)], "max_mean"))
             best = _mean(scen[(sc.key, best_label, T)], "max_mean")
-            cells.append(f"{own:.2f} / {best:.2f} {best_label.split(' ')[0].rstrip(',')} ({own - best:+.2f})")
+            short = {TWO_CHOICES: "two choices", "thresholded (prototype)": "thresholded"}.get(best_label, best_label)
+            cells.append(f"{own:.2f} / {best:.2f} {short} ({own - best:+.2f})")
         lines.append(f"| {sc.key} | " + " | ".join(cells) + " |")
     lines += ["", "### Each algorithm's worst case across the scenarios", "",
               "| algorithm | worst max/mean, T <= 10 s | worst max/mean, T = 30 s | most servers swapping, T <= 10 s "
