@@ -294,7 +294,8 @@ class Scenario:
 
 
 SCENARIOS = [
-    Scenario("rudolfo", "Rudolfo: 1400 clients within 60 s, 30 servers (10 big), one dead, one slow", rudolfo_fleet, 1400),
+    Scenario("rudolfo", "Rudolfo: 1400 clients within 60 s, 30 servers (10 big), one dead, one slow",
+             rudolfo_fleet, 1400),
     Scenario("flash", "Flash crowd: Rudolfo's 1400 clients within 20 s, rows at the start taken at each agent's last "
              "refresh before the storm (up to T s old, login rate 0)", rudolfo_fleet, 1400,
              Model(storm_s=20.0, prestorm=True)),
@@ -592,7 +593,8 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
         scen = {(sc.key, label, T): [done[("storm", sc.key, label, T, s, False)]
                                      for s in range(scenario_seeds(sc, seeds))]
                 for done in [run_all(jobs, workers, cache)] for sc in SCENARIOS for label in COMPARED for T in periods}
-        return "\n".join(lines + _scenario_section(scen, periods) + ["", f"({time.monotonic() - t0:.0f} s to compute.)", ""])
+        took = f"({time.monotonic() - t0:.0f} s to compute.)"
+        return "\n".join(lines + _scenario_section(scen, periods) + ["", took, ""])
     jobs += [("storm", "rudolfo", v.label, T, s, True) for v in VARIANTS for T in worst_periods for s in range(seeds)]
     jobs += [("wave", v.label, T, s) for v in VARIANTS for T in periods for s in range(seeds)]
     jobs += [("moves", v.label, s) for v in VARIANTS for s in range(min(seeds, 3))]
@@ -670,7 +672,8 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
         return f"{_mean(scen[(key, label, T)], metric):.{digits}f}" if (key, label, T) in scen else "n/a"
 
     overloaded = [v.label for v in VARIANTS if any(_mean(rud[(v.label, T)], "bad_starts") > 0 for T in periods)]
-    flat = {label: [_mean(rud[(label, T)], "max_mean") for T in periods] for label in ("thresholded (prototype)", "random")}
+    flat = {label: [_mean(rud[(label, T)], "max_mean") for T in periods]
+            for label in ("thresholded (prototype)", "random")}
     T10 = 10.0
     lines += ["", "## Reading these numbers", "",
               "- Targets for the default (Rudolfo, T = 10 s): max/mean at most 1.15 and no more servers swapping "
@@ -741,8 +744,8 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
                   "![max/mean in every scenario](balance-scenarios.png)"]
         _plots(rud, periods, out.parent)
         _scenario_plot(scen, 10.0 if 10.0 in periods else periods[0], out.parent)
-    lines += ["", f"({time.monotonic() - t0:.0f} s to compute{', the runs read from a --cache file' if cache else ''}.)",
-              ""]
+    reused = ", the runs read from a --cache file" if cache else ""
+    lines += ["", f"({time.monotonic() - t0:.0f} s to compute{reused}.)", ""]
     return "\n".join(lines)
 
 

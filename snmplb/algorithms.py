@@ -327,7 +327,8 @@ def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     w = [max(1, x.weight) for x in servers]
     rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
     every = range(len(rho))
-    return [wi * min(r, max(RATE_FACTOR * _others_mean(rho, i, every), RATE_FLOOR)) for i, (r, wi) in enumerate(zip(rho, w))]
+    return [wi * min(r, max(RATE_FACTOR * _others_mean(rho, i, every), RATE_FLOOR))
+            for i, (r, wi) in enumerate(zip(rho, w))]
 
 
 def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
