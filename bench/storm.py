@@ -24,20 +24,42 @@ The model (constants below, all in one place):
   client how old the row it got is. The report also shows the worst case,
   every agent refreshing at the same instants (--synchronized rows).
 
-Scenarios (from the spec's use cases):
+Switchable assumptions (``Model``, one per scenario): how fast the logins arrive
+(``storm_s``), session memory (uniform 500-900 MiB, or lognormal with the same
+mean and sigma 0.6), the login delay (``appear``), whether the agents' ssh
+connection count works (``ssh_connections``) and how many steady non-login
+ssh connections each server holds (``background_ssh``), whether the rows at
+the storm's start were taken at each agent's last refresh before it
+(``prestorm``; otherwise every agent refreshes as the storm starts), and a
+server that goes silent for a while (``silent``). In step or not: the report's
+synchronized tables (every agent refreshing at the same instants).
+
+Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - rudolfo: 1400 clients log in within 60 s on 30 servers: 10 big (16 CPUs,
   64 GiB, weight 200), 20 normal (8 CPUs, 32 GiB, weight 100), of which one
   never answers and one answers in 800 ms;
+- flash: Rudolfo's clients within 20 s, rows up to T s old taken before it;
+- sizes: 32 servers of four sizes (4/8/16/32 GiB, CPUs and weight scaled), 540 clients;
+- lognormal, no-lbssh, background-ssh, slow-logins (sessions show 8-20 s
+  after the choice), silent (a big server answers nothing from 20 s to 80 s):
+  Rudolfo under those assumptions;
 - margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
-  8 CPUs/16 GiB, weight 200);
+  8 CPUs/16 GiB, weight 200); margot-slow and margot-slow-big: one small
+  desktop, or the big one, answering in 800 ms;
 - wave: after Rudolfo's storm has settled, a new normal server joins; 120 s
   later 30 % of the clients log out and back in within 60 s;
 - moves: every client chooses once on the settled fleet; then one server dies
   and they choose again (which clients move?), and a second day (who keeps
   their server?).
+Each scenario compares the default with the prototype, random, weighted, two
+choices, sticky, and "perfect placement by counts": every login to the server
+with the fewest sessions per capacity at that instant (the simulator's
+knowledge, not a client's), the reference for what swapping placement by
+counts cannot avoid.
 
-    .venv/bin/python bench/storm.py                 # full report: docs/balance.md and docs/balance-*.png
+    .venv/bin/python bench/storm.py --jobs 2        # full report: docs/balance.md, .json and docs/balance-*.png
     .venv/bin/python bench/storm.py --seeds 2 --no-plots --out /tmp/x.md   # quick look
+    .venv/bin/python bench/storm.py --scenarios-only --seeds 3 --periods 10 --out /tmp/s.md  # the site shapes
 
 Measures, per algorithm and staleness T: max/mean (the fullest live server's
 sessions per unit of capacity over the fleet's average), the worst peak memory
@@ -83,6 +105,27 @@ STORM_S, SETTLE_S = 60.0, 400.0
 SLOW_RTT, FAST_RTT = 800.0, 1.0
 EXP = (math.exp(-5 / 60), math.exp(-5 / 300), math.exp(-5 / 900))
 POLICY = HealthPolicy()
+LOGNORMAL_SIGMA = 0.6  # lognormal session memory: a few users with big browsers (same mean as the uniform)
+LOGNORMAL_MAX = 8192.0  # MiB: one session's memory, at most
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model's switchable assumptions (the defaults are the model described above)."""
+
+    storm_s: float = STORM_S  # the logins arrive uniformly within this many seconds
+    session_mem: str = "uniform"  # "uniform": 500-900 MiB; "lognormal": same mean, sigma LOGNORMAL_SIGMA
+    appear: tuple[float, float] = APPEAR  # a session shows on its server this long after the choice
+    ssh_connections: bool = True  # False: the agents publish lbSshConnections 0 (tables unreadable)
+    background_ssh: int = 0  # steady non-login ssh connections per server: uniform in [0, 2n], counted too
+    prestorm: bool = False  # True: each row at the storm's start was taken at its agent's last refresh before
+    silent: tuple[str, float, float] = ("", 0.0, 0.0)  # (server, from, until): it answers nothing then
+
+    def session_memory(self, rng: random.Random) -> float:
+        if self.session_mem == "lognormal":
+            mean = statistics.fmean(SESSION_MEM)
+            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - LOGNORMAL_SIGMA ** 2 / 2, LOGNORMAL_SIGMA))
+        return rng.uniform(*SESSION_MEM)
 
 
 @dataclass
@@ -110,18 +153,21 @@ class SimServer:
     loads: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
     pswp: int = 0
     history: list[ProcSample] = field(default_factory=list)
-    mem: float = BASE_MEM
+    mem: float = 0.0  # set by step()
     run: float = BASE_RUN
     peak: float = 0.0
     published: ServerState | None = None
     clients: set[str] = field(default_factory=set)
+    base_mem: float = BASE_MEM
+    background: int = 0  # steady ssh connections that are not logins (admins, rsync, monitoring)
+    mem_of: dict[str, float] = field(default_factory=dict)  # each client's session memory
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
 
     def connected(self, t: float) -> int:
         """Established ssh connections: sessions, and logins still connecting."""
-        return self.steady + sum(1 for s in self.ramping if s.connect <= t)
+        return self.background + self.steady + sum(1 for s in self.ramping if s.connect <= t)
 
     def step(self, t: float) -> None:
         """Advance memory, runnable tasks, swap counters and (every 5 s) the load averages to time t."""
@@ -130,7 +176,7 @@ class SimServer:
             self.ramping.remove(s)
             self.steady += 1
             self.steady_mem += s.mem
-        mem, run = BASE_MEM + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
+        mem, run = self.base_mem + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
@@ -146,7 +192,7 @@ class SimServer:
     def overloaded(self) -> bool:
         return self.mem > self.ram or self.loads[0] / self.cpus > OVERLOAD_LOAD
 
-    def publish(self, t: float, login_rate: bool = True) -> None:
+    def publish(self, t: float, login_rate: bool = True, ssh_connections: bool = True) -> None:
         """The row a poll would return now, made by the agent's own code."""
         if self.dead:
             self.published = ServerState(self.name, 161, None, "no answer within 1000 ms")
@@ -159,7 +205,8 @@ class SimServer:
         opened = sum(1 for s in self.ramping if t - 10 < s.connect <= t)  # the agent's LoginRate, 10 s window
         values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
                                 AdminSettings(weight=self.weight), POLICY, wall_time=t,
-                                ssh_connections=self.connected(t), login_rate=opened * 6)
+                                ssh_connections=self.connected(t) if ssh_connections else 0,
+                                login_rate=opened * 6)
         row = mib.decode_row(values["lbRow"].at(t))
         if not login_rate:
             del row["lbLoginRate"]
@@ -179,7 +226,7 @@ class SimServer:
         """The client's session ends (steady by then)."""
         self.clients.discard(client)
         self.steady -= 1
-        self.steady_mem -= statistics.fmean(SESSION_MEM)
+        self.steady_mem -= self.mem_of.pop(client)
 
 
 def rudolfo_fleet() -> list[SimServer]:
@@ -192,6 +239,26 @@ def rudolfo_fleet() -> list[SimServer]:
 
 def margot_fleet() -> list[SimServer]:
     return [SimServer("desk1", 4, 8192, 100), SimServer("desk2", 4, 8192, 100), SimServer("desk3", 8, 16384, 200)]
+
+
+def margot_slow_fleet() -> list[SimServer]:
+    """Margot's lab, one small desktop answering SNMP in 800 ms (above LB_MAX_RESPONSE_MS = 500)."""
+    fleet = margot_fleet()
+    fleet[0].rtt = SLOW_RTT
+    return fleet
+
+
+def margot_slow_big_fleet() -> list[SimServer]:
+    """Margot's lab, the big desktop (half the capacity) answering SNMP in 800 ms."""
+    fleet = margot_fleet()
+    fleet[2].rtt = SLOW_RTT
+    return fleet
+
+
+def sizes_fleet() -> list[SimServer]:
+    """Four sizes, 8 of each: 4/8/16/32 GiB with 2/4/8/16 CPUs, weight by size; base memory scales too."""
+    return [SimServer(f"s{gib:02d}x{i}", gib // 2, gib * 1024.0, gib * 25 // 4, base_mem=BASE_MEM * gib / 32)
+            for gib in (4, 8, 16, 32) for i in range(8)]
 
 
 @dataclass(frozen=True)
@@ -211,24 +278,77 @@ VARIANTS = [Variant("thresholded (prototype)", "thresholded"), Variant("random",
             Variant("balanced, LB_SAMPLE=2", "balanced", sample=2),
             Variant("balanced, no slow start", "balanced", slow_start_s=0),
             Variant("balanced, agents without lbLoginRate (two choices)", "balanced", login_rate=False)]
+TWO_CHOICES = "balanced, agents without lbLoginRate (two choices)"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A site shape: a fleet, how many clients log in, the model's assumptions."""
+
+    key: str
+    title: str
+    fleet: object  # () -> list[SimServer]
+    clients: int
+    model: Model = Model()
+    small: bool = False  # a few desktops: more seeds (the spread between seeds is large)
+
+
+SCENARIOS = [
+    Scenario("rudolfo", "Rudolfo: 1400 clients within 60 s, 30 servers (10 big), one dead, one slow",
+             rudolfo_fleet, 1400),
+    Scenario("flash", "Flash crowd: Rudolfo's 1400 clients within 20 s, rows at the start taken at each agent's last "
+             "refresh before the storm (up to T s old, login rate 0)", rudolfo_fleet, 1400,
+             Model(storm_s=20.0, prestorm=True)),
+    Scenario("sizes", "Four sizes: 32 servers of 4/8/16/32 GiB (2/4/8/16 CPUs, weight 25/50/100/200), 540 clients",
+             sizes_fleet, 540),
+    Scenario("lognormal", "Rudolfo with lognormal session memory (mean 700 MiB, sigma 0.6: a few big browsers)",
+             rudolfo_fleet, 1400, Model(session_mem="lognormal")),
+    Scenario("no-lbssh", "Rudolfo with agents publishing lbSshConnections 0 (TCP tables unreadable)",
+             rudolfo_fleet, 1400, Model(ssh_connections=False)),
+    Scenario("background-ssh", "Rudolfo with 0-20 steady non-login ssh connections per server (admins, rsync, "
+             "monitoring), counted in lbSshConnections", rudolfo_fleet, 1400, Model(background_ssh=10)),
+    Scenario("slow-logins", "Rudolfo with slow logins: a session shows 8-20 s after the choice", rudolfo_fleet, 1400,
+             Model(appear=(8.0, 20.0))),
+    Scenario("silent", "Rudolfo with a big server silent from 20 s to 80 s (the storm's middle), then back",
+             rudolfo_fleet, 1400, Model(silent=("big00", 20.0, 80.0))),
+    Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
+    Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
+             margot_slow_fleet, 17, small=True),
+    Scenario("margot-slow-big", "Margot with the big desktop (half the capacity) answering in 800 ms",
+             margot_slow_big_fleet, 17, small=True),
+]
+SCENARIO = {sc.key: sc for sc in SCENARIOS}
+
+
+def scenario_metrics(sc: Scenario, variant: Variant, period: float, seed: int, synchronized: bool = False) -> dict:
+    """``storm_metrics`` for one scenario."""
+    return storm_metrics(sc.fleet, variant, period, seed, sc.clients, synchronized, sc.model)
+
+
+ORACLE = "perfect placement by counts"  # not an algorithm: the simulator places on true session counts
 
 
 class Sim:
-    """One run: a fleet, a variant, a staleness T, a seed."""
+    """One run: a fleet, a variant, a staleness T, a seed, a model."""
 
     def __init__(self, fleet: list[SimServer], variant: Variant, period: float, seed: int,
-                 synchronized: bool = False) -> None:
+                 synchronized: bool = False, model: Model = Model()) -> None:
         self.fleet = fleet
         self.by_name = {s.name: s for s in fleet}
         self.variant = variant
         self.period = period
         self.rng = random.Random(seed)
         self.synchronized = synchronized
+        self.model = model
         for s in fleet:
             self._phase(s)
+        if model.background_ssh:
+            for s in fleet:
+                s.background = self.rng.randint(0, 2 * model.background_ssh)
         self.t = 0.0
         self.logins: list[tuple[float, str, str]] = []  # (time, client, server)
         self.bad_starts = 0
+        self.to_silent = 0
         self.settings = self._settings()
 
     def _settings(self) -> ClientSettings:
@@ -239,12 +359,19 @@ class Sim:
         """Each agent refreshes on its own clock (unless the run models a synchronized fleet)."""
         server.phase = 0.0 if self.synchronized or not self.period else float(self.rng.randrange(int(self.period)))
 
+    def _publish(self, server: SimServer, t: float) -> None:
+        server.publish(t, self.variant.login_rate, self.model.ssh_connections)
+
     def add_server(self, server: SimServer) -> None:
         self._phase(server)
         self.fleet.append(server)
         self.by_name[server.name] = server
         self.settings = self._settings()
-        server.publish(self.t, self.variant.login_rate)
+        self._publish(server, self.t)
+
+    def silent(self, server: SimServer) -> bool:
+        name, start, end = self.model.silent
+        return server.name == name and start <= self.t < end
 
     def login(self, client: str) -> str:
         def probe(settings: ClientSettings, hedge, usable, deadline: float):
@@ -255,17 +382,31 @@ class Sim:
                 states += [self._aged(self.by_name[s.host]) for s in hedge]
             return states, None, ""
 
-        _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
-        server = self.by_name[decision.hosts[0]]
+        if self.variant.algorithm == ORACLE:
+            server = self._by_counts()
+        else:
+            _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
+            server = self.by_name[decision.hosts[0]]
         self.bad_starts += server.overloaded()
-        server.ramping.append(Session(client, self.t + self.rng.uniform(*APPEAR), self.rng.uniform(*SESSION_MEM),
-                                      self.t + self.rng.uniform(*CONNECT)))
+        self.to_silent += self.silent(server)
+        appear = self.t + self.rng.uniform(*self.model.appear)  # draws in this order: seeds repeat across versions
+        mem = self.model.session_memory(self.rng)
+        server.ramping.append(Session(client, appear, mem, self.t + self.rng.uniform(*CONNECT)))
         server.clients.add(client)
+        server.mem_of[client] = mem
         self.logins.append((self.t, client, server.name))
         return server.name
 
+    def _by_counts(self) -> SimServer:
+        """The reference: every login to the live server with the fewest sessions per capacity right now
+        (what no client can know), ties at random."""
+        live = [s for s in self.fleet if not s.dead and not self.silent(s)]
+        return min(live, key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+
     def _aged(self, server: SimServer) -> ServerState:
         """The published row as a poll now sees it: lbDataAge counts the time since it was taken."""
+        if self.silent(server):
+            return ServerState(server.name, 161, None, "no answer within 1000 ms")
         st = server.published
         if not st.ok:
             return st
@@ -279,15 +420,17 @@ class Sim:
             for s in self.fleet:
                 s.step(self.t)
             for s in self.fleet:
-                if s.published is None or self.period == 0 or (self.t - s.phase) % self.period == 0:
-                    s.publish(self.t, self.variant.login_rate)
+                if s.published is None and self.model.prestorm and self.period and s.phase:
+                    self._publish(s, s.phase - self.period)  # its last refresh before the storm (idle then)
+                elif s.published is None or self.period == 0 or (self.t - s.phase) % self.period == 0:
+                    self._publish(s, self.t)
             while i < len(queue) and queue[i][0] <= self.t:
                 self.login(queue[i][1])
                 i += 1
             self.t += 1.0
 
     def storm(self, clients: list[str], start: float) -> None:
-        self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, STORM_S), c) for c in clients])
+        self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, self.model.storm_s), c) for c in clients])
 
     def max_over_mean(self) -> float:
         live = [s for s in self.fleet if not s.dead]
@@ -296,8 +439,8 @@ class Sim:
 
 
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
-                  synchronized: bool = False) -> dict:
-    sim = Sim(fleet_maker(), variant, period, seed, synchronized)
+                  synchronized: bool = False, model: Model = Model()) -> dict:
+    sim = Sim(fleet_maker(), variant, period, seed, synchronized, model)
     sim.storm([f"c{i:04d}" for i in range(n_clients)], 0.0)
     dead = {s.name for s in sim.fleet if s.dead}
     slow = {s.name for s in sim.fleet if s.rtt == SLOW_RTT}
@@ -306,13 +449,13 @@ def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_cli
         "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
         "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
         "bad_starts": sim.bad_starts / len(sim.logins),
-        "to_dead": sum(1 for _, _, s in sim.logins if s in dead),
+        "to_dead": sum(1 for _, _, s in sim.logins if s in dead) + sim.to_silent,
         "to_slow": sum(1 for _, _, s in sim.logins if s in slow),
     }
 
 
-def wave_metrics(variant: Variant, period: float, seed: int) -> dict:
-    sim = Sim(rudolfo_fleet(), variant, period, seed)
+def wave_metrics(variant: Variant, period: float, seed: int, model: Model = Model()) -> dict:
+    sim = Sim(rudolfo_fleet(), variant, period, seed, model=model)
     clients = [f"c{i:04d}" for i in range(1400)]
     sim.storm(clients, 0.0)
     join = 3600.0
@@ -329,7 +472,7 @@ def wave_metrics(variant: Variant, period: float, seed: int) -> dict:
             if c in s.clients:
                 s.logout(c)
     before = len(sim.logins)
-    sim.run_until(wave_start + SETTLE_S, [(wave_start + sim.rng.uniform(0, STORM_S), c) for c in leaving])
+    sim.run_until(wave_start + SETTLE_S, [(wave_start + sim.rng.uniform(0, sim.model.storm_s), c) for c in leaving])
     wave = sim.logins[before:]
     live_weight = sum(s.weight for s in sim.fleet if not s.dead)
     got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
@@ -346,7 +489,7 @@ def move_metrics(variant: Variant, seed: int) -> dict:
     again = {c: sim.login(c) for c in clients[:400]}
     victim = max((s for s in sim.fleet if not s.dead), key=lambda s: sum(1 for v in first.values() if v == s.name))
     victim.dead = True
-    victim.publish(sim.t)
+    sim._publish(victim, sim.t)
     after = {c: sim.login(c) for c in clients[:400]}
     on_victim = sum(1 for v in first.values() if v == victim.name) / len(first)
     return {"kept": sum(first[c] == again[c] for c in first) / len(first),
@@ -387,22 +530,87 @@ def _mean(rows: list[dict], key: str) -> float:
     return statistics.fmean(r[key] for r in rows)
 
 
-def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
+ORACLE_VARIANT = Variant(ORACLE, ORACLE)
+# What each scenario compares: the default against the usual alternatives, and the reference.
+COMPARED = ["balanced", "thresholded (prototype)", "random", "weighted", TWO_CHOICES, "sticky", ORACLE]
+BY_LABEL = {v.label: v for v in VARIANTS + [ORACLE_VARIANT]}
+
+
+def _job(job: tuple) -> tuple[tuple, dict]:
+    """One run, by description (a process pool's unit of work; every run is seeded, so the result
+    does not depend on which process runs it)."""
+    kind, *rest = job
+    if kind == "storm":
+        key, label, T, seed, sync = rest
+        return job, scenario_metrics(SCENARIO[key], BY_LABEL[label], T, seed, sync)
+    if kind == "wave":
+        label, T, seed = rest
+        return job, wave_metrics(BY_LABEL[label], T, seed)
+    label, seed = rest
+    return job, move_metrics(BY_LABEL[label], seed)
+
+
+def run_all(jobs: list[tuple], workers: int, cache: Path | None = None) -> dict[tuple, dict]:
+    """Every job's metrics, by job; ``workers`` processes (1: in this process). ``cache``: a file of
+    earlier runs' metrics (repr of a dict) to reuse, updated with the new ones (to rewrite the text
+    without simulating again; delete it whenever the algorithms or the model change)."""
+    import ast
+
+    done = ast.literal_eval(cache.read_text()) if cache and cache.exists() else {}
+    todo = [j for j in jobs if j not in done]
+    if workers <= 1:
+        done.update(map(_job, todo))
+    else:
+        import multiprocessing
+
+        with multiprocessing.Pool(workers) as pool:
+            done.update(pool.imap_unordered(_job, todo, chunksize=4))
+    if cache:
+        cache.write_text(repr(done))
+    return done
+
+
+def scenario_seeds(sc: Scenario, seeds: int) -> int:
+    """Margot's lab is small and noisy: ten times the seeds (100 by default)."""
+    return 10 * seeds if sc.small else seeds
+
+
+def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: int = 1,
+           scenarios_only: bool = False, cache: Path | None = None) -> str:
     t0 = time.monotonic()
     lines = ["# Balance quality: the login-storm simulator", "",
-             f"Generated by `bench/storm.py --seeds {seeds}` (means of {seeds} seeds; model and scenarios in its "
-             "docstring). Regenerate: `.venv/bin/python bench/storm.py`.", ""]
-    rud: dict[tuple[str, float], list[dict]] = {}
-    for v in VARIANTS:
-        for T in periods:
-            rud[(v.label, T)] = [storm_metrics(rudolfo_fleet, v, T, s, 1400) for s in range(seeds)]
-    mar = {(v.label, T): [storm_metrics(margot_fleet, v, T, s, 17) for s in range(max(seeds, 20))]
-           for v in VARIANTS for T in periods}
-    wave = {(v.label, T): [wave_metrics(v, T, s) for s in range(seeds)] for v in VARIANTS for T in periods}
-    moves = {v.label: [move_metrics(v, s) for s in range(min(seeds, 3))] for v in VARIANTS}
+             f"Generated by `bench/storm.py --seeds {seeds}` (means of {seeds} seeds, Margot's lab "
+             f"{10 * seeds}; model and scenarios in its docstring). Regenerate (about half an hour on two cores): "
+             "`.venv/bin/python bench/storm.py --jobs 2`; the numbers do not depend on `--jobs`.", ""]
     worst_periods = [T for T in periods if T >= 10]
-    sync = {(v.label, T): [storm_metrics(rudolfo_fleet, v, T, s, 1400, synchronized=True) for s in range(seeds)]
-            for v in VARIANTS for T in worst_periods}
+    jobs: list[tuple] = []
+    for sc in SCENARIOS:
+        full = sc.key in ("rudolfo", "margot") and not scenarios_only
+        labels = [v.label for v in VARIANTS] + [ORACLE] if full else COMPARED
+        jobs += [("storm", sc.key, label, T, s, False) for label in labels for T in periods
+                 for s in range(scenario_seeds(sc, seeds))]
+    if scenarios_only:
+        scen = {(sc.key, label, T): [done[("storm", sc.key, label, T, s, False)]
+                                     for s in range(scenario_seeds(sc, seeds))]
+                for done in [run_all(jobs, workers, cache)] for sc in SCENARIOS for label in COMPARED for T in periods}
+        took = f"({time.monotonic() - t0:.0f} s to compute.)"
+        return "\n".join(lines + _scenario_section(scen, periods) + ["", took, ""])
+    jobs += [("storm", "rudolfo", v.label, T, s, True) for v in VARIANTS for T in worst_periods for s in range(seeds)]
+    jobs += [("wave", v.label, T, s) for v in VARIANTS for T in periods for s in range(seeds)]
+    jobs += [("moves", v.label, s) for v in VARIANTS for s in range(min(seeds, 3))]
+    done = run_all(jobs, workers, cache)
+
+    def runs(key: str, label: str, T: float, sync: bool = False) -> list[dict]:
+        sc = SCENARIO[key]
+        return [done[("storm", key, label, T, s, sync)] for s in range(scenario_seeds(sc, seeds))
+                if ("storm", key, label, T, s, sync) in done]
+
+    rud = {(v.label, T): runs("rudolfo", v.label, T) for v in VARIANTS + [ORACLE_VARIANT] for T in periods}
+    mar = {(v.label, T): runs("margot", v.label, T) for v in VARIANTS for T in periods}
+    wave = {(v.label, T): [done[("wave", v.label, T, s)] for s in range(seeds)] for v in VARIANTS for T in periods}
+    moves = {v.label: [done[("moves", v.label, s)] for s in range(min(seeds, 3))] for v in VARIANTS}
+    sync = {(v.label, T): runs("rudolfo", v.label, T, True) for v in VARIANTS for T in worst_periods}
+    scen = {(sc.key, label, T): runs(sc.key, label, T) for sc in SCENARIOS for label in COMPARED for T in periods}
 
     lines += ["## Rudolfo: 1400 clients, 30 servers (10 big), one dead, one slow; storm within 60 s", ""]
     for T in periods:
@@ -410,7 +618,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
                   "| algorithm | max/mean | worst peak memory | servers swapping | logins started on an overloaded "
                   "server | logins to the dead server | logins to the slow server |",
                   "|---|---|---|---|---|---|---|"]
-        for v in VARIANTS:
+        for v in VARIANTS + [ORACLE_VARIANT]:
             r = rud[(v.label, T)]
             lines.append(f"| {v.label} | {_mean(r, 'max_mean'):.2f} | {_mean(r, 'peak_mem'):.0%} | "
                          f"{_mean(r, 'swapping'):.1f} | {_mean(r, 'bad_starts'):.1%} | {_mean(r, 'to_dead'):.0f} | "
@@ -426,12 +634,13 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
                 f"{_mean(sync[(v.label, T)], 'max_mean'):.2f} | {_mean(sync[(v.label, T)], 'swapping'):.1f}"
                 for T in worst_periods) + " |")
         lines.append("")
-    lines += ["## Margot: 17 clients, 3 desktops; max/mean (means of at least 20 seeds)", "",
+    lines += [f"## Margot: 17 clients, 3 desktops; max/mean (means of {10 * seeds} seeds)", "",
               "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " |",
               "|---|" + "---|" * len(periods)]
     for v in VARIANTS:
         lines.append(f"| {v.label} | " + " | ".join(f"{_mean(mar[(v.label, T)], 'max_mean'):.2f}" for T in periods)
                      + " |")
+    lines += _scenario_section(scen, periods)
     lines += ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
               "The newcomer's share of the wave's logins over its fair (capacity) share; 1.0 is fair.", "",
               "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
@@ -459,53 +668,132 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path) -> str:
 
     floors = {(T, sy): blind_floor(T, sy) for T in worst_periods for sy in (False, True)}
     old_agents = "balanced, agents without lbLoginRate (two choices)"
+    def sm(key: str, label: str, T: float, metric: str = "max_mean", digits: int = 2) -> str:
+        return f"{_mean(scen[(key, label, T)], metric):.{digits}f}" if (key, label, T) in scen else "n/a"
+
+    overloaded = [v.label for v in VARIANTS if any(_mean(rud[(v.label, T)], "bad_starts") > 0 for T in periods)]
+    flat = {label: [_mean(rud[(label, T)], "max_mean") for T in periods]
+            for label in ("thresholded (prototype)", "random")}
+    T10 = 10.0
     lines += ["", "## Reading these numbers", "",
-              "- Targets for the default (Rudolfo, T = 10 s): max/mean at most 1.15 and no server swapping. "
-              f"`balanced` reaches {mm('balanced', 10.0, 3)} with {sw('balanced', 10.0)} servers swapping on "
-              f"average ({ms('balanced', 10.0, 3)} with {sws('balanced', 10.0)} swapping when every agent "
-              "refreshes at the same instants); seeds matter (`--seeds 20 --periods 10`, as measured with the "
-              "fleet-rate cap of issue 10: 1.127 and 1.130); the prototype "
-              f"{mm('thresholded (prototype)', 10.0)} with {sw('thresholded (prototype)', 10.0)} swapping. With "
+              "- Targets for the default (Rudolfo, T = 10 s): max/mean at most 1.15 and no more servers swapping "
+              f"than perfect placement by counts. `balanced` reaches {mm('balanced', T10, 3)} with "
+              f"{sw('balanced', T10)} servers swapping on average ({ms('balanced', T10, 3)} with "
+              f"{sws('balanced', T10)} swapping when every agent refreshes at the same instants; perfect placement "
+              f"by counts: {mm(ORACLE, T10, 3)} with {sw(ORACLE, T10)}); the prototype "
+              f"{mm('thresholded (prototype)', T10)} with {sw('thresholded (prototype)', T10)} swapping. With "
               f"fresh stats (T = 0; snmplb's agent samples every second) it is {mm('balanced', 0.0)}.",
               "- How: every client that decides on the same figures should spread its logins the same way. "
-              "From the fleet's login rate (the sum of lbLoginRate, each server's rate per capacity capped at "
-              "twice the others' mean so that one liar cannot steer it) and the figures' age (lbDataAge), a client "
-              "estimates how many logins share these figures, fills the servers with them from the emptiest "
-              "up, keeping two standard deviations of each server's random count below the level, with no "
-              "server above twice its capacity share, and draws its own server from those shares. Two random "
-              f"choices, the earlier design (still used with agents that do not publish lbLoginRate), reach "
-              f"{mm(old_agents, 10.0)}: the server that looks emptiest wins every pair it is drawn into, about "
-              "twice its share of a window, whatever its real deficit.",
+              "From the fleet's login rate (the sum of lbLoginRate over the freshest rows, scaled to the whole "
+              "capacity, each server's rate per capacity capped at twice the others' mean so that one liar cannot "
+              "steer it) and the figures' age (lbDataAge), a client estimates how many logins share these figures, "
+              "fills the servers with them from the emptiest up, keeping two standard deviations of each server's "
+              "random count below the level, with no server above twice its capacity share, and draws its own "
+              "server from those shares. When fewer than 5 logins share the figures (a small lab), without the margin "
+              "and counting the login about to be added. With agents that do not publish lbLoginRate, two random "
+              f"choices decide; alone, they reach {mm(old_agents, T10)} "
+              "in Rudolfo's storm: the server that looks emptiest wins every pair it is drawn into, about twice its "
+              "share of a window, whatever its real deficit.",
               "- What no rule can beat: clients decide independently, so the logins of each server's last blind "
               "window (between its last published figures and the end of the storm) land by chance. Even with "
               "the fleet perfectly level before it, capacity-proportional chance gives "
               + ", ".join(f"{floors[(T, False)]:.2f} at T = {T:g} s ({floors[(T, True)]:.2f} synchronized)"
                           for T in worst_periods)
-              + f" (`blind_floor` in this script). `balanced`: {mm('balanced', 10.0)} and {ms('balanced', 10.0)} "
+              + f" (`blind_floor` in this script). `balanced`: {mm('balanced', T10)} and {ms('balanced', T10)} "
               "at T = 10 s. It can pass that floor because it gives big servers, whose counts vary less per "
               "unit of capacity, a little more than their share.",
-              "- Logins started on an overloaded server are 0 % for everything but `fixed`: memory grows for a "
-              "minute after a login, so servers overload only after the storm. The damage comes later than "
-              "the decision, which is why fresh-looking numbers mislead.",
-              "- `thresholded` and `random` do not change with T: in a storm no server passes 2.0 load per CPU "
-              "or swaps before the storm is over, so the prototype's filter never acts in time.",
-              f"- The sampled mode (`LB_SAMPLE=2`) costs balance ({mm('balanced, LB_SAMPLE=2', 10.0)} against "
-              f"{mm('balanced', 10.0)} at T = 10 s) for 2 SNMP requests per login instead of one per server."]
+              "- Logins started on an overloaded server (swapping, or load per CPU above 2): more than 0 % only for "
+              + (", ".join(f"`{label}`" for label in overloaded) or "none")
+              + ". Memory grows for a minute after a login, so servers overload only after the storm: the damage "
+              "comes later than the decision, which is why fresh-looking numbers mislead.",
+              "- `thresholded` and `random` hardly change with T ("
+              + "; ".join(f"{label}: {min(v):.2f} to {max(v):.2f}" for label, v in flat.items())
+              + "): in a storm no server passes 2.0 load per CPU or swaps before the storm is over, so the "
+              "prototype's filter never acts in time.",
+              "- Issue 12, Margot with a slow desktop (800 ms answers, above LB_MAX_RESPONSE_MS): `balanced` keeps "
+              f"it at its capacity: {sm('margot-slow-big', 'balanced', T10)} max/mean at T = 10 s with the big "
+              f"desktop slow, against random's {sm('margot-slow-big', 'random', T10)}, weighted's "
+              f"{sm('margot-slow-big', 'weighted', T10)} and two choices' {sm('margot-slow-big', TWO_CHOICES, T10)}.",
+              "- Issue 12, rows older than a flash crowd (1400 logins in 20 s, rows up to 30 s old taken before it): "
+              f"`balanced` {sm('flash', 'balanced', 30.0)} at T = 30 s against capacity-weighted `sticky`'s "
+              f"{sm('flash', 'sticky', 30.0)}; {sm('flash', 'balanced', T10)} at T = 10 s.",
+              "- Issue 12, logins in progress: with 0-20 steady non-login ssh connections per server, "
+              f"{sm('background-ssh', 'balanced', T10)} at T = 10 s; with no connection count at all (lbSshConnections "
+              f"0), {sm('no-lbssh', 'balanced', T10)} (Rudolfo as modelled: {mm('balanced', T10)}).",
+              "- Issue 12, lognormal session memory: servers swapping at T = 10 s, `balanced` "
+              f"{sm('lognormal', 'balanced', T10, 'swapping')}, perfect placement by counts "
+              f"{sm('lognormal', ORACLE, T10, 'swapping')} in the same seeds. Session memory shows up to a minute "
+              "after the choice, so `balanced` places by sessions and leaves memory to its safety filter (swapping, "
+              "or less than 10 % available): docs/algorithms.md says why.",
+              f"- The sampled mode (`LB_SAMPLE=2`) costs balance ({mm('balanced, LB_SAMPLE=2', T10)} against "
+              f"{mm('balanced', T10)} at T = 10 s) for 2 SNMP requests per login instead of one per server."]
     raw = {"rudolfo": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]} for (label, T), r in rud.items()},
            "margot": {f"{label} @ T={T:g}": _mean(r, "max_mean") for (label, T), r in mar.items()},
            "wave": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]} for (label, T), r in wave.items()},
            "moves": {label: {k: _mean(r, k) for k in r[0]} for label, r in moves.items()},
            "rudolfo_synchronized": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]}
                                     for (label, T), r in sync.items()},
-           "blind_floor": {f"T={T:g}{' synchronized' if sy else ''}": f for (T, sy), f in floors.items()}}
+           "blind_floor": {f"T={T:g}{' synchronized' if sy else ''}": f for (T, sy), f in floors.items()},
+           "scenarios": {f"{key}: {label} @ T={T:g}": {k: _mean(r, k) for k in r[0]}
+                         for (key, label, T), r in scen.items()}}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")
     lines += ["", f"Raw means: [{out.with_suffix('.json').name}]({out.with_suffix('.json').name})."]
     if plots:
         lines += ["", "![max/mean by staleness](balance-maxmean.png)", "",
-                  "![worst peak memory by staleness](balance-peakmem.png)"]
+                  "![worst peak memory by staleness](balance-peakmem.png)", "",
+                  "![max/mean in every scenario](balance-scenarios.png)"]
         _plots(rud, periods, out.parent)
-    lines += ["", f"({time.monotonic() - t0:.0f} s to compute.)", ""]
+        _scenario_plot(scen, 10.0 if 10.0 in periods else periods[0], out.parent)
+    reused = ", the runs read from a --cache file" if cache else ""
+    lines += ["", f"({time.monotonic() - t0:.0f} s to compute{reused}.)", ""]
     return "\n".join(lines)
+
+
+def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
+    """Every site shape's table, the default's distance to the best, and each algorithm's worst case."""
+    lines = ["", "## Site shapes (issue 12): the default against the alternatives in every scenario", "",
+             f"Two choices: `{TWO_CHOICES}`. `{ORACLE}`: every login to the live server with the fewest "
+             "sessions per capacity at that instant, which no client can know (the reference for swapping).", ""]
+    for sc in SCENARIOS:
+        lines += [f"### {sc.key}: {sc.title}", "",
+                  "| algorithm | " + " | ".join(f"max/mean, T = {T:g} s | swapping, T = {T:g} s" for T in periods)
+                  + " | logins to a dead or silent server | logins to a slow server (T = 10 s) |",
+                  "|---|" + "---|---|" * len(periods) + "---|---|"]
+        for label in COMPARED:
+            cells = " | ".join(f"{_mean(scen[(sc.key, label, T)], 'max_mean'):.2f} | "
+                               f"{_mean(scen[(sc.key, label, T)], 'swapping'):.2f}" for T in periods)
+            dead = sum(r["to_dead"] for T in periods for r in scen[(sc.key, label, T)])
+            slow = _mean(scen[(sc.key, label, 10.0)], "to_slow") if 10.0 in periods else float("nan")
+            lines.append(f"| {label} | {cells} | {dead} | {slow:.1f} |")
+        lines.append("")
+    others = [label for label in COMPARED if label not in ("balanced", ORACLE)]
+    lines += ["### The default against the best of the others, T at most 10 s", "",
+              "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "
+              "thresholded) in the same runs; the gap is `balanced` minus the best (negative: `balanced` is better).",
+              "", "| scenario | " + " | ".join(f"T = {T:g} s: balanced / best other (gap)" for T in periods if T <= 10)
+              + " |", "|---|" + "---|" * len([T for T in periods if T <= 10])]
+    for sc in SCENARIOS:
+        cells = []
+        for T in (T for T in periods if T <= 10):
+            own = _mean(scen[(sc.key, "balanced", T)], "max_mean")
+            best_label = min(others, key=lambda lb: _mean(scen[(sc.key, lb, T)], "max_mean"))
+            best = _mean(scen[(sc.key, best_label, T)], "max_mean")
+            short = {TWO_CHOICES: "two choices", "thresholded (prototype)": "thresholded"}.get(best_label, best_label)
+            cells.append(f"{own:.2f} / {best:.2f} {short} ({own - best:+.2f})")
+        lines.append(f"| {sc.key} | " + " | ".join(cells) + " |")
+    lines += ["", "### Each algorithm's worst case across the scenarios", "",
+              "| algorithm | worst max/mean, T <= 10 s | worst max/mean, T = 30 s | most servers swapping, T <= 10 s "
+              "| most servers swapping, T = 30 s |", "|---|---|---|---|---|"]
+    for label in COMPARED:
+        def worst(key: str, pick) -> str:
+            cands = [(_mean(scen[(sc.key, label, T)], key), sc.key, T) for sc in SCENARIOS for T in periods if pick(T)]
+            if not cands:
+                return "n/a"
+            v, where, T = max(cands)
+            return f"{v:.2f} ({where}, T = {T:g} s)" if key == "max_mean" else f"{v:.2f} ({where}, T = {T:g} s)"
+        lines.append(f"| {label} | {worst('max_mean', lambda T: T <= 10)} | {worst('max_mean', lambda T: T == 30)} | "
+                     f"{worst('swapping', lambda T: T <= 10)} | {worst('swapping', lambda T: T == 30)} |")
+    return lines
 
 
 def _plots(rud: dict, periods: list[float], where: Path) -> None:
@@ -535,14 +823,43 @@ def _plots(rud: dict, periods: list[float], where: Path) -> None:
         plt.close(fig)
 
 
+def _scenario_plot(scen: dict, period: float, where: Path) -> None:
+    """max/mean of each compared algorithm in every scenario at one staleness: grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(COMPARED)
+    for k, label in enumerate(COMPARED):
+        xs = [i + (k - len(COMPARED) / 2) * width for i in range(len(SCENARIOS))]
+        ax.bar(xs, [_mean(scen[(sc.key, label, period)], "max_mean") for sc in SCENARIOS], width,
+               label=label, edgecolor="black" if label == "balanced" else None)
+    ax.axhline(1.15, color="black", linestyle=":", linewidth=1, label="1.15")
+    ax.set_xticks(range(len(SCENARIOS)))
+    ax.set_xticklabels([sc.key for sc in SCENARIOS], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(1.0, 2.5)
+    ax.set_ylabel("max/mean sessions per capacity")
+    ax.set_title(f"Every scenario, stats published every {period:g} s (bars above 2.5 cut)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    fig.savefig(where / "balance-scenarios.png", dpi=100)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--periods", type=float, nargs="+", default=[0, 5, 10, 30])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "balance.md")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="processes to run the simulations in")
+    ap.add_argument("--scenarios-only", action="store_true", help="only the site shapes' tables (no JSON, no plots)")
+    ap.add_argument("--cache", type=Path, help="reuse and keep the runs' metrics in this file (see run_all)")
     args = ap.parse_args(argv)
-    text = report(args.seeds, args.periods, not args.no_plots, args.out)
+    text = report(args.seeds, args.periods, not args.no_plots, args.out, args.jobs, args.scenarios_only, args.cache)
     args.out.write_text(text)
     print(text)
     return 0

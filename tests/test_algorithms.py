@@ -204,15 +204,29 @@ def test_balanced_counts_capacity_weight():
 
 
 def test_balanced_keeps_the_safety_thresholds_with_a_panic_fallback():
-    servers = [up("swap", swapping=True), up("slow", rtt=900), up("hot", load_per_cpu=3.0)] + \
+    servers = [up("swap", swapping=True), up("hot", load_per_cpu=3.0)] + \
               [up(f"ok{i}", sessions=50, users=1) for i in range(3)]
     for seed in range(200):
         got = hosts("balanced", servers, ctx(seed))
-        assert got[0].startswith("ok") and set(got[3:]) == {"swap", "slow", "hot"}
+        assert got[0].startswith("ok") and set(got[3:]) == {"swap", "hot"}
     # Less than 30 % of the capacity passes: panic, balance over every eligible server.
-    panic = [up("swap", swapping=True), up("hot", load_per_cpu=3.0), up("slow", rtt=900), up("ok", sessions=50, users=1)]
+    panic = [up("swap", swapping=True), up("hot", load_per_cpu=3.0), up("hot2", load_per_cpu=3.0),
+             up("ok", sessions=50, users=1)]
     firsts = collections.Counter(hosts("balanced", panic, ctx(seed))[0] for seed in range(400))
     assert firsts["ok"] < 400 and len(firsts) >= 3
+
+
+def test_balanced_keeps_a_slow_answering_server_at_its_capacity():
+    # Issue 12, Margot: the big desktop (half the lab) answers SNMP in 800 ms, above LB_MAX_RESPONSE_MS.
+    # A slow answer is not an absence of capacity: dropping it sent all the logins to the two small ones.
+    lab = [up("desk1", sessions=2, users=1), up("desk2", sessions=2, users=1),
+           up("desk3", rtt=800.0, sessions=4, users=1, weight=200)]
+    fast = [*lab[:2], lab[2]._replace(rtt_ms=1.0)]
+    for seed in range(300):  # exactly as if it answered fast
+        assert hosts("balanced", lab, ctx(seed)) == hosts("balanced", fast, ctx(seed))
+    assert sum(hosts("balanced", lab, ctx(seed))[0] == "desk3" for seed in range(300)) > 150
+    # The prototype's rule is unchanged: `thresholded` still skips it.
+    assert all(hosts("thresholded", lab, ctx(seed))[0] != "desk3" for seed in range(50))
 
 
 def test_balanced_slow_starts_a_server_that_just_came_into_service():
@@ -291,6 +305,60 @@ def test_sampled_mode_with_nothing_usable_lists_every_server_in_configured_order
 
 
 def test_balanced_counts_logins_still_connecting():
-    settled = ServerState("settled", 161, {**row(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
-    rushed = ServerState("rushed", 161, {**row(sessions=10, users=1), "lbSshConnections": 30}, "", 1.0)
+    # 20 ssh connections beyond the sessions, opened within the last 10 s (lbLoginRate 120/min): logins.
+    settled = ServerState("settled", 161, {**row(sessions=20, users=1), "lbSshConnections": 20, "lbLoginRate": 120},
+                          "", 1.0)
+    rushed = ServerState("rushed", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 120},
+                         "", 1.0)
     assert all(hosts("balanced", [rushed, settled], ctx(seed))[0] == "settled" for seed in range(50))
+
+
+def test_steady_ssh_connections_that_are_not_logins_do_not_count():
+    # Issue 12: admins' shells, rsync, monitoring hold ssh connections for long; none was opened in the last
+    # 10 s (lbLoginRate 0), so they are not logins in progress, and the server is not fuller for them.
+    from snmplb.client.algorithms import connecting
+
+    busy = ServerState("busy", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 0}, "", 1.0)
+    plain = ServerState("plain", 161, {**row(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
+    assert connecting(busy) == 0
+    assert all(hosts("balanced", [busy, plain], ctx(seed))[0] == "busy" for seed in range(50))
+    # Two logins opened within the last 10 s among the 20 extra connections: two in progress, not 20.
+    mixed = ServerState("m", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 12}, "", 1.0)
+    assert connecting(mixed) == 2
+
+
+def test_without_a_connection_count_logins_in_progress_come_from_the_login_rate():
+    # An agent that cannot read its TCP tables publishes lbSshConnections 0: the logins of the last few
+    # seconds (lbLoginRate times a login's usual duration) are counted as connecting.
+    from snmplb.client.algorithms import LOGIN_LAG_S, connecting
+
+    blind = ServerState("b", 161, {**row(sessions=10, users=1), "lbSshConnections": 0, "lbLoginRate": 60}, "", 1.0)
+    assert connecting(blind) == 1.0 * LOGIN_LAG_S
+
+
+def test_rows_older_than_the_storm_do_not_take_twice_their_share():
+    # Issue 12, item 4: 1400 logins within 20 s; half the agents last refreshed 25 s ago, before the storm
+    # (lbLoginRate 0, no session), the other half 1 s ago (10 s of storm: ~35 logins each, 420 logins/min).
+    from snmplb.client.algorithms import fleet_rate, login_shares
+
+    fresh = [storming(f"f{i}", 35, 1000, 420) for i in range(10)]
+    stale = [storming(f"s{i}", 0, 25_000, 0) for i in range(10)]
+    fleet = fresh + stale
+    assert fleet_rate(fleet) == pytest.approx(20 * 7.0)  # the fresh rows' rate, for the whole fleet
+    shares = login_shares(fleet, fleet_rate(fleet), ClientSettings())
+    # The stale rows' servers took their share of the storm since (credited by capacity): no one takes
+    # twice its share of what is to come.
+    assert max(shares) < 1.5 / 20, shares
+
+
+def test_balanced_with_few_logins_on_the_same_figures_fills_without_margin_counting_this_login():
+    # Margot's lab: 17 logins a minute on 3 desktops, fresh figures: about one login shares them. The margin
+    # (two standard deviations of a random count) would swamp counts of a few sessions: without it, and
+    # with this login counted (+1), the login fills the emptiest after adding it (issue 12).
+    lab = [storming("d1", 3, 500, 6), storming("d2", 4, 500, 6), storming("d3", 8, 500, 6, weight=200)]
+    firsts = collections.Counter(hosts("balanced", lab, ctx(seed))[0] for seed in range(2000))
+    # d1 (4/100 with this login) and d3 (9/200) split it by capacity up to d1's level; d2 (5/100) never.
+    assert firsts["d2"] == 0 and 800 < firsts["d1"] < 1200 and 800 < firsts["d3"] < 1200, firsts
+    # A storm on the same lab (600 logins/min each): the margin's fill, every server some of the logins.
+    storm_lab = [storming("d1", 3, 500, 600), storming("d2", 4, 500, 600), storming("d3", 8, 500, 600, weight=200)]
+    assert collections.Counter(hosts("balanced", storm_lab, ctx(seed))[0] for seed in range(2000))["d2"] > 100

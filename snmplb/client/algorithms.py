@@ -125,6 +125,12 @@ def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
 PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
 SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
 SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
+# Fewer logins than this expected on the same figures (but some: a login rate is seen): fill without the
+# margin, counting the login about to be added. Two standard deviations of a count of one or two logins
+# would spread them nearly by capacity, whatever the counts say (issue 12: Margot's lab at 1.14 max/mean
+# with fresh figures, against 1.10 for two choices). Not when no rate is seen at all: at a storm's start
+# every rate reads 0, and counting the login would send the first second's logins to the big servers.
+FEW_LOGINS = 5.0
 MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
 HORIZON_PAD_S = 1.0  # the agent's sampling interval: a login shows in the figures up to a second late
 MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
@@ -139,17 +145,66 @@ def ramp(s: ServerState, settings: ClientSettings) -> float:
     return 1.0
 
 
+MEM_RESERVE_PERCENT = 10  # below this much memory available, a server is full for `balanced` (unless panic)
+RATE_WINDOW_S = 10.0  # lbLoginRate counts the ssh connections opened over the 10 s before the row was taken
+LOGIN_LAG_S = 5.0  # an LDM login's usual time from its ssh connection to its session (3-8 s: ssh, PAM, logind)
+
+
+def connecting(s: ServerState, rate: float | None = None) -> float:
+    """Logins to ``s`` still connecting (ssh connection up, session not yet registered).
+
+    lbSshConnections beyond lbSessions, but at most the connections opened over the last
+    RATE_WINDOW_S (lbLoginRate): a login becomes a session within seconds, so older connections
+    are not logins in progress but an admin's shell, an rsync, a monitoring check (issue 12:
+    steady background connections made a server look up to 20 sessions fuller). When the count is
+    below the sessions or zero (the agent could not read its TCP tables, or sessions do not come
+    over ssh), the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
+    the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
+    (default: its own lbLoginRate).
+    """
+    conns = s.values.get("lbSshConnections", 0)
+    rate = s.login_rate if rate is None else rate
+    if rate is None:
+        return float(max(0, conns - s.sessions))
+    if conns >= s.sessions and conns > 0:
+        return min(conns - s.sessions, rate * RATE_WINDOW_S)
+    return rate * LOGIN_LAG_S
+
+
+def _count(s: ServerState, rate: float | None = None) -> float:
+    """Sessions, with the logins still connecting."""
+    return s.sessions + connecting(s, rate)
+
+
 def _load(s: ServerState) -> float:
     """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added."""
-    return (s.sessions_or_connecting + 1) / max(1, s.weight)
+    return (_count(s) + 1) / max(1, s.weight)
 
 
-def _pool(eligible: Sequence[ServerState], settings: ClientSettings) -> list[ServerState]:
-    """The servers passing the prototype's thresholds; all of them if those hold less than PANIC_SHARE
-    of the eligible capacity (panic mode: never herd onto the few)."""
-    safe = [x for x in eligible if passes_thresholds(x, settings)]
+def safe(s: ServerState, settings: ClientSettings) -> bool:
+    """`balanced`'s safety filter: the prototype's thresholds but the answer time. Not swapping (if
+    LB_SKIP_SWAPPING), load per CPU at most LB_MAX_LOAD: the figures say whether a server has room.
+
+    An answer slower than LB_MAX_RESPONSE_MS is not an absence of capacity: it measures snmpd and the
+    network path to this client, and a server that is really overloaded shows it in its load or its
+    swapping. Dropping a slow server in a lab of three desktops sent its share to the two others
+    (issue 12: Margot at 2.1 max/mean with the big desktop slow, against random's 1.6); it keeps
+    its full weight, and a server that does not answer within LB_TIMEOUT_MS is not eligible at all.
+    """
+    if settings.skip_swapping and s.swapping:
+        return False
+    if s.values["lbMemAvailablePercent"] < MEM_RESERVE_PERCENT:
+        return False
+    return s.load_per_cpu <= settings.max_load
+
+
+def _pool(eligible: Sequence[ServerState], settings: ClientSettings, sampled: bool = False) -> list[ServerState]:
+    """The servers passing ``safe`` (``passes_thresholds`` in the sampled mode, whose hedge already
+    treats a slow answer as unusable: docs/algorithms.md); all of them if those hold less than
+    PANIC_SHARE of the eligible capacity (panic mode: never herd onto the few)."""
+    ok = [x for x in eligible if (passes_thresholds if sampled else safe)(x, settings)]
     total = sum(max(1, x.weight) for x in eligible)
-    return safe if sum(max(1, x.weight) for x in safe) >= PANIC_SHARE * total else list(eligible)
+    return ok if sum(max(1, x.weight) for x in ok) >= PANIC_SHARE * total else list(eligible)
 
 
 def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: Sequence[float],
@@ -186,25 +241,35 @@ def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: 
 def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
     """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
 
-    ``rate``: the logins per second arriving at the fleet (the sum of lbLoginRate).
+    ``rate``: the logins per second arriving at the fleet (``fleet_rate``).
     Every client that decides on the same figures should spread its logins
     like this: the logins made since each server's figures were taken (its
     lbDataAge) are assumed to have gone by capacity and are added; the logins
-    expected to share these figures (``rate`` times twice the mean age, plus
-    a second) fill the servers from the emptiest up, none taking more than
+    expected to share these figures (``rate`` times ``horizon``) fill the
+    servers from the emptiest up, none taking more than
     SHARE_CAP times its capacity share (``fill``); this login takes server i
     with the share m_i / sum(m).
     """
     w = [max(1, x.weight) * ramp(x, settings) for x in pool]
     total_w = sum(w)
     ages = [x.data_age_s for x in pool]
-    load = [x.sessions_or_connecting + rate * a * wi / total_w for x, a, wi in zip(pool, ages, w)]
-    horizon = 2 * trimmed_mean(ages) + HORIZON_PAD_S
-    takes = fill(load, w, min(MAX_SPREAD, max(1.0, rate * horizon)), [SHARE_CAP * wi / total_w for wi in w])
+    own = capped_rates(pool)
+    load = [_count(x, r) + rate * a * wi / total_w for x, r, a, wi in zip(pool, own, ages, w)]
+    expected = rate * horizon(pool)
+    z = MARGIN_Z
+    if 0 < expected < FEW_LOGINS:  # a small lab: no margin, and this login counted (see FEW_LOGINS)
+        z, load = 0.0, [ld + 1 for ld in load]
+    takes = fill(load, w, min(MAX_SPREAD, max(1.0, expected)), [SHARE_CAP * wi / total_w for wi in w], z)
     total = sum(takes)
     if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
         return [wi / total_w for wi in w]
     return [t / total for t in takes]
+
+
+def horizon(pool: Sequence[ServerState]) -> float:
+    """Seconds of logins that decide on the same figures: twice their (trimmed) mean age, plus the
+    agent's sampling interval."""
+    return 2 * trimmed_mean([x.data_age_s for x in pool]) + HORIZON_PAD_S
 
 
 TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end, at least one each (3 or more)
@@ -241,15 +306,39 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
     agent that lies about its weight draws the logins to itself by that weight anyway, which no
     estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
+
+    Only the freshest rows (taken within RATE_WINDOW_S of the youngest) are summed, scaled up to
+    the whole fleet's capacity: a row taken before a storm began reads 0 and would hide the storm
+    (issue 12: with rows up to 30 s old, the fleet's rate read a fraction of the real one, and a
+    server whose old row looked empty took twice its share of a flash crowd). The cap takes the
+    higher of the others' mean among the fresh rows and among all: a liar claiming fresh figures
+    among stale honest ones is still bounded by them.
     """
+    if not servers:
+        return 0.0
     w = [max(1, x.weight) for x in servers]
-    per_capacity = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
-    total, n = sum(per_capacity), len(per_capacity)
-    rate = 0.0
-    for rho, wi in zip(per_capacity, w):
-        others = (total - rho) / (n - 1) if n > 1 else rho
-        rate += wi * min(rho, max(RATE_FACTOR * others, RATE_FLOOR))
-    return rate
+    rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    youngest = min(x.data_age_s for x in servers)
+    fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
+    capped = [min(rho[i], max(RATE_FACTOR * max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))),
+                              RATE_FLOOR)) for i in fresh]
+    return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
+
+
+def capped_rates(servers: Sequence[ServerState]) -> list[float]:
+    """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
+    an absurd lbLoginRate cannot make a server look full of logins in progress either."""
+    w = [max(1, x.weight) for x in servers]
+    rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    every = range(len(rho))
+    return [wi * min(r, max(RATE_FACTOR * _others_mean(rho, i, every), RATE_FLOOR))
+            for i, (r, wi) in enumerate(zip(rho, w))]
+
+
+def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
+    """The mean of ``values`` at the indices ``among`` but ``i``; ``values[i]`` when there is no other."""
+    others = [values[j] for j in among if j != i]
+    return sum(others) / len(others) if others else values[i]
 
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
@@ -265,9 +354,9 @@ def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
 def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
     """Spread the logins that decide on the same figures, by capacity, with a margin (docs/algorithms.md).
 
-    1. Safety: keep the prototype's thresholds (not swapping, fast enough, load
-       per CPU at most LB_MAX_LOAD), unless that leaves less than PANIC_SHARE of
-       the capacity (``_pool``).
+    1. Safety (``safe``): not swapping, at least MEM_RESERVE_PERCENT of the
+       memory available, load per CPU at most LB_MAX_LOAD, unless that leaves
+       less than PANIC_SHARE of the capacity (``_pool``). A slow answer stays.
     2. Estimate how many logins decide on these figures from the fleet's login
        rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
        server from the shares that would fill the servers evenly
@@ -282,14 +371,13 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     balance better there) and when an agent does not publish lbLoginRate
     (older than this client).
     """
-    pool = _pool(eligible, ctx.settings)
-    rates = [x.login_rate for x in eligible]
     sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
-    if sampled or any(r is None for r in rates):
+    pool = _pool(eligible, ctx.settings, sampled)
+    rate = None if sampled or any(x.login_rate is None for x in eligible) else fleet_rate(eligible)
+    if rate is None:
         first = _two_choices(pool, ctx)
     else:
-        shares = login_shares(pool, fleet_rate(eligible), ctx.settings)
-        first = [pool[_draw(shares, ctx.rng)]]
+        first = [pool[_draw(login_shares(pool, rate, ctx.settings), ctx.rng)]]
     rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
     in_pool = {id(x) for x in pool}
     others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
