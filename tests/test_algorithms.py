@@ -229,6 +229,21 @@ def test_balanced_keeps_a_slow_answering_server_at_its_capacity():
     assert all(hosts("thresholded", lab, ctx(seed))[0] != "desk3" for seed in range(50))
 
 
+def test_balanced_never_chooses_a_slow_server_while_the_others_have_room_for_its_share():
+    # Rudolfo: one normal server of thirty answers in 800 ms. The rest hold 97 % of the capacity.
+    fleet = [up(f"app{i:02}", sessions=20, users=1) for i in range(29)] + [up("slow", rtt=800.0, users=1)]
+    assert all(hosts("balanced", fleet, ctx(seed))[0] != "slow" for seed in range(300))
+    # ... unless everything else is unsafe (panic mode still lists it) ...
+    swamped = [x._replace(values={**x.values, "lbSwapping": 1}) for x in fleet[:29]] + fleet[29:]
+    assert any(hosts("balanced", swamped, ctx(seed))[0] == "slow" for seed in range(50))
+    # ... or the slow ones hold more than a fifth of the safe capacity (the lab above): they count again.
+    lab = [up("a", sessions=4, users=1), up("b", sessions=4, users=1), up("c", sessions=4, users=1),
+           up("d", rtt=800.0, users=1)]
+    fast = [*lab[:3], lab[3]._replace(rtt_ms=1.0)]
+    assert all(hosts("balanced", lab, ctx(seed)) == hosts("balanced", fast, ctx(seed)) for seed in range(300))
+    assert sum(hosts("balanced", lab, ctx(seed))[0] == "d" for seed in range(300)) > 100
+
+
 def test_balanced_slow_starts_a_server_that_just_came_into_service():
     old = [up(f"old{i}", sessions=30, users=1) for i in range(9)]
     new = ServerState("new", 161, {**row(), "lbInService": 30}, "", 1.0)  # empty, in service for 30 s of 300

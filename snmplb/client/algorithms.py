@@ -123,6 +123,7 @@ def sticky(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
 
 
 PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
+IN_TIME_SHARE = 0.8  # slow answers are avoided while the servers answering in time hold this share (_pool)
 SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
 SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
 # Fewer logins than this expected on the same figures (but some: a login rate is seen): fill without the
@@ -185,11 +186,8 @@ def safe(s: ServerState, settings: ClientSettings) -> bool:
     """`balanced`'s safety filter: the prototype's thresholds but the answer time. Not swapping (if
     LB_SKIP_SWAPPING), load per CPU at most LB_MAX_LOAD: the figures say whether a server has room.
 
-    An answer slower than LB_MAX_RESPONSE_MS is not an absence of capacity: it measures snmpd and the
-    network path to this client, and a server that is really overloaded shows it in its load or its
-    swapping. Dropping a slow server in a lab of three desktops sent its share to the two others
-    (issue 12: Margot at 2.1 max/mean with the big desktop slow, against random's 1.6); it keeps
-    its full weight, and a server that does not answer within LB_TIMEOUT_MS is not eligible at all.
+    The answer time is not judged here but in ``_pool``: a slow answer is not an absence of
+    capacity, and a server that is really overloaded shows it in its load or its swapping.
     """
     if settings.skip_swapping and s.swapping:
         return False
@@ -199,12 +197,26 @@ def safe(s: ServerState, settings: ClientSettings) -> bool:
 
 
 def _pool(eligible: Sequence[ServerState], settings: ClientSettings, sampled: bool = False) -> list[ServerState]:
-    """The servers passing ``safe`` (``passes_thresholds`` in the sampled mode, whose hedge already
-    treats a slow answer as unusable: docs/algorithms.md); all of them if those hold less than
-    PANIC_SHARE of the eligible capacity (panic mode: never herd onto the few)."""
+    """The servers `balanced` chooses among.
+
+    First the safety filter (``safe``; ``passes_thresholds`` in the sampled mode, whose hedge already
+    treats a slow answer as unusable: docs/algorithms.md). Then the answer time: servers that answered
+    slower than LB_MAX_RESPONSE_MS are left out while the ones that answered in time hold at least
+    IN_TIME_SHARE of the safe capacity - a slow server is never chosen while the others have room for
+    its share. Below that, a slow answer is not taken for an absence of capacity: dropping the big
+    desktop of a three-desktop lab sent its share to the two others (issue 12: Margot at 2.1 max/mean,
+    against random's 1.6), so the slow servers keep their full weight. A server that does not answer
+    within LB_TIMEOUT_MS is not eligible at all. Finally panic mode: if the safe servers hold less than
+    PANIC_SHARE of the eligible capacity, balance over all of them (never herd onto the few).
+    """
+    def capacity(servers: Sequence[ServerState]) -> int:
+        return sum(max(1, x.weight) for x in servers)
+
     ok = [x for x in eligible if (passes_thresholds if sampled else safe)(x, settings)]
-    total = sum(max(1, x.weight) for x in eligible)
-    return ok if sum(max(1, x.weight) for x in ok) >= PANIC_SHARE * total else list(eligible)
+    in_time = [x for x in ok if x.rtt_ms is None or x.rtt_ms <= settings.max_response_ms]
+    if len(in_time) < len(ok) and capacity(in_time) >= IN_TIME_SHARE * capacity(ok):
+        ok = in_time
+    return ok if capacity(ok) >= PANIC_SHARE * capacity(eligible) else list(eligible)
 
 
 def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: Sequence[float],
@@ -356,7 +368,9 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
 
     1. Safety (``safe``): not swapping, at least MEM_RESERVE_PERCENT of the
        memory available, load per CPU at most LB_MAX_LOAD, unless that leaves
-       less than PANIC_SHARE of the capacity (``_pool``). A slow answer stays.
+       less than PANIC_SHARE of the capacity; answers slower than
+       LB_MAX_RESPONSE_MS only when the others hold less than IN_TIME_SHARE of
+       the safe capacity (``_pool``).
     2. Estimate how many logins decide on these figures from the fleet's login
        rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
        server from the shares that would fill the servers evenly
