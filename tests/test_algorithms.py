@@ -377,3 +377,20 @@ def test_balanced_with_few_logins_on_the_same_figures_fills_without_margin_count
     # A storm on the same lab (600 logins/min each): the margin's fill, every server some of the logins.
     storm_lab = [storming("d1", 3, 500, 600), storming("d2", 4, 500, 600), storming("d3", 8, 500, 600, weight=200)]
     assert collections.Counter(hosts("balanced", storm_lab, ctx(seed))[0] for seed in range(2000))["d2"] > 100
+
+
+@pytest.mark.parametrize("claim", [10**6, 0])
+def test_one_fresh_liar_among_stale_honest_rows_does_not_set_the_fleets_rate(claim):
+    # Nine honest servers, rows 20 s old, 60 logins a minute each; one agent claims a fresh row with an
+    # absurd rate (or none at all, as an agent restarted mid-storm reads). Alone among the fresh rows, it
+    # must not stand for the fleet: the rate stays near the honest one, and the honest servers' counts
+    # still decide their shares.
+    honest = [ServerState(f"h{i}", 161, {**row(sessions=10 + 5 * i, users=1), "lbLoginRate": 60, "lbDataAge": 20_000},
+                          "", 1.0) for i in range(9)]
+    liar = ServerState("liar", 161, {**row(sessions=10, users=1), "lbLoginRate": claim, "lbDataAge": 0}, "", 1.0)
+    from snmplb.client.algorithms import fleet_rate, login_shares
+
+    rate = fleet_rate(honest + [liar])
+    assert 8.0 <= rate <= 12.0, rate  # 9 x 1/s honest, the liar capped at twice the others' mean
+    shares = login_shares(honest + [liar], rate, ClientSettings())
+    assert shares[0] > 2 * shares[8], shares  # the emptiest honest server still takes far more than the fullest

@@ -147,6 +147,7 @@ def ramp(s: ServerState, settings: ClientSettings) -> float:
 
 
 MEM_RESERVE_PERCENT = 10  # below this much memory available, a server is full for `balanced` (unless panic)
+FRESH_SHARE = 0.15  # fleet_rate: the freshest rows stand for the fleet only if they hold this share of it
 RATE_WINDOW_S = 10.0  # lbLoginRate counts the ssh connections opened over the 10 s before the row was taken
 LOGIN_LAG_S = 5.0  # an LDM login's usual time from its ssh connection to its session (3-8 s: ssh, PAM, logind)
 
@@ -324,7 +325,8 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     (issue 12: with rows up to 30 s old, the fleet's rate read a fraction of the real one, and a
     server whose old row looked empty took twice its share of a flash crowd). The cap takes the
     higher of the others' mean among the fresh rows and among all: a liar claiming fresh figures
-    among stale honest ones is still bounded by them.
+    among stale honest ones is still bounded by them. The fresh rows stand for the fleet only when
+    there are at least two of them holding FRESH_SHARE of the capacity; otherwise every row counts.
     """
     if not servers:
         return 0.0
@@ -332,6 +334,10 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
     youngest = min(x.data_age_s for x in servers)
     fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
+    if len(fresh) < 2 or sum(w[i] for i in fresh) < FRESH_SHARE * sum(w):
+        # One fresh row alone (a liar claiming age 0, an agent restarted mid-storm and reading 0) would
+        # set the fleet's rate by itself, uncapped: too few fresh figures to stand for the fleet.
+        fresh = list(range(len(servers)))
     capped = [min(rho[i], max(RATE_FACTOR * max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))),
                               RATE_FLOOR)) for i in fresh]
     return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
