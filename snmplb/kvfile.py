@@ -179,13 +179,18 @@ class Field(record("Field", "name attr parse default if_bad", defaults=(None,)))
     __slots__ = ()
 
 
+NOT_QUOTED = "not a valid value (not quoted: it may hold a secret)"
+
+
 def validate(fields: Iterable[Field], pairs: Mapping[str, str], in_force: Mapping[str, object] | None = None,
-             unknown: bool = True) -> tuple[dict[str, object], list[str]]:
+             unknown: bool = True, unquoted: frozenset[str] = frozenset()) -> tuple[dict[str, object], list[str]]:
     """The values ``pairs`` set (attr -> value) and one problem per bad (or, with ``unknown``, unknown) key.
 
     A bad value names its key and is not taken: its field's ``if_bad`` value is, when it has one (the
     message says what that means); else the value in force stays (``in_force[attr]``, or the field's
-    documented default) and the message says which.
+    documented default) and the message says which. For the keys in ``unquoted`` (values read from a
+    file that may hold secrets: client.conf) the message says only that the value is bad: a parse
+    function's words quote the value, and a mistyped line may hold a passphrase.
     """
     by_name = {f.name: f for f in fields}
     values: dict[str, object] = {}
@@ -205,7 +210,8 @@ def validate(fields: Iterable[Field], pairs: Mapping[str, str], in_force: Mappin
                 done = f"using {in_force[field.attr]}"
             else:
                 done = f"using the default ({field.default})"
-            problems.append(f"{field.name}: {exc}; {done}")
+            why = NOT_QUOTED if key in unquoted else str(exc)
+            problems.append(f"{field.name}: {why}; {done}")
     return values, problems
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import COMMUNITY, V3
+from conftest import COMMUNITY, V3, wait_for
 from snmplb import mib, usm
 from snmplb.build import nmsgen
 from snmplb.adminfile import AdminSettings
@@ -357,7 +357,6 @@ include "{PROJECT / 'nms/icinga2/snmplb.conf'}"
 def test_check_snmplb_warns_when_the_agent_cannot_use_its_admin_file(fleet):
     inst = fleet.add("s", FakeLoad(), AdminSettings(state="enabled"))
     inst.admin_file.write_text("state = enabled\nwieght = 5\n")  # a typo: the agent keeps the last good state
-    from conftest import wait_for
 
     assert wait_for(lambda: check(inst)[0] == WARNING, timeout=10)  # the agent's next sample
     code, out = check(inst)
@@ -443,3 +442,15 @@ def test_generators_follow_a_renumbered_mib(monkeypatch):
     monkeypatch.setattr(mib, "BY_NAME", dict(shifted, lbStatus=shifted["lbStatus"]._replace(enums={"idle": 1})))
     with pytest.raises(KeyError, match="no enumeration 'full'"):
         nmsgen.zabbix()
+
+
+def test_check_snmplb_says_critical_for_figures_too_old_to_use(fleet):
+    """An agent whose figures age past 30 s (MAX_DATA_AGE_MS: no client uses them) is as CRITICAL as
+    one past --age-critical: it must not turn UNKNOWN, milder, as it ages. The agent samples once a
+    minute here (its longest interval), so its row really ages between samples."""
+    inst = fleet.add("aging", settings={"interval": "60"})
+    code, out = check(inst)
+    assert code == OK, out
+    assert wait_for(lambda: "stale data" in check(inst)[1], timeout=50, step=2)
+    code, out = check(inst)
+    assert code == CRITICAL and "stale data" in out and out.count("\n") == 0, out

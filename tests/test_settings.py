@@ -157,6 +157,26 @@ def test_client_conf_uses_its_good_lines_and_names_the_bad_ones_without_a_value(
     assert not any(w in " ".join(problems) for w in ("caf", "secret", "s3cret", "pair"))
 
 
+def test_a_bad_value_in_client_conf_is_named_never_quoted(tmp_path):
+    """client.conf holds the SNMPv3 passphrases: a mistyped line may hold one, so a bad value read from
+    it is named by its key and not one character of it is shown (the environment's are quoted)."""
+    from snmplb.client.gethosts import settings_for
+
+    conf = tmp_path / "client.conf"
+    conf.write_text("LB_SNMP_VERSION = 3   # auth is hunter2hunter2\nLB_MAX_LOAD = hunter2hunter2\n"
+                    "LB_LBSERVER_URL = ftp://user:hunter2@lb/\nLB_SERVERS = app1 bad;hunter2 app2\n"
+                    "LB_SAMPLE_WEIGHTS = app1=hunter2\nLB_TIMEOUT_MS = 5\n")
+    conf.chmod(0o600)
+    settings, problems = settings_for({"SNMPLB_CLIENT_CONF": str(conf), "LB_MAX_HOSTS": "lots"})
+    text = "\n".join(problems)
+    assert "hunter2" not in text and "unter" not in text and "ftp" not in text, text
+    for key in ("LB_SNMP_VERSION", "LB_MAX_LOAD", "LB_LBSERVER_URL", "LB_SERVERS", "LB_SAMPLE_WEIGHTS",
+                "LB_TIMEOUT_MS"):
+        assert any(p.startswith(f"{key}: ") for p in problems), (key, problems)
+    assert "'lots'" in text  # the environment's own values are still quoted (lts.conf holds no secret)
+    assert [s.host for s in settings.servers] == ["app1", "app2"] and settings.max_load == 2.0
+
+
 def test_lts_conf_says_when_it_stops_following_like():
     chain = "[Default]\nLIKE = s1\n" + "".join(f"[s{i}]\nLIKE = s{i + 1}\nV{i} = {i}\n" for i in range(1, 9))
     env, problems = ltsconf.resolve(chain, [])

@@ -143,7 +143,8 @@ def settings_for(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
 
     file_values, file_problems = read_client_conf(env, frozenset(v.name for v in VARIABLES))
     # What LDM exports (lts.conf) wins, but an empty variable (a line left blank) is no value.
-    settings, problems = from_env({**file_values, **{k: v for k, v in env.items() if v.strip()}})
+    given = {k: v for k, v in env.items() if v.strip()}
+    settings, problems = from_env({**file_values, **given}, unquoted=frozenset(file_values) - frozenset(given))
     return settings, file_problems + problems
 
 

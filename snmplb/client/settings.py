@@ -196,16 +196,18 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
-def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
-    """Settings from an environment (or a resolved lts.conf), and one problem per bad value."""
+def from_env(env: Mapping[str, str], unquoted: frozenset[str] = frozenset()) -> tuple[ClientSettings, list[str]]:
+    """Settings from an environment (or a resolved lts.conf), and one problem per bad value; the values
+    of the keys in ``unquoted`` (read from client.conf) are never quoted in a problem."""
     given = {v.name: env.get(v.name, "").strip() for v in VARIABLES}  # an empty value means the default
-    changes, problems = validate(VARIABLES, {k: v for k, v in given.items() if v}, unknown=False)
+    changes, problems = validate(VARIABLES, {k: v for k, v in given.items() if v}, unknown=False,
+                                 unquoted=unquoted)
     settings = ClientSettings()._replace(**changes)
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
                                   settings.snmp_port)
-    problems += more
+    problems += _unquoted(more, "LB_SERVERS", unquoted)
     weights, more = parse_sample_weights(env.get("LB_SAMPLE_WEIGHTS", "").strip(), servers)
-    problems += more
+    problems += _unquoted(more, "LB_SAMPLE_WEIGHTS", unquoted)
     settings = settings._replace(servers=servers, sample_weights=weights)
     refused = refusal(settings)
     if refused and settings.snmp_version in ("2c", "3"):  # a bad version was reported with its value above
@@ -215,6 +217,13 @@ def from_env(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
     if not servers:
         problems.append("LB_SERVERS: no server configured and SERVER is empty")
     return settings, problems
+
+
+def _unquoted(problems: list[str], key: str, unquoted: frozenset[str]) -> list[str]:
+    """``problems`` about ``key``, with the entries they quote left out when its value came from client.conf."""
+    if key not in unquoted or not problems:
+        return problems
+    return [f"{key}: {len(problems)} entries not valid (not quoted: they may hold a secret); skipped"]
 
 
 def refusal(settings: ClientSettings) -> str:

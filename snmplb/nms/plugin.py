@@ -45,6 +45,9 @@ class RowResource(nagiosplugin.Resource):
             if state.failure in Failure.NOT_REACHED:
                 yield nagiosplugin.Metric("reachable", state.reason, context="reachable")
                 return
+            if state.failure == Failure.STALE:  # older than any --age-critical can be: a hung agent
+                yield nagiosplugin.Metric("stale", state.reason, context="stale")
+                return
             raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason} [{state.failure}]")
         v = state.values
         yield nagiosplugin.Metric("load_per_cpu", v["lbLoadPerCpu"] / 100, min=0, context="load")
@@ -88,6 +91,14 @@ class ReachableContext(nagiosplugin.Context):
         return self.result_cls(nagiosplugin.Critical, f"unreachable: {metric.value}", metric)
 
 
+class StaleContext(nagiosplugin.Context):
+    """Figures too old for any client to use (over 30 s, MAX_DATA_AGE_MS) are CRITICAL, as a data age
+    over --age-critical is: an agent that hangs must not look better as its figures age."""
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(nagiosplugin.Critical, metric.value, metric)
+
+
 class AdminContext(nagiosplugin.Context):
     """enabled: OK; draining: WARNING; disabled: CRITICAL (or WARNING, by option)."""
 
@@ -127,6 +138,7 @@ def run(args: argparse.Namespace, env: dict[str, str], notes: tuple[str, ...] = 
     check = nagiosplugin.Check(
         RowResource(env),
         ReachableContext("reachable"),
+        StaleContext("stale"),
         nagiosplugin.ScalarContext("load", args.load_warning, args.load_critical,
                                    fmt_metric="load {value:.2f} per CPU"),
         nagiosplugin.ScalarContext("memory", args.mem_warning, args.mem_critical,
