@@ -19,6 +19,7 @@ Subclass it to add properties and a docstring, as with a namedtuple::
 
 from __future__ import annotations
 
+import sys
 from operator import itemgetter
 
 _MISSING = object()
@@ -85,7 +86,9 @@ def record(typename: str, field_names: str | tuple[str, ...], defaults: tuple = 
     namespace: dict = {"__slots__": (), "__doc__": f"{typename}({', '.join(fields)})", "_fields": fields,
                        "_field_defaults": dict(zip(fields[first_default:], defaults)), "__match_args__": fields,
                        "__new__": __new__, "_replace": _replace, "_asdict": _asdict, "__repr__": __repr__,
-                       "__getnewargs__": __getnewargs__}
+                       "__getnewargs__": __getnewargs__,
+                       # The caller's module, as namedtuple sets it: pickle finds an unsubclassed record there.
+                       "__module__": sys._getframe(1).f_globals.get("__name__", __name__)}
     for i, name in enumerate(fields):
         namespace[name] = property(itemgetter(i), doc=f"Alias for field number {i}")
     return type(typename, (tuple,), namespace)

@@ -95,7 +95,7 @@ def test_get_hosts_pulls_in_only_the_client_and_the_standard_library(fleet: Flee
     a = fleet.add("a", FakeLoad(load1=0.2))
     b = fleet.add("b", FakeLoad(load1=3.0))
     env = {"PATH": os.environ["PATH"], "LB_SERVERS": f"{a.address} {b.address}", "LB_SNMP_COMMUNITY": COMMUNITY,
-           "LB_ALGORITHM": algorithm, "LB_LBSERVER": "127.0.0.1:1", "SNMPLB_CLIENT_CONF": "/nonexistent"}
+           "LB_ALGORITHM": algorithm, "LB_LBSERVER_URL": "http://127.0.0.1:1/", "SNMPLB_CLIENT_CONF": "/nonexistent"}
     out, modules = _run_get_hosts(env)
     assert sorted(out.split()) == sorted([a.host, b.host]), out
     foreign, third = _outside(modules)

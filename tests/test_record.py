@@ -61,3 +61,12 @@ def test_the_settings_types_keep_their_namedtuple_behaviour():
     assert s._replace(timeout_ms=50).timeout_ms == 50 and s.timeout_ms == 1000
     assert pickle.loads(pickle.dumps(s)) == s
     assert {Server("a"): 1}[("a", 161)] == 1  # hashed as the tuple it is
+
+
+Plain = record("Plain", "a b", defaults=(2,))  # not subclassed: pickle finds it by its module, as a namedtuple
+
+
+def test_an_unsubclassed_record_pickles_like_a_namedtuple():
+    p = Plain(1)
+    assert Plain.__module__ == __name__
+    assert pickle.loads(pickle.dumps(p)) == p and type(pickle.loads(pickle.dumps(p))) is Plain
