@@ -27,6 +27,28 @@ AUTH_PROTOCOLS: tuple[str, ...] = tuple(AUTH)
 PRIV_PROTOCOLS: tuple[str, ...] = ("AES",)
 DEFAULT_AUTH = "SHA"
 DEFAULT_PRIV = "AES"
+USER_MAX = 32  # USM user names are 1..32 octets (RFC 3414); get_hosts' LB_SNMP_USER takes as many
+PASSPHRASE_MIN, PASSPHRASE_MAX = 8, 1024  # net-snmp refuses shorter; get_hosts refuses longer
+_USER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def passphrase_problem(secret: str) -> str:
+    """Why get_hosts cannot use ``secret`` as a passphrase ("" when it can). Says nothing of the
+    secret itself: not a character, a position or a length."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in secret):
+        return "a passphrase must be text without control characters (the file's encoding?)"
+    if len(secret) < PASSPHRASE_MIN:
+        return f"a passphrase needs at least {PASSPHRASE_MIN} characters"
+    if len(secret) > PASSPHRASE_MAX:
+        return f"a passphrase may have at most {PASSPHRASE_MAX} characters"
+    return ""
+
+
+def check_user(user: str) -> str:
+    """A user name snmpd's createUser line takes and get_hosts' LB_SNMP_USER accepts as it is."""
+    if not 1 <= len(user) <= USER_MAX or not set(user) <= _USER_CHARS:
+        raise ConfigError(f"user: {user[:40]!r} must be 1 to {USER_MAX} ASCII letters, digits, '-' or '_'")
+    return user
 
 
 def check_auth(name: str) -> str:

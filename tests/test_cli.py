@@ -106,3 +106,27 @@ def test_status_watch_rejects_non_positive_and_non_finite_seconds(value):
                                                    "LB_TIMEOUT_MS": "50"})
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert "--watch" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("user,secret", [
+    ("nms", "tab\tinside-pass"), ("nms", "x" * 1025), ("nms", "trailing-space "), ("nms", " leading-space"),
+    ("nms", "ctrl\x01-passphrase"), ("u" * 40, "good-pass-123"), ("usér", "good-pass-123"), ("", "good-pass-123"),
+    ("nms", "short"), ("nms", 'quote"-pass-123'),
+    ("nms", "good-pass-123"), ("a" * 32, "é-unicode-pass"), ("nms-2_b", "x" * 1024)])
+def test_create_v3_user_makes_only_users_get_hosts_can_use_as_they_are(user, secret):
+    """Whatever create-v3-user accepts, get_hosts takes unchanged (through the key = value reader too);
+    what it refuses, it says why without a character of the secret (snmplb.usm holds the one rule)."""
+    from snmplb.admin.v3user import create_user_line
+    from snmplb.client.settings import from_env
+    from snmplb.errors import ConfigError
+    from snmplb.kvfile import CLIENT_CONF, parse_kv
+
+    try:
+        create_user_line(user, secret, secret)
+    except ConfigError as exc:
+        assert secret[:8] not in str(exc), exc
+        return
+    text = f"LB_SNMP_USER = {user}\nLB_SNMP_AUTH_PASSPHRASE = {secret}\nLB_SNMP_PRIV_PASSPHRASE = {secret}\n"
+    env = {"LB_SERVERS": "127.0.0.1", "LB_SNMP_VERSION": "3", **parse_kv(text, CLIENT_CONF)[0]}
+    settings, problems = from_env(env)
+    assert problems == [] and settings.user == user and settings.auth_passphrase == secret, problems

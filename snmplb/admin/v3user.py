@@ -21,19 +21,22 @@ _FORBIDDEN = set('"\\\n\r\0')
 
 
 def check_passphrase(label: str, secret: str) -> str:
-    """Validate a passphrase (net-snmp needs 8 characters or more); the error never shows it."""
-    if len(secret) < 8:
-        raise ConfigError(f"{label}: a passphrase needs at least 8 characters")
+    """A passphrase get_hosts can use (snmplb.usm's rule) that snmpd's createUser line can hold, and
+    that every key = value reader gives back unchanged (they strip the value); the error never shows it."""
+    problem = usm.passphrase_problem(secret)
+    if problem:
+        raise ConfigError(f"{label}: {problem}")
     if _FORBIDDEN & set(secret):
         raise ConfigError(f"{label}: a passphrase may not contain quotes, backslashes or line breaks")
+    if secret != secret.strip():
+        raise ConfigError(f"{label}: a passphrase may not start or end with a space (the readers strip it)")
     return secret
 
 
 def create_user_line(user: str, auth_pass: str, priv_pass: str,
                      auth_proto: str = usm.DEFAULT_AUTH, priv_proto: str = usm.DEFAULT_PRIV) -> str:
     """snmpd's ``createUser`` line for an authPriv user get_hosts can poll."""
-    if not user or not user.replace("-", "").replace("_", "").isalnum():
-        raise ConfigError(f"user: {user!r} must be letters, digits, '-' or '_'")
+    usm.check_user(user)
     auth_proto = usm.check_auth(auth_proto)
     priv_proto = usm.check_priv(priv_proto)
     check_passphrase("auth passphrase", auth_pass)

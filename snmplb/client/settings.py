@@ -11,7 +11,7 @@ from __future__ import annotations
 from snmplb.errors import ConfigError
 # The one validation of key = value settings (kvfile); the short names keep the VARIABLES table readable.
 from snmplb.kvfile import number as _float, one_of as _choice, shown, validate, whole as _int, yes_no as _bool
-from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS  # the codec's own list: get_hosts takes no other
+from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS, USER_MAX, passphrase_problem  # the one list and rules
 from snmplb.record import record
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
@@ -79,12 +79,11 @@ class ClientSettings(record("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
 
 def _passphrase(raw: str) -> str:
     # Never echo the secret, nor any part, position or length of it.
-    if not _is_utf8(raw) or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+    if not _is_utf8(raw):
         raise ConfigError("a passphrase must be UTF-8 text without control characters (the file's encoding?)")
-    if len(raw) < 8:
-        raise ConfigError("a passphrase needs at least 8 characters")
-    if len(raw) > 1024:
-        raise ConfigError("a passphrase may have at most 1024 characters")
+    problem = passphrase_problem(raw)  # the same rule snmplb-admin create-v3-user applies (snmplb.usm)
+    if problem:
+        raise ConfigError(problem)
     return raw
 
 
@@ -150,7 +149,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), "2.0",
              "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this."),
     Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), "500",
-             "`thresholded`, `balanced`: skip servers that answered slower than this (ms)."),
+             "`thresholded`: skip servers that answered slower than this (ms); `balanced`: skip them while the "
+             "servers that answered in time hold at least 80 % of the safe capacity (a slow desktop holding a "
+             "third of a small lab still takes its share: docs/algorithms.md)."),
     Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
              "`thresholded`, `balanced`: skip servers that are swapping."),
     Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c",
@@ -159,7 +160,7 @@ VARIABLES: tuple[Variable, ...] = (
              # "v3" meant SNMPv3: a bad version is no version (settings.refusal), never the default 2c
              ("", "not polling (no fallback to SNMPv2c in clear)")),
     Variable("LB_SNMP_COMMUNITY", "community", _text(64), "snmplb-ltsp", "SNMPv2c community."),
-    Variable("LB_SNMP_USER", "user", _text(32), "snmplb", "SNMPv3 user name."),
+    Variable("LB_SNMP_USER", "user", _text(USER_MAX), "snmplb", "SNMPv3 user name."),
     Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
              "SNMPv3 authentication: " + ", ".join(AUTH_PROTOCOLS) + "."),
     Variable("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase", _passphrase, "(none)",
