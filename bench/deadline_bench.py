@@ -23,13 +23,14 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from gethosts_bench import revision_tree  # noqa: E402
 from snmplb.lab.fleet import FakeLoad, Fleet  # noqa: E402
 
 COMMUNITY = "snmplb-ltsp"
@@ -43,15 +44,11 @@ def _spin(stop_at: float) -> None:
 
 def _baseline_tree(rev: str, dest: Path) -> Path:
     """The package and the chroot script of ``rev``, and a python wrapper that imports that package."""
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = dest / "rev.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "snmplb", "chroot"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    revision_tree(rev, dest)
     wrapper = dest / "python3"
     wrapper.write_text("#!/bin/sh\n# run the revision's get_hosts entry point (ignores the script's -I -c ...)\n"
                        f"exec {sys.executable} -c 'import sys; sys.path.insert(0, \"{dest}\"); "
-                       "from snmplb.client.gethosts import main_and_exit; main_and_exit()'\n")
+                       "from snmplb.gethosts import main_and_exit; main_and_exit()'\n")  # old revisions' path, a shim now
     wrapper.chmod(0o755)
     return dest
 
