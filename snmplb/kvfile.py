@@ -28,11 +28,8 @@ from snmplb.errors import ConfigError, SnmplbError
 from snmplb.record import record
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
-if TYPE_CHECKING:  # annotations only: get_hosts reads client.conf at every login and does without collections
+if TYPE_CHECKING:  # annotations only: get_hosts reads client.conf at every login and does without them
     from collections.abc import Callable, Iterable, Mapping
-
-TYPE_CHECKING = False  # typing itself costs get_hosts an import
-if TYPE_CHECKING:
     from pathlib import Path
 
 BOM = "\ufeff"
