@@ -330,27 +330,35 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     """
     if not servers:
         return 0.0
-    w = [max(1, x.weight) for x in servers]
-    rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    w, rho = _per_capacity(servers)
     youngest = min(x.data_age_s for x in servers)
     fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
     if len(fresh) < 2 or sum(w[i] for i in fresh) < FRESH_SHARE * sum(w):
         # One fresh row alone (a liar claiming age 0, an agent restarted mid-storm and reading 0) would
         # set the fleet's rate by itself, uncapped: too few fresh figures to stand for the fleet.
         fresh = list(range(len(servers)))
-    capped = [min(rho[i], max(RATE_FACTOR * max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))),
-                              RATE_FLOOR)) for i in fresh]
+    capped = [_capped(rho[i], max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))))
+              for i in fresh]
     return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
 
 
 def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
     an absurd lbLoginRate cannot make a server look full of logins in progress either."""
-    w = [max(1, x.weight) for x in servers]
-    rho = [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    w, rho = _per_capacity(servers)
     every = range(len(rho))
-    return [wi * min(r, max(RATE_FACTOR * _others_mean(rho, i, every), RATE_FLOOR))
-            for i, (r, wi) in enumerate(zip(rho, w))]
+    return [wi * _capped(r, _others_mean(rho, i, every)) for i, (r, wi) in enumerate(zip(rho, w))]
+
+
+def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
+    """Each server's weight (at least 1) and its login rate per unit of that weight."""
+    w = [max(1, x.weight) for x in servers]
+    return w, [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+
+
+def _capped(rate: float, others: float) -> float:
+    """A server's rate per capacity, at most RATE_FACTOR times the others' mean or RATE_FLOOR."""
+    return min(rate, max(RATE_FACTOR * others, RATE_FLOOR))
 
 
 def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
