@@ -107,6 +107,8 @@ EXP = (math.exp(-5 / 60), math.exp(-5 / 300), math.exp(-5 / 900))
 POLICY = HealthPolicy()
 LOGNORMAL_SIGMA = 0.6  # lognormal session memory: a few users with big browsers (same mean as the uniform)
 LOGNORMAL_MAX = 8192.0  # MiB: one session's memory, at most
+TYPICAL_MEM = statistics.fmean(SESSION_MEM)  # a session's mean memory, either distribution
+DAY_SESSION_S, DAY_MIN_SESSION_S, DAY_STEP_S = 1800.0, 200.0, 30.0  # the working day (Sim.day)
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class Model:
     background_ssh: int = 0  # steady non-login ssh connections per server: uniform in [0, 2n], counted too
     prestorm: bool = False  # True: each row at the storm's start was taken at its agent's last refresh before
     silent: tuple[str, float, float] = ("", 0.0, 0.0)  # (server, from, until): it answers nothing then
+    day_s: float = 0.0  # > 0: after the morning storm, a working day this long of logins and logouts (Sim.day)
 
     def session_memory(self, rng: random.Random) -> float:
         if self.session_mem == "lognormal":
@@ -188,6 +191,24 @@ class SimServer:
         if int(t) % 5 == 0:
             self.loads = [ld * e + run * (1 - e) for ld, e in zip(self.loads, EXP)]
         self.peak = max(self.peak, mem / self.ram)
+
+    def seen(self, session: Session, t: float) -> float:
+        """How much of a session's memory shows at time t."""
+        age = t - session.appear
+        return session.mem * min(1.0, age / MEM_RAMP_S) if age >= 0 else 0.0
+
+    def mature(self, session: Session, t: float) -> bool:
+        return t - session.appear >= MEM_RAMP_S
+
+    def in_sight(self, t: float) -> float:
+        """Memory in use plus what a server could know is still to come, now: each session less than its
+        growth time old counts at least TYPICAL_MEM (an agent that read each session's age and memory;
+        the reference ORACLE_MEM places by it)."""
+        mem = self.base_mem + self.steady_mem
+        for x in self.ramping:
+            seen = self.seen(x, t)
+            mem += seen if self.mature(x, t) else max(seen, TYPICAL_MEM)
+        return mem
 
     def overloaded(self) -> bool:
         return self.mem > self.ram or self.loads[0] / self.cpus > OVERLOAD_LOAD
@@ -311,6 +332,10 @@ SCENARIOS = [
              Model(appear=(8.0, 20.0))),
     Scenario("silent", "Rudolfo with a big server silent from 20 s to 80 s (the storm's middle), then back",
              rudolfo_fleet, 1400, Model(silent=("big00", 20.0, 80.0))),
+    Scenario("day", "A working day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of "
+             "about half an hour) holding 1400 sessions, lognormal session memory (the fleet's memory about 80 % "
+             "used); servers that swapped during that hour", rudolfo_fleet, 1400,
+             Model(session_mem="lognormal", day_s=3600.0)),
     Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
     Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
              margot_slow_fleet, 17, small=True),
@@ -326,6 +351,8 @@ def scenario_metrics(sc: Scenario, variant: Variant, period: float, seed: int, s
 
 
 ORACLE = "perfect placement by counts"  # not an algorithm: the simulator places on true session counts
+# Not an algorithm either: every login to the live server with the least memory in sight (``in_sight``)
+ORACLE_MEM = "perfect placement by memory in sight"
 
 
 class Sim:
@@ -384,6 +411,9 @@ class Sim:
 
         if self.variant.algorithm == ORACLE:
             server = self._by_counts()
+        elif self.variant.algorithm == ORACLE_MEM:
+            live = [s for s in self.fleet if not s.dead and not self.silent(s)]
+            server = min(live, key=lambda s: ((s.in_sight(self.t) + TYPICAL_MEM) / s.ram, self.rng.random()))
         else:
             _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
             server = self.by_name[decision.hosts[0]]
@@ -432,6 +462,38 @@ class Sim:
     def storm(self, clients: list[str], start: float) -> None:
         self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, self.model.storm_s), c) for c in clients])
 
+    def day(self, clients: list[str], steady: int) -> None:
+        """A working day after the morning storm (``clients`` logged in): sessions end after
+        DAY_MIN_SESSION_S plus an exponential time (mean DAY_SESSION_S), new ones arrive at random at the
+        rate that keeps ``steady`` sessions, for ``model.day_s`` seconds. Each server's peak memory counts
+        from the day's start: what swaps then swapped because of where the day's logins went."""
+        where = {c: name for _, c, name in self.logins}
+        ends = [(self.t + self.rng.expovariate(1 / DAY_SESSION_S), c) for c in clients]
+        for s in self.fleet:
+            s.peak = 0.0
+        start, fresh = self.t, (f"d{i:05d}" for i in range(10 ** 6))
+        rate = steady / (DAY_MIN_SESSION_S + DAY_SESSION_S)
+        arrival = start + self.rng.expovariate(rate)
+        while self.t < start + self.model.day_s:  # bounded: t grows by DAY_STEP_S each round
+            stop = self.t + DAY_STEP_S
+            arrivals = []
+            while arrival < stop:
+                arrivals.append((arrival, next(fresh)))
+                arrival += self.rng.expovariate(rate)
+            later = []
+            for end, c in ends:
+                server = self.by_name[where[c]]
+                if end <= self.t and all(x.client != c for x in server.ramping):  # steady by then: it leaves
+                    server.logout(c)
+                else:
+                    later.append((end, c))
+            placed = len(self.logins)
+            self.run_until(stop - 1, arrivals)
+            for t, c, name in self.logins[placed:]:
+                where[c] = name
+                later.append((t + DAY_MIN_SESSION_S + self.rng.expovariate(1 / DAY_SESSION_S), c))
+            ends = later
+
     def max_over_mean(self) -> float:
         live = [s for s in self.fleet if not s.dead]
         total = sum(len(s.clients) for s in live) / sum(s.weight for s in live)
@@ -441,7 +503,10 @@ class Sim:
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
                   synchronized: bool = False, model: Model = Model()) -> dict:
     sim = Sim(fleet_maker(), variant, period, seed, synchronized, model)
-    sim.storm([f"c{i:04d}" for i in range(n_clients)], 0.0)
+    clients = [f"c{i:04d}" for i in range(n_clients)]
+    sim.storm(clients, 0.0)
+    if model.day_s:
+        sim.day(clients, n_clients)
     dead = {s.name for s in sim.fleet if s.dead}
     slow = {s.name for s in sim.fleet if s.rtt == SLOW_RTT}
     return {
@@ -531,9 +596,11 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 ORACLE_VARIANT = Variant(ORACLE, ORACLE)
+ORACLE_MEM_VARIANT = Variant(ORACLE_MEM, ORACLE_MEM)
 # What each scenario compares: the default against the usual alternatives, and the reference.
-COMPARED = ["balanced", "thresholded (prototype)", "random", "weighted", TWO_CHOICES, "sticky", ORACLE]
-BY_LABEL = {v.label: v for v in VARIANTS + [ORACLE_VARIANT]}
+COMPARED = ["balanced", "thresholded (prototype)", "random", "weighted", TWO_CHOICES, "sticky", ORACLE, ORACLE_MEM]
+REFERENCES = (ORACLE, ORACLE_MEM)  # the simulator's knowledge, not algorithms: never "the best other"
+BY_LABEL = {v.label: v for v in VARIANTS + [ORACLE_VARIANT, ORACLE_MEM_VARIANT]}
 
 
 def _job(job: tuple) -> tuple[tuple, dict]:
@@ -766,7 +833,7 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             slow = _mean(scen[(sc.key, label, 10.0)], "to_slow") if 10.0 in periods else float("nan")
             lines.append(f"| {label} | {cells} | {dead} | {slow:.1f} |")
         lines.append("")
-    others = [label for label in COMPARED if label not in ("balanced", ORACLE)]
+    others = [label for label in COMPARED if label != "balanced" and label not in REFERENCES]
     lines += ["### The default against the best of the others, T at most 10 s", "",
               "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "
               "thresholded) in the same runs; the gap is `balanced` minus the best (negative: `balanced` is better).",

@@ -43,6 +43,13 @@ class AltServer(storm.SimServer):
 
     tick: int = 0  # its kernel's 5 s load-average tick falls on seconds t with t % 5 == tick
 
+    def seen(self, session: storm.Session, t: float) -> float:
+        age = t - session.appear
+        return session.mem * (1.0 - math.exp(-age / TAU_S)) if age >= 0 else 0.0
+
+    def mature(self, session: storm.Session, t: float) -> bool:
+        return t - session.appear >= 3 * TAU_S  # 95 % of its memory
+
     def step(self, t: float) -> None:
         done = [s for s in self.ramping if t - s.appear >= SETTLED_S]
         for s in done:
@@ -93,7 +100,10 @@ class AltSim(storm.Sim):
 def metrics(sc: storm.Scenario, variant: storm.Variant, period: float, seed: int) -> dict:
     rng = random.Random(seed)
     sim = AltSim(alt_fleet(sc.fleet, rng), variant, period, seed, False, sc.model)
-    sim.storm([f"c{i:04d}" for i in range(sc.clients)], 0.0)
+    clients = [f"c{i:04d}" for i in range(sc.clients)]
+    sim.storm(clients, 0.0)
+    if sc.model.day_s:
+        sim.day(clients, sc.clients)
     return {"max_mean": sim.max_over_mean(), "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
             "to_dead": sim.to_silent + sum(1 for _, _, n in sim.logins if sim.by_name[n].dead)}
 

@@ -144,9 +144,52 @@ def test_balanced_alone_takes_the_emptiest_up_to_twice_its_share():
     assert 1850 < firsts["empty"] < 2150 and 850 < firsts["half"] < 1150, firsts
 
 
-def storming(name, sessions, age_ms, per_minute, weight=100, in_service=86400) -> ServerState:
+def storming(name, sessions, age_ms, per_minute, weight=100, in_service=86400, mem_pct=50) -> ServerState:
+    """A row in a storm; ``mem_pct``: the memory still available, in percent."""
     return ServerState(name, 161, {**row(sessions=sessions, users=min(1, sessions), age=age_ms, weight=weight,
-                                         in_service=in_service), "lbLoginRate": per_minute}, "", 1.0)
+                                         in_service=in_service, mem_pct=mem_pct), "lbLoginRate": per_minute}, "", 1.0)
+
+
+def test_balanced_sends_fewer_logins_to_a_server_whose_memory_is_fuller_than_its_sessions_say():
+    from snmplb.client.algorithms import login_shares
+
+    # Four twins with 30 sessions each; "heavy" holds big browsers: 88 % of its memory in use, the others 70 %.
+    servers = [storming(n, 30, 1000, 120, mem_pct=30) for n in ("a", "b", "c")] + \
+        [storming("heavy", 30, 1000, 120, mem_pct=12)]
+    shares = login_shares(servers, 8.0, ClientSettings())
+    assert abs(sum(shares) - 1) < 1e-9
+    assert shares[3] < 0.5 * shares[0], shares
+    assert abs(shares[0] - shares[1]) < 1e-9 and abs(shares[1] - shares[2]) < 1e-9
+    # Below three-quarters of its memory in use, memory does not count: the same counts, the same shares.
+    servers[3] = storming("heavy", 30, 1000, 120, mem_pct=30)
+    level = login_shares(servers, 8.0, ClientSettings())
+    assert max(level) - min(level) < 1e-9, level
+    servers[3] = storming("heavy", 30, 1000, 120, mem_pct=40)  # 60 % used against 70 %: not a limit yet
+    assert login_shares(servers, 8.0, ClientSettings()) == level
+
+
+def test_a_server_claiming_little_memory_in_use_gains_nothing():
+    from snmplb.client.algorithms import login_shares
+
+    honest = [storming(n, 30, 1000, 120, mem_pct=20) for n in ("a", "b", "c", "d")]
+    liar = honest[:3] + [storming("d", 30, 1000, 120, mem_pct=99)]  # claims 1 % in use with 30 sessions
+    assert login_shares(liar, 8.0, ClientSettings()) == login_shares(honest, 8.0, ClientSettings())
+
+
+def test_one_agent_lying_about_its_memory_moves_the_others_loads_no_more_than_an_honest_one():
+    from snmplb.client.algorithms import memory_loads
+
+    fleet = [storming(f"s{i}", 30, 1000, 120, mem_pct=p) for i, p in enumerate((20, 22, 15, 25))]
+    load, w = [32.0, 31.0, 33.0, 30.0, 2.0], [100.0] * 5
+    honest = memory_loads(fleet + [storming("fifth", 1, 1000, 120, mem_pct=80)], load, w)
+    # The fifth agent publishes 4 TiB of memory, 89 % of it in use, for its one session.
+    big = {**fleet[0].values, "lbMemTotal": 2**32 - 1, "lbMemAvailable": (2**32 - 1) * 11 // 100,
+           "lbMemAvailablePercent": 11, "lbSessions": 1}
+    after = memory_loads(fleet + [ServerState("liar", 161, big, "", 1.0)], load, w)
+    for h, a in zip(honest[:4], after[:4]):  # the pool's share of memory in use is a trimmed mean
+        assert abs(a - h) <= 0.05 * h, (honest, after)
+    assert all(a >= ld for a, ld in zip(after, load))  # memory only ever makes a server fuller
+    assert after[4] > 2.0  # it says it is full: it takes less, never more
 
 
 def test_balanced_in_a_storm_spreads_the_logins_that_share_the_figures_over_the_deficits():

@@ -268,6 +268,7 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     ages = [x.data_age_s for x in pool]
     own = capped_rates(pool)
     load = [_count(x, r) + rate * a * wi / total_w for x, r, a, wi in zip(pool, own, ages, w)]
+    load = memory_loads(pool, load, w)
     expected = rate * horizon(pool)
     z = MARGIN_Z
     if 0 < expected < FEW_LOGINS:  # a small lab: no margin, and this login counted (see FEW_LOGINS)
@@ -277,6 +278,31 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
         return [wi / total_w for wi in w]
     return [t / total for t in takes]
+
+
+MEM_HEED = 0.75  # memory_loads: a server's memory counts once this share of it is in use
+
+
+def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence[float]) -> list[float]:
+    """``load`` (sessions and logins on their way, per server), raised where memory is the tighter limit.
+
+    Sessions are not all alike: a few users with big browsers fill a server's memory while it holds no
+    more sessions per capacity than the others, and swapping is a matter of memory (issue 12). Once at
+    least MEM_HEED of server i's memory is in use (lbMemTotal - lbMemAvailable), it counts at least as
+    full as its memory says relative to the pool: (its share of memory in use / the pool's) times the
+    pool's load per capacity, times its weight ``w``. So it takes fewer logins than its count alone would
+    give it; never more (a server claiming little memory in use gains nothing). The pool's share is a
+    trimmed mean: one agent lying about its memory barely moves it.
+
+    A session's memory shows over its first minute, so in a storm this sees what was placed a minute
+    before; in a working day, where sessions come and go, it keeps the servers of big sessions out of
+    swap (docs/balance.md: the "day" scenario).
+    """
+    share = [1.0 - x.values["lbMemAvailable"] / x.values["lbMemTotal"] for x in pool]
+    pool_share, level = trimmed_mean(share), sum(load) / sum(w)
+    if len(pool) < 2 or not pool_share > 0 or not level > 0:
+        return list(load)
+    return [max(ld, f / pool_share * level * wi) if f >= MEM_HEED else ld for ld, f, wi in zip(load, share, w)]
 
 
 def horizon(pool: Sequence[ServerState]) -> float:
