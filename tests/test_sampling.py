@@ -86,7 +86,10 @@ def test_zero_weight_servers_are_left_to_the_hedge_and_k_at_least_n_polls_all():
         assert picked == ["b", "d"] and rest == ["a", "c"]
     assert sample_servers(servers, 4, random.Random(1), [1, 2, 3, 4]) == (servers, [])
     assert sample_servers(servers, 0, random.Random(1), [1, 2, 3, 4]) == (servers, [])
-    assert sample_servers(servers, 2, random.Random(1), [0, 0, 0, 0])[0] != []  # all zero: uniform
+    for seed in range(20):  # all zero: the uniform draw, exactly as without weights
+        assert sample_servers(servers, 2, random.Random(seed), [0, 0, 0, 0]) == \
+            sample_servers(servers, 2, random.Random(seed))
+        assert len(sample_servers(servers, 2, random.Random(seed), [0, 0, 0, 0])[0]) == 2
 
 
 # -- the setting --------------------------------------------------------------------------------------------
