@@ -112,11 +112,6 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return self.values["lbSwapping"] == 1
 
     @property
-    def sessions_or_connecting(self) -> int:
-        """Sessions, counting logins still connecting: the larger of lbSessions and lbSshConnections."""
-        return max(self.values["lbSessions"], self.values.get("lbSshConnections", 0))
-
-    @property
     def in_service(self) -> int | None:
         """Seconds since the server came into service (boot or the admin's enable); None from an agent
         too old to say."""
