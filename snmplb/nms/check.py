@@ -6,9 +6,12 @@ swap activity, free session slots (when a maximum is set), the admin state
 (draining is WARNING, disabled CRITICAL unless --disabled-state warning) and
 the age of the agent's data, with perfdata for graphing.
 
-An unreachable server is CRITICAL; an agent that answers without a usable row
-(object missing, wrong credentials, stale or implausible data) is UNKNOWN,
-never OK. Secrets come from --secrets FILE (``community = ...``,
+An unreachable server is CRITICAL, and so are figures too old for any client
+to use (a hung agent must not look better as its figures age). An agent that
+answers without a usable row (object missing, SNMPv3 credentials refused,
+implausible data) is UNKNOWN, never OK. A wrong SNMPv2c community cannot be
+told from silence (snmpd drops the request without a word), so it shows as
+unreachable: CRITICAL. Secrets come from --secrets FILE (``community = ...``,
 ``auth_passphrase = ...``, ``priv_passphrase = ...``) or the environment
 (SNMPLB_COMMUNITY, SNMPLB_AUTH_PASSPHRASE, SNMPLB_PRIV_PASSPHRASE), not from
 the command line, where every user of the machine sees them.
