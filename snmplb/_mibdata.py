@@ -310,8 +310,10 @@ SCALARS = ({'name': 'lbLoad1',
   'access': 'read-only',
   'description': "Established inbound TCP connections to the ssh port (the agent's ssh_port, "
                  'default 22), from /proc/net/tcp and tcp6. An LDM login holds one from its first '
-                 'second, while logind registers the session seconds later: thin clients compare '
-                 'the larger of this and lbSessions, so that logins still connecting count.'},
+                 'second, while logind registers the session seconds later: thin clients count the '
+                 'connections beyond lbSessions as logins still connecting, at most those opened '
+                 "over the last 10 s (lbLoginRate), since an older one is an admin's shell, an "
+                 'rsync or a monitoring check.'},
  {'name': 'lbLoginRate',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 29),
   'base': 'Gauge32',
