@@ -560,6 +560,28 @@ def test_install_into_chroot_installs_the_client_package(built: Built, snmpd: Sn
         assert r.stdout == "127.0.0.1\n", (r.stdout, r.stderr)
 
 
+def test_xsessions_diverted_as_the_readme_says_stay_out_of_the_login_screen(installed: Install, built: Built):
+    """README, "Current LTSP": an LTSP server whose own login screen must not offer the sessions diverts
+    them to /usr/share/snmplb; a reinstall (an upgrade) then puts them there, not in /usr/share/xsessions."""
+    diverted = {XSESSIONS / f"snmplb-{mode}.desktop": Path(f"/usr/share/snmplb/snmplb-{mode}.desktop")
+                for mode in ("rdp", "x2go")}
+    added: list[Path] = []
+    try:
+        for path, to in diverted.items():
+            run(["dpkg-divert", "--local", "--rename", "--divert", str(to), "--add", str(path)])
+            added.append(path)
+        run(["apt-get", "install", "-y", "-q", "--reinstall", str(built.debs["snmplb-client"])], env=APT_ENV,
+            timeout=300)
+        for path, to in diverted.items():
+            assert not path.exists(), path
+            assert _desktop_entry(to)["TryExec"] == f"{LIBEXEC}/snmplb-session", to
+    finally:
+        for path in added:
+            run(["dpkg-divert", "--local", "--rename", "--remove", str(path)])
+    assert all(path.is_file() and not to.exists() for path, to in diverted.items())
+    assert "snmplb" not in run(["dpkg-divert", "--list"]).stdout
+
+
 def test_zz_purge_leaves_the_machine_as_it_was(installed: Install):
     installed.purge()  # snmpd stopped and the test's agent.conf gone first
     assert not {p.split(":")[0] for p in installed_packages()} & set(PACKAGES)
