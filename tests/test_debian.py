@@ -51,6 +51,13 @@ STAND_INS = "/usr/share/snmplb/mibs/stand-ins"
 # download would go to a closed loopback port and fail: the test never reaches the Debian mirror.
 NO_MIRROR = "--no-install-recommends -o Acquire::http::Proxy=http://127.0.0.1:9 -o Acquire::https::Proxy=http://127.0.0.1:9"
 MIB_ARGS = ["-M", f"+{STAND_INS}", "-m", "+SNMPLB-MIB"]  # the stand-ins after any real base modules
+# Current LTSP's sessions in snmplb-client (README, "Current LTSP"): the scripts in /usr/libexec/snmplb (FHS
+# 3.0, Debian Policy 9.1.1: programs run by other programs, not by users), the X sessions where display
+# managers look for them.
+LIBEXEC = Path("/usr/libexec/snmplb")
+XSESSIONS = Path("/usr/share/xsessions")
+SESSION_FILES = ("/usr/libexec/snmplb/snmplb-session", "/usr/libexec/snmplb/snmplb-ssh-server",
+                 "/usr/share/xsessions/snmplb-rdp.desktop", "/usr/share/xsessions/snmplb-x2go.desktop")
 
 pytestmark = [
     pytest.mark.fleet,  # real processes: dpkg-buildpackage, apt, snmpd, the installed commands
@@ -140,6 +147,8 @@ def test_each_package_holds_its_role_and_no_lab_or_build_tooling(built: Built):
     assert not [f for f in everything if "/snmplb/lab/" in f or "/snmplb/build/" in f or "snmplb-demo" in f]
     assert "/usr/share/ltsp/get_hosts" in files["snmplb-client"]
     assert "/usr/lib/ltsp/get_hosts" in files["snmplb-client"]
+    assert set(SESSION_FILES) <= set(files["snmplb-client"])
+    assert not [f for f in everything if f.startswith("/opt/")]
     assert "/usr/lib/nagios/plugins/check_snmplb" in files["snmplb-nms"]
     assert "/usr/share/snmplb/nms/zabbix/snmplb_template.yaml" in files["snmplb-nms"]
     assert {"/usr/bin/snmplb-agent", "/usr/bin/snmplb-admin", "/usr/bin/snmplb-agent-check",
@@ -394,6 +403,72 @@ def test_installed_get_hosts_polls_the_server_from_both_ldm_paths(snmpd: Snmpd):
             assert r.stdout == "127.0.0.1\n", (r.stdout, r.stderr)
 
 
+def _desktop_entry(path: Path) -> dict[str, str]:
+    """The [Desktop Entry] group's keys of a .desktop file."""
+    lines = path.read_text().splitlines()
+    assert lines[0] == "[Desktop Entry]", path
+    return dict(line.split("=", 1) for line in lines[1:] if "=" in line and not line.startswith("#"))
+
+
+def _session_env(tmp: Path, **more: str) -> dict[str, str]:
+    """What a display manager gives the session of user `tester` (no X display: each message is logged
+    only), no SNMPLB_PICK, and no site files: the LB_* settings come from the environment."""
+    (tmp / "home").mkdir(exist_ok=True)
+    return {**CLEAN_ENV, "HOME": str(tmp / "home"), "USER": "tester", "SNMPLB_SESSION_CONF": "/nonexistent/session.conf",
+            "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf", **more}
+
+
+def test_installed_sessions_find_the_installed_snmplb_and_poll_the_server(snmpd: Snmpd, tmp_path: Path):
+    """The current-LTSP sessions as the package installs them: the scripts in /usr/libexec/snmplb, the
+    .desktop files in /usr/share/xsessions naming them; run as the display manager and `ltsp init` run them,
+    without SNMPLB_PICK and with PATH=/usr/sbin:/usr/bin:/sbin:/bin, they find /usr/bin/snmplb (the
+    package's) and poll the real snmpd. There is no X display here: xfreerdp (the real one) exits at once,
+    after the wrapper logged which server it was started on."""
+    for f in map(Path, SESSION_FILES):
+        assert f.is_file(), f
+    for script in LIBEXEC.iterdir():
+        assert script.stat().st_mode & 0o777 == 0o755, script
+        assert "/opt/snmplb/bin/snmplb" in script.read_text()  # the venv is still the fallback
+    assert not Path("/usr/bin/snmplb").is_symlink() and os.access("/usr/bin/snmplb", os.X_OK)
+    commands = {}
+    for mode in ("rdp", "x2go"):
+        desktop = XSESSIONS / f"snmplb-{mode}.desktop"
+        entry = _desktop_entry(desktop)
+        assert entry["Exec"] == f"{LIBEXEC}/snmplb-session {mode}" and entry["TryExec"] == f"{LIBEXEC}/snmplb-session"
+        program = Path(entry["Exec"].split()[0])
+        assert program.is_file() and os.access(program, os.X_OK), program
+        commands[mode] = entry["Exec"].split()
+        if shutil.which("desktop-file-validate", path=CLEAN_ENV["PATH"]):
+            r = run(["desktop-file-validate", str(desktop)], check=False)
+            assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), desktop
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.2", 0))
+        # pick exits 3 when nothing is usable (it has no fallback list): the real server alone is enough.
+        lb = {k: v for k, v in _poll_env(snmpd, silent.getsockname()[1]).items() if k.startswith("LB_")}
+        lb["LB_SERVERS"] = snmpd.address
+        silent_only = {**lb, "LB_SERVERS": f"127.0.0.2:{silent.getsockname()[1]}", "LB_TIMEOUT_MS": "800"}
+        # pamltsp's SSH_SERVER at boot, as root: the server the installed snmplb picked.
+        conf = tmp_path / "ltsp" / "pamltsp.conf"
+        r = run([f"{LIBEXEC}/snmplb-ssh-server"], timeout=60,
+                env={**CLEAN_ENV, **lb, "SNMPLB_PAMLTSP_CONF": str(conf), "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf"})
+        assert "SSH_SERVER=127.0.0.1 (until the next boot)" in r.stderr, r.stderr
+        assert conf.read_text() == (f"# Generated by snmplb-ssh-server (POST_INIT), see {LIBEXEC}/snmplb-ssh-server\n"
+                                    "SSH_SERVER='127.0.0.1'\n")
+        # The RDP session, started by its .desktop's Exec line: the real xfreerdp on the server pick chose.
+        if shutil.which("xfreerdp", path=CLEAN_ENV["PATH"]):
+            r = run(commands["rdp"], env=_session_env(tmp_path, **lb, SNMPLB_RDP_CLIENT="xfreerdp"), check=False,
+                    timeout=60)
+            assert "snmplb-session: tester: xfreerdp on 127.0.0.1 (port 3389)" in r.stderr, r.stderr
+        # Nothing usable: pick's own status 3 comes back, with the user's message (here on stderr only).
+        # The wrapper checks that its client program exists before it polls: `true` is one every machine
+        # has, and it is never started (pick answers 3 first).
+        r = run(commands["rdp"], env=_session_env(tmp_path, **silent_only, SNMPLB_RDP_CLIENT="true"), check=False,
+                timeout=60)
+        assert r.returncode == 3, (r.returncode, r.stderr)
+        assert "No application server can take a new session right now" in r.stderr
+    assert COMMUNITY not in r.stdout + r.stderr
+
+
 def test_installed_check_snmplb_reads_the_server(snmpd: Snmpd):
     env = {**CLEAN_ENV, "SNMPLB_COMMUNITY": COMMUNITY}
     if Path("/opt/snmplb/bin/python3").exists():
@@ -485,6 +560,28 @@ def test_install_into_chroot_installs_the_client_package(built: Built, snmpd: Sn
         assert r.stdout == "127.0.0.1\n", (r.stdout, r.stderr)
 
 
+def test_xsessions_diverted_as_the_readme_says_stay_out_of_the_login_screen(installed: Install, built: Built):
+    """README, "Current LTSP": an LTSP server whose own login screen must not offer the sessions diverts
+    them to /usr/share/snmplb; a reinstall (an upgrade) then puts them there, not in /usr/share/xsessions."""
+    diverted = {XSESSIONS / f"snmplb-{mode}.desktop": Path(f"/usr/share/snmplb/snmplb-{mode}.desktop")
+                for mode in ("rdp", "x2go")}
+    added: list[Path] = []
+    try:
+        for path, to in diverted.items():
+            run(["dpkg-divert", "--local", "--rename", "--divert", str(to), "--add", str(path)])
+            added.append(path)
+        run(["apt-get", "install", "-y", "-q", "--reinstall", str(built.debs["snmplb-client"])], env=APT_ENV,
+            timeout=300)
+        for path, to in diverted.items():
+            assert not path.exists(), path
+            assert _desktop_entry(to)["TryExec"] == f"{LIBEXEC}/snmplb-session", to
+    finally:
+        for path in added:
+            run(["dpkg-divert", "--local", "--rename", "--remove", str(path)])
+    assert all(path.is_file() and not to.exists() for path, to in diverted.items())
+    assert "snmplb" not in run(["dpkg-divert", "--list"]).stdout
+
+
 def test_zz_purge_leaves_the_machine_as_it_was(installed: Install):
     installed.purge()  # snmpd stopped and the test's agent.conf gone first
     assert not {p.split(":")[0] for p in installed_packages()} & set(PACKAGES)
@@ -493,3 +590,4 @@ def test_zz_purge_leaves_the_machine_as_it_was(installed: Install):
     assert not Path("/etc/snmp/snmpd.conf.d/snmplb.conf").exists()
     assert not (DIST / "snmplb").exists()
     assert not Path("/usr/share/ltsp/get_hosts").exists() and not Path("/usr/lib/ltsp/get_hosts").exists()
+    assert not [f for f in SESSION_FILES if Path(f).exists()] and not LIBEXEC.exists()

@@ -108,7 +108,10 @@ def test_desktop_files_are_valid_xsessions():
         r = subprocess.run(["desktop-file-validate", str(f)], capture_output=True, text=True, timeout=60)
         assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), f
         mode = f.stem.removeprefix("snmplb-")
+        # The repository's copies are the venv route's (README: installed in /opt/snmplb/sessions); the
+        # package rewrites them to /usr/libexec/snmplb (debian/rules; tests/test_debian.py runs those).
         assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
+        assert f"\nTryExec=/opt/snmplb/sessions/snmplb-session\n" in f.read_text()
     assert subprocess.run(["sh", "-n", str(SESSION)], timeout=60).returncode == 0
     assert subprocess.run(["sh", "-n", str(SSH_SERVER)], timeout=60).returncode == 0
 
@@ -243,6 +246,57 @@ def test_missing_client_program_shows_a_message(fleet, display, tmp_path):
         time.sleep(0.1)
     r = subprocess.run([str(SESSION), "vnc"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "usage" in r.stderr
+
+
+def _no_installed_snmplb() -> None:
+    """The default pick command's fallbacks after PATH: the package's and the venv's."""
+    for path in ("/usr/bin/snmplb", "/opt/snmplb/bin/snmplb"):
+        if Path(path).exists():
+            pytest.skip(f"{path} exists on this machine: the scripts would find it")
+
+
+def _tools(tmp_path: Path, *tools: str) -> Path:
+    """A PATH directory with only these real programs (symbolic links to them)."""
+    d = tmp_path / "tools"
+    d.mkdir(exist_ok=True)
+    for tool in tools:
+        if not (d / tool).exists():
+            (d / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    return d
+
+
+def test_without_snmplb_pick_the_scripts_run_snmplb_from_path(fleet, display, tmp_path):
+    """No SNMPLB_PICK: `snmplb` from PATH (the package's /usr/bin, or wherever the site put it), then
+    /usr/bin/snmplb, then the venv's /opt/snmplb/bin/snmplb. Here neither of those exists, so a session
+    that reaches the chosen server used the venv's snmplb found on PATH. Without any, the user is told
+    and the session ends (127); snmplb-ssh-server leaves pamltsp.conf alone and exits 0."""
+    need("xfreerdp")
+    _no_installed_snmplb()
+    busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
+    on_path = _tools(tmp_path, "sh", "sed", "tr", "id", "logger", "xmessage", "xfreerdp", "grep", "dirname",
+                     "mkdir", "chmod", "mv", "rm")
+    (on_path / "snmplb").symlink_to(BIN / "snmplb")
+    env = session_env(tmp_path, display, site_conf(addrs([busy, idle]), SNMPLB_RDP_OPTIONS="/cert:tofu /log-level:DEBUG"),
+                      SNMPLB_RDP_CLIENT="xfreerdp", PATH=str(on_path))
+    del env["SNMPLB_PICK"]
+    r = run_session("rdp", env)
+    assert f"tester: xfreerdp on {idle.host} (port 3389)" in r.stderr, r.stderr
+    assert f"connecting to peer {idle.host}\n" in r.stdout + r.stderr
+    conf = tmp_path / "pamltsp.conf"
+    conf.write_text("SSH_SERVER='server'\n")
+    boot = {"PATH": str(on_path), "SNMPLB_PAMLTSP_CONF": str(conf), "LB_SERVERS": addrs([busy, idle]),
+            "LB_SNMP_COMMUNITY": COMMUNITY, "LB_ALGORITHM": "best", "LB_TIMEOUT_MS": "800",
+            "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf"}
+    r = subprocess.run([str(SSH_SERVER)], env=boot, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and pamltsp_reads(conf)["SSH_SERVER"] == idle.host, r.stderr
+
+    (on_path / "snmplb").unlink()
+    code, err = _run_until_message(display, env, "rdp")
+    assert code == 127, err
+    assert "The snmplb command is not installed on this computer" in err
+    r = subprocess.run([str(SSH_SERVER)], env=boot, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "snmplb is not installed" in r.stderr and "SSH_SERVER not changed" in r.stderr
+    assert conf.read_text() == f"SSH_SERVER='{idle.host}'\n"
 
 
 # -- boot: SSH_SERVER for pamltsp ------------------------------------------------------------------------
