@@ -43,6 +43,9 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - lognormal, no-lbssh, background-ssh, slow-logins (sessions show 8-20 s
   after the choice), silent (a big server answers nothing from 20 s to 80 s):
   Rudolfo under those assumptions;
+- day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
+  200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
+  memory is in sight here, and what swaps is where the day's logins went;
 - margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
   8 CPUs/16 GiB, weight 200); margot-slow and margot-slow-big: one small
   desktop, or the big one, answering in 800 ms;
@@ -55,7 +58,11 @@ Each scenario compares the default with the prototype, random, weighted, two
 choices, sticky, and "perfect placement by counts": every login to the server
 with the fewest sessions per capacity at that instant (the simulator's
 knowledge, not a client's), the reference for what swapping placement by
-counts cannot avoid.
+counts cannot avoid; and "perfect placement by memory in sight": every login
+to the server with the least memory in use plus, for each session younger
+than its memory's growth, at least a typical session (what an agent reading
+each session's age and memory could know, fresh): the reference for what
+memory figures can avoid at best.
 
     .venv/bin/python bench/storm.py --jobs 2        # full report: docs/balance.md, .json and docs/balance-*.png
     .venv/bin/python bench/storm.py --seeds 2 --no-plots --out /tmp/x.md   # quick look
@@ -87,6 +94,7 @@ sys.path.insert(0, str(ROOT))
 from snmplb import mib  # noqa: E402
 from snmplb.adminfile import AdminSettings  # noqa: E402
 from snmplb.client.gethosts import choose  # noqa: E402
+from snmplb.client.algorithms import IN_TIME_SHARE  # noqa: E402
 from snmplb.agent.verdict import HealthPolicy  # noqa: E402
 from snmplb.agent.procfs import ProcSample, swap_rates  # noqa: E402
 from snmplb.agent.logins import SessionCount  # noqa: E402
@@ -561,16 +569,21 @@ def move_metrics(variant: Variant, seed: int) -> dict:
             "moved": sum(first[c] != after[c] for c in first) / len(first), "ideal": on_victim}
 
 
-def blind_floor(period: float, synchronized: bool, seeds: int = 2000) -> float:
-    """What no rule of independent clients can beat: Rudolfo's fleet perfectly level when each usable
-    server's figures were last taken, then the logins of its blind window (Poisson, by capacity) --
-    nobody sees them before the storm ends. Blind window: T s when all agents refresh together at the
-    storm's end, uniform in [0, T] s on their own clocks. max/mean as the storm reports it."""
+def blind_floor(period: float, synchronized: bool, seeds: int = 2000, sc: Scenario | None = None) -> float:
+    """What capacity-proportional chance gives: the scenario's fleet (Rudolfo's by default) perfectly
+    level when each usable server's figures were last taken, then the logins of its blind window
+    (Poisson, by capacity) -- nobody sees them before the storm ends. Blind window: T s when all agents
+    refresh together at the storm's end, uniform in [0, T] s on their own clocks. max/mean as the storm
+    reports it. A rule can pass it only by not spreading by capacity (``balanced`` gives big servers,
+    whose counts vary less per unit of capacity, a little more)."""
+    sc = sc or SCENARIO["rudolfo"]
     rng = random.Random(1)
-    fleet = rudolfo_fleet()
+    fleet = sc.fleet()
     usable = [s.weight for s in fleet if not s.dead and s.rtt != SLOW_RTT]
     live = sum(s.weight for s in fleet if not s.dead)
-    rate, n = 1400 / STORM_S, 1400
+    if sum(usable) < IN_TIME_SHARE * live:  # as balanced's _pool: the slow servers then keep their share
+        usable = [s.weight for s in fleet if not s.dead]
+    rate, n = sc.clients / sc.model.storm_s, sc.clients
     worst = []
     for _ in range(seeds):
         level = []
@@ -653,7 +666,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     jobs: list[tuple] = []
     for sc in SCENARIOS:
         full = sc.key in ("rudolfo", "margot") and not scenarios_only
-        labels = [v.label for v in VARIANTS] + [ORACLE] if full else COMPARED
+        labels = [v.label for v in VARIANTS] + [ORACLE, ORACLE_MEM] if full else COMPARED
         jobs += [("storm", sc.key, label, T, s, False) for label in labels for T in periods
                  for s in range(scenario_seeds(sc, seeds))]
     if scenarios_only:
@@ -787,11 +800,16 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
               "- Issue 12, logins in progress: with 0-20 steady non-login ssh connections per server, "
               f"{sm('background-ssh', 'balanced', T10)} at T = 10 s; with no connection count at all (lbSshConnections "
               f"0), {sm('no-lbssh', 'balanced', T10)} (Rudolfo as modelled: {mm('balanced', T10)}).",
-              "- Issue 12, lognormal session memory: servers swapping at T = 10 s, `balanced` "
-              f"{sm('lognormal', 'balanced', T10, 'swapping')}, perfect placement by counts "
-              f"{sm('lognormal', ORACLE, T10, 'swapping')} in the same seeds. Session memory shows up to a minute "
-              "after the choice, so `balanced` places by sessions and leaves memory to its safety filter (swapping, "
-              "or less than 10 % available): docs/algorithms.md says why.",
+              "- Issue 12, memory: a server with at least 75 % of its memory in use counts as full as its memory "
+              "says, relative to the pool (`memory_loads`). In the working day (memory in sight), servers that "
+              f"swapped during the hour at T = 10 s: `balanced` {sm('day', 'balanced', T10, 'swapping')}, perfect "
+              f"placement by counts {sm('day', ORACLE, T10, 'swapping')}, two choices "
+              f"{sm('day', TWO_CHOICES, T10, 'swapping')}, perfect placement by memory in sight "
+              f"{sm('day', ORACLE_MEM, T10, 'swapping')}. In the lognormal storm a session's memory shows up to a "
+              f"minute after the choice: `balanced` {sm('lognormal', 'balanced', T10, 'swapping')}, by counts "
+              f"{sm('lognormal', ORACLE, T10, 'swapping')}, by memory in sight "
+              f"{sm('lognormal', ORACLE_MEM, T10, 'swapping')} (fresh, every session's age known); the rest is "
+              "the figures' age: docs/algorithms.md.",
               f"- The sampled mode (`LB_SAMPLE=2`) costs balance ({mm('balanced, LB_SAMPLE=2', T10)} against "
               f"{mm('balanced', T10)} at T = 10 s) for 2 SNMP requests per login instead of one per server."]
     raw = {"rudolfo": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]} for (label, T), r in rud.items()},
@@ -836,9 +854,11 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
     others = [label for label in COMPARED if label != "balanced" and label not in REFERENCES]
     lines += ["### The default against the best of the others, T at most 10 s", "",
               "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "
-              "thresholded) in the same runs; the gap is `balanced` minus the best (negative: `balanced` is better).",
-              "", "| scenario | " + " | ".join(f"T = {T:g} s: balanced / best other (gap)" for T in periods if T <= 10)
-              + " |", "|---|" + "---|" * len([T for T in periods if T <= 10])]
+              "thresholded) in the same runs; the gap is `balanced` minus the best (negative: `balanced` is better). "
+              "Floor: what capacity-proportional chance gives in the storm's last blind window with the fleet "
+              "perfectly level before it (`blind_floor` on the scenario's fleet; not for the working day).",
+              "", "| scenario | " + " | ".join(f"T = {T:g} s: balanced / best other (gap), floor" for T in periods
+                                               if T <= 10) + " |", "|---|" + "---|" * len([T for T in periods if T <= 10])]
     for sc in SCENARIOS:
         cells = []
         for T in (T for T in periods if T <= 10):
@@ -846,7 +866,8 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             best_label = min(others, key=lambda lb: _mean(scen[(sc.key, lb, T)], "max_mean"))
             best = _mean(scen[(sc.key, best_label, T)], "max_mean")
             short = {TWO_CHOICES: "two choices", "thresholded (prototype)": "thresholded"}.get(best_label, best_label)
-            cells.append(f"{own:.2f} / {best:.2f} {short} ({own - best:+.2f})")
+            floor = "n/a" if sc.model.day_s else f"{blind_floor(T, False, 500, sc):.2f}"
+            cells.append(f"{own:.2f} / {best:.2f} {short} ({own - best:+.2f}), {floor}")
         lines.append(f"| {sc.key} | " + " | ".join(cells) + " |")
     lines += ["", "### Each algorithm's worst case across the scenarios", "",
               "| algorithm | worst max/mean, T <= 10 s | worst max/mean, T = 30 s | most servers swapping, T <= 10 s "
