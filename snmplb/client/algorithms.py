@@ -415,7 +415,9 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
        rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
        server from the shares that would fill the servers evenly
        (``login_shares``): a server that looks emptiest takes only its deficit,
-       not every login, as `best` does; never more than twice its share.
+       not every login, as `best` does; never more than twice its share. A server
+       with at least MEM_HEED of its memory in use counts as full as its memory
+       says, relative to the pool (``memory_loads``).
     3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
        just came into service (lbInService).
     Rest: the pool by sessions per weight, then the servers that failed the
