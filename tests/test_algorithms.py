@@ -160,12 +160,26 @@ def test_balanced_sends_fewer_logins_to_a_server_whose_memory_is_fuller_than_its
     assert abs(sum(shares) - 1) < 1e-9
     assert shares[3] < 0.5 * shares[0], shares
     assert abs(shares[0] - shares[1]) < 1e-9 and abs(shares[1] - shares[2]) < 1e-9
-    # Below three-quarters of its memory in use, memory does not count: the same counts, the same shares.
-    servers[3] = storming("heavy", 30, 1000, 120, mem_pct=30)
+    # Below three-quarters of its memory in use, memory does not count: "heavy" at 70 % used among others at
+    # 50 % takes what its count gives it (with memory always counted, it would take nothing).
+    servers = [storming(n, 30, 1000, 120, mem_pct=50) for n in ("a", "b", "c")] + \
+        [storming("heavy", 30, 1000, 120, mem_pct=30)]
     level = login_shares(servers, 8.0, ClientSettings())
     assert max(level) - min(level) < 1e-9, level
-    servers[3] = storming("heavy", 30, 1000, 120, mem_pct=40)  # 60 % used against 70 %: not a limit yet
-    assert login_shares(servers, 8.0, ClientSettings()) == level
+
+
+def test_memory_counts_only_against_a_pool_and_at_most_a_third_above_its_level():
+    from snmplb.client.algorithms import login_shares
+
+    # Two servers are no pool: an agent claiming an empty memory cannot make its peer count as full.
+    honest = storming("honest", 30, 1000, 120, mem_pct=20)
+    liar = ServerState("liar", 161, {**storming("liar", 30, 1000, 120).values, "lbMemTotal": 2**32 - 1,
+                                     "lbMemAvailable": 2**32 - 2}, "", 1.0)
+    assert login_shares([honest, liar], 8.0, ClientSettings()) == \
+        login_shares([honest, storming("peer", 30, 1000, 120, mem_pct=20)], 8.0, ClientSettings())
+    # Two colluding liars among three: the honest server counts at most 4/3 of the pool's level, not billions.
+    three = [honest, liar, liar._replace(name="liar2")]
+    assert login_shares(three, 8.0, ClientSettings())[0] > 0.05
 
 
 def test_a_server_claiming_little_memory_in_use_gains_nothing():

@@ -281,6 +281,8 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
 
 
 MEM_HEED = 0.75  # memory_loads: a server's memory counts once this share of it is in use
+MEM_POOL_MIN = 3  # memory_loads: fewer servers than this are not a pool to compare memory with
+MEM_FACTOR_MAX = 1 / MEM_HEED  # memory_loads: at most this many times the pool's level
 
 
 def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence[float]) -> list[float]:
@@ -297,12 +299,20 @@ def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence
     A session's memory shows over its first minute, so in a storm this sees what was placed a minute
     before; in a working day, where sessions come and go, it keeps the servers of big sessions out of
     swap (docs/balance.md: the "day" scenario).
+
+    Bounds against agents that lie about their memory: with fewer than MEM_POOL_MIN servers there is no
+    pool to compare with (of two, the trimmed mean is the lower one: a liar claiming an empty memory
+    would make its peer count as full as it likes), and a server counts at most MEM_FACTOR_MAX times the
+    pool's level: agents that collude to claim empty memories can push an honest server only that far.
     """
+    if len(pool) < MEM_POOL_MIN:
+        return list(load)
     share = [1.0 - x.values["lbMemAvailable"] / x.values["lbMemTotal"] for x in pool]
     pool_share, level = trimmed_mean(share), sum(load) / sum(w)
-    if len(pool) < 2 or not pool_share > 0 or not level > 0:
+    if not pool_share > 0 or not level > 0:
         return list(load)
-    return [max(ld, f / pool_share * level * wi) if f >= MEM_HEED else ld for ld, f, wi in zip(load, share, w)]
+    return [max(ld, min(MEM_FACTOR_MAX, f / pool_share) * level * wi) if f >= MEM_HEED else ld
+            for ld, f, wi in zip(load, share, w)]
 
 
 def horizon(pool: Sequence[ServerState]) -> float:
