@@ -471,8 +471,9 @@ class Sim:
         self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, self.model.storm_s), c) for c in clients])
 
     def day(self, clients: list[str], steady: int) -> None:
-        """A working day after the morning storm (``clients`` logged in): sessions end after
-        DAY_MIN_SESSION_S plus an exponential time (mean DAY_SESSION_S), new ones arrive at random at the
+        """A working day after the morning storm (``clients`` logged in, each ending after an exponential
+        time of mean DAY_SESSION_S): the day's sessions end after DAY_MIN_SESSION_S plus an exponential time
+        (mean DAY_SESSION_S), new ones arrive at random at the
         rate that keeps ``steady`` sessions, for ``model.day_s`` seconds. Each server's peak memory counts
         from the day's start: what swaps then swapped because of where the day's logins went."""
         where = {c: name for _, c, name in self.logins}
@@ -485,7 +486,7 @@ class Sim:
         while self.t < start + self.model.day_s:  # bounded: t grows by DAY_STEP_S each round
             stop = self.t + DAY_STEP_S
             arrivals = []
-            while arrival < stop:
+            while arrival <= stop - 1:  # run_until(stop - 1) places what arrives up to then
                 arrivals.append((arrival, next(fresh)))
                 arrival += self.rng.expovariate(rate)
             later = []
