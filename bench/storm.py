@@ -191,7 +191,7 @@ class SimServer:
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
-                mem += s.mem * min(1.0, age / MEM_RAMP_S)
+                mem += self.seen(s, t)
                 run += START_CPU if age < START_S else IDLE_CPU
         self.mem, self.run = mem, run
         overflow = max(0.0, mem - self.ram)
@@ -420,8 +420,7 @@ class Sim:
         if self.variant.algorithm == ORACLE:
             server = self._by_counts()
         elif self.variant.algorithm == ORACLE_MEM:
-            live = [s for s in self.fleet if not s.dead and not self.silent(s)]
-            server = min(live, key=lambda s: ((s.in_sight(self.t) + TYPICAL_MEM) / s.ram, self.rng.random()))
+            server = self._by_memory()
         else:
             _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
             server = self.by_name[decision.hosts[0]]
@@ -438,8 +437,16 @@ class Sim:
     def _by_counts(self) -> SimServer:
         """The reference: every login to the live server with the fewest sessions per capacity right now
         (what no client can know), ties at random."""
-        live = [s for s in self.fleet if not s.dead and not self.silent(s)]
-        return min(live, key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+
+    def _by_memory(self) -> SimServer:
+        """The other reference (ORACLE_MEM): every login to the live server with the least memory in
+        sight (``in_sight``) with a typical session added, per MiB of RAM; ties at random."""
+        return min(self._live(), key=lambda s: ((s.in_sight(self.t) + TYPICAL_MEM) / s.ram, self.rng.random()))
+
+    def _live(self) -> list[SimServer]:
+        """The servers that are up and answering now."""
+        return [s for s in self.fleet if not s.dead and not self.silent(s)]
 
     def _aged(self, server: SimServer) -> ServerState:
         """The published row as a poll now sees it: lbDataAge counts the time since it was taken."""

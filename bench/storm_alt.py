@@ -60,7 +60,7 @@ class AltServer(storm.SimServer):
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
-                mem += s.mem * (1.0 - math.exp(-age / TAU_S))
+                mem += self.seen(s, t)
                 run += START_CPU if age < START_S else IDLE_CPU
         self.mem, self.run = mem, run
         self.pswp += int(max(0.0, mem - self.ram) * storm.SWAP_PAGES_PER_MB)
