@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from snmplb.client.deadline import after
-from snmplb.client.gethosts import gather
+from snmplb.client.driver import gather
+from snmplb.client.selection import Selection
 from snmplb.lab.fleet import FakeLoad, Fleet
 from snmplb.client.settings import from_env
 
@@ -96,12 +97,13 @@ def main() -> int:
         out["requests_per_refresh_per_server"] = relay.requests / refreshes
         # 2. the server's CPU per GET
         settings, _ = from_env({**env, "LB_SERVERS": inst.address})
-        rng = random.Random(1)
-        gather(settings, rng, deadline=after(settings.timeout_ms))  # snmpd starts the agent at the first request
+        selection = Selection(settings, random.Random(1))
+        plan = selection.plan()
+        gather(selection, plan, deadline=after(settings.timeout_ms))  # snmpd starts the agent at the first request
         pids = [inst.process.pid, *inst.agent_pids()]
         before, n, t0 = cpu_s(pids), 0, time.monotonic()
         while time.monotonic() - t0 < args.seconds:
-            servers, _, _ = gather(settings, rng, deadline=after(settings.timeout_ms))
+            servers, _, _ = gather(selection, plan, deadline=after(settings.timeout_ms))
             n += 1 if servers[0].ok else 0
         elapsed = time.monotonic() - t0
         used = cpu_s(pids) - before

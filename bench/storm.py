@@ -1,7 +1,7 @@
 """Login-storm simulator: the project's own algorithms, unchanged, on a simulated fleet.
 
 A deterministic (seeded) discrete-event simulation, 1 s steps. Every login
-calls ``snmplb.client.gethosts.choose`` -- the function get_hosts runs, with the same
+drives ``snmplb.client.selection.Selection`` -- the selection get_hosts runs, with the same
 ``ClientSettings`` -- and so the real ``algorithms.decide`` and the sampled mode.
 Each server's published row is built by the agent's own code
 (``snapshot.compute_values``, ``health`` rules) from a simulated /proc sample,
@@ -93,8 +93,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from snmplb import mib  # noqa: E402
 from snmplb.adminfile import AdminSettings  # noqa: E402
-from snmplb.client.gethosts import choose  # noqa: E402
-from snmplb.client.algorithms import IN_TIME_SHARE  # noqa: E402
+from snmplb.client.selection import Selection  # noqa: E402
+from snmplb.client.balanced import IN_TIME_SHARE  # noqa: E402
 from snmplb.agent.verdict import HealthPolicy  # noqa: E402
 from snmplb.agent.procfs import ProcSample, swap_rates  # noqa: E402
 from snmplb.agent.logins import SessionCount  # noqa: E402
@@ -409,21 +409,19 @@ class Sim:
         return server.name == name and start <= self.t < end
 
     def login(self, client: str) -> str:
-        def probe(settings: ClientSettings, hedge, usable, deadline: float):
-            # As the poller does: the hedge (the servers LB_SAMPLE left out) is polled too when no
-            # sampled server has a usable answer.
-            states = [self._aged(self.by_name[s.host]) for s in settings.servers]
-            if hedge and not any(usable(st) for st in states):
-                states += [self._aged(self.by_name[s.host]) for s in hedge]
-            return states, None, ""
-
         if self.variant.algorithm == ORACLE:
             server = self._by_counts()
         elif self.variant.algorithm == ORACLE_MEM:
             server = self._by_memory()
         else:
-            _, decision, _ = choose(self.settings, self.rng, client, probe, deadline=self.t + 1.0)
-            server = self.by_name[decision.hosts[0]]
+            # The login selection get_hosts runs, driven by the simulated fleet: the hedge (the servers
+            # LB_SAMPLE left out) is polled too when no sampled server has a usable answer.
+            selection = Selection(self.settings, self.rng, client)
+            plan = selection.plan()
+            states = [self._aged(self.by_name[s.host]) for s in plan.polled]
+            if plan.hedge and selection.needs_hedge(states):
+                states += [self._aged(self.by_name[s.host]) for s in plan.hedge]
+            server = self.by_name[selection.decide(plan, states).decision.hosts[0]]
         self.bad_starts += server.overloaded()
         self.to_silent += self.silent(server)
         appear = self.t + self.rng.uniform(*self.model.appear)  # draws in this order: seeds repeat across versions

@@ -54,6 +54,19 @@ GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 
 
+def choose(settings, rng, client_id, probe, deadline):
+    """A test driver of the login selection (``Selection``), as ``driver.select`` drives it, with
+    ``probe(polled_settings, hedge, usable, deadline) -> (states, lbserver_choice, why)`` in place of the
+    poll: the tables below decide what each server answers. Returns (states, decision, why)."""
+    from snmplb.client.selection import Selection
+
+    selection = Selection(settings, rng, client_id)
+    plan = selection.plan()
+    states, choice, why = probe(settings._replace(servers=plan.polled), plan.hedge, selection.usable, deadline)
+    result = selection.decide(plan, states, choice)
+    return list(result.states), result.decision, why
+
+
 def get_hosts(servers: str, **env: str) -> subprocess.CompletedProcess:
     """Run chroot/get_hosts with LDM's environment: the lts.conf variables, and SERVER."""
     full = {"PATH": os.environ["PATH"], "SERVER": "127.0.0.1", "LB_SERVERS": servers,

@@ -151,7 +151,7 @@ def storming(name, sessions, age_ms, per_minute, weight=100, in_service=86400, m
 
 
 def test_balanced_sends_fewer_logins_to_a_server_whose_memory_is_fuller_than_its_sessions_say():
-    from snmplb.client.algorithms import login_shares
+    from snmplb.client.balanced import login_shares
 
     # Four twins with 30 sessions each; "heavy" holds big browsers: 88 % of its memory in use, the others 70 %.
     servers = [storming(n, 30, 1000, 120, mem_pct=30) for n in ("a", "b", "c")] + \
@@ -169,7 +169,7 @@ def test_balanced_sends_fewer_logins_to_a_server_whose_memory_is_fuller_than_its
 
 
 def test_memory_counts_only_against_a_pool_and_at_most_a_third_above_its_level():
-    from snmplb.client.algorithms import login_shares
+    from snmplb.client.balanced import login_shares
 
     # Two servers are no pool: an agent claiming an empty memory cannot make its peer count as full.
     honest = storming("honest", 30, 1000, 120, mem_pct=20)
@@ -183,7 +183,7 @@ def test_memory_counts_only_against_a_pool_and_at_most_a_third_above_its_level()
 
 
 def test_a_server_claiming_little_memory_in_use_gains_nothing():
-    from snmplb.client.algorithms import login_shares
+    from snmplb.client.balanced import login_shares
 
     honest = [storming(n, 30, 1000, 120, mem_pct=20) for n in ("a", "b", "c", "d")]
     liar = honest[:3] + [storming("d", 30, 1000, 120, mem_pct=99)]  # claims 1 % in use with 30 sessions
@@ -191,7 +191,7 @@ def test_a_server_claiming_little_memory_in_use_gains_nothing():
 
 
 def test_one_agent_lying_about_its_memory_moves_the_others_loads_no_more_than_an_honest_one():
-    from snmplb.client.algorithms import memory_loads
+    from snmplb.client.balanced import memory_loads
 
     fleet = [storming(f"s{i}", 30, 1000, 120, mem_pct=p) for i, p in enumerate((20, 22, 15, 25))]
     load, w = [32.0, 31.0, 33.0, 30.0, 2.0], [100.0] * 5
@@ -207,14 +207,14 @@ def test_one_agent_lying_about_its_memory_moves_the_others_loads_no_more_than_an
 
 
 def test_balanced_in_a_storm_spreads_the_logins_that_share_the_figures_over_the_deficits():
-    from snmplb.client.algorithms import login_shares
+    from snmplb.client.balanced import login_shares
 
     # 30 logins/s arrive; the figures are 1 s old: about 30 logins since, and 90 to come on these figures.
     servers = [storming("empty", 0, 1000, 600), storming("half", 20, 1000, 600), storming("full", 40, 1000, 600)]
     shares = login_shares(servers, 30.0, ClientSettings())
     assert abs(sum(shares) - 1) < 1e-9
     assert shares[0] > shares[1] > shares[2] > 0.05  # unlike `best`, not every login to the emptiest
-    from snmplb.client.algorithms import _count
+    from snmplb.client.balanced import _count
 
     seen = [_count(x) + 30 * 1.0 / 3 for x in servers]  # as balanced counts, plus the logins since, by capacity
     after = [c + 90 * p for c, p in zip(seen, shares)]  # where the 90 logins leave them
@@ -225,7 +225,7 @@ def test_balanced_in_a_storm_spreads_the_logins_that_share_the_figures_over_the_
 
 
 def test_balanced_counts_the_logins_made_since_old_figures_were_taken():
-    from snmplb.client.algorithms import login_shares
+    from snmplb.client.balanced import login_shares
 
     fresh, stale = storming("fresh", 20, 0, 360), storming("stale", 20, 10_000, 360)  # 12 logins/s in all
     shares = login_shares([fresh, stale], 12.0, ClientSettings())
@@ -233,7 +233,7 @@ def test_balanced_counts_the_logins_made_since_old_figures_were_taken():
 
 
 def test_fill_levels_the_servers_within_caps():
-    from snmplb.client.algorithms import fill
+    from snmplb.client.balanced import fill
 
     takes = fill([0.0, 10.0, 50.0], [100.0, 100.0, 200.0], 40.0, [2.0, 2.0, 2.0], z=0.0)
     assert abs(sum(takes) - 40) < 1e-6
@@ -314,7 +314,7 @@ def test_balanced_slow_starts_a_server_that_just_came_into_service():
 
 
 def test_sampled_mode_polls_k_and_lists_only_what_answered():
-    from snmplb.client.gethosts import choose
+    from support import choose
     from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(10))
@@ -337,7 +337,7 @@ def test_sampled_mode_polls_k_and_lists_only_what_answered():
 
 
 def test_sampled_mode_hedges_to_the_rest_when_the_sample_is_dead_or_unusable():
-    from snmplb.client.gethosts import choose
+    from support import choose
     from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(10))
@@ -367,7 +367,7 @@ def test_sampled_mode_hedges_to_the_rest_when_the_sample_is_dead_or_unusable():
 
 
 def test_sampled_mode_with_nothing_usable_lists_every_server_in_configured_order():
-    from snmplb.client.gethosts import choose
+    from support import choose
     from snmplb.client.settings import Server
 
     servers = tuple(Server(f"s{i}") for i in range(6))
@@ -393,7 +393,7 @@ def test_balanced_counts_logins_still_connecting():
 def test_steady_ssh_connections_that_are_not_logins_do_not_count():
     # Issue 12: admins' shells, rsync, monitoring hold ssh connections for long; none was opened in the last
     # 10 s (lbLoginRate 0), so they are not logins in progress, and the server is not fuller for them.
-    from snmplb.client.algorithms import connecting
+    from snmplb.client.balanced import connecting
 
     busy = ServerState("busy", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 0}, "", 1.0)
     plain = ServerState("plain", 161, {**row(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
@@ -407,7 +407,7 @@ def test_steady_ssh_connections_that_are_not_logins_do_not_count():
 def test_without_a_connection_count_logins_in_progress_come_from_the_login_rate():
     # An agent that cannot read its TCP tables publishes lbSshConnections 0: the logins of the last few
     # seconds (lbLoginRate times a login's usual duration) are counted as connecting.
-    from snmplb.client.algorithms import LOGIN_LAG_S, connecting
+    from snmplb.client.balanced import LOGIN_LAG_S, connecting
 
     blind = ServerState("b", 161, {**row(sessions=10, users=1), "lbSshConnections": 0, "lbLoginRate": 60}, "", 1.0)
     assert connecting(blind) == 1.0 * LOGIN_LAG_S
@@ -416,7 +416,7 @@ def test_without_a_connection_count_logins_in_progress_come_from_the_login_rate(
 def test_rows_older_than_the_storm_do_not_take_twice_their_share():
     # Issue 12, item 4: 1400 logins within 20 s; half the agents last refreshed 25 s ago, before the storm
     # (lbLoginRate 0, no session), the other half 1 s ago (10 s of storm: ~35 logins each, 420 logins/min).
-    from snmplb.client.algorithms import fleet_rate, login_shares
+    from snmplb.client.balanced import fleet_rate, login_shares
 
     fresh = [storming(f"f{i}", 35, 1000, 420) for i in range(10)]
     stale = [storming(f"s{i}", 0, 25_000, 0) for i in range(10)]
@@ -450,7 +450,7 @@ def test_one_fresh_liar_among_stale_honest_rows_does_not_set_the_fleets_rate(cla
     honest = [ServerState(f"h{i}", 161, {**row(sessions=10 + 5 * i, users=1), "lbLoginRate": 60, "lbDataAge": 20_000},
                           "", 1.0) for i in range(9)]
     liar = ServerState("liar", 161, {**row(sessions=10, users=1), "lbLoginRate": claim, "lbDataAge": 0}, "", 1.0)
-    from snmplb.client.algorithms import fleet_rate, login_shares
+    from snmplb.client.balanced import fleet_rate, login_shares
 
     rate = fleet_rate(honest + [liar])
     assert 8.0 <= rate <= 12.0, rate  # 9 x 1/s honest, the liar capped at twice the others' mean

@@ -14,7 +14,8 @@ import pytest
 from snmplb.client import ber
 from snmplb.client import snmpcodec
 from snmplb import mib
-from snmplb.client.algorithms import Context, decide, fleet_rate, login_shares, trimmed_mean
+from snmplb.client.algorithms import Context, decide
+from snmplb.client.balanced import fleet_rate, login_shares, trimmed_mean
 from snmplb.client.serverquery import Credentials, V3Query
 from snmplb.client.settings import ClientSettings, Server
 from snmplb.client.serverstate import ServerState

@@ -226,7 +226,8 @@ def test_a_lying_agent_among_real_ones_does_not_steer_the_honest_choices(fleet):
 
     from snmplb.client.algorithms import Context, decide
     from snmplb.client.deadline import after
-    from snmplb.client.gethosts import gather
+    from snmplb.client.driver import gather
+    from snmplb.client.selection import Selection
     from snmplb.lab.fleet import FakeLoad
     from snmplb.client.settings import from_env
 
@@ -236,7 +237,8 @@ def test_a_lying_agent_among_real_ones_does_not_steer_the_honest_choices(fleet):
         settings, problems = from_env({"LB_SERVERS": f"{addrs(honest)} {liar.address}",
                                        "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "3000"})
         assert problems == []
-        states, _, _ = gather(settings, random.Random(1), deadline=after(settings.timeout_ms))
+        selection = Selection(settings, random.Random(1))
+        states, _, _ = gather(selection, selection.plan(), deadline=after(settings.timeout_ms))
         assert all(s.ok for s in states), [s.reason for s in states]  # the lie passes every check of the row
         assert states[-1].values["lbLoginRate"] == 2**32 - 1
 

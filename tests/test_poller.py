@@ -256,14 +256,16 @@ def test_the_deadline_passed_in_is_kept_and_retransmissions_fit_in_the_time_left
 def test_gather_passes_its_one_deadline_to_the_poll_and_to_the_lbserver():
     """LB_TIMEOUT_MS is an hour; the deadline the edge computed is 0.6 s away: neither the poll nor the
     lbserver's request (both slow here) derives a deadline of its own from the settings."""
-    from snmplb.client.gethosts import gather
+    from snmplb.client.driver import gather
+    from snmplb.client.selection import Selection
 
     silent = Silent("127.0.0.77")
     slow_lbs = FakeLbserver("127.0.0.77", delay=30.0)
     try:
         s = settings(_server_of(silent), timeout_ms=30_000, algorithm="lbserver", lbserver_url=slow_lbs.url)
         t0 = time.monotonic()
-        states, choice, why = gather(s, random.Random(9), deadline=t0 + 0.6)
+        selection = Selection(s, random.Random(9))
+        states, choice, why = gather(selection, selection.plan(), deadline=t0 + 0.6)
         assert time.monotonic() - t0 < 20  # liveness: LB_TIMEOUT_MS (30 s) or the lbserver's delay would be the bug
     finally:
         silent.stop()

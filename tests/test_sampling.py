@@ -17,8 +17,8 @@ import pytest
 
 from netfixtures import Silent
 from snmplb.adminfile import AdminSettings
-from snmplb.client.algorithms import inclusion, sample_servers, weight_drift
-from snmplb.client.gethosts import choose
+from snmplb.client.sampling import inclusion, sample_servers, weight_drift
+from support import choose
 from snmplb.client.settings import Server, from_env, sample_weights_of
 from snmplb.lab.fleet import PROJECT
 from support import BUSY, IDLE, down, get_hosts, hosts_of, up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from snmplb.login import ltsconf
+from snmplb.client import ltsconf
 from snmplb.client.clientid import default_mac, default_route_interface
 from snmplb.client.settings import VARIABLES, ClientSettings, Server, from_env, parse_servers, refusal
 
@@ -160,7 +160,7 @@ def test_client_conf_uses_its_good_lines_and_names_the_bad_ones_without_a_value(
 def test_a_bad_value_in_client_conf_is_named_never_quoted(tmp_path):
     """client.conf holds the SNMPv3 passphrases: a mistyped line may hold one, so a bad value read from
     it is named by its key and not one character of it is shown (the environment's are quoted)."""
-    from snmplb.client.gethosts import settings_for
+    from snmplb.client.sources import load as settings_for
 
     conf = tmp_path / "client.conf"
     conf.write_text("LB_SNMP_VERSION = 3   # auth is hunter2hunter2\nLB_MAX_LOAD = hunter2hunter2\n"

@@ -87,11 +87,12 @@ def test_reads_lts_conf_with_the_clients_section(fleet, tmp_path):
     r = subprocess.run([str(BIN / "snmplb"), "status", "--lts-conf", str(tmp_path / "none")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "No such file" in r.stderr
-    # A BOM, an inline comment, and a LIKE loop (reported on stderr, the rest still applies).
+    # A BOM, an inline comment, and a LIKE loop (reported with the other settings problems, under
+    # "Settings:", naming the file; the rest still applies).
     conf.write_bytes(("\ufeff[Default]\nLIKE = lab\n[lab]\nLIKE = Default\n"
                       f"LB_SERVERS = {a.address}   # the lab server\nLB_SNMP_COMMUNITY = {COMMUNITY} # shared\n")
                      .encode())
     r = subprocess.run([str(BIN / "snmplb"), "status", "--lts-conf", str(conf)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and "1 of 1 answered" in r.stdout, (r.stdout, r.stderr)
-    assert "LIKE loop [default] -> [lab] -> [default]" in r.stderr and "Traceback" not in r.stderr
+    assert f"{conf}: LIKE loop [default] -> [lab] -> [default]" in r.stdout and "Traceback" not in r.stderr

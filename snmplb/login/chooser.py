@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -129,9 +128,9 @@ class PollSource:
     name = "poll"
 
     def __init__(self, refresh_s: float) -> None:
-        from snmplb.login.feed import settings_from
+        from snmplb.client.sources import load
 
-        self.settings, self.problems = settings_from(os.environ)
+        self.settings, self.problems = load(os.environ)
         self.refresh_s = refresh_s
         self._latest: list[Snapshot] = []
         self._lock = threading.Lock()
@@ -139,15 +138,13 @@ class PollSource:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
-        from snmplb.client.clientid import default_mac
+        from snmplb.client.driver import selection_for
         from snmplb.login.feed import poll_once
 
-        s = self.settings
-        rng = random.Random(s.seed) if s.seed is not None else random.SystemRandom()
-        client_id = s.client_id or (default_mac() if s.algorithm == "sticky" else "")
+        selection = selection_for(self.settings)
         while not self._stop.is_set():
             try:
-                snap = poll_once(s, rng, client_id) if s.servers else Snapshot(int(time.time()), "", ())
+                snap = poll_once(selection) if self.settings.servers else Snapshot(int(time.time()), "", ())
             except Exception as exc:  # the thread's outer edge: the window shows the last good list
                 print(f"snmplb-chooser: poll failed ({type(exc).__name__})", file=sys.stderr)
             else:

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
 from snmplb.login import feed
-from snmplb.login import ltsconf
 from snmplb.login import pick
-from snmplb.client.algorithms import REGISTRY, Context, decide
+from snmplb.client.algorithms import REGISTRY
 from snmplb.argtypes import seconds
-from snmplb.client.clientid import default_mac
 from snmplb.client.deadline import after
-from snmplb.client.gethosts import gather
-from snmplb.client.settings import from_env
+from snmplb.client.driver import gather, selection_for
+from snmplb.client.settings import ClientSettings
+from snmplb.client.sources import load
 from snmplb.client.describe import to_json, to_table
 
 CLEAR = "\033[H\033[2J"
@@ -54,30 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _environment(args: argparse.Namespace) -> dict[str, str]:
-    if args.lts_conf is None:
-        return dict(os.environ)
-    env, problems = ltsconf.resolve(args.lts_conf.read_text(errors="replace"), args.client)
-    for p in problems:
-        print(f"snmplb: {args.lts_conf}: {p}", file=sys.stderr)
-    return env
-
-
-def status_once(env: dict[str, str], as_json: bool) -> tuple[str, int]:
-    """The report's text and the exit status."""
-    settings, problems = from_env(env)
+def status_once(settings: ClientSettings, problems: list[str], as_json: bool) -> tuple[str, int]:
+    """The report's text and the exit status: every server polled (whatever LB_SAMPLE says), lbserver
+    asked, and what each algorithm would pick on those states."""
     if not settings.servers:
         return "\n".join(problems) or "no servers configured", 1
-    rng = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
-    servers, choice, why = gather(settings, rng, ask_lbserver=True, deadline=after(settings.timeout_ms))
-    if why:
-        problems.append(why)
-    ctx = Context(settings, rng, settings.client_id or default_mac(), choice)
-    picks = {name: decide(name, servers, ctx) for name in REGISTRY}
-    code = 0 if any(s.ok for s in servers) else 1
+    selection = selection_for(settings, every_algorithm=True)
+    plan = selection.plan(every=True, ask_lbserver=True)
+    states, choice, why = gather(selection, plan, deadline=after(settings.timeout_ms))
+    problems = problems + ([why] if why else [])
+    picks = {name: selection.decide(plan, states, choice, algorithm=name).decision for name in REGISTRY}
+    code = 0 if any(s.ok for s in states) else 1
     if as_json:
-        return to_json(servers, picks, problems), code
-    text = to_table(servers, picks, settings.algorithm)
+        return to_json(states, picks, problems), code
+    text = to_table(states, picks, settings.algorithm)
     if problems:
         text += "\n\nSettings:\n" + "\n".join(f"  {p}" for p in problems)
     return text, code
@@ -88,16 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("pick", "connect"):
         return pick.run(args)
     try:
-        env = _environment(args)
+        settings, problems = load(os.environ, None if args.lts_conf is None else str(args.lts_conf), args.client)
     except OSError as exc:
         print(f"snmplb: {args.lts_conf}: {exc.strerror}", file=sys.stderr)
         return 2
     if args.command == "feed":
-        return feed.main(args, env)
+        return feed.main(args, settings, problems)
     code, n = 1, 0
     try:
         while True:
-            text, code = status_once(env, args.json)
+            text, code = status_once(settings, problems, args.json)
             if args.watch is not None and not args.json and sys.stdout.isatty():
                 sys.stdout.write(CLEAR)
             print(text, flush=True)

@@ -1,7 +1,7 @@
 """`snmplb feed`: poll the fleet every few seconds while a greeter wants it, publish each refresh.
 
-Runs on the thin client (like get_hosts, the same poll: ``gethosts.gather``
-and ``algorithms.decide``). Each refresh goes
+Runs on the thin client (like get_hosts, the same selection: ``driver.select``,
+every server polled). Each refresh goes
 
 - to a POSIX message queue (default /snmplb-feed, one message slot, mode 0600,
   or 0640 with --group): the text format of ``feedformat`` that a C greeter
@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import grp
 import os
-import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +35,7 @@ from snmplb.errors import QueueError
 from snmplb.login.feedformat import Snapshot
 
 if TYPE_CHECKING:
+    from snmplb.client.selection import Selection
     from snmplb.client.settings import ClientSettings
 
 QUEUE = "/snmplb-feed"
@@ -44,25 +44,14 @@ REFRESH_S = 5.0
 IDLE_S = 60.0
 
 
-def settings_from(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
-    """The thin client's settings as get_hosts reads them: client.conf, then the environment (non-empty wins)."""
-    from snmplb.client.clientconf import read_client_conf
-    from snmplb.client.settings import VARIABLES, from_env
-
-    file_values, problems = read_client_conf(env, frozenset(v.name for v in VARIABLES))
-    settings, more = from_env({**file_values, **{k: v for k, v in env.items() if v.strip()}})
-    return settings, problems + more
-
-
-def poll_once(settings: ClientSettings, rng: random.Random, client_id: str, now: Callable[[], float] = time.time) -> Snapshot:
-    """One refresh: poll every configured server (get_hosts' path) and the algorithm's recommendation."""
-    from snmplb.client.algorithms import Context, decide
+def poll_once(selection: Selection, now: Callable[[], float] = time.time) -> Snapshot:
+    """One refresh: poll every configured server and decide (get_hosts' selection, ``driver.select``);
+    the snapshot's recommendation is the decision's first host."""
     from snmplb.client.deadline import after
-    from snmplb.client.gethosts import gather
+    from snmplb.client.driver import select
 
-    servers, choice, _why = gather(settings, rng, deadline=after(settings.timeout_ms))  # each refresh: its own
-    decision = decide(settings.algorithm, servers, Context(settings, rng, client_id, choice))
-    return feedformat.snapshot(servers, decision.hosts, now())
+    result, _choice, _why = select(selection, deadline=after(selection.settings.timeout_ms), every=True)
+    return feedformat.snapshot(result.states, result.decision.hosts, now())
 
 
 @dataclass(frozen=True)
@@ -104,7 +93,7 @@ class _Stop:
 
 def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str], None]) -> int:
     """The loop: poll, publish, sleep until the next refresh, until a limit or a signal."""
-    from snmplb.client.clientid import default_mac
+    from snmplb.client.driver import selection_for
 
     gid = -1
     if args.group:
@@ -117,8 +106,7 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
     stop = _Stop()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
-    rng = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
-    client_id = settings.client_id or (default_mac() if settings.algorithm == "sticky" else "")
+    selection = selection_for(settings)
     writer = drain = None
     if args.queue:
         try:
@@ -136,7 +124,7 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
         while not stop.signal:
             if writer is not None and writer.attributes().curmsgs == 0 and refreshes:
                 last_read = time.monotonic()  # our last message was taken: someone is looking
-            snap = poll_once(settings, rng, client_id)
+            snap = poll_once(selection)
             if stop.signal:
                 break
             if writer is not None:
@@ -211,12 +199,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--count", type=int, default=0, help="stop after this many refreshes")
 
 
-def main(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """`snmplb feed` after argument parsing: settings problems to stderr, then the loop."""
+def main(args: argparse.Namespace, settings: ClientSettings, problems: list[str]) -> int:
+    """`snmplb feed` after argument parsing and the settings (``sources.load``): their problems to
+    stderr, then the loop."""
     def log(message: str) -> None:
         print(f"snmplb feed: {message}", file=sys.stderr, flush=True)
 
-    settings, problems = settings_from(env)
     for p in problems:
         log(p)
     if not settings.servers:

@@ -7,7 +7,7 @@
     snmplb pick --fallback             # nothing usable: print the configured servers (still exit 3)
     snmplb connect 22                  # ssh's ProxyCommand: pick, connect, relay (snmplb.login.connect)
 
-The poll and the decision are get_hosts' own (``snmplb.client.gethosts.poll_and_decide``):
+The poll and the decision are get_hosts' own (``snmplb.client.driver.select``):
 the same LB_* settings, from the environment, /etc/snmplb/client.conf (under
 the environment) or, with ``--lts-conf FILE [--client ID]``, from lts.conf.
 
@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from snmplb.client.algorithms import Decision, passes_thresholds
+from snmplb.client.selection import Result
 from snmplb.argtypes import seconds
 from snmplb.client.settings import ClientSettings
 from snmplb.client.serverstate import ServerState
@@ -41,12 +42,6 @@ USAGE = 2
 def host_port(host: str, port: int) -> str:
     """``host:port``, an IPv6 literal in brackets (as ssh, xfreerdp and URLs want it)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def usable(servers: Sequence[ServerState]) -> bool:
-    """Whether the decision chose among servers that may take a login (get_hosts' own test: when none
-    is eligible, ``decide`` falls back to the configured list)."""
-    return any(s.eligible for s in servers)
 
 
 def skip_reason(s: ServerState, chosen: Sequence[str], settings: ClientSettings) -> str | None:
@@ -70,12 +65,12 @@ def skip_reason(s: ServerState, chosen: Sequence[str], settings: ClientSettings)
     return "not in the algorithm's list (LB_MAX_HOSTS)"
 
 
-def render(servers: Sequence[ServerState], decision: Decision, settings: ClientSettings, problems: Sequence[str],
-           mode: str, port: int | None, fallback: bool) -> tuple[str, int]:
+def render(result: Result, settings: ClientSettings, problems: Sequence[str], mode: str, port: int | None,
+           fallback: bool) -> tuple[str, int]:
     """What ``snmplb pick`` prints and its exit status. ``mode``: "one", "all" or "json"."""
     from snmplb.client.describe import server_record
 
-    ok = usable(servers)
+    servers, decision, ok = result.states, result.decision, result.usable
     hosts = list(decision.hosts) if ok or fallback else []
     shown = [host_port(h, port) if port is not None else h for h in hosts]
     code = 0 if ok and hosts else NONE_USABLE
@@ -96,37 +91,21 @@ def render(servers: Sequence[ServerState], decision: Decision, settings: ClientS
 # --- I/O: settings and the poll ---------------------------------------------------------------------
 
 
-def environment(lts_conf: Path | None, clients: Sequence[str], client_conf: Path | None,
-                env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The variables to decide with: lts.conf's client section (``--lts-conf``) instead of the
-    environment's LB_* variables, as `snmplb status` reads it; client.conf under either. Raises OSError
-    for an unreadable lts.conf."""
-    from snmplb.login import ltsconf
-    from snmplb.client.clientconf import PATH_VARIABLE
-
-    problems: list[str] = []
-    if lts_conf is None:
-        out = dict(env)
-    else:
-        values, found = ltsconf.resolve(lts_conf.read_text(errors="replace"), clients)
-        problems += [f"{lts_conf}: {p}" for p in found]
-        out = {k: v for k, v in env.items() if not k.startswith("LB_")} | values
-    if client_conf is not None:
-        out[PATH_VARIABLE] = str(client_conf)
-    return out, problems
-
-
-def decide_now(env: Mapping[str, str]) -> tuple[ClientSettings, list[ServerState], Decision, list[str]]:
-    """get_hosts' settings, poll and decision for ``env``; problems named by their key."""
+def decide_now(env: Mapping[str, str], lts_conf: Path | None = None, clients: Sequence[str] = (),
+               client_conf: Path | None = None) -> tuple[ClientSettings, Result, list[str]]:
+    """get_hosts' settings (``sources.load``), poll and decision; problems named by their key.
+    Raises OSError for an unreadable ``lts_conf``."""
     from snmplb.client.deadline import login_deadline
-    from snmplb.client.gethosts import poll_and_decide, settings_for
+    from snmplb.client.driver import select, selection_for
+    from snmplb.client.sources import load
 
-    settings, problems = settings_for(env)
+    settings, problems = load(env, None if lts_conf is None else str(lts_conf), clients,
+                              None if client_conf is None else str(client_conf))
     if not settings.servers:
-        return settings, [], Decision((), "no servers configured (LB_SERVERS)"), problems + [
+        return settings, Result((), Decision((), "no servers configured (LB_SERVERS)"), ()), problems + [
             "no servers configured: set LB_SERVERS"]
-    servers, decision, why = poll_and_decide(settings, login_deadline(settings.timeout_ms, env))
-    return settings, servers, decision, problems + ([why] if why else [])
+    result, _choice, why = select(selection_for(settings), deadline=login_deadline(settings.timeout_ms, env))
+    return settings, result, problems + ([why] if why else []) + list(result.problems)
 
 
 def _port(text: str) -> int:
@@ -178,18 +157,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        env, problems = environment(args.lts_conf, args.client, args.client_conf, os.environ)
+        settings, result, problems = decide_now(os.environ, args.lts_conf, args.client, args.client_conf)
     except OSError as exc:
         _say(f"{args.lts_conf}: {exc.strerror}")
         return USAGE
-    settings, servers, decision, more = decide_now(env)
-    problems += more
+    decision = result.decision
     if args.command == "pick":
         mode = "json" if args.json else "all" if args.all else "one"
         if mode != "json":
             for p in problems:
                 _say(p)
-        text, code = render(servers, decision, settings, problems, mode, args.port, args.fallback)
+        text, code = render(result, settings, problems, mode, args.port, args.fallback)
         if code:
             _say("no usable server: " + decision.note)
         if text:
@@ -197,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         return code
     for p in problems:
         _say(p)
-    if not (usable(servers) or (args.fallback and decision.hosts)):
+    if not (result.usable or (args.fallback and decision.hosts)):
         _say("no usable server: " + decision.note)
         return NONE_USABLE
     from snmplb.login.connect import connect_first, relay

@@ -42,13 +42,13 @@ def _section(sections: dict[str, dict[str, str]], name: str, problems: list[str]
         target = like.lower()
         path = " -> ".join(f"[{n}]" for n in (*chain, target))
         if target in chain:
-            problems.append(f"lts.conf: LIKE loop {path}; stopped following it")
+            problems.append(f"LIKE loop {path}; stopped following it")
             break
         if len(chain) > MAX_LIKE_DEPTH:
-            problems.append(f"lts.conf: LIKE nested deeper than {MAX_LIKE_DEPTH} ({path}); stopped at [{chain[-1]}]")
+            problems.append(f"LIKE nested deeper than {MAX_LIKE_DEPTH} ({path}); stopped at [{chain[-1]}]")
             break
         if target not in sections:
-            problems.append(f"lts.conf: LIKE names a missing section [{like}] (in [{chain[-1]}])")
+            problems.append(f"LIKE names a missing section [{like}] (in [{chain[-1]}])")
             break
         chain.append(target)
     out: dict[str, str] = {}

@@ -1,0 +1,359 @@
+"""`balanced`: spread the logins that decide on the same figures, by capacity, with a margin.
+
+The default algorithm (docs/algorithms.md): a safety filter (``safe``, ``_pool``),
+the logins expected to decide on the same figures (``fleet_rate``, ``horizon``),
+water-filling with a margin (``fill``, ``login_shares``), memory where it is the
+tighter limit (``memory_loads``), slow start (``ramp``), and two random choices
+where no login rate is seen. Pure: nothing here polls, sleeps, reads a file or
+the clock.
+"""
+
+from __future__ import annotations
+
+import math
+
+from snmplb.client.algorithms import Context, algorithm, passes_thresholds
+from snmplb.client.settings import ClientSettings
+from snmplb.client.serverstate import ServerState
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    import random
+    from collections.abc import Sequence
+
+PANIC_SHARE = 0.3  # below this share of the eligible capacity passing the thresholds, balance over all
+IN_TIME_SHARE = 0.8  # slow answers are avoided while the servers answering in time hold this share (_pool)
+SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its full weight
+SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
+# Fewer logins than this expected on the same figures (but some: a login rate is seen): fill without the
+# margin, counting the login about to be added. Two standard deviations of a count of one or two logins
+# would spread them nearly by capacity, whatever the counts say (issue 12: Margot's lab at 1.14 max/mean
+# with fresh figures, against 1.10 for two choices). Not when no rate is seen at all: at a storm's start
+# every rate reads 0, and counting the login would send the first second's logins to the big servers.
+FEW_LOGINS = 5.0
+MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
+HORIZON_PAD_S = 1.0  # the agent's sampling interval: a login shows in the figures up to a second late
+MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
+
+
+def ramp(s: ServerState, settings: ClientSettings) -> float:
+    """Slow start: the fraction of its weight a server has, growing linearly over LB_SLOW_START_S
+    after it came into service (lbInService), from SLOW_START_FLOOR to 1."""
+    window, since = settings.slow_start_s, s.in_service
+    if window and since is not None and since < window:
+        return max(SLOW_START_FLOOR, since / window)
+    return 1.0
+
+
+MEM_RESERVE_PERCENT = 10  # below this much memory available, a server is full for `balanced` (unless panic)
+FRESH_SHARE = 0.15  # fleet_rate: the freshest rows stand for the fleet only if they hold this share of it
+RATE_WINDOW_S = 10.0  # lbLoginRate counts the ssh connections opened over the 10 s before the row was taken
+LOGIN_LAG_S = 5.0  # an LDM login's usual time from its ssh connection to its session (3-8 s: ssh, PAM, logind)
+
+
+def connecting(s: ServerState, rate: float | None = None) -> float:
+    """Logins to ``s`` still connecting (ssh connection up, session not yet registered).
+
+    lbSshConnections beyond lbSessions, but at most the connections opened over the last
+    RATE_WINDOW_S (lbLoginRate): a login becomes a session within seconds, so older connections
+    are not logins in progress but an admin's shell, an rsync, a monitoring check (issue 12:
+    steady background connections made a server look up to 20 sessions fuller). When the count is
+    below the sessions or zero (the agent could not read its TCP tables, or sessions do not come
+    over ssh), the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
+    the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
+    (default: its own lbLoginRate).
+    """
+    conns = s.values.get("lbSshConnections", 0)
+    rate = s.login_rate if rate is None else rate
+    if rate is None:
+        return float(max(0, conns - s.sessions))
+    if conns >= s.sessions and conns > 0:
+        return min(conns - s.sessions, rate * RATE_WINDOW_S)
+    return rate * LOGIN_LAG_S
+
+
+def _count(s: ServerState, rate: float | None = None) -> float:
+    """Sessions, with the logins still connecting."""
+    return s.sessions + connecting(s, rate)
+
+
+def _load(s: ServerState) -> float:
+    """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added."""
+    return (_count(s) + 1) / max(1, s.weight)
+
+
+def safe(s: ServerState, settings: ClientSettings) -> bool:
+    """`balanced`'s safety filter: the prototype's thresholds but the answer time. Not swapping (if
+    LB_SKIP_SWAPPING), load per CPU at most LB_MAX_LOAD: the figures say whether a server has room.
+
+    The answer time is not judged here but in ``_pool``: a slow answer is not an absence of
+    capacity, and a server that is really overloaded shows it in its load or its swapping.
+    """
+    if settings.skip_swapping and s.swapping:
+        return False
+    if s.values["lbMemAvailablePercent"] < MEM_RESERVE_PERCENT:
+        return False
+    return s.load_per_cpu <= settings.max_load
+
+
+def _pool(eligible: Sequence[ServerState], settings: ClientSettings, sampled: bool = False) -> list[ServerState]:
+    """The servers `balanced` chooses among.
+
+    First the safety filter (``safe``; ``passes_thresholds`` in the sampled mode, whose hedge already
+    treats a slow answer as unusable: docs/algorithms.md). Then the answer time: servers that answered
+    slower than LB_MAX_RESPONSE_MS are left out while the ones that answered in time hold at least
+    IN_TIME_SHARE of the safe capacity - a slow server is never chosen while the others have room for
+    its share. Below that, a slow answer is not taken for an absence of capacity: dropping the big
+    desktop of a three-desktop lab sent its share to the two others (issue 12: Margot at 2.1 max/mean,
+    against random's 1.6), so the slow servers keep their full weight. A server that does not answer
+    within LB_TIMEOUT_MS is not eligible at all. Finally panic mode: if the safe servers hold less than
+    PANIC_SHARE of the eligible capacity, balance over all of them (never herd onto the few).
+    """
+    def capacity(servers: Sequence[ServerState]) -> int:
+        return sum(max(1, x.weight) for x in servers)
+
+    ok = [x for x in eligible if (passes_thresholds if sampled else safe)(x, settings)]
+    in_time = [x for x in ok if x.rtt_ms is None or x.rtt_ms <= settings.max_response_ms]
+    if len(in_time) < len(ok) and capacity(in_time) >= IN_TIME_SHARE * capacity(ok):
+        ok = in_time
+    return ok if capacity(ok) >= PANIC_SHARE * capacity(eligible) else list(eligible)
+
+
+def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: Sequence[float],
+         z: float = MARGIN_Z) -> list[float]:
+    """Water-filling with a safety margin: how many of ``logins`` new logins each server should take.
+
+    Server i takes m_i such that load_i + m_i + z * sqrt(m_i) stays under
+    level * capacity_i, but at most caps_i * logins; the level rises until the
+    m_i add up to ``logins`` (``sum(caps)`` must be at least 1). The margin is
+    z standard deviations of a random (Poisson) arrival count: a big server's
+    count varies less per unit of capacity, so it takes a little more than a
+    small one at the same level. Bisection, 40 steps.
+    """
+    def takes(level: float) -> list[float]:
+        out = []
+        for c, w, cap in zip(load, capacity, caps):
+            room = level * w - c
+            m = ((math.sqrt(z * z + 4 * room) - z) / 2) ** 2 if room > 0 else 0.0
+            out.append(min(m, cap * logins))
+        return out
+
+    levels = [c / w for c, w in zip(load, capacity)]
+    lo = min(levels)
+    hi = max(levels) + (logins + z * math.sqrt(logins)) / min(capacity)  # there, each server alone takes all
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if sum(takes(mid)) >= logins:
+            hi = mid
+        else:
+            lo = mid
+    return takes(hi)
+
+
+def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
+    """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
+
+    ``rate``: the logins per second arriving at the fleet (``fleet_rate``).
+    Every client that decides on the same figures should spread its logins
+    like this: the logins made since each server's figures were taken (its
+    lbDataAge) are assumed to have gone by capacity and are added; the logins
+    expected to share these figures (``rate`` times ``horizon``) fill the
+    servers from the emptiest up, none taking more than
+    SHARE_CAP times its capacity share (``fill``); this login takes server i
+    with the share m_i / sum(m).
+    """
+    w = [max(1, x.weight) * ramp(x, settings) for x in pool]
+    total_w = sum(w)
+    ages = [x.data_age_s for x in pool]
+    own = capped_rates(pool)
+    load = [_count(x, r) + rate * a * wi / total_w for x, r, a, wi in zip(pool, own, ages, w)]
+    load = memory_loads(pool, load, w)
+    expected = rate * horizon(pool)
+    z = MARGIN_Z
+    if 0 < expected < FEW_LOGINS:  # a small lab: no margin, and this login counted (see FEW_LOGINS)
+        z, load = 0.0, [ld + 1 for ld in load]
+    takes = fill(load, w, min(MAX_SPREAD, max(1.0, expected)), [SHARE_CAP * wi / total_w for wi in w], z)
+    total = sum(takes)
+    if not total > 0 or not math.isfinite(total):  # no level could be found: share by capacity
+        return [wi / total_w for wi in w]
+    return [t / total for t in takes]
+
+
+MEM_HEED = 0.75  # memory_loads: a server's memory counts once this share of it is in use
+MEM_POOL_MIN = 3  # memory_loads: fewer servers than this are not a pool to compare memory with
+MEM_FACTOR_MAX = 1 / MEM_HEED  # memory_loads: at most this many times the pool's level
+
+
+def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence[float]) -> list[float]:
+    """``load`` (sessions and logins on their way, per server), raised where memory is the tighter limit.
+
+    Sessions are not all alike: a few users with big browsers fill a server's memory while it holds no
+    more sessions per capacity than the others, and swapping is a matter of memory (issue 12). Once at
+    least MEM_HEED of server i's memory is in use (lbMemTotal - lbMemAvailable), it counts at least as
+    full as its memory says relative to the pool: (its share of memory in use / the pool's) times the
+    pool's load per capacity, times its weight ``w``. So it takes fewer logins than its count alone would
+    give it; never more (a server claiming little memory in use gains nothing). The pool's share is a
+    trimmed mean: one agent lying about its memory barely moves it.
+
+    A session's memory shows over its first minute, so in a storm this sees what was placed a minute
+    before; in a working day, where sessions come and go, it keeps the servers of big sessions out of
+    swap (docs/balance.md: the "day" scenario).
+
+    Bounds against agents that lie about their memory: with fewer than MEM_POOL_MIN servers there is no
+    pool to compare with (of two, the trimmed mean is the lower one: a liar claiming an empty memory
+    would make its peer count as full as it likes), and a server counts at most MEM_FACTOR_MAX times the
+    pool's level: agents that collude to claim empty memories can push an honest server only that far.
+    """
+    if len(pool) < MEM_POOL_MIN:
+        return list(load)
+    share = [1.0 - x.values["lbMemAvailable"] / x.values["lbMemTotal"] for x in pool]
+    pool_share, level = trimmed_mean(share), sum(load) / sum(w)
+    if not pool_share > 0 or not level > 0:
+        return list(load)
+    return [max(ld, min(MEM_FACTOR_MAX, f / pool_share) * level * wi) if f >= MEM_HEED else ld
+            for ld, f, wi in zip(load, share, w)]
+
+
+def horizon(pool: Sequence[ServerState]) -> float:
+    """Seconds of logins that decide on the same figures: twice their (trimmed) mean age, plus the
+    agent's sampling interval."""
+    return 2 * trimmed_mean([x.data_age_s for x in pool]) + HORIZON_PAD_S
+
+
+TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end, at least one each (3 or more)
+
+
+def trimmed_mean(xs: Sequence[float]) -> float:
+    """The mean of ``xs`` without the highest and the lowest TRIM of them (at least one of each
+    when there are 3 or more; the smaller of two): one server cannot move it beyond the others' range.
+
+    The figures' mean age, which every server contributes to, is estimated this way, so that one
+    lying or broken agent (lbDataAge at 30 s among fresh ones) cannot stretch every client's horizon.
+    """
+    s = sorted(xs)
+    if len(s) <= 2:
+        return s[0] if s else 0.0
+    k = max(1, int(len(s) * TRIM))
+    kept = s[k:len(s) - k]
+    return sum(kept) / len(kept)
+
+
+RATE_FACTOR = 2.0  # one server's login rate (per capacity) counts up to this multiple of the others' mean,
+RATE_FLOOR = 12 / 60 / 100  # or up to 12 logins/min per 100 weight (a small lab's real bursts), if more
+
+
+def fleet_rate(servers: Sequence[ServerState]) -> float:
+    """The logins per second arriving at the fleet: the sum of the servers' login rates, each one
+    capped at RATE_FACTOR times the mean of the others' (per unit of capacity) or RATE_FLOOR,
+    whichever is higher.
+
+    Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
+    small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
+    nobody else sees adds at most twice the others' mean rate per unit of capacity, times its own
+    weight, however absurd its rate (issue 10: one agent publishing lbLoginRate 2^32-1 inverted
+    `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
+    agent that lies about its weight draws the logins to itself by that weight anyway, which no
+    estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
+
+    Only the freshest rows (taken within RATE_WINDOW_S of the youngest) are summed, scaled up to
+    the whole fleet's capacity: a row taken before a storm began reads 0 and would hide the storm
+    (issue 12: with rows up to 30 s old, the fleet's rate read a fraction of the real one, and a
+    server whose old row looked empty took twice its share of a flash crowd). The cap takes the
+    higher of the others' mean among the fresh rows and among all: a liar claiming fresh figures
+    among stale honest ones is still bounded by them. The fresh rows stand for the fleet only when
+    there are at least two of them holding FRESH_SHARE of the capacity; otherwise every row counts.
+    """
+    if not servers:
+        return 0.0
+    w, rho = _per_capacity(servers)
+    youngest = min(x.data_age_s for x in servers)
+    fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
+    if len(fresh) < 2 or sum(w[i] for i in fresh) < FRESH_SHARE * sum(w):
+        # One fresh row alone (a liar claiming age 0, an agent restarted mid-storm and reading 0) would
+        # set the fleet's rate by itself, uncapped: too few fresh figures to stand for the fleet.
+        fresh = list(range(len(servers)))
+    capped = [_capped(rho[i], max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))))
+              for i in fresh]
+    return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
+
+
+def capped_rates(servers: Sequence[ServerState]) -> list[float]:
+    """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
+    an absurd lbLoginRate cannot make a server look full of logins in progress either."""
+    w, rho = _per_capacity(servers)
+    every = range(len(rho))
+    return [wi * _capped(r, _others_mean(rho, i, every)) for i, (r, wi) in enumerate(zip(rho, w))]
+
+
+def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
+    """Each server's weight (at least 1) and its login rate per unit of that weight."""
+    w = [max(1, x.weight) for x in servers]
+    return w, [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+
+
+def _capped(rate: float, others: float) -> float:
+    """A server's rate per capacity, at most RATE_FACTOR times the others' mean or RATE_FLOOR."""
+    return min(rate, max(RATE_FACTOR * others, RATE_FLOOR))
+
+
+def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
+    """The mean of ``values`` at the indices ``among`` but ``i``; ``values[i]`` when there is no other."""
+    others = [values[j] for j in among if j != i]
+    return sum(others) / len(others) if others else values[i]
+
+
+def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
+    """Capacity-weighted two random choices, compared on sessions per capacity; slow start as the
+    probability of admitting a candidate, so that it also holds when LB_SAMPLE drew the pool."""
+    keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
+    drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
+    admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
+    return sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
+
+
+@algorithm("balanced")
+def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]:
+    """Spread the logins that decide on the same figures, by capacity, with a margin (docs/algorithms.md).
+
+    1. Safety (``safe``): not swapping, at least MEM_RESERVE_PERCENT of the
+       memory available, load per CPU at most LB_MAX_LOAD, unless that leaves
+       less than PANIC_SHARE of the capacity; answers slower than
+       LB_MAX_RESPONSE_MS only when the others hold less than IN_TIME_SHARE of
+       the safe capacity (``_pool``).
+    2. Estimate how many logins decide on these figures from the fleet's login
+       rate (lbLoginRate) and the figures' age (lbDataAge), and draw this login's
+       server from the shares that would fill the servers evenly
+       (``login_shares``): a server that looks emptiest takes only its deficit,
+       not every login, as `best` does; never more than twice its share. A server
+       with at least MEM_HEED of its memory in use counts as full as its memory
+       says, relative to the pool (``memory_loads``).
+    3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
+       just came into service (lbInService).
+    Rest: the pool by sessions per weight, then the servers that failed the
+    thresholds, by the same measure. Capacity-weighted two random choices
+    decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
+    little about where the fleet's logins go; in the simulator two choices
+    balance better there) and when an agent does not publish lbLoginRate
+    (older than this client).
+    """
+    sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
+    pool = _pool(eligible, ctx.settings, sampled)
+    rate = None if sampled or any(x.login_rate is None for x in eligible) else fleet_rate(eligible)
+    if rate is None:
+        first = _two_choices(pool, ctx)
+    else:
+        first = [pool[_draw(login_shares(pool, rate, ctx.settings), ctx.rng)]]
+    rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
+    in_pool = {id(x) for x in pool}
+    others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
+    return first + rest + others
+
+
+def _draw(shares: Sequence[float], rng: random.Random) -> int:
+    """An index drawn with probability proportional to ``shares``."""
+    u = rng.random() * sum(shares)
+    for i, p in enumerate(shares):
+        u -= p
+        if u < 0:
+            return i
+    return max(range(len(shares)), key=lambda i: shares[i])  # rounding: the largest share

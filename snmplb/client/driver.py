@@ -1,0 +1,90 @@
+"""The synchronous driver of the login selection: the real poll and the lbserver around ``Selection``.
+
+``select`` is what every front end on a thin client runs (get_hosts, `snmplb
+pick` and `connect`, `snmplb status`, `snmplb feed`, the chooser): it asks the
+``Selection`` for a plan, polls (``poller.poll``, the hedge when the selection
+says so) and asks ltsp-cluster's lbserver at the same time when the plan says
+so, until ONE deadline computed by the caller's edge (``deadline``), then
+hands the states back for the decision. The simulator (bench/storm.py) drives
+the same ``Selection`` with its simulated fleet instead.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from snmplb.client.poller import poll
+from snmplb.client.selection import Plan, Result, Selection
+from snmplb.client.settings import ClientSettings
+from snmplb.client.serverstate import ServerState
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    from collections.abc import Callable
+
+
+def new_rng(settings: ClientSettings) -> random.Random:
+    """The random source of a login: seeded by LB_SEED (tests), else the system's."""
+    return random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
+
+
+def client_id(settings: ClientSettings, always: bool = False) -> str:
+    """This client's identity for `sticky`: LB_CLIENT_ID, else the default route's MAC, read only when
+    the algorithm is `sticky` (or ``always``: the status view shows every algorithm's pick)."""
+    if settings.client_id:
+        return settings.client_id
+    if settings.algorithm != "sticky" and not always:
+        return ""
+    from snmplb.client.clientid import default_mac
+
+    return default_mac()
+
+
+def selection_for(settings: ClientSettings, every_algorithm: bool = False) -> Selection:
+    """The Selection of a login on this thin client: its rng (``new_rng``) and identity (``client_id``)."""
+    return Selection(settings, new_rng(settings), client_id(settings, every_algorithm))
+
+
+def gather(selection: Selection, plan: Plan, *, deadline: float, clock: Callable[[], float] = time.monotonic
+           ) -> tuple[list[ServerState], str | None, str]:
+    """Poll as ``plan`` says and ask the lbserver meanwhile (``plan.ask_lbserver``), until ``deadline``
+    (a ``clock()`` time). Returns the polled servers' states (the hedge's, if it was polled, after them),
+    lbserver's choice (or None) and why it has none ("" when it was not asked)."""
+    if plan.refused:
+        return Selection.not_polled(plan), None, ""
+    settings = selection.settings._replace(servers=plan.polled)  # the poller's view: the servers it polls
+
+    def our_poll() -> list[ServerState]:
+        return poll(settings, selection.rng, clock, plan.early, deadline=deadline, hedge=plan.hedge,
+                    usable=selection.usable)
+
+    if not plan.ask_lbserver:
+        return our_poll(), None, ""
+    import threading
+
+    from snmplb.client.lbserver import ask_lbserver
+
+    answer: list[tuple[str | None, str]] = []
+
+    def lbserver() -> None:
+        try:
+            answer.append(ask_lbserver(selection.settings.lbserver_url, deadline, clock))
+        except Exception as exc:  # the thread's outer edge: a traceback would reach the login's stderr
+            answer.append((None, f"lbserver: internal error ({type(exc).__name__})"))
+
+    t = threading.Thread(target=lbserver, daemon=True)
+    t.start()
+    servers = our_poll()
+    t.join(max(0.0, deadline - clock()))
+    choice, why = answer[0] if answer else (None, "lbserver did not answer in time")
+    return servers, choice, why
+
+
+def select(selection: Selection, *, deadline: float, every: bool = False, ask_lbserver: bool | None = None,
+           clock: Callable[[], float] = time.monotonic) -> tuple[Result, str | None, str]:
+    """One login's (or one refresh's) poll and decision: the plan, ``gather``, ``Selection.decide``.
+    Returns the result, lbserver's choice and lbserver's complaint ("" when none)."""
+    plan = selection.plan(every, ask_lbserver)
+    states, choice, why = gather(selection, plan, deadline=deadline, clock=clock)
+    return selection.decide(plan, states, choice), choice, why

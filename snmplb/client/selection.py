@@ -1,0 +1,133 @@
+"""One login's selection, sans-IO: settings in, a plan out; the servers' states in, a decision out.
+
+Every front end drives this object with its own I/O, and none re-derives any
+of it: get_hosts, `snmplb pick` and `connect`, `snmplb status`, `snmplb feed`,
+the chooser (through the feed's poll) and the simulator (bench/storm.py).
+
+    selection = Selection(settings, rng, client_id)
+    plan = selection.plan()               # which servers to poll, which to hold as the hedge
+    ...poll plan.polled; poll plan.hedge too if selection.needs_hedge(...)...
+    result = selection.decide(states, lbserver_choice)
+
+Nothing here polls, sleeps, reads a file or the clock: a table of states in a
+test fully determines the answer, and the same ``random.Random`` gives the
+same draws (the simulator's seeds repeat across versions).
+"""
+
+from __future__ import annotations
+
+from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds
+from snmplb.client.sampling import sample_servers, weight_drift
+from snmplb.client.settings import ClientSettings, Server, refusal, sample_weights_of
+from snmplb.client.serverstate import Failure, ServerState
+from snmplb.record import record
+
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
+    import random
+    from collections.abc import Sequence
+
+
+class Plan(record("Plan", "polled hedge early ask_lbserver refused")):
+    """What to poll for one login.
+
+    polled (tuple of Server): the servers to poll at once, in configured order.
+    hedge (tuple of Server): the servers LB_SAMPLE left out; polled too only when ``Selection.needs_hedge``
+    says so (the poller decides when: ``poller.hedge_time``).
+    early (bool): the sampled mode's early cut (``poller.settle_wait``): once one polled server has a
+    usable answer, the others are waited for only a few of its round trips.
+    ask_lbserver (bool): ask ltsp-cluster's lbserver (LB_LBSERVER_URL) alongside the poll.
+    refused (str): why nothing may be polled with these settings ("" when it may: ``settings.refusal``).
+    """
+
+    __slots__ = ()
+
+
+class Result(record("Result", "states decision problems")):
+    """A login's outcome: states (the polled servers', in configured order), decision (a Decision), and
+    problems (tuple of str) the poll revealed about the settings: LB_SAMPLE_WEIGHTS drifting from lbWeight."""
+
+    __slots__ = ()
+
+    @property
+    def usable(self) -> bool:
+        """Whether the decision chose among servers that may take a login (when none is eligible, the
+        decision is the configured list, so that LDM can still try)."""
+        return any(s.eligible for s in self.states)
+
+
+class Selection:
+    """The login selection for one set of settings, a random source and this client's identity.
+
+    ``settings``: the login's ClientSettings (``sources.load``). ``rng``: every random draw (the sample,
+    the algorithms). ``client_id``: `sticky`'s identity (the default route's MAC unless LB_CLIENT_ID).
+    """
+
+    __slots__ = ("settings", "rng", "client_id")
+
+    def __init__(self, settings: ClientSettings, rng: random.Random, client_id: str = "") -> None:
+        self.settings, self.rng, self.client_id = settings, rng, client_id
+
+    @property
+    def sampled(self) -> bool:
+        """The sampled mode (LB_SAMPLE): fewer servers polled than configured."""
+        return 0 < self.settings.sample < len(self.settings.servers)
+
+    def plan(self, every: bool = False, ask_lbserver: bool | None = None) -> Plan:
+        """What to poll. ``every``: poll every server, whatever LB_SAMPLE says (the views show them all);
+        ``ask_lbserver``: default, when the algorithm is `lbserver` (the status view asks it always).
+
+        In the sampled mode, the sample is drawn in proportion to LB_SAMPLE_WEIGHTS (``sample_servers``,
+        which draws from ``rng``) and the rest held as the hedge.
+        """
+        s = self.settings
+        ask = (s.algorithm == "lbserver") if ask_lbserver is None else ask_lbserver
+        ask = ask and bool(s.lbserver_url)
+        refused = refusal(s)
+        if every or not self.sampled:
+            return Plan(s.servers, (), False, ask, refused)
+        polled, unpolled = sample_servers(s.servers, s.sample, self.rng, sample_weights_of(s.servers, s.sample_weights))
+        return Plan(tuple(polled), tuple(unpolled), True, ask, refused)
+
+    def usable(self, state: ServerState) -> bool:
+        """Whether an answer settles the sample: the server may be chosen and passes the thresholds
+        (LB_MAX_LOAD, LB_MAX_RESPONSE_MS, LB_SKIP_SWAPPING), so that a sample of only swapping or slow
+        servers makes the healthy rest be polled."""
+        return state.eligible and passes_thresholds(state, self.settings)
+
+    def needs_hedge(self, states: Sequence[ServerState]) -> bool:
+        """Whether the hedge must be polled, once the polled servers' ``states`` are all in: none usable."""
+        return not any(self.usable(st) for st in states)
+
+    @staticmethod
+    def not_polled(plan: Plan) -> list[ServerState]:
+        """The states of a plan that must not poll (``plan.refused``): every server, failed NOT_POLLED."""
+        return [ServerState.failed(s.host, s.port, Failure.NOT_POLLED, "not polled: " + plan.refused)
+                for s in plan.polled + plan.hedge]
+
+    def decide(self, plan: Plan, states: Sequence[ServerState], lbserver_choice: str | None = None,
+               algorithm: str | None = None) -> Result:
+        """The decision on the polled servers' ``states`` (the hedge's, if polled, after them).
+
+        ``algorithm``: another registered algorithm than LB_ALGORITHM (the status view shows each).
+        Servers that were never polled are never listed, unless nothing usable answered: then the
+        configured list, as without sampling (``algorithms.decide``'s rule).
+        """
+        s = self.settings
+        ordered = list(states)
+        if plan.hedge:
+            rank = {srv: i for i, srv in enumerate(s.servers)}
+            ordered.sort(key=lambda st: rank.get(Server(st.name, st.port), len(rank)))
+        decision = decide(algorithm or s.algorithm, ordered, Context(s, self.rng, self.client_id, lbserver_choice))
+        if plan.hedge and not any(st.eligible for st in ordered):
+            seen = {st.name for st in ordered}
+            listed = set(decision.hosts) | {u.host for u in plan.hedge if u.host not in seen}
+            in_order = tuple(h for h in dict.fromkeys(x.host for x in s.servers) if h in listed)
+            decision = Decision(in_order[:s.max_hosts] if s.max_hosts else in_order,
+                                decision.note + f"; {len(listed) - len(decision.hosts)} not polled")
+        problems: tuple[str, ...] = ()
+        if plan.early:
+            drift = weight_drift(ordered, sample_weights_of(tuple(Server(x.name, x.port) for x in ordered),
+                                                            s.sample_weights))
+            problems = (drift,) if drift else ()
+        return Result(tuple(ordered), decision, problems)
