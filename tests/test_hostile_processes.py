@@ -292,7 +292,7 @@ def test_an_empty_lts_conf_variable_does_not_hide_the_client_conf_value(trio, tm
 
 
 def test_the_last_resort_lists_the_servers_of_client_conf(tmp_path):
-    from snmplb.client.gethosts import _configured
+    from snmplb.client.sources import configured_hosts as _configured
 
     conf = tmp_path / "client.conf"
     conf.write_text("LB_SERVERS = app1 app2:1161\n")

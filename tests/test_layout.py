@@ -182,3 +182,38 @@ def test_no_test_file_imports_from_another():
                                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
                  if module.split(".")[0].startswith("test_")]
     assert offenders == []
+
+
+# The login selection exists once (snmplb.client.selection, driven by snmplb.client.driver): what it is
+# made of may be imported only by the modules that make it up, never by a front end that would re-derive it.
+SELECTION_PARTS = {
+    "snmplb.client.algorithms.decide": {"snmplb/client/selection.py"},
+    "snmplb.client.algorithms.Context": {"snmplb/client/selection.py", "snmplb/client/balanced.py"},
+    "snmplb.client.sampling.sample_servers": {"snmplb/client/selection.py"},
+    "snmplb.client.sampling.weight_drift": {"snmplb/client/selection.py"},
+    "snmplb.client.settings.sample_weights_of": {"snmplb/client/selection.py"},
+    # check_snmplb builds its settings from its own options, not a login's (no client.conf, no lts.conf).
+    "snmplb.client.settings.from_env": {"snmplb/client/sources.py", "snmplb/nms/plugin.py"},
+    "snmplb.client.clientconf.read_client_conf": {"snmplb/client/sources.py"},
+    "snmplb.client.clientid.default_mac": {"snmplb/client/driver.py"},
+    # check_snmplb asks one server, with no selection: the NMS plugin is the poll's other driver.
+    "snmplb.client.poller.poll": {"snmplb/client/driver.py", "snmplb/nms/plugin.py"},
+    "snmplb.client.gethosts": {"snmplb/gethosts.py"},  # the entry point: its shim only (and the script)
+}
+
+
+def test_the_login_selection_is_assembled_in_one_place():
+    """get_hosts, pick, connect, status, feed, the chooser and the simulator drive ``Selection``; none of
+    them (nor anything else in the package or bench/) imports the parts of the plan or the decision."""
+    sources = sorted(PACKAGE.rglob("*.py")) + sorted((PROJECT / "bench").glob("*.py"))
+    offenders = []
+    for path in sources:
+        rel = str(path.relative_to(PROJECT))
+        imported = _imports(path)
+        for part, allowed in SELECTION_PARTS.items():
+            if part in imported and rel not in allowed:
+                offenders.append(f"{rel} imports {part}")
+    assert offenders == []
+    # The simulator drives the same object (and nothing of the old closures).
+    storm = (PROJECT / "bench" / "storm.py").read_text()
+    assert "Selection(" in storm and "selection.decide(" in storm

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from snmplb.client.settings import ClientSettings
 from snmplb.login.feedformat import Row, Snapshot
 
 STATE_HOOK = "SNMPLB_CHOOSER_STATE"
@@ -127,10 +128,8 @@ class PollSource:
 
     name = "poll"
 
-    def __init__(self, refresh_s: float) -> None:
-        from snmplb.client.sources import load
-
-        self.settings, self.problems = load(os.environ)
+    def __init__(self, refresh_s: float, settings: ClientSettings) -> None:
+        self.settings = settings
         self.refresh_s = refresh_s
         self._latest: list[Snapshot] = []
         self._lock = threading.Lock()
@@ -160,8 +159,8 @@ class PollSource:
         return 0.0
 
 
-def open_source(queue_name: str, refresh_s: float) -> QueueSource | PollSource:
-    """The feed's queue if it exists, else our own poll."""
+def open_source(queue_name: str, refresh_s: float, settings: ClientSettings) -> QueueSource | PollSource:
+    """The feed's queue if it exists, else our own poll with ``settings``."""
     from snmplb.errors import QueueError
 
     if queue_name:
@@ -169,7 +168,7 @@ def open_source(queue_name: str, refresh_s: float) -> QueueSource | PollSource:
             return QueueSource(queue_name)
         except QueueError:
             pass
-    return PollSource(refresh_s)
+    return PollSource(refresh_s, settings)
 
 
 # -- the window ---------------------------------------------------------------------------------------------
@@ -180,10 +179,12 @@ class Chooser:
     COLUMNS = (("server", "Server", 220), ("state", "State", 110), ("load", "Load/CPU", 80),
                ("sessions", "Sessions", 80), ("note", "", 260))
 
-    def __init__(self, root, source, refresh_s: float, stale_s: float, state_file: str | None) -> None:
+    def __init__(self, root, source, settings: ClientSettings, refresh_s: float, stale_s: float,
+                 state_file: str | None) -> None:
         from tkinter import ttk
 
         self.root, self.source, self.refresh_s, self.stale_s = root, source, refresh_s, stale_s
+        self.settings = settings
         self.state_file = state_file
         self.snap: Snapshot | None = None
         self.result: str | None = None
@@ -253,7 +254,7 @@ class Chooser:
         elif self.source.name == "queue" and self.source.silent_for() > self.stale_s:
             # The feed stopped (or never publishes): carry on with our own poll.
             self.source.close()
-            self.source = PollSource(self.refresh_s)
+            self.source = PollSource(self.refresh_s, self.settings)
         self.root.after(200, self._tick)
 
     def choose(self) -> None:
@@ -310,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stale", type=_positive, default=3 * REFRESH_S,
                     help="poll ourselves when the feed has said nothing for this long (default %(default)g)")
     args = ap.parse_args(argv)
+    from snmplb.client.sources import load
+
+    settings, problems = load(os.environ)  # get_hosts' settings and rules (a bad value is named, never quoted)
+    for p in problems:
+        print(f"snmplb-chooser: {p}", file=sys.stderr, flush=True)
     try:
         import tkinter
     except ImportError:
@@ -320,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except tkinter.TclError as exc:
         print(f"snmplb-chooser: cannot open the window: {exc}", file=sys.stderr)
         return 2
-    chooser = Chooser(root, open_source(args.queue, args.refresh), args.refresh, args.stale,
+    chooser = Chooser(root, open_source(args.queue, args.refresh, settings), settings, args.refresh, args.stale,
                       os.environ.get(STATE_HOOK) or None)
     root.mainloop()
     if chooser.result is None:
