@@ -16,6 +16,10 @@ unreachable: CRITICAL. Secrets come from --secrets FILE (``community = ...``,
 (SNMPLB_COMMUNITY, SNMPLB_AUTH_PASSPHRASE, SNMPLB_PRIV_PASSPHRASE), not from
 the command line, where every user of the machine sees them.
 
+The SNMP deadline (--timeout-ms) ends at the latest a quarter of a second
+before the plugin's own timeout (-t) would: a dead server is CRITICAL whatever
+the two are, and -t's UNKNOWN is left for a plugin that stalls.
+
 This module is the plugin's edge (the Nagios plugin API): every usage error,
 a missing ``nms`` extra and any internal error become ONE status line and
 exit status 3 (UNKNOWN), never a traceback and never 1 or 2, which a monitoring
@@ -92,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-x", "--priv-protocol", type=checked(usm.check_priv),
                     default=usm.DEFAULT_PRIV, help=f"SNMPv3 privacy: {', '.join(usm.PRIV_PROTOCOLS)} "
                     f"({usm.DEFAULT_PRIV})")
-    ap.add_argument("--timeout-ms", type=checked(whole(50, 30000)), default=3000, help="SNMP deadline (3000)")
+    ap.add_argument("--timeout-ms", type=checked(whole(50, 30000)), default=3000,
+                    help="SNMP deadline (3000; at most -t less 0.25 s)")
     for name, default, what in (("load", ("1.0", "2.0"), "load per CPU"),
                                 ("mem", ("10:", "5:"), "available memory %%"),
                                 ("swap", ("50", "500"), "swap pages/s in+out"),
