@@ -225,6 +225,24 @@ def test_the_plugin_timeout_is_still_one_unknown_line(monkeypatch, capsys):
     assert capsys.readouterr().out == "SNMPLB UNKNOWN - timeout: no result after 1s\n"
 
 
+def test_the_community_on_the_command_line_is_deprecated_with_a_warning(fleet, tmp_path):
+    """-C shows the community to every user of the machine (the process list): it still works, with a
+    warning in the status line that never shows the value. Here -C is a wrong community (no secret on
+    any command line): it still overrides SNMPLB_COMMUNITY, so the agent is silent to it."""
+    good = fleet.add("good")
+    code, out = check(good, "-C", "not-the-community")
+    assert code == CRITICAL and "unreachable" in out, out  # -C still used
+    assert "-C is deprecated" in out and "--secrets" in out and "not-the-community" not in out, out
+    assert out.count("\n") == 0
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"community = {COMMUNITY}\n")
+    secrets.chmod(0o600)
+    code, out = check(good, "--secrets", str(secrets), SNMPLB_COMMUNITY="")
+    assert code == OK and "deprecated" not in out, out
+    code, out = check(good)  # SNMPLB_COMMUNITY
+    assert code == OK and "deprecated" not in out, out
+
+
 def test_check_snmplb_without_the_nms_extra_says_how_to_install_it(tmp_path):
     # An interpreter with snmplb (from this checkout) but without nagiosplugin: a bare venv of the
     # tests' own Python (no system site-packages, where Debian's python3-nagiosplugin may live).
