@@ -24,7 +24,7 @@ from snmplb.kvfile import Field, check, one_of, parse_kv, parse_kv_bytes, valida
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 STATES: tuple[str, ...] = tuple(mib.obj("lbAdminState").enums)  # the MIB's labels, in its order
-MAX_WEIGHT = 10000
+MAX_WEIGHT = mib.maximum("lbWeight")  # the MIB's range
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,8 @@ def validate(fields: Iterable[Field], pairs: Mapping[str, str], in_force: Mappin
             elif in_force is not None:
                 done = f"using {in_force[field.attr]}"
             else:
-                done = f"using the default ({field.default})"
+                default = str(field.default)  # "(none)" is its own parenthesis: no "((none))"
+                done = f"using the default {default}" if default.startswith("(") else f"using the default ({default})"
             why = NOT_QUOTED if key in unquoted else str(exc)
             problems.append(f"{field.name}: {why}; {done}")
     return values, problems

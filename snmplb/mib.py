@@ -56,6 +56,45 @@ ROW = BY_NAME["lbRow"]
 ROW_FIELDS: tuple[MibObject, ...] = tuple(o for o in OBJECTS if o.base != "OCTET STRING")
 
 
+# What an object's value means, from the MIB itself: the one place that turns lbRow's integers into
+# numbers in their units (a DISPLAY-HINT "d-N" puts the decimal point N digits from the right; UNITS).
+_SECONDS = {"milliseconds": 0.001, "seconds": 1.0}
+_PER_SECOND = {"logins per minute": 1 / 60}
+
+
+def _divisor(o: MibObject) -> int:
+    hint = o.hint
+    return 10 ** int(hint[2:]) if hint.startswith("d-") and hint[2:].isdigit() else 1
+
+
+_DIVISOR = {o.name: _divisor(o) for o in OBJECTS}
+
+
+def scaled(name: str, raw: int) -> float:
+    """``raw``, the value of object ``name``, as the number its DISPLAY-HINT says (lbLoadPerCpu 150 -> 1.5)."""
+    return raw / _DIVISOR[name]
+
+
+def seconds(name: str, raw: int) -> float:
+    """``raw``, the value of a duration object ``name`` (UNITS milliseconds or seconds), in seconds."""
+    return raw * _SECONDS[BY_NAME[name].units]
+
+
+def per_second(name: str, raw: int) -> float:
+    """``raw``, the value of a rate object ``name`` (UNITS "... per minute"), per second."""
+    return raw * _PER_SECOND[BY_NAME[name].units]
+
+
+def maximum(name: str) -> int:
+    """The largest value object ``name`` may take (its SMI range: lbWeight's 10000)."""
+    return int(BY_NAME[name].range[1])
+
+
+def enum(name: str, label: str) -> int:
+    """The number of ``label`` in object ``name``'s enumeration (lbSwapping true -> 1)."""
+    return BY_NAME[name].enums[label]
+
+
 def oid_str(oid: Oid) -> str:
     """Dotted text of an OID with a leading dot, as net-snmp prints it."""
     return "." + ".".join(map(str, oid))

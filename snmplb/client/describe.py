@@ -62,7 +62,7 @@ def server_record(s: ServerState) -> dict:
     if s.ok:
         v = s.values
         rec.update({
-            "load_per_cpu": v["lbLoadPerCpu"] / 100, "load1": v["lbLoad1"] / 100, "cpus": v["lbCpuCount"],
+            "load_per_cpu": mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), "load1": mib.scaled("lbLoad1", v["lbLoad1"]), "cpus": v["lbCpuCount"],
             "mem_available_kib": v["lbMemAvailable"], "mem_available_percent": v["lbMemAvailablePercent"],
             "swap_in_pages_s": v["lbSwapInRate"], "swap_out_pages_s": v["lbSwapOutRate"],
             "swapping": s.swapping, "sessions": v["lbSessions"], "users": v["lbUsers"],
@@ -107,7 +107,7 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
         limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
         rate = v.get("lbLoginRate")
         mark = PROBLEM_MARK if admin_file(s) not in (None, "ok") else ""
-        rows.append([host, state_label(s) + mark, f"{v['lbLoadPerCpu'] / 100:.2f}",
+        rows.append([host, state_label(s) + mark, f"{mib.scaled('lbLoadPerCpu', v['lbLoadPerCpu']):.2f}",
                      f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
                      f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
                      "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),

@@ -11,6 +11,9 @@ from snmplb.record import record
 
 _ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
+_SWAPPING = mib.enum("lbSwapping", "true")
+_SWAPPING_VALUES = frozenset(mib.obj("lbSwapping").enums.values())
+_MAX_WEIGHT = mib.maximum("lbWeight")
 MAX_DATA_AGE_MS = 30_000
 # Statuses in which a server may take a new login. Any other (disabled, draining, full, unavailable,
 # or a value added to the MIB after this client) closes it, whatever else its row says.
@@ -85,7 +88,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
 
     @property
     def load_per_cpu(self) -> float:
-        return self.values["lbLoadPerCpu"] / 100
+        return mib.scaled("lbLoadPerCpu", self.values["lbLoadPerCpu"])
 
     @property
     def cpus(self) -> int:
@@ -109,7 +112,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
 
     @property
     def swapping(self) -> bool:
-        return self.values["lbSwapping"] == 1
+        return self.values["lbSwapping"] == _SWAPPING
 
     @property
     def in_service(self) -> int | None:
@@ -121,12 +124,12 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
     def login_rate(self) -> float | None:
         """New logins per second arriving at this server (lbLoginRate); None from an agent too old to say."""
         rate = self.values.get("lbLoginRate")
-        return None if rate is None else rate / 60
+        return None if rate is None else mib.per_second("lbLoginRate", rate)
 
     @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
-        return self.values["lbDataAge"] / 1000
+        return mib.seconds("lbDataAge", self.values["lbDataAge"])
 
     @property
     def admin_state(self) -> str:
@@ -164,10 +167,10 @@ def judge(values: dict[str, int]) -> tuple[str, str]:
         (v["lbMemTotal"] > 0 and v["lbMemAvailable"] <= v["lbMemTotal"], "memory figures"),
         (v["lbMemAvailablePercent"] <= 100 and v["lbRating"] <= 100, "percentages"),
         (v["lbSwapFree"] <= v["lbSwapTotal"], "swap figures"),
-        (v["lbSwapping"] in (1, 2), "swapping flag"),
+        (v["lbSwapping"] in _SWAPPING_VALUES, "swapping flag"),
         (v["lbAdminState"] in _ADMIN and v["lbStatus"] >= 1, "state or status value"),
         (v["lbUsers"] <= v["lbSessions"], "users above sessions"),
-        (v["lbWeight"] <= 10000, "weight"),
+        (v["lbWeight"] <= _MAX_WEIGHT, "weight"),
         (abs(v["lbLoadPerCpu"] - v["lbLoad1"] / v["lbCpuCount"]) <= 1 if v["lbCpuCount"] else False,
          "load per CPU"),
     )
@@ -175,7 +178,7 @@ def judge(values: dict[str, int]) -> tuple[str, str]:
         if not good:
             return Failure.IMPLAUSIBLE, f"implausible {what}"
     if v["lbDataAge"] > MAX_DATA_AGE_MS:
-        return Failure.STALE, f"stale data ({v['lbDataAge'] // 1000} s old)"
+        return Failure.STALE, f"stale data ({int(mib.seconds('lbDataAge', v['lbDataAge']))} s old)"
     return "", ""
 
 

@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from snmplb import mib
 from snmplb.client.serverstate import ServerState
 from snmplb.client.describe import state_label, unavailable_reason
 
@@ -70,7 +71,7 @@ def row(s: ServerState) -> Row:
     if not s.ok:
         return Row(s.name, state_label(s), False, None, None, None, None, reason, s.failure)
     v = s.values
-    return Row(s.name, state_label(s), s.eligible, v["lbLoadPerCpu"] / 100, v["lbMemAvailable"] // 1024,
+    return Row(s.name, state_label(s), s.eligible, mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), v["lbMemAvailable"] // 1024,
                v["lbSessions"], s.rtt_ms, reason)
 
 

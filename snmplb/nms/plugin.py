@@ -62,7 +62,7 @@ class RowResource(nagiosplugin.Resource):
                 return
             raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason} [{state.failure}]")
         v = state.values
-        yield nagiosplugin.Metric("load_per_cpu", v["lbLoadPerCpu"] / 100, min=0, context="load")
+        yield nagiosplugin.Metric("load_per_cpu", mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), min=0, context="load")
         yield nagiosplugin.Metric("mem_available", v["lbMemAvailablePercent"], "%", min=0, max=100, context="memory")
         yield nagiosplugin.Metric("swap_pages_per_s", v["lbSwapInRate"] + v["lbSwapOutRate"], min=0, context="swap")
         if v["lbMaxSessions"]:
@@ -71,7 +71,7 @@ class RowResource(nagiosplugin.Resource):
         yield nagiosplugin.Metric("sessions", v["lbSessions"], min=0, context="info")
         yield nagiosplugin.Metric("users", v["lbUsers"], min=0, context="info")
         yield nagiosplugin.Metric("rating", v["lbRating"], min=0, max=100, context="info")
-        yield nagiosplugin.Metric("data_age", v["lbDataAge"] / 1000, "s", min=0, context="age")
+        yield nagiosplugin.Metric("data_age", mib.seconds("lbDataAge", v["lbDataAge"]), "s", min=0, context="age")
         yield nagiosplugin.Metric("admin_state", state.admin_state, context="admin")
         if v.get("lbAdminFileStatus") == _ADMIN_FILE_PROBLEM:  # the agent keeps the last good settings
             yield nagiosplugin.Metric("admin_file", "problem", context="admin_file")
