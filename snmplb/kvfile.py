@@ -50,7 +50,7 @@ CLIENT_CONF = Dialect(fold=str.upper, quote=False)
 LTS_CONF = Dialect(fold=str.upper, sections=True, inline_comments=True, comments=("#", ";"))
 
 
-class Entry(record("Entry", "number section key value")):
+class Pair(record("Pair", "number section key value")):
     """One ``key = value`` line: its number, its section (lower-cased; None before the first header or
     where the dialect has none), its key (folded) and its value (stripped, unquoted). A section header
     is an entry with an empty key and value (an empty section exists: LIKE may name it)."""
@@ -89,9 +89,9 @@ def text_lines(text: str) -> list[tuple[int, str]]:
     return list(enumerate(text.removeprefix(BOM).splitlines(), 1))
 
 
-def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> tuple[list[Entry], list[str]]:
+def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> tuple[list[Pair], list[str]]:
     """The ``key = value`` entries of numbered lines, and one problem per line that is not one."""
-    entries: list[Entry] = []
+    entries: list[Pair] = []
     problems: list[str] = []
     section = None
     for number, raw in lines:
@@ -100,7 +100,7 @@ def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> 
             continue
         if dialect.sections and line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip().lower()
-            entries.append(Entry(number, section, "", ""))
+            entries.append(Pair(number, section, "", ""))
             continue
         key, sep, value = line.partition("=")
         key = dialect.fold(key.strip())
@@ -113,7 +113,7 @@ def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> 
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
-        entries.append(Entry(number, section, key, value))
+        entries.append(Pair(number, section, key, value))
     return entries, problems
 
 
@@ -138,7 +138,7 @@ def parse_kv(text: str, dialect: Dialect = PLAIN) -> tuple[dict[str, str], list[
     return {e.key: e.value for e in entries if e.key}, problems
 
 
-def read_bytes(data: bytes, dialect: Dialect = PLAIN) -> tuple[list[Entry], list[str]]:
+def read_bytes(data: bytes, dialect: Dialect = PLAIN) -> tuple[list[Pair], list[str]]:
     """``read_entries`` of a file's bytes, the problems in line order: a line with a NUL byte or
     invalid UTF-8 is a problem, not an entry."""
     lines, problems = decode_lines(data, dialect)

@@ -124,7 +124,7 @@ def encode_row(numbers: list[int]) -> str:
 
 
 # The last field of the first lbRow (SNMPLB-MIB's first revision). The objects after it were added
-# later: an older agent's row ends before them, and its readers do without (stats.ServerState).
+# later: an older agent's row ends before them, and its readers do without (serverstate.ServerState).
 ROW_FIRST_LAST = "lbSessionSource"
 
 
@@ -134,7 +134,7 @@ def decode_row(text: str) -> dict[str, int] | None:
 
     An enumeration's value is not checked here: a newer agent may publish a value added to the MIB
     after this client (as unavailable(7) was to lbStatus), and its row must stay readable. The
-    readers judge the values they use (``stats.implausible``, ``ServerState.eligible``).
+    readers judge the values they use (``serverstate.implausible``, ``ServerState.eligible``).
 
     Extra trailing fields (objects added to the MIB after this client) are ignored; fields missing
     at the tail (an agent older than this client) are absent from the result.

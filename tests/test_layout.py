@@ -61,6 +61,26 @@ def test_a_role_imports_only_the_shared_top_and_the_roles_it_builds_on(role):
             assert other in (None, role) or other in MAY_IMPORT[role], f"{path.name} imports {module}"
 
 
+def test_the_package_map_says_what_this_file_enforces():
+    """snmplb/__init__.py's map names every module of each role, and what each role uses is MAY_IMPORT."""
+    import re
+
+    import snmplb
+
+    doc = snmplb.__doc__ or ""
+    blocks = dict(re.findall(r"^(\w+)/ +(.*?)(?=^\w+/ |^gethosts and nmscheck)", doc, re.M | re.S))
+    assert set(blocks) == set(MAY_IMPORT), set(blocks) ^ set(MAY_IMPORT)
+    for role, text in blocks.items():
+        uses = re.search(r"uses ([a-z, ]+)", text)
+        named = set() if "uses no other role" in text else set(re.split(r",\s*", uses.group(1).strip())) if uses else None
+        assert named == MAY_IMPORT[role], (role, named)
+        words = set(re.findall(r"[a-z_0-9]+", text))
+        missing = [p.stem for p in (PACKAGE / role).glob("*.py") if p.stem != "__init__" and p.stem not in words]
+        assert missing == [], (role, missing)
+    for module in TOP - {"snmplb"}:
+        assert module.split(".")[1] in doc, module
+
+
 def test_every_module_sits_in_a_role_or_is_shared():
     top = {f"snmplb.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     shims = {"snmplb.gethosts", "snmplb.nmscheck"}

@@ -93,7 +93,7 @@ class AdminWatch:
 
     A read that hangs (a dead NFS server) never holds up the sampler or the first answer: the last
     good settings stay meanwhile, and at most one read is outstanding. Problems follow the rules of
-    ``adminconf.settle``.
+    ``adminfile.settle``.
     """
 
     def __init__(self, path: Path, timeout: float) -> None:

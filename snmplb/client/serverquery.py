@@ -20,7 +20,7 @@ from snmplb.client import snmpcodec
 from snmplb import mib
 from snmplb.client.ber import BerError
 from snmplb.client.settings import ClientSettings, Server
-from snmplb.client.serverstate import Failure, ServerState, judge
+from snmplb.client.serverstate import Failure, ServerState, check_row
 
 ROW_OID = mib.ROW.instance
 _NO_VALUE = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW)
@@ -43,7 +43,7 @@ def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str, str]:
     values = mib.decode_row(value.value.decode("ascii", "replace"))
     if values is None:
         return None, Failure.MALFORMED, "partial, garbled or out-of-range row"
-    failure, reason = judge(values)
+    failure, reason = check_row(values)
     return (None, failure, reason) if failure else (values, "", "")
 
 

@@ -158,7 +158,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return not (self.max_sessions and self.sessions >= self.max_sessions)
 
 
-def judge(values: dict[str, int]) -> tuple[str, str]:
+def check_row(values: dict[str, int]) -> tuple[str, str]:
     """("", "") for a row that can be true, else (its ``Failure`` kind, why): a lying or broken agent,
     or one whose figures are too old, is never chosen."""
     v = values
@@ -183,5 +183,5 @@ def judge(values: dict[str, int]) -> tuple[str, str]:
 
 
 def implausible(values: dict[str, int]) -> str:
-    """Why a row cannot be used ("" when it can): ``judge``'s words."""
-    return judge(values)[1]
+    """Why a row cannot be used ("" when it can): ``check_row``'s words."""
+    return check_row(values)[1]

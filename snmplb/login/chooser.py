@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from snmplb.argtypes import seconds
 from snmplb.client.settings import ClientSettings
 from snmplb.login.feedformat import Row, Snapshot
 
@@ -291,24 +292,14 @@ class Chooser:
             pass  # a test hook must never break the chooser
 
 
-def _positive(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not (1 <= x <= 3600):
-        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in [1, 3600]")
-    return x
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from snmplb.login.feed import QUEUE, REFRESH_S
 
     ap = argparse.ArgumentParser(prog="snmplb-chooser", description=__doc__.splitlines()[0])
     ap.add_argument("--queue", default=QUEUE, help=f"the feed's queue (default {QUEUE}); '' to always poll")
-    ap.add_argument("--refresh", type=_positive, default=REFRESH_S,
+    ap.add_argument("--refresh", type=seconds(3600, low=1.0), default=REFRESH_S,
                     help=f"seconds between our own polls when no feed runs (default {REFRESH_S:g})")
-    ap.add_argument("--stale", type=_positive, default=3 * REFRESH_S,
+    ap.add_argument("--stale", type=seconds(3600, low=1.0), default=3 * REFRESH_S,
                     help="poll ourselves when the feed has said nothing for this long (default %(default)g)")
     args = ap.parse_args(argv)
     from snmplb.client.sources import load

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from snmplb import argtypes
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.errors import QueueError
@@ -158,23 +159,8 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
     return 0
 
 
-def seconds(text: str) -> float:
-    """A number of seconds in [0, 86400] (0: no limit)."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not (0 <= x <= 86400):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in [0, 86400]")
-    return x
-
-
-def refresh_seconds(text: str) -> float:
-    """--refresh: at least 1 s (a shorter period multiplies the fleet's load, docs/feed.md)."""
-    x = seconds(text)
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"{text[:40]} is below 1 second")
-    return x
+seconds = argtypes.seconds(86400, zero_ok=True)  # --idle, --for: 0 is no limit
+refresh_seconds = argtypes.seconds(86400, low=1.0)  # --refresh: a shorter period multiplies the fleet's load
 
 
 def queue_name(text: str) -> str:
@@ -184,7 +170,7 @@ def queue_name(text: str) -> str:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    """`snmplb feed`'s options (cli.py adds the subcommand)."""
+    """`snmplb feed`'s options (command.py adds the subcommand)."""
     ap.add_argument("--queue", type=queue_name, default=QUEUE,
                     help=f"POSIX message queue to publish on (default {QUEUE})")
     ap.add_argument("--no-queue", dest="queue", action="store_const", const="", help="publish only the JSON file")
