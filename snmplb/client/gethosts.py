@@ -55,7 +55,7 @@ def run(env: Mapping[str, str]) -> str:
     for p in (why, *result.problems):
         if p:
             report(p)
-    failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
+    failed = _grouped(servers)
     if not any(s.ok for s in servers):
         report("no server answered; " + "; ".join(failed))
     else:
@@ -63,6 +63,15 @@ def run(env: Mapping[str, str]) -> str:
     if decision.hosts and not result.usable:
         report(f"listing the configured servers: {decision.note}", level="info")
     return " ".join(decision.hosts)
+
+
+def _grouped(servers) -> list[str]:
+    """The failed servers, those with the same reason in one entry: ``a:161, b:161: reason``."""
+    by_reason: dict[str, list[str]] = {}
+    for s in servers:
+        if not s.ok:
+            by_reason.setdefault(s.reason, []).append(f"{s.name}:{s.port}")
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
 def main() -> int:

@@ -144,6 +144,15 @@ def _say(message: str) -> None:
     print(f"snmplb: {message}", file=sys.stderr, flush=True)
 
 
+def _no_usable(result: Result, settings: ClientSettings) -> None:
+    from snmplb.client.describe import silence_hint
+
+    _say("no usable server: " + result.decision.note)
+    hint = silence_hint(result.states, settings.snmp_version)
+    if hint:
+        _say(hint)
+
+
 def run(args: argparse.Namespace) -> int:
     """`snmplb pick` or `snmplb connect`, parsed: errors become one line on stderr, never a traceback."""
     try:
@@ -169,14 +178,14 @@ def _run(args: argparse.Namespace) -> int:
                 _say(p)
         text, code = render(result, settings, problems, mode, args.port, args.fallback)
         if code:
-            _say("no usable server: " + decision.note)
+            _no_usable(result, settings)
         if text:
             print(text, flush=True)
         return code
     for p in problems:
         _say(p)
     if not (result.usable or (args.fallback and decision.hosts)):
-        _say("no usable server: " + decision.note)
+        _no_usable(result, settings)
         return NONE_USABLE
     from snmplb.login.connect import connect_first, relay
 
