@@ -25,7 +25,7 @@ from conftest import BIN, COMMUNITY
 from farm import SSHD, Farm
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import FakeLoad
-from snmplb.login.pick import NONE_USABLE, NOT_CONNECTED
+from snmplb.login.pick import CLOSED_FIRST, NONE_USABLE, NOT_CONNECTED
 from support import addrs
 
 pytestmark = [pytest.mark.fleet, pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed")]
@@ -381,6 +381,34 @@ def connect_cli(port: int, tmp_path: Path, *options: str, **kw) -> subprocess.Po
                             env={"PATH": os.environ["PATH"], "LB_SERVERS": "127.0.0.1:1", "LB_TIMEOUT_MS": "300",
                                  "SNMPLB_CLIENT_CONF": str(tmp_path / "none")},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_a_server_that_closes_first_without_a_word_is_a_failure_not_a_session(tmp_path):
+    """No banner expected (any port but 22: the client speaks first, as with RDP), so a server that
+    accepts is used; if it then closes or resets while the client is still talking, having sent
+    nothing, connect says so and exits 5. A server that closes in silence after the client's EOF (a
+    sink) ran a session: 0."""
+    for how in ("silent_close", "silent_reset"):  # after reading: a reset at once may come before connect returns
+        with Misbehaving("127.0.0.1", 0, how) as fake:
+            p = connect_cli(fake.port, tmp_path)
+            try:
+                p.stdin.write(b"\x03\x00\x00\x13\x0e\xe0")  # the start of an RDP connection request
+                p.stdin.flush()
+                p.wait(60)
+                out, err = p.stdout.read(), p.stderr.read().decode()
+            finally:
+                p.kill()
+                p.wait(10)
+                for f in (p.stdin, p.stdout, p.stderr):
+                    f.close()
+        assert (p.returncode, out) == (CLOSED_FIRST, b""), (how, err)
+        assert err == f"snmplb: 127.0.0.1:{fake.port} closed the connection before sending anything\n", how
+    with Misbehaving("127.0.0.1", 0, "sink") as fake:
+        r = subprocess.run([str(BIN / "snmplb"), "connect", "--fallback", str(fake.port)], input=b"x" * 100000,
+                           capture_output=True, timeout=60,
+                           env={"PATH": os.environ["PATH"], "LB_SERVERS": "127.0.0.1:1", "LB_TIMEOUT_MS": "300",
+                                "SNMPLB_CLIENT_CONF": str(tmp_path / "none")})
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
 
 
 def test_what_the_server_said_before_it_was_chosen_is_relayed_first_and_whole(tmp_path):

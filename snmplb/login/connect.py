@@ -204,8 +204,9 @@ def _is_pipe(fd: int) -> bool:
         return False
 
 
-def _pump_in(src: int, sock: socket.socket) -> None:
-    """stdin -> socket until EOF, then shutdown(SHUT_WR): the server sees the client's EOF."""
+def _pump_in(src: int, sock: socket.socket, ended: threading.Event) -> None:
+    """stdin -> socket until EOF, then ``ended`` and shutdown(SHUT_WR): the server sees the client's EOF
+    (``ended`` is set first, so that a server closing because of that EOF finds it set)."""
     dst = sock.fileno()
     try:
         if _SPLICE and _is_pipe(src):
@@ -214,6 +215,7 @@ def _pump_in(src: int, sock: socket.socket) -> None:
         else:
             while data := os.read(src, CHUNK):
                 sock.sendall(data)
+        ended.set()
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass  # the server went away: the other direction sees it and ends the relay
@@ -224,32 +226,40 @@ def _write_all(dst: int, data: memoryview | bytes) -> None:
         data = data[os.write(dst, data):]
 
 
-def _pump_out(sock: socket.socket, dst: int, first: bytes) -> None:
-    """``first``, then socket -> stdout until the server closes (or stdout does).
+def _pump_out(sock: socket.socket, dst: int, first: bytes) -> int:
+    """``first``, then socket -> stdout until the server closes (or resets, or stdout goes away); the
+    bytes the server sent, ``first`` included.
 
     Not spliced: on Linux a blocking splice from a TCP socket into a pipe can keep waiting for more
     after it has moved some bytes (seen here with ssh: its banner sat in the kernel until a signal
     woke the call), so this direction reads into one reused 1 MiB buffer instead.
     """
+    received = len(first)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     try:
         _write_all(dst, first)
         while n := sock.recv_into(buf):
+            received += n
             _write_all(dst, view[:n])
     except OSError:
         pass
+    return received
 
 
-def relay(sock: socket.socket, stdin: int, stdout: int, first: bytes = b"") -> int:
+def relay(sock: socket.socket, stdin: int, stdout: int, first: bytes = b"") -> bool:
     """Relay ``first`` and then the server's bytes to ``stdout``, stdin's to the server, until the
-    server closes its side (or stdout goes away); 0."""
-    inbound = threading.Thread(target=_pump_in, args=(stdin, sock), daemon=True)
+    server closes its side (or stdout goes away). Whether the server was heard: False only when it
+    closed or reset the connection without sending one byte (``first`` included) while stdin was
+    still open, so that the client got nothing but EOF; a server that answers the client's EOF by
+    closing in silence (a sink) was heard."""
+    ended = threading.Event()
+    inbound = threading.Thread(target=_pump_in, args=(stdin, sock, ended), daemon=True)
     inbound.start()
-    _pump_out(sock, stdout, first)
+    received = _pump_out(sock, stdout, first)
     try:
         os.close(stdout)  # the client sees EOF now, whatever the other thread is blocked in
     except OSError:
         pass
     inbound.join(0.1)  # a stdin still open after the server closed cannot matter any more
-    return 0
+    return received > 0 or ended.is_set()

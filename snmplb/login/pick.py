@@ -18,10 +18,13 @@ when a banner is expected (--banner ssh, or auto on port 22), when it closes,
 resets, sends something other than an SSH- line or nothing in that time; all
 of them within --deadline. One line on stderr per server skipped.
 
-Exit status: 0 a usable server was chosen (for connect: the relay ran);
-3 no server answered or none may take a login; 4 (connect) no chosen server
-accepted the connection (and, with a banner expected, greeted it in time)
-before the deadline; 2 usage errors (and an unreadable --lts-conf).
+Exit status: 0 a usable server was chosen (for connect: the relay ran and the
+server sent something, or the client ended first); 3 no server answered or
+none may take a login; 4 (connect) no chosen server accepted the connection
+(and, with a banner expected, greeted it in time) before the deadline;
+5 (connect) the server closed or reset the connection before sending a byte
+while the client was still talking: nothing was relayed back; 2 usage errors
+(and an unreadable --lts-conf).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from snmplb.client.serverstate import ServerState
 
 NONE_USABLE = 3
 NOT_CONNECTED = 4
+CLOSED_FIRST = 5
 USAGE = 2
 
 
@@ -224,4 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         _say(f"no server accepted a connection on port {args.port}" + (" with an ssh banner" if banner else ""))
         return NOT_CONNECTED
     with server.sock:
-        return relay(server.sock, sys.stdin.fileno(), sys.stdout.fileno(), server.first)
+        if relay(server.sock, sys.stdin.fileno(), sys.stdout.fileno(), server.first):
+            return 0
+    _say(f"{server.where} closed the connection before sending anything")
+    return CLOSED_FIRST
