@@ -305,14 +305,11 @@ def test_a_stopped_sshd_that_accepts_but_never_speaks_is_given_up_after_the_conn
     app1, app2 = farm.servers["app1"], farm.servers["app2"]
     os.kill(app1.proc.pid, signal.SIGSTOP)
     try:
-        start = time.monotonic()
-        r = ssh_via(farm, SSH_CHECKED)
-        took = time.monotonic() - start
+        r = ssh_via(farm, SSH_CHECKED)  # ssh's ConnectTimeout (20 s) fails it if connect waits on app1
     finally:
         os.kill(app1.proc.pid, signal.SIGCONT)
     assert r.returncode == 0 and r.stdout == "app2\n", r.stderr
     assert f"{app1.host}:{farm.port}: no SSH- banner within 2 s; trying {app2.host}:{farm.port}" in r.stderr
-    assert took < 18  # liveness only (ssh's own ConnectTimeout is 20): it did not wait for the stopped server
 
 
 def test_the_deadline_ends_the_search_and_names_the_servers_not_tried(farm):
