@@ -12,6 +12,11 @@ file's own conservative reading stands (``parse_admin_bytes``): its valid
 keys, the defaults for the rest, and ``draining`` unless a valid state line
 says otherwise; a file present but unreadable counts as draining. A missing
 file means the defaults (enabled), silently: that is how a server starts.
+A file that sets nothing (0 bytes, or only blank and comment lines: what a
+failed save on a full disk or ``: > admin.conf`` leaves) is *blank*, read
+as a missing one: the defaults at start, and the agent's rule for a file
+removed after it said something else (the last good settings stay, as a
+problem) applies to it too.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snmplb import mib
-from snmplb.kvfile import Field, check, one_of, parse_kv, parse_kv_bytes, validate, whole, write_atomic
+from snmplb.kvfile import (Entry, Field, check, one_of, read_bytes, read_entries, text_lines, validate, whole,
+                           write_atomic)
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 STATES: tuple[str, ...] = tuple(mib.obj("lbAdminState").enums)  # the MIB's labels, in its order
@@ -70,6 +76,12 @@ class AdminReading:
     settings: AdminSettings
     problems: tuple[str, ...] = ()
     missing: bool = False  # there is no file (the defaults, at start)
+    empty: bool = False  # there is a file, and it sets nothing (read as a missing one)
+
+    @property
+    def blank(self) -> bool:
+        """The file is missing or sets nothing: the defaults, unless it said something else before."""
+        return self.missing or self.empty
 
 
 UNREADABLE = AdminSettings(state="draining")
@@ -77,17 +89,18 @@ UNREADABLE = AdminSettings(state="draining")
 
 def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
     """Settings from the file's text, and the problems found (each names its key or line)."""
-    return _settings(*parse_kv(text))
+    return _settings(*read_entries(text_lines(text)))
 
 
 def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:
     """Settings from the file's bytes (a NUL or invalid UTF-8 spoils its line), and the problems."""
-    return _settings(*parse_kv_bytes(data))
+    return _settings(*read_bytes(data))
 
 
-def _settings(pairs: dict[str, str], problems: list[str]) -> tuple[AdminSettings, list[str]]:
+def _settings(entries: list[Entry], problems: list[str]) -> tuple[AdminSettings, list[str]]:
     """The conservative reading: valid keys stand, bad ones keep their defaults, and the state is
     draining when anything is wrong and no valid state line says otherwise (the bad line may be it)."""
+    pairs = {e.key: e.value for e in entries}
     values, more = validate(FIELDS, pairs)
     problems = problems + more
     if problems and "state" not in values:
@@ -147,7 +160,10 @@ def read_admin(path: Path) -> AdminReading:
         return AdminReading(UNREADABLE, (describe(exc, path),))
     except ValueError:  # a NUL in the configured path itself
         return AdminReading(UNREADABLE, (f"{path!r}: not a usable path",))
-    settings, problems = parse_admin_bytes(data)
+    entries, problems = read_bytes(data)
+    if not entries and not problems:  # 0 bytes, or only blank and comment lines
+        return AdminReading(AdminSettings(), empty=True)
+    settings, problems = _settings(entries, problems)
     return AdminReading(settings, tuple(f"{path}: {p}" for p in problems))
 
 

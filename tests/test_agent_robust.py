@@ -159,6 +159,47 @@ def test_an_admin_file_removed_after_it_disabled_the_server_keeps_it_disabled(sp
     assert wait_for(lambda: a.admin_view() == (ENABLED, "100", OK, ""))
 
 
+BLANKS = {"0 bytes (: > admin.conf)": b"", "blank lines": b"\n \n", "only comments": b"# snmplb\n# state: x\n"}
+
+
+@pytest.mark.parametrize("content", BLANKS.values(), ids=BLANKS.keys())
+def test_an_admin_file_emptied_after_it_disabled_the_server_keeps_it_disabled(spawn, tmp_path, content):
+    """An emptied file is read as a removed one: the defaults would put the server back in rotation
+    (today: enabled, the file's status ok)."""
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="disabled", weight=50))
+    a = spawn()
+    assert a.admin_view() == (DISABLED, "50", OK, "")
+    (tmp_path / "admin.conf").write_bytes(content)  # truncated in place, as `: >` and a failed save leave it
+    _settle(a)
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (DISABLED, "50", PROBLEM) and "emptied" in problem, problem
+    assert a.value("lbStatus") == str(mib.obj("lbStatus").enums["disabled"])
+    r = _admin(tmp_path / "admin.conf", "drain")  # snmplb-admin writes it again (it sets nothing: no refusal)
+    assert r.returncode == 0 and "state=draining weight=100" in r.stdout and "sets nothing" in r.stderr, r.stderr
+    assert wait_for(lambda: a.admin_view() == (DRAINING, "100", OK, ""))
+    assert a.log.read_text().count("emptied (it sets nothing)") == 1  # logged once, not every sample
+
+
+@pytest.mark.parametrize("content", BLANKS.values(), ids=BLANKS.keys())
+def test_an_empty_admin_file_at_start_means_the_defaults_like_a_missing_one(spawn, tmp_path, content):
+    (tmp_path / "admin.conf").write_bytes(content)
+    a = spawn()
+    assert a.admin_view() == (ENABLED, "100", OK, "")
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="draining"))
+    assert wait_for(lambda: a.admin_view() == (DRAINING, "100", OK, ""))
+
+
+@pytest.mark.fleet
+def test_enable_writes_an_empty_admin_file(tmp_path):
+    """The defaults are enabled, so `enable` changes nothing in the reading: it must write the file all the same,
+    or the agent keeps the last good settings (and the problem) for ever."""
+    admin = tmp_path / "admin.conf"
+    admin.write_bytes(b"")
+    r = _admin(admin, "enable")
+    assert r.returncode == 0 and "state = enabled" in admin.read_text(), r.stderr
+    assert _admin(admin, "show").stderr == ""
+
+
 def test_an_admin_file_of_defaults_may_come_and_go(spawn, tmp_path):
     save_admin(tmp_path / "admin.conf", AdminSettings())
     a = spawn()
@@ -388,6 +429,24 @@ def test_a_disabled_server_with_a_garbled_file_stays_disabled_over_snmpd(fleet, 
     r = subprocess.run([str(BIN / "snmplb"), "status"], env=env, capture_output=True, text=True, timeout=60)
     assert "admin file" in r.stdout and inst.address in r.stdout.split("admin file", 1)[1]
     assert r.stdout.splitlines()[1].split()[1] == "Disabled!"
+
+
+def test_a_disabled_server_whose_file_is_emptied_stays_disabled_over_snmpd(fleet, netsnmp):
+    inst = fleet.add("app1", admin=AdminSettings(state="disabled", weight=40))
+
+    def get(name: str) -> str:
+        r = netsnmp.v2c("snmpget", inst, _oid(name), opts=("-Oqv",))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().strip('"')
+
+    assert (get("lbAdminState"), get("lbAdminFileStatus")) == (DISABLED, OK)
+    with open(inst.admin_file, "r+b") as f:  # `: > admin.conf`
+        f.truncate(0)
+    assert wait_for(lambda: get("lbAdminFileStatus") == PROBLEM, timeout=10)
+    assert (get("lbAdminState"), get("lbWeight")) == (DISABLED, "40")
+    assert get("lbStatus") == str(mib.obj("lbStatus").enums["disabled"]) and "emptied" in get("lbAdminFileProblem")
+    row = mib.decode_row(get("lbRow"))
+    assert row["lbAdminState"] == int(DISABLED) and row["lbAdminFileStatus"] == int(PROBLEM)
 
 
 # ---- snmplb-admin: concurrent writers ----

@@ -93,7 +93,8 @@ class AdminWatch:
 
     A read that hangs (a dead NFS server) never holds up the sampler or the first answer: the last
     good settings stay meanwhile, and at most one read is outstanding. Problems follow the rules of
-    ``adminconf.settle``.
+    ``adminfile.settle``; a file removed or emptied (``AdminReading.blank``) after it said something
+    else than the defaults is a problem too: the last good settings stay until it is written again.
     """
 
     def __init__(self, path: Path, timeout: float) -> None:
@@ -111,10 +112,12 @@ class AdminWatch:
                                                 "(a hung network file system?)",))
         elif reading is None:
             reading = AdminReading(UNREADABLE, (f"{self.path}: could not be read",))
-        elif reading.missing and self._last_good not in (None, AdminSettings()):
-            # Gone after it said something else than the defaults (a mistaken rm, a config manager):
-            # the defaults would put a drained or disabled server back in rotation.
-            reading = AdminReading(UNREADABLE, (f"{self.path}: removed after it was read; write it again with "
+        elif reading.blank and self._last_good not in (None, AdminSettings()):
+            # Gone or emptied after it said something else than the defaults (a mistaken rm, a config
+            # manager, `: > admin.conf`, a save that failed on a full disk): the defaults would put a
+            # drained or disabled server back in rotation.
+            what = "removed" if reading.missing else "emptied (it sets nothing)"
+            reading = AdminReading(UNREADABLE, (f"{self.path}: {what} after it was read; write it again with "
                                                 "snmplb-admin (the last good settings stay meanwhile)",))
         settings, self._last_good = settle(self._last_good, reading)
         problem = problem_line(reading)
