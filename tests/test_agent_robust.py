@@ -449,6 +449,37 @@ def test_a_disabled_server_whose_file_is_emptied_stays_disabled_over_snmpd(fleet
     assert row["lbAdminState"] == int(DISABLED) and row["lbAdminFileStatus"] == int(PROBLEM)
 
 
+def test_a_bad_option_on_the_pass_persist_line_is_logged(fleet, netsnmp):
+    """snmpd runs the agent with a mistyped option: it cannot start (exit 2), and says why in its log (the
+    log_file of its agent.conf), not on stderr (today: not a word anywhere)."""
+    from snmplb.lab.fleet import agent_command
+
+    base = fleet.base / "typo"
+    base.mkdir(parents=True)
+    conf = base / "agent.conf"
+    conf.write_text(f"log_file = {base / 'agent.log'}\n")
+    inst = fleet.add("typo", agent=agent_command(conf) + " --intervall 0.2")
+    r = netsnmp.v2c("snmpget", inst, _oid("lbLoad1"), opts=("-Oqv",))
+    assert "No Such" in r.stdout + r.stderr  # snmpd answers; the agent is not there
+    assert wait_for(lambda: (base / "agent.log").exists() and "--intervall" in (base / "agent.log").read_text(),
+                    timeout=10)
+    assert "not started: bad command line" in (base / "agent.log").read_text()
+
+
+@pytest.mark.fleet
+@pytest.mark.parametrize("args, said", [(("--bogus",), "unrecognized arguments: --bogus"),
+                                        (("--interval",), "--interval: expected one argument"),
+                                        (("--log-file=LOG", "--what", "x"), "unrecognized arguments: --what x")])
+def test_a_refused_command_line_is_logged_and_nothing_is_printed(tmp_path, args, said):
+    log = tmp_path / "agent.log"
+    args = tuple(a.replace("LOG", str(log)) for a in args)
+    extra = () if any(a.startswith("--log-file") for a in args) else ("--log-file", str(log))
+    r = subprocess.run([str(BIN / "snmplb-agent"), *extra, *args], input=b"PING\n", capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (2, b"", b"")
+    text = log.read_text()
+    assert "not started: bad command line" in text and said in text, text
+
+
 # ---- snmplb-admin: concurrent writers ----
 
 def _admin(admin: Path, *args: str) -> subprocess.CompletedProcess:
