@@ -103,6 +103,8 @@ GARBLES = {
     "a line that is not a pair": b"state disabled\n",
     "an unknown key": b"stat = enabled\n",
     "a weight out of range": b"state = enabled\nweight = 99999999\n",
+    "a repeated state line": b"state = disabled\nstate = enabled\n",  # the last won, silently
+    "a weight in Arabic-Indic digits": "state = disabled\nweight = \u0661\u0660\u0660\n".encode(),  # int() reads it
 }
 
 
@@ -541,6 +543,25 @@ def test_a_lock_holder_that_dies_does_not_block_the_next_admin(tmp_path):
     assert "state = draining" in admin.read_text()
 
 
+@pytest.mark.fleet
+def test_admin_commands_write_through_a_symlinked_admin_file_and_refuse_unicode_digits(tmp_path):
+    """A configuration manager's link to a shared file stays a link (enable replaced it by a file of its
+    own); a weight in other digits than 0-9 is refused as the agent refuses it in the file."""
+    real = tmp_path / "shared" / "admin.conf"
+    save_admin(real, AdminSettings(state="disabled", weight=70))
+    link = tmp_path / "etc" / "admin.conf"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    r = _admin(link, "enable")
+    assert r.returncode == 0 and "state=enabled weight=70" in r.stdout, r.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real) and "state = enabled" in real.read_text()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["admin.conf"]  # no temporary file left
+    for digits in ("\u0662\u0660\u0660", "\uff12\uff10\uff10", "2_00"):
+        r = _admin(link, "weight", digits)
+        assert r.returncode == 2 and "not a whole number" in r.stderr, r.stderr
+    assert "weight = 70" in real.read_text()
+
+
 # ---- the pure parts, by table ----
 
 def test_admin_readings_settle_on_the_last_good_settings_whole():
@@ -563,6 +584,11 @@ PARSES = [
     (b"weight = 20\nmax_sessions = -1\n", AdminSettings(state="draining", weight=20), 1),
     (b"\xff" * 100, AdminSettings(state="draining"), 1),
     (b"", AdminSettings(), 0),
+    (b"state = disabled\nstate = disabled\n", AdminSettings(state="disabled"), 1),  # agreeing: taken, still said
+    (b"state = disabled\nState = enabled\n", AdminSettings(state="draining"), 1),  # disagreeing: neither
+    (b"state = enabled\nweight = 50\nweight = 500\n", AdminSettings(state="enabled"), 1),
+    ("state = enabled\nweight = \uff15\uff10\n".encode(), AdminSettings(state="enabled"), 1),  # full-width 50
+    (b"state = enabled\nweight = 1_0\nmax_sessions = +4\n", AdminSettings(state="enabled"), 2),
 ]
 
 
