@@ -126,11 +126,13 @@ def _settings(entries: list[Entry], problems: list[str]) -> tuple[AdminSettings,
     lines = list(problems)
     for e in entries:
         seen = first.setdefault(e.key, e)
-        if seen is not e:
-            lines.append(f"line {e.number}: {shown(e.key)} set again (first on line {seen.number})"
-                         + ("; the lines disagree: neither is taken" if e.value != seen.value else ""))
-            if e.value != seen.value:
-                disagree.add(e.key)
+        if seen is e:
+            continue
+        differs = e.value != seen.value
+        lines.append(f"line {e.number}: {shown(e.key)} set again (first on line {seen.number})"
+                     + ("; the lines disagree: neither is taken" if differs else ""))
+        if differs:
+            disagree.add(e.key)
     pairs = {key: e.value for key, e in first.items() if key not in disagree}
     problems = sorted(lines, key=by_line)
     values, more = validate(FIELDS, pairs)
