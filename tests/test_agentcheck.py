@@ -419,7 +419,7 @@ def test_only_the_allowed_addresses_are_answered(tmp_path):
 def test_an_ipv6_listener_answers_an_allowed_ipv6_peer_and_drops_others(tmp_path):
     """A dual-stack listener ([::]) filters IPv4 peers (as they come, IPv4 packets) and IPv6 peers alike."""
     port = free_port("127.0.0.1")
-    proc = start_responder(tmp_path, "[::]", port, "--allow", "::1")
+    proc = start_responder(tmp_path, "[::]", port, "--allow", "::1,127.0.0.2")
     try:
         def ask6() -> str:
             try:
@@ -428,6 +428,7 @@ def test_an_ipv6_listener_answers_an_allowed_ipv6_peer_and_drops_others(tmp_path
             except OSError:
                 return ""
         assert wait_for(lambda: ask6() == "drain", timeout=10), (tmp_path / "log").read_text()
+        assert ask_from("127.0.0.2", "127.0.0.1", port) == "drain"  # an IPv4 peer of a dual-stack socket
         assert ask_from("127.0.0.1", "127.0.0.1", port, timeout=0.5) == ""
     finally:
         proc.terminate()

@@ -177,8 +177,7 @@ def _block(nets: Iterable[Network]) -> list[Insn]:
     code: list[Insn] = []
     for net in nets:
         entry: list[Insn] = []
-        words = _words(net)
-        for n, (offset, mask, value) in enumerate(words):
+        for offset, mask, value in _words(net):
             entry.append((_LD_W, 0, 0, _net(offset)))
             if mask != 0xFFFFFFFF:
                 entry.append((_AND, 0, 0, mask))
