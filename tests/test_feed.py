@@ -257,3 +257,61 @@ def test_c_parser_reads_the_largest_message_the_feed_sends(reader):
         head, parsed = _parsed(r.stdout)
         assert int(head["count"]) == len(feedformat.decode(data).rows) == len(parsed)
         assert head["recommended"] == rows[0].host
+
+
+def _queue_id(queue: str) -> tuple[int, int] | None:
+    """The queue's identity (device, inode) behind the name now; None when the name is free."""
+    try:
+        with mqueue.Queue.open(queue) as q:
+            st = os.fstat(q.fd)
+    except QueueError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def test_a_leftover_queue_of_a_killed_feed_is_replaced_and_a_stopping_feed_spares_its_successor(fleet, tmp_path):
+    app = fleet.add("app")
+    queue = f"/snmplb-test-leftover-{os.getpid()}"
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    cmd = [str(BIN / "snmplb"), "feed", "--queue", queue, "--no-json", "--refresh", "1", "--idle", "0", "--for", "120"]
+    feeds = []
+    try:
+        # A feed killed hard leaves its queue (POSIX queues outlive their creator): ours, mode 0600.
+        killed = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        feeds.append(killed)
+        assert wait_for(lambda: _queue_id(queue), timeout=20)
+        leftover = _queue_id(queue)
+        killed.kill()
+        killed.wait(timeout=15)
+        assert _queue_id(queue) == leftover
+        # The next feed removes that leftover, says so, and publishes on a queue of its own.
+        first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        feeds.append(first)
+        assert wait_for(lambda: _queue_id(queue) not in (None, leftover), timeout=20)
+        # A second live feed of the same user replaces the first's queue; the first, stopping, must not
+        # remove its successor's queue (it removes the name only while the name is its own queue).
+        first_id = _queue_id(queue)
+        second = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        feeds.append(second)
+        assert wait_for(lambda: _queue_id(queue) not in (None, first_id), timeout=20)
+        second_id = _queue_id(queue)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        assert "removed a leftover of an earlier feed (uid 0, mode 0600)" in first.stderr.read()
+        assert _queue_id(queue) == second_id
+        with mqueue.Queue.open(queue, blocking=True) as q:  # and the second one goes on publishing there
+            data = q.receive(timeout=10)
+        assert data is not None and feedformat.decode(data).rows[0].host == app.host
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=15) == 0
+        assert _queue_id(queue) is None  # its own queue: removed
+    finally:
+        for f in feeds:
+            if f.poll() is None:
+                f.kill()
+                f.wait()
+        try:
+            mqueue.unlink(queue)
+        except QueueError:
+            pass

@@ -1,7 +1,9 @@
-"""The red team's findings against get_hosts as LDM runs it (issue 10): real processes, real agents.
+"""The red team's findings against get_hosts as LDM runs it (issue 10), and against the feed's queue and
+file as the chooser reads them (issue 22): real processes, real agents.
 
 A hostile host here is a small UDP server in the test: it IS the hostile host of the finding, so
-there is no real program to run in its place.
+there is no real program to run in its place. A hostile local user is a real process of user nobody
+(forked from the test, root dropped) acting on the kernel's own queues and files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import COMMUNITY, V3
+from conftest import BIN, COMMUNITY, V3
 from snmplb.client import ber
 from snmplb.client import snmpcodec
 from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
@@ -318,3 +320,92 @@ def test_a_root_only_client_conf_is_silently_skipped_for_other_users(tmp_path):
     assert "Permission denied" in named.stdout  # a file named on purpose: say it cannot be read
     assert subprocess.run([sys.executable, "-c", probe], env={**env, "SNMPLB_CLIENT_CONF": str(conf)},
                           capture_output=True, text=True, timeout=30).stdout.startswith("({'LB_SERVERS': 'app1'}")
+
+
+# -- issue 22: the feed's queue and file, against another local user ---------------------------------------
+#
+# The attacker is a real process of another unprivileged user (nobody, forked from the test and stripped of
+# root), the queue is the kernel's, the feed and the chooser are the real commands.
+
+NOBODY = 65534
+EVIL = "127.0.0.66"  # the attacker's host: never configured, never contacted
+
+
+def _as_nobody(action) -> None:
+    """Run ``action`` in a forked child that has become user nobody (uid and gid 65534, no groups)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the hostile process failed"
+
+
+def _lure(real_host: str) -> bytes:
+    """The attacker's message: the configured server down, its own host idle and recommended."""
+    from snmplb.login import feedformat
+    from snmplb.login.feedformat import Row, Snapshot
+
+    return feedformat.encode(Snapshot(int(time.time()), EVIL, (
+        Row(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),
+        Row(real_host, "Down", False, None, None, None, None, "no answer within 500 ms"))))
+
+
+def _plant_queue(name: str, owner: int, mode: int, message: bytes) -> None:
+    """Create the queue ``name`` as ``owner`` (nobody, or root for a leftover of the wrong mode) with one message."""
+    from snmplb.login import mqueue
+
+    def plant() -> None:
+        q = mqueue.Queue.create(name, maxmsg=1, msgsize=8192, mode=mode)
+        q.send(message)
+        q.close()  # POSIX queues outlive their creator
+
+    if owner == NOBODY:
+        _as_nobody(plant)
+    else:
+        plant()
+    st = os.fstat(mqueue.Queue.open(name).fd)
+    assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
+
+
+def _drop_queue(name: str) -> None:
+    from snmplb.errors import QueueError
+    from snmplb.login import mqueue
+
+    try:
+        mqueue.unlink(name)
+    except QueueError:
+        pass
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (NOBODY, 0o666), (0, 0o666)],
+                         ids=["another-user", "another-user-open-to-all", "root-open-to-all"])
+def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, owner, mode):
+    from snmplb.login import mqueue
+
+    app = fleet.add("app")
+    queue = f"/snmplb-test-taken-{os.getpid()}"
+    lure = _lure(app.host)
+    _plant_queue(queue, owner, mode, lure)
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    try:
+        r = subprocess.run([str(BIN / "snmplb"), "feed", "--queue", queue, "--no-json", "--refresh", "1",
+                            "--count", "2", "--idle", "0"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"queue {queue}:" in r.stderr and "not the feed's" in r.stderr, r.stderr
+        with mqueue.Queue.open(queue) as q:  # left as it was: not taken over, not re-moded, not drained
+            st = os.fstat(q.fd)
+            assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
+            assert q.receive() == lure
+    finally:
+        _drop_queue(queue)

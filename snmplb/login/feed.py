@@ -9,6 +9,11 @@ and ``algorithms.decide``). Each refresh goes
   message is received and dropped, so a late reader gets the newest at once;
 - and as JSON to a file (default /run/snmplb/feed.json), replaced atomically.
 
+Trust (issue 22): the queue is created exclusively (O_EXCL), never taken
+over; a leftover of a feed of ours that died is removed first, any other
+queue of that name is refused (``open_queue``); ``untrusted`` is the rule a
+reader applies to the queue it opened.
+
 It stops (and removes its queue) on SIGTERM, SIGINT or SIGHUP, after --for
 seconds or --count refreshes, and when no reader has taken a message from
 the queue for --idle seconds (default 60): the fleet is polled only while
@@ -19,20 +24,22 @@ server per refresh per running feed.
 from __future__ import annotations
 
 import argparse
+import errno
 import grp
 import os
 import random
 import signal
+import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snmplb.login import feedformat
 from snmplb.login import mqueue
-from snmplb.errors import QueueError
+from snmplb.errors import QueueError, TrustError
 from snmplb.login.feedformat import Snapshot
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ QUEUE = "/snmplb-feed"
 JSON_PATH = Path("/run/snmplb/feed.json")
 REFRESH_S = 5.0
 IDLE_S = 60.0
+MODES = (0o600, 0o640)  # the queue's and the JSON file's: only the feed's user writes; 0640 lets --group read
 
 
 def settings_from(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
@@ -85,6 +93,86 @@ def stop_reason(limits: Limits, started: float, last_read: float, now: float, re
     return ""
 
 
+def trusted_owners() -> frozenset[int]:
+    """Whose queue, file and directory are believed: this process's user (a feed run as the greeter's user,
+    as docs/feed.md says) and root (a feed run as root with --group)."""
+    return frozenset((os.geteuid(), 0))
+
+
+def untrusted(st: os.stat_result, owners: Collection[int]) -> str:
+    """Why a queue or file said to be the feed's cannot be believed; "" when it can.
+
+    Rules: a regular file (a queue is one, on Linux's mqueue file system), owned by one of ``owners``,
+    with one of the feed's MODES exactly (nobody but its owner may write it; no set-id or sticky bit).
+    ``st`` is the fstat of the descriptor the caller goes on to read or write: a check of the name would
+    leave a window for another user to put something else there.
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file: not the feed's"
+    if st.st_uid not in owners:
+        return f"owned by uid {st.st_uid}, mode {mode:04o}: not the feed's"
+    if mode not in MODES:
+        return f"mode {mode:04o}: not the feed's (0600 or 0640)"
+    return ""
+
+
+def open_queue(name: str, mode: int, gid: int, log: Callable[[str], None]) -> mqueue.Queue:
+    """Create the feed's queue (one message slot of MSGSIZE bytes), exclusively.
+
+    Rules: the queue is created with O_EXCL (``mqueue.Queue.create``), never opened. When the name
+    exists, it is a leftover of a feed that died (queues outlive their creator) only if the open queue
+    passes ``untrusted`` (this user's or root's, mode 0600 or 0640): then it is removed and created
+    again, once, and the log says so. Anything else (another user's queue, or one others may write or
+    we may not open) is refused with TrustError and left as it is: the feed never publishes on, nor
+    drains, a queue someone else may hold open. A second feed on the same name therefore replaces the
+    first one's queue (the first stops at its --idle limit, and never removes its successor's).
+    """
+    try:
+        return mqueue.Queue.create(name, maxmsg=1, msgsize=feedformat.MSGSIZE, mode=mode, gid=gid)
+    except QueueError as exc:
+        if exc.errno != errno.EEXIST:
+            raise
+    try:
+        with mqueue.Queue.open(name) as old:
+            st = old.stat()
+    except QueueError as exc:
+        if exc.errno != errno.ENOENT:
+            raise TrustError(f"exists and cannot be opened ({exc}): not the feed's; "
+                             "refusing to start (its owner or root must remove it)") from None
+        st = None  # gone meanwhile: create it below
+    if st is not None:
+        why = untrusted(st, trusted_owners())
+        if why:
+            raise TrustError(f"exists, {why}; refusing to start (its owner or root must remove it)")
+        try:
+            mqueue.unlink_if_same(name, st)
+        except QueueError as exc:
+            raise TrustError(f"exists, a leftover this user cannot remove ({exc}); refusing to start") from None
+        log(f"queue {name}: removed a leftover of an earlier feed (uid {st.st_uid}, "
+            f"mode {stat.S_IMODE(st.st_mode):04o})")
+    try:
+        return mqueue.Queue.create(name, maxmsg=1, msgsize=feedformat.MSGSIZE, mode=mode, gid=gid)
+    except QueueError as exc:
+        if exc.errno == errno.EEXIST:
+            raise TrustError("created again by someone else as the leftover was removed; "
+                             "refusing to start") from None
+        raise
+
+
+def open_drain(writer: mqueue.Queue) -> mqueue.Queue:
+    """A second, read-only descriptor of the writer's own queue (publish_latest drains through it).
+
+    Opened by name, so it is checked to be the same queue (device and inode) as ``writer``: TrustError if not.
+    """
+    drain = mqueue.Queue.open(writer.name)
+    a, b = drain.stat(), writer.stat()
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        drain.close()
+        raise TrustError("replaced by another queue while the feed opened it")
+    return drain
+
+
 def write_json(path: Path, text: str, mode: int, gid: int) -> None:
     """Replace ``path`` atomically, with its mode and group set before it appears."""
     from snmplb.kvfile import write_atomic
@@ -122,12 +210,12 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
     writer = drain = None
     if args.queue:
         try:
-            writer = mqueue.Queue.create(args.queue, maxmsg=1, msgsize=feedformat.MSGSIZE, mode=mode)
-            if gid >= 0:
-                os.fchown(writer.fd, -1, gid)
-            drain = mqueue.Queue.open(args.queue)
-        except (QueueError, OSError) as exc:
+            writer = open_queue(args.queue, mode, gid, log)
+            drain = open_drain(writer)
+        except (QueueError, TrustError, OSError) as exc:
             log(f"queue {args.queue}: {exc}")
+            if writer is not None:
+                _remove_queue(writer, log)
             return 1
     limits = Limits(args.idle if writer else 0.0, args.for_s, args.count)
     started = last_read = time.monotonic()
@@ -158,16 +246,24 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
                 break
     finally:
         if writer is not None:
-            writer.close()
             drain.close()
-            try:
-                mqueue.unlink(args.queue)
-            except QueueError as exc:
-                log(f"queue {args.queue}: {exc}")
+            _remove_queue(writer, log)
     if stop.signal:
         why = f"signal {signal.Signals(stop.signal).name}"
     log(f"stopped after {refreshes} refreshes: {why}")
     return 0
+
+
+def _remove_queue(writer: mqueue.Queue, log: Callable[[str], None]) -> None:
+    """Close the feed's queue and remove its name, unless the name now belongs to a later feed's queue."""
+    try:
+        ours = writer.stat()
+        writer.close()
+        mqueue.unlink_if_same(writer.name, ours)
+    except (QueueError, OSError) as exc:
+        log(f"queue {writer.name}: {exc}")
+    finally:
+        writer.close()
 
 
 def seconds(text: str) -> float:
