@@ -18,10 +18,11 @@ import time
 
 import pytest
 
-from conftest import BIN, COMMUNITY, V3
+from conftest import BIN, COMMUNITY, V3, wait_for
 from snmplb.client import ber
 from snmplb.client import snmpcodec
 from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
+from test_chooser import display  # noqa: F401 (the fixture: a real X server)
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -385,6 +386,36 @@ def _drop_queue(name: str) -> None:
         mqueue.unlink(name)
     except QueueError:
         pass
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_the_chooser_refuses_a_queue_not_made_by_the_feed(fleet, display, tmp_path, owner, mode):
+    from test_chooser import _keys, _state
+
+    app = fleet.add("app")
+    queue = f"/snmplb-test-hostile-{os.getpid()}"
+    _plant_queue(queue, owner, mode, _lure(app.host))
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "LB_SERVERS": app.address}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "60", "--refresh", "1"],
+                               env={**env, "SNMPLB_CHOOSER_STATE": str(state)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: (st := _state(state)) and any(r["state"] != "Down" for r in st["rows"]) and st,
+                     timeout=30)
+        assert s, _state(state)
+        assert [r["host"] for r in s["rows"]] == [app.host] and s["selected"] == app.host
+        assert s["source"] == "poll"  # the planted queue refused: the chooser polled the fleet itself
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == app.host + "\n"
+        assert f"queue {queue}:" in err and ("owned by uid 65534" in err or f"mode {mode:04o}" in err), err
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        _drop_queue(queue)
 
 
 @pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (NOBODY, 0o666), (0, 0o666)],

@@ -7,9 +7,11 @@ the selected server (prints its host on stdout, exit 0), Escape cancels
 (exit 1). Exit 2 when the window cannot open (no display, no Tk).
 
 Where the states come from: the feed's queue (`snmplb feed`, default
-/snmplb-feed) when it exists; otherwise, or when the feed falls silent for
---stale seconds, the chooser polls the fleet itself every --refresh seconds
-with the thin client's settings (the same poll as get_hosts).
+/snmplb-feed) when it exists and is the feed's (owned by this user or root,
+mode 0600 or 0640: ``feed.untrusted`` on the open descriptor); otherwise, or
+when the feed falls silent for --stale seconds, the chooser polls the fleet
+itself every --refresh seconds with the thin client's settings (the same
+poll as get_hosts).
 
 Tk, not GTK 3: python3-tk and libtk8.6 weigh about 3 MB where GTK 3 through
 PyGObject adds about 45 MB to a thin client's image, and Tk's window opens
@@ -91,14 +93,24 @@ def refusal(snap: Snapshot | None, host: str | None) -> str:
 # -- where the states come from: thin drivers --------------------------------------------------------------
 
 class QueueSource:
-    """The feed's queue: a non-blocking receive at each tick (no thread)."""
+    """The feed's queue: a non-blocking receive at each tick (no thread).
+
+    Rules: the queue is believed only when its open descriptor passes ``feed.untrusted`` (owned by this
+    user or root, mode 0600 or 0640): TrustError otherwise, raised by the constructor.
+    """
 
     name = "queue"
 
     def __init__(self, queue_name: str) -> None:
+        from snmplb.errors import TrustError
         from snmplb.login import mqueue
+        from snmplb.login.feed import trusted_owners, untrusted
 
         self.q = mqueue.Queue.open(queue_name)
+        why = untrusted(self.q.stat(), trusted_owners())
+        if why:
+            self.q.close()
+            raise TrustError(why)
         self.last = time.monotonic()
 
     def latest(self) -> Snapshot | None:
@@ -164,14 +176,20 @@ class PollSource:
 
 
 def open_source(queue_name: str, refresh_s: float) -> QueueSource | PollSource:
-    """The feed's queue if it exists, else our own poll."""
-    from snmplb.errors import QueueError
+    """The feed's queue if it exists and may be trusted (``QueueSource``), else our own poll.
+
+    A queue that exists but is refused is named on stderr with the reason (its owner and mode).
+    """
+    from snmplb.errors import QueueError, TrustError
 
     if queue_name:
         try:
             return QueueSource(queue_name)
+        except TrustError as exc:
+            print(f"snmplb-chooser: queue {queue_name}: {exc}; polling the servers instead", file=sys.stderr,
+                  flush=True)
         except QueueError:
-            pass
+            pass  # no feed runs
     return PollSource(refresh_s)
 
 
