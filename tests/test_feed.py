@@ -19,7 +19,7 @@ from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
 from snmplb.errors import QueueError
-from snmplb.login.feed import Limits, stop_reason
+from snmplb.login.feed import Limits, read_json, stop_reason
 from snmplb.login.feedformat import Row, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
@@ -189,6 +189,7 @@ def test_c_reader_gets_the_live_states_from_the_queue(fleet, reader, tmp_path):
         j = json.loads(out_json.read_text())
         assert {s["host"]: s["state"] for s in j["servers"]}[idle.host] == "Draining"
         assert j["recommended"] == busy.host and out_json.stat().st_mode & 0o777 == 0o600
+        assert read_json(out_json).recommended == busy.host  # as a script reads it: owner and mode checked
         # Readable by the feed's user only: another user is refused.
         assert os.fstat(mqueue.Queue.open(queue).fd).st_mode & 0o777 == 0o600
         if shutil.which("setpriv"):

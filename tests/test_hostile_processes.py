@@ -440,3 +440,72 @@ def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, ow
             assert q.receive() == lure
     finally:
         _drop_queue(queue)
+
+
+def _forged_json() -> str:
+    from snmplb.login import feedformat
+    from snmplb.login.feedformat import Row, Snapshot
+
+    return feedformat.to_json(Snapshot(int(time.time()), EVIL, (Row(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),)))
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o755), (0, 0o777), (0, 0o1777)],
+                         ids=["another-users-directory", "writable-by-all", "sticky-writable-by-all"])
+def test_the_feed_writes_its_json_only_where_nobody_else_may_write(fleet, owner, mode):
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    app = fleet.add("app")
+    with tempfile.TemporaryDirectory() as top:  # pytest's tmp_path is not reachable by another user
+        os.chmod(top, 0o755)
+        run = Path(top) / "run"
+        run.mkdir()
+        os.chown(run, owner, owner)
+        run.chmod(mode)
+        out = run / "feed.json"
+        forged = _forged_json()
+        _as_nobody(lambda: out.write_text(forged))  # another user was there first, under the feed's name
+        env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+               "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(Path(top) / "none.conf")}
+        r = subprocess.run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(out), "--count", "1",
+                            "--idle", "0"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"directory {run}:" in r.stderr and "refusing to write there" in r.stderr, r.stderr
+        assert out.read_text() == forged and out.stat().st_uid == NOBODY  # not written, not replaced
+        from snmplb.errors import TrustError
+        from snmplb.login.feed import read_json
+
+        with pytest.raises(TrustError, match=f"directory {run}:"):  # and a reader does not believe it
+            read_json(out)
+
+
+def test_a_reader_of_the_json_file_believes_only_the_feeds_own_file(fleet, tmp_path):
+    from snmplb.errors import TrustError
+    from snmplb.login.feed import read_json
+
+    app = fleet.add("app")
+    run = tmp_path / "run"
+    out = run / "feed.json"
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    r = subprocess.run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(out), "--count", "1", "--idle", "0"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [row.host for row in read_json(out).rows] == [app.host]  # the feed's own file: believed
+    link = run / "link.json"
+    link.symlink_to(out)
+    with pytest.raises(TrustError, match="symbolic link"):  # not followed, even to the real file
+        read_json(link)
+    fifo = run / "fifo.json"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(TrustError, match="not a regular file"):  # and no hang on a FIFO
+        read_json(fifo)
+    out.chmod(0o666)
+    with pytest.raises(TrustError, match="mode 0666"):
+        read_json(out)
+    out.chmod(0o600)
+    os.chown(out, NOBODY, NOBODY)  # a file of another user under the name
+    with pytest.raises(TrustError, match="owned by uid 65534"):
+        read_json(out)

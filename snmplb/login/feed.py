@@ -11,8 +11,10 @@ and ``algorithms.decide``). Each refresh goes
 
 Trust (issue 22): the queue is created exclusively (O_EXCL), never taken
 over; a leftover of a feed of ours that died is removed first, any other
-queue of that name is refused (``open_queue``); ``untrusted`` is the rule a
-reader applies to the queue it opened.
+queue of that name is refused (``open_queue``). The JSON file is written only
+into a directory of the feed's user or root that nobody else may write
+(``write_json``); ``untrusted`` is the one rule its readers apply to what they
+opened (the chooser to the queue, ``read_json`` to the file).
 
 It stops (and removes its queue) on SIGTERM, SIGINT or SIGHUP, after --for
 seconds or --count refreshes, and when no reader has taken a message from
@@ -50,6 +52,7 @@ JSON_PATH = Path("/run/snmplb/feed.json")
 REFRESH_S = 5.0
 IDLE_S = 60.0
 MODES = (0o600, 0o640)  # the queue's and the JSON file's: only the feed's user writes; 0640 lets --group read
+JSON_MAX = 1 << 20      # bytes of JSON a reader takes (128 servers make about 40 kB)
 
 
 def settings_from(env: Mapping[str, str]) -> tuple[ClientSettings, list[str]]:
@@ -117,6 +120,23 @@ def untrusted(st: os.stat_result, owners: Collection[int]) -> str:
     return ""
 
 
+def untrusted_dir(st: os.stat_result, owners: Collection[int]) -> str:
+    """Why a directory may not hold the feed's JSON file; "" when it may.
+
+    Rules: a directory owned by one of ``owners`` that neither its group nor others may write (whoever may
+    write in it could put a file or link of their own under the feed's name; a sticky bit does not stop
+    them from creating the name first).
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if st.st_uid not in owners:
+        return f"owned by uid {st.st_uid}: not the feed's user's nor root's"
+    if mode & 0o022:
+        return f"mode {mode:04o}: others may write in it"
+    return ""
+
+
 def open_queue(name: str, mode: int, gid: int, log: Callable[[str], None]) -> mqueue.Queue:
     """Create the feed's queue (one message slot of MSGSIZE bytes), exclusively.
 
@@ -173,11 +193,92 @@ def open_drain(writer: mqueue.Queue) -> mqueue.Queue:
     return drain
 
 
-def write_json(path: Path, text: str, mode: int, gid: int) -> None:
-    """Replace ``path`` atomically, with its mode and group set before it appears."""
-    from snmplb.kvfile import write_atomic
+def _json_dir(directory: Path) -> int:
+    """An O_DIRECTORY descriptor of ``directory`` (created 0755 with its parents when missing) that passed
+    ``untrusted_dir``; TrustError when it did not. The check is of the open directory, so a symbolic
+    link to it is followed and its target checked."""
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    why = untrusted_dir(os.fstat(fd), trusted_owners())
+    if why:
+        os.close(fd)
+        raise TrustError(f"directory {directory}: {why}; refusing to write there")
+    return fd
 
-    write_atomic(path, text, mode, gid)
+
+def check_json_dir(path: Path) -> None:
+    """Raise TrustError when the JSON file's directory may not hold it (``untrusted_dir``); the feed checks
+    at start, so that a bad directory stops it with a clear message instead of a line per refresh."""
+    os.close(_json_dir(path.parent))
+
+
+def write_json(path: Path, text: str, mode: int, gid: int) -> None:
+    """Replace ``path`` atomically, with its mode and group set before it appears.
+
+    Rules: the directory must pass ``untrusted_dir`` (TrustError otherwise). The content goes to a new
+    file beside ``path``, created with O_EXCL|O_NOFOLLOW relative to that checked directory's descriptor
+    and given its group, then its mode, before the first byte; a rename then puts it in place (a rename
+    replaces a symbolic link found at ``path``, never follows it). A reader sees the old file or the new,
+    never half.
+    """
+    dfd = _json_dir(path.parent)
+    tmp = f".{path.name}.{os.urandom(6).hex()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if gid >= 0:
+                    os.fchown(f.fileno(), -1, gid)
+                os.fchmod(f.fileno(), mode)
+                f.write(text.encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(dfd)
+
+
+def read_json(path: Path, owners: Collection[int] | None = None) -> Snapshot:
+    """The feed's JSON file, as a reader may trust it (scripts: ``from snmplb.login.feed import read_json``).
+
+    Rules: the directory holding it passes ``untrusted_dir``; the file is opened relative to that
+    directory without following a symbolic link (a link is refused) and non-blocking (a FIFO there
+    never hangs the reader); the open descriptor passes ``untrusted`` (a regular file of one of
+    ``owners`` with the feed's mode); at most JSON_MAX bytes are read. ``owners`` defaults to
+    ``trusted_owners()`` (the reader's own user and root). Raises TrustError when refused, OSError when
+    it cannot be read, ValueError when it is not a version-1 feed document.
+    """
+    owners = trusted_owners() if owners is None else owners
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        why = untrusted_dir(os.fstat(dfd), owners)
+        if why:
+            raise TrustError(f"directory {path.parent}: {why}")
+        try:
+            fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise TrustError(f"{path}: a symbolic link: not the feed's file") from None
+            raise
+    finally:
+        os.close(dfd)
+    with os.fdopen(fd, "rb") as f:
+        why = untrusted(os.fstat(f.fileno()), owners)
+        if why:
+            raise TrustError(f"{path}: {why}")
+        data = f.read(JSON_MAX + 1)
+    if len(data) > JSON_MAX:
+        raise ValueError(f"{path}: larger than {JSON_MAX} bytes")
+    try:
+        return feedformat.from_json(data.decode())
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a feed document ({type(exc).__name__})") from None
 
 
 class _Stop:
@@ -207,6 +308,14 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
         signal.signal(sig, stop)
     rng = random.Random(settings.seed) if settings.seed is not None else random.SystemRandom()
     client_id = settings.client_id or (default_mac() if settings.algorithm == "sticky" else "")
+    if args.json:
+        try:
+            check_json_dir(args.json)
+        except TrustError as exc:
+            log(f"{args.json}: {exc}")
+            return 1
+        except OSError:
+            pass  # e.g. not allowed to create it: said at each refresh, as any failure to write
     writer = drain = None
     if args.queue:
         try:
@@ -232,6 +341,8 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
             if args.json:
                 try:
                     write_json(args.json, feedformat.to_json(snap), mode, gid)
+                except TrustError as exc:
+                    log(f"{args.json}: {exc}")
                 except OSError as exc:
                     log(f"{args.json}: {exc.strerror}")
             refreshes += 1
