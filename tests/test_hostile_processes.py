@@ -23,6 +23,7 @@ from snmplb.client import ber
 from snmplb.client import snmpcodec
 from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
 from test_chooser import display  # noqa: F401 (the fixture: a real X server)
+from test_feed import reader  # noqa: F401 (the fixture: the C reader, compiled with chroot/snmplb-feed.h)
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -415,6 +416,17 @@ def test_the_chooser_refuses_a_queue_not_made_by_the_feed(fleet, display, tmp_pa
         if chooser.poll() is None:
             chooser.kill()
             chooser.wait()
+        _drop_queue(queue)
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_a_c_greeter_using_the_header_refuses_a_queue_not_made_by_the_feed(reader, owner, mode):
+    queue = f"/snmplb-test-hostile-c-{os.getpid()}"
+    _plant_queue(queue, owner, mode, _lure("127.0.0.11"))
+    try:
+        r = subprocess.run([str(reader), queue, "1", "2"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 4 and r.stdout == "untrusted queue: not the feed's\n", r.stdout
+    finally:
         _drop_queue(queue)
 
 
