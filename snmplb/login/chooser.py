@@ -16,8 +16,8 @@ poll as get_hosts).
 What it shows, whatever the source: only the servers of its own settings
 (LB_SERVERS as ``feed.settings_from`` reads them); a row for any other host
 is dropped, and so is a recommendation of one (``offered``). A refresh it
-cannot show (a host twice, a time out of range) is skipped with a line on
-stderr: one bad message costs one refresh, never the refreshes after it.
+cannot show (a time out of range, no configured server) is skipped with a
+line on stderr: one bad message costs one refresh, never the ones after it.
 
 Tk, not GTK 3: python3-tk and libtk8.6 weigh about 3 MB where GTK 3 through
 PyGObject adds about 45 MB to a thin client's image, and Tk's window opens
@@ -82,16 +82,18 @@ def offered(snap: Snapshot, configured: Collection[str]) -> Snapshot:
     """What the window may show of a refresh, whichever source it came from.
 
     Rules: only rows whose host is one of ``configured`` (the chooser's own LB_SERVERS) are kept, in
-    their order; the recommendation is kept only when it names a kept usable row, else it is "" (the
-    window then preselects as ``selection_after`` says). ValueError for a refresh that cannot be shown:
-    a host listed twice, a refresh time before 1970 or after 9999.
+    their order, and each host once (its first row: a window row is a host; LB_SERVERS may name one
+    host at two SNMP ports); the recommendation is kept only when it names a kept usable row, else it
+    is "" (the window then preselects as ``selection_after`` says). ValueError for a refresh that
+    cannot be shown: a refresh time before 1970 or after 9999.
     """
     if not 0 <= snap.refreshed <= LAST_TIME:
         raise ValueError(f"refresh time {snap.refreshed} out of range")
-    hosts = [r.host for r in snap.rows]
-    if len(set(hosts)) != len(hosts):
-        raise ValueError("a server listed twice")
-    rows = tuple(r for r in snap.rows if r.host in configured)
+    first: dict[str, Row] = {}
+    for r in snap.rows:
+        if r.host in configured:
+            first.setdefault(r.host, r)
+    rows = tuple(first.values())
     usable = {r.host for r in rows if r.usable}
     return replace(snap, rows=rows, recommended=snap.recommended if snap.recommended in usable else "")
 

@@ -193,8 +193,8 @@ def unlink_if_same(name: str, ours: os.stat_result) -> bool:
     """Remove ``name`` only while it still names the queue ``ours`` (its fstat); False when it names
     another queue (a later feed replaced ours) or nothing.
 
-    A queue's name can be replaced between this check and the unlink only by its owner or root
-    (the queue directory is sticky): the check keeps one feed from removing its successor's queue.
+    Between this check and the unlink the name can change hands only by its owner or root (another
+    user's mq_unlink fails with EACCES): the check keeps one feed from removing its successor's queue.
     """
     try:
         with Queue.open(name) as q:
