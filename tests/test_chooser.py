@@ -20,6 +20,7 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
+from support import NOBODY, drop_queue, lure, plant_queue
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
@@ -257,6 +258,34 @@ def test_a_silent_feed_makes_the_chooser_poll_itself(fleet, display, tmp_path):
             chooser.wait()
         q.close()
         mqueue.unlink(queue)
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_the_chooser_refuses_a_queue_not_made_by_the_feed(fleet, display, tmp_path, owner, mode):
+    app = fleet.add("app")
+    queue = f"/snmplb-test-hostile-{os.getpid()}"
+    plant_queue(queue, owner, mode, lure(app.host))
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "LB_SERVERS": app.address}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "60", "--refresh", "1"],
+                               env={**env, "SNMPLB_CHOOSER_STATE": str(state)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: (st := _state(state)) and any(r["state"] != "Down" for r in st["rows"]) and st,
+                     timeout=30)
+        assert s, _state(state)
+        assert [r["host"] for r in s["rows"]] == [app.host] and s["selected"] == app.host
+        assert s["source"] == "poll"  # the planted queue refused: the chooser polled the fleet itself
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == app.host + "\n"
+        assert f"queue {queue}:" in err and ("owned by uid 65534" in err or f"mode {mode:04o}" in err), err
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        drop_queue(queue)
 
 
 def test_a_host_outside_the_choosers_own_servers_is_never_offered(fleet, display, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
+from support import NOBODY, drop_queue, lure, plant_queue
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
@@ -237,6 +238,17 @@ def test_group_readable_queue_and_the_feed_stops_when_nobody_reads(fleet, reader
         if feed.poll() is None:
             feed.kill()
             feed.wait()
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_a_c_greeter_using_the_header_refuses_a_queue_not_made_by_the_feed(reader, owner, mode):
+    queue = f"/snmplb-test-hostile-c-{os.getpid()}"
+    plant_queue(queue, owner, mode, lure("127.0.0.11"))
+    try:
+        r = subprocess.run([str(reader), queue, "1", "2"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 4 and r.stdout == "untrusted queue: not the feed's\n", r.stdout
+    finally:
+        drop_queue(queue)
 
 
 def test_c_parser_refuses_garbage(reader):

@@ -18,12 +18,11 @@ import time
 
 import pytest
 
-from conftest import BIN, COMMUNITY, V3, wait_for
+from conftest import BIN, COMMUNITY, V3
 from snmplb.client import ber
 from snmplb.client import snmpcodec
-from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
-from test_chooser import display  # noqa: F401 (the fixture: a real X server)
-from test_feed import reader  # noqa: F401 (the fixture: the C reader, compiled with chroot/snmplb-feed.h)
+from support import EVIL, GET_HOSTS, IDLE, NOBODY, addrs, as_nobody, drop_queue, get_hosts, hosts_of, lure, \
+    plant_queue, report
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -327,108 +326,8 @@ def test_a_root_only_client_conf_is_silently_skipped_for_other_users(tmp_path):
 # -- issue 22: the feed's queue and file, against another local user ---------------------------------------
 #
 # The attacker is a real process of another unprivileged user (nobody, forked from the test and stripped of
-# root), the queue is the kernel's, the feed and the chooser are the real commands.
-
-NOBODY = 65534
-EVIL = "127.0.0.66"  # the attacker's host: never configured, never contacted
-
-
-def _as_nobody(action) -> None:
-    """Run ``action`` in a forked child that has become user nobody (uid and gid 65534, no groups)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to become another user")
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            action()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the hostile process failed"
-
-
-def _lure(real_host: str) -> bytes:
-    """The attacker's message: the configured server down, its own host idle and recommended."""
-    from snmplb.login import feedformat
-    from snmplb.login.feedformat import Row, Snapshot
-
-    return feedformat.encode(Snapshot(int(time.time()), EVIL, (
-        Row(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),
-        Row(real_host, "Down", False, None, None, None, None, "no answer within 500 ms"))))
-
-
-def _plant_queue(name: str, owner: int, mode: int, message: bytes) -> None:
-    """Create the queue ``name`` as ``owner`` (nobody, or root for a leftover of the wrong mode) with one message."""
-    from snmplb.login import mqueue
-
-    def plant() -> None:
-        q = mqueue.Queue.create(name, maxmsg=1, msgsize=8192, mode=mode)
-        q.send(message)
-        q.close()  # POSIX queues outlive their creator
-
-    if owner == NOBODY:
-        _as_nobody(plant)
-    else:
-        plant()
-    st = os.fstat(mqueue.Queue.open(name).fd)
-    assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
-
-
-def _drop_queue(name: str) -> None:
-    from snmplb.errors import QueueError
-    from snmplb.login import mqueue
-
-    try:
-        mqueue.unlink(name)
-    except QueueError:
-        pass
-
-
-@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
-def test_the_chooser_refuses_a_queue_not_made_by_the_feed(fleet, display, tmp_path, owner, mode):
-    from test_chooser import _keys, _state
-
-    app = fleet.add("app")
-    queue = f"/snmplb-test-hostile-{os.getpid()}"
-    _plant_queue(queue, owner, mode, _lure(app.host))
-    state = tmp_path / "chooser-state.json"
-    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
-           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "LB_SERVERS": app.address}
-    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "60", "--refresh", "1"],
-                               env={**env, "SNMPLB_CHOOSER_STATE": str(state)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    try:
-        s = wait_for(lambda: (st := _state(state)) and any(r["state"] != "Down" for r in st["rows"]) and st,
-                     timeout=30)
-        assert s, _state(state)
-        assert [r["host"] for r in s["rows"]] == [app.host] and s["selected"] == app.host
-        assert s["source"] == "poll"  # the planted queue refused: the chooser polled the fleet itself
-        _keys(env, "Return", closes=True)
-        out, err = chooser.communicate(timeout=20)
-        assert chooser.returncode == 0 and out == app.host + "\n"
-        assert f"queue {queue}:" in err and ("owned by uid 65534" in err or f"mode {mode:04o}" in err), err
-    finally:
-        if chooser.poll() is None:
-            chooser.kill()
-            chooser.wait()
-        _drop_queue(queue)
-
-
-@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
-def test_a_c_greeter_using_the_header_refuses_a_queue_not_made_by_the_feed(reader, owner, mode):
-    queue = f"/snmplb-test-hostile-c-{os.getpid()}"
-    _plant_queue(queue, owner, mode, _lure("127.0.0.11"))
-    try:
-        r = subprocess.run([str(reader), queue, "1", "2"], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 4 and r.stdout == "untrusted queue: not the feed's\n", r.stdout
-    finally:
-        _drop_queue(queue)
-
+# root: support.as_nobody), the queue is the kernel's, the feed is the real command. The chooser's and the C
+# reader's side: test_chooser.py and test_feed.py.
 
 @pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (NOBODY, 0o666), (0, 0o666)],
                          ids=["another-user", "another-user-open-to-all", "root-open-to-all"])
@@ -437,8 +336,8 @@ def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, ow
 
     app = fleet.add("app")
     queue = f"/snmplb-test-taken-{os.getpid()}"
-    lure = _lure(app.host)
-    _plant_queue(queue, owner, mode, lure)
+    planted = lure(app.host)
+    plant_queue(queue, owner, mode, planted)
     env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
            "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
     try:
@@ -449,9 +348,9 @@ def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, ow
         with mqueue.Queue.open(queue) as q:  # left as it was: not taken over, not re-moded, not drained
             st = os.fstat(q.fd)
             assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
-            assert q.receive() == lure
+            assert q.receive() == planted
     finally:
-        _drop_queue(queue)
+        drop_queue(queue)
 
 
 def _forged_json() -> str:
@@ -478,7 +377,7 @@ def test_the_feed_writes_its_json_only_where_nobody_else_may_write(fleet, owner,
         run.chmod(mode)
         out = run / "feed.json"
         forged = _forged_json()
-        _as_nobody(lambda: out.write_text(forged))  # another user was there first, under the feed's name
+        as_nobody(lambda: out.write_text(forged))  # another user was there first, under the feed's name
         env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
                "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(Path(top) / "none.conf")}
         r = subprocess.run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(out), "--count", "1",
