@@ -9,12 +9,13 @@ and ``algorithms.decide``). Each refresh goes
   message is received and dropped, so a late reader gets the newest at once;
 - and as JSON to a file (default /run/snmplb/feed.json), replaced atomically.
 
-Trust (issue 22): the queue is created exclusively (O_EXCL), never taken
-over; a leftover of a feed of ours that died is removed first, any other
-queue of that name is refused (``open_queue``). The JSON file is written only
-into a directory of the feed's user or root that nobody else may write
-(``write_json``); ``untrusted`` is the one rule its readers apply to what they
-opened (the chooser to the queue, ``read_json`` to the file).
+Trust (docs/feed.md, "Whom a reader believes"): the queue is created
+exclusively (O_EXCL), never taken over; a leftover of a feed of ours that
+died is removed first, any other queue of that name is refused
+(``open_queue``). The JSON file is written only into a directory of the
+feed's user or root that nobody else may write (``write_json``);
+``untrusted`` is the one rule its readers apply to what they opened (the
+chooser to the queue, ``read_json`` to the file).
 
 It stops (and removes its queue) on SIGTERM, SIGINT or SIGHUP, after --for
 seconds or --count refreshes, and when no reader has taken a message from
