@@ -15,6 +15,7 @@
  * Use (link with -lrt on glibc before 2.34):
  *
  *   mqd_t q = mq_open(SNMPLB_FEED_QUEUE, O_RDONLY);
+ *   if (q == (mqd_t)-1 || snmplb_feed_trusted(q, getuid()) != 0) ...   // no feed, or not the feed's
  *   char buf[SNMPLB_FEED_MSGSIZE];
  *   ssize_t n = mq_receive(q, buf, sizeof buf, NULL);   // blocks until the next refresh
  *   static struct snmplb_feed feed;
@@ -29,6 +30,8 @@
 #include <stdio.h>   /* not used here: kept for the readers that relied on it */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #define SNMPLB_FEED_MAGIC "SNMPLB-FEED"
 #define SNMPLB_FEED_VERSION 1
@@ -67,6 +70,24 @@ struct snmplb_feed {
     int count;
     struct snmplb_feed_server servers[SNMPLB_FEED_MAX_SERVERS];
 };
+
+/* 0 when the open queue `fd` (an mqd_t is a descriptor on Linux) may be believed as the feed's:
+ * owned by `feed_uid` (the user the feed runs as: the greeter's own, getuid()) or by root, with
+ * mode 0600 or 0640 exactly (nobody but its owner may write it); -1 otherwise. Check the descriptor
+ * you read, never the name: any local user can create a queue of that name before the feed, and
+ * queues outlive their creator (docs/feed.md, "The queue"). */
+static inline int snmplb_feed_trusted(int fd, uid_t feed_uid)
+{
+    struct stat st;
+    mode_t mode;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return -1;
+    mode = st.st_mode & 07777;
+    if (st.st_uid != feed_uid && st.st_uid != 0)
+        return -1;
+    return mode == 0600 || mode == 0640 ? 0 : -1;
+}
 
 /* A text field [start, end): never empty, no control byte (the format's rule), and it fits with its NUL
  * in dst (size n): copied, "-" becoming "". Returns 0, or -1 (nothing is ever cut). */

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from snmplb import mib
 from snmplb.errors import ConfigError
-from snmplb.kvfile import (Entry, Field, by_line, check, one_of, read_bytes, read_entries, shown, text_lines,
+from snmplb.kvfile import (Pair, Field, by_line, check, one_of, read_bytes, read_entries, shown, text_lines,
                            validate, whole, write_atomic)
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
@@ -114,14 +114,14 @@ def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:
     return _settings(*read_bytes(data))
 
 
-def _settings(entries: list[Entry], problems: list[str]) -> tuple[AdminSettings, list[str]]:
+def _settings(entries: list[Pair], problems: list[str]) -> tuple[AdminSettings, list[str]]:
     """The conservative reading: valid keys stand, bad ones keep their defaults, and the state is
     draining when anything is wrong and no valid state line says otherwise (the bad line may be it).
 
     A key set twice is a problem (snmplb-admin writes each once: the last no longer wins in silence);
     when its lines disagree neither is taken (a state left draining, a number its default).
     """
-    first: dict[str, Entry] = {}
+    first: dict[str, Pair] = {}
     disagree: set[str] = set()
     lines = list(problems)
     for e in entries:

@@ -4,7 +4,8 @@
  *   feed_reader -                       parse stdin as one message (up to 1 MiB: a test may send more
  *                                       than a queue message holds), from a buffer of its exact size
  *
- * Exit 0 when every message parsed, 3 when one did not, 1 on a system error.
+ * Exit 0 when every message parsed, 3 when one did not, 1 on a system error, 4 when the queue is
+ * not the feed's (snmplb_feed_trusted: owned by this user or root, mode 0600 or 0640).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -61,6 +62,11 @@ int main(int argc, char **argv)
     if (q == (mqd_t)-1) {
         printf("mq_open: %s\n", strerror(errno));
         return 1;
+    }
+    if (snmplb_feed_trusted(q, getuid()) != 0) {
+        printf("untrusted queue: not the feed's\n");
+        mq_close(q);
+        return 4;
     }
     count = atoi(argv[2]);
     for (i = 0; i < count; i++) {
