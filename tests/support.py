@@ -178,11 +178,11 @@ def as_nobody(action) -> None:
 def lure(real_host: str) -> bytes:
     """A hostile feed message: the configured server down, EVIL idle and recommended."""
     from snmplb.login import feedformat
-    from snmplb.login.feedformat import Row, Snapshot
+    from snmplb.login.feedformat import FeedRow, Snapshot
 
     return feedformat.encode(Snapshot(int(time.time()), EVIL, (
-        Row(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),
-        Row(real_host, "Down", False, None, None, None, None, "no answer within 500 ms"))))
+        FeedRow(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),
+        FeedRow(real_host, "Down", False, None, None, None, None, "no answer within 500 ms"))))
 
 
 def plant_queue(name: str, owner: int, mode: int, message: bytes) -> None:

@@ -26,17 +26,17 @@ from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
 from snmplb.login.chooser import LAST_TIME, cells, message, offered, refusal, selection_after
 from snmplb.errors import QueueError
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-IDLE = Row("a", "Idle", True, 0.2, 1000, 2, 1.0, "")
-BUSY = Row("b", "Busy", True, 2.0, 1000, 9, 1.0, "")
-DRAIN = Row("c", "Draining", False, 0.1, 1000, 1, 1.0, "")
-DOWN = Row("d", "Down", False, None, None, None, None, "no answer within 500 ms")
+IDLE = FeedRow("a", "Idle", True, 0.2, 1000, 2, 1.0, "")
+BUSY = FeedRow("b", "Busy", True, 2.0, 1000, 9, 1.0, "")
+DRAIN = FeedRow("c", "Draining", False, 0.1, 1000, 1, 1.0, "")
+DOWN = FeedRow("d", "Down", False, None, None, None, None, "no answer within 500 ms")
 
 
 # -- pure ---------------------------------------------------------------------------------------------------
@@ -68,12 +68,12 @@ def test_cells():
 
 
 def test_only_configured_hosts_are_offered_each_once_and_a_time_out_of_range_is_refused():
-    stranger = Row("evil", "Idle", True, 0.0, 9999, 0, 0.1, "")
+    stranger = FeedRow("evil", "Idle", True, 0.0, 9999, 0, 0.1, "")
     snap = Snapshot(1, "evil", (stranger, IDLE, DOWN))
     assert offered(snap, {"a", "d"}) == Snapshot(1, "", (IDLE, DOWN))  # the stranger and its recommendation go
     assert offered(Snapshot(1, "a", (IDLE, BUSY)), {"a", "b"}).recommended == "a"
     assert offered(Snapshot(1, "c", (IDLE, DRAIN)), {"a", "c"}).recommended == ""  # recommended but not usable
-    twice = Row("a", "Down", False, None, None, None, None, "")
+    twice = FeedRow("a", "Down", False, None, None, None, None, "")
     assert offered(Snapshot(1, "a", (IDLE, twice)), {"a"}).rows == (IDLE,)  # one row per host: the first
     assert offered(Snapshot(1, "a", (IDLE,)), set()).rows == ()
     assert offered(Snapshot(LAST_TIME, "a", (IDLE,)), {"a"}).refreshed == LAST_TIME
@@ -350,7 +350,7 @@ def test_one_bad_message_costs_one_refresh_not_the_ones_after(display, tmp_path,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def good(sessions: int) -> bytes:
-        row = Row(host, "Idle", True, 0.1, 900, sessions, 1.0, "")
+        row = FeedRow(host, "Idle", True, 0.1, 900, sessions, 1.0, "")
         return feedformat.encode(Snapshot(int(time.time()), host, (row,)))
 
     def send(data: bytes) -> None:

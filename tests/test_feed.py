@@ -21,7 +21,7 @@ from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
 from snmplb.errors import QueueError
 from snmplb.login.feed import Limits, read_json, stop_reason
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
@@ -33,8 +33,8 @@ READER_SRC = PROJECT / "tests" / "c" / "feed_reader.c"
 # -- the format, pure ---------------------------------------------------------------------------------
 
 def test_encode_decode_round_trip_and_unknowns_as_dash():
-    snap = Snapshot(1_700_000_000, "a", (Row("a", "Idle", True, 0.2, 1024, 2, 1.54, ""),
-                                         Row("b", "Down", False, None, None, None, None, "no answer within 500 ms")))
+    snap = Snapshot(1_700_000_000, "a", (FeedRow("a", "Idle", True, 0.2, 1024, 2, 1.54, ""),
+                                         FeedRow("b", "Down", False, None, None, None, None, "no answer within 500 ms")))
     data = feedformat.encode(snap)
     assert data.decode().splitlines() == [
         "SNMPLB-FEED 1 1700000000 a 2",
@@ -47,7 +47,7 @@ def test_encode_decode_round_trip_and_unknowns_as_dash():
 
 def test_reasons_and_names_cannot_break_the_lines():
     nasty = "bad\tagent\nsays\x00" + "x" * 500
-    data = feedformat.encode(Snapshot(1, "", (Row("h\tost", "Down", False, None, None, None, None, nasty),)))
+    data = feedformat.encode(Snapshot(1, "", (FeedRow("h\tost", "Down", False, None, None, None, None, nasty),)))
     lines = data.decode().split("\n")
     assert lines[0] == "SNMPLB-FEED 1 1 - 1" and len(lines) == 3 and lines[2] == ""
     fields = lines[1].split("\t")
@@ -56,12 +56,12 @@ def test_reasons_and_names_cannot_break_the_lines():
 
 
 def test_a_message_never_exceeds_the_queue_message_size():
-    rows = tuple(Row(f"server-{i:03d}.example.org", "Busy", True, 1.0, 4096, 10, 2.0, "") for i in range(400))
+    rows = tuple(FeedRow(f"server-{i:03d}.example.org", "Busy", True, 1.0, 4096, 10, 2.0, "") for i in range(400))
     data = feedformat.encode(Snapshot(1, "server-000.example.org", rows), limit=8192)
     assert len(data) <= 8192
     back = feedformat.decode(data)
     assert 100 < len(back.rows) < 400 and back.rows[0].host == "server-000.example.org"
-    short = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    short = tuple(FeedRow(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
     assert len(feedformat.decode(feedformat.encode(Snapshot(1, "", short))).rows) == feedformat.MAX_SERVERS
 
 
@@ -260,9 +260,9 @@ def test_c_parser_refuses_garbage(reader):
 
 
 def test_c_parser_reads_the_largest_message_the_feed_sends(reader):
-    long_rows = tuple(Row(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
+    long_rows = tuple(FeedRow(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
                       for i in range(50))
-    short_rows = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    short_rows = tuple(FeedRow(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
     for rows in (long_rows, short_rows):
         data = feedformat.encode(Snapshot(1, rows[0].host, rows))
         r = subprocess.run([str(reader), "-"], input=data.decode(), capture_output=True, text=True, timeout=10)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from snmplb.login import feedformat
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feedformat import FeedRow, Snapshot
 
 pytestmark = pytest.mark.fleet  # compiles and runs C programs (conftest.py: markers)
 
@@ -114,9 +114,9 @@ def test_what_the_feed_sends_still_parses_whole(reader):
     """The edges of the format as the feed writes them: a 255-byte host and recommended host, a 120-byte
     reason, the largest gauges, unknown numbers, no reason."""
     host = "h" * 255
-    rows = (Row(host, "Unavailable", False, 42949672.95, 4194303, 4294967295, 99999.9, "r" * 120),
-            Row("b", "Down", False, None, None, None, None, ""),
-            Row("fd00::7", "Idle", True, 0.0, 0, 0, 0.0, ""))
+    rows = (FeedRow(host, "Unavailable", False, 42949672.95, 4194303, 4294967295, 99999.9, "r" * 120),
+            FeedRow("b", "Down", False, None, None, None, None, ""),
+            FeedRow("fd00::7", "Idle", True, 0.0, 0, 0, 0.0, ""))
     data = feedformat.encode(Snapshot(1_700_000_000, host, rows))
     r = parse(reader, data)
     assert r.returncode == 0, r.stdout
@@ -128,9 +128,9 @@ def test_what_the_feed_sends_still_parses_whole(reader):
 
 
 def test_the_largest_messages_the_feed_sends_parse(reader):
-    long_rows = tuple(Row(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
+    long_rows = tuple(FeedRow(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
                       for i in range(50))
-    short_rows = tuple(Row(f"s{i}", "Down", False, 1.25, 10, 3, 0.5, "") for i in range(400))
+    short_rows = tuple(FeedRow(f"s{i}", "Down", False, 1.25, 10, 3, 0.5, "") for i in range(400))
     for rows in (long_rows, short_rows):
         data = feedformat.encode(Snapshot(1, rows[0].host, rows))
         r = parse(reader, data)

@@ -357,9 +357,9 @@ def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, ow
 
 def _forged_json() -> str:
     from snmplb.login import feedformat
-    from snmplb.login.feedformat import Row, Snapshot
+    from snmplb.login.feedformat import FeedRow, Snapshot
 
-    return feedformat.to_json(Snapshot(int(time.time()), EVIL, (Row(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),)))
+    return feedformat.to_json(Snapshot(int(time.time()), EVIL, (FeedRow(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),)))
 
 
 @pytest.mark.parametrize("owner,mode", [(NOBODY, 0o755), (0, 0o777), (0, 0o1777)],

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from snmplb.argtypes import seconds
 from snmplb.client.settings import ClientSettings
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feedformat import FeedRow, Snapshot
 
 STATE_HOOK = "SNMPLB_CHOOSER_STATE"
 # Foreground and background per state word: green for open, amber for open but loaded, grey for closed
@@ -56,7 +56,7 @@ WHY_CLOSED = {"Draining": "no new logins", "Disabled": "closed by the admin", "F
 
 # -- what to show: pure ---------------------------------------------------------------------------------
 
-def cells(r: Row, recommended: str) -> tuple[str, str, str, str, str]:
+def cells(r: FeedRow, recommended: str) -> tuple[str, str, str, str, str]:
     """A row's columns: server, state, load per CPU, sessions, note (recommended, or why not usable)."""
     load = "-" if r.load_per_cpu is None else f"{r.load_per_cpu:.2f}"
     sessions = "-" if r.sessions is None else str(r.sessions)
@@ -90,7 +90,7 @@ def offered(snap: Snapshot, configured: Collection[str]) -> Snapshot:
     """
     if not 0 <= snap.refreshed <= LAST_TIME:
         raise ValueError(f"refresh time {snap.refreshed} out of range")
-    first: dict[str, Row] = {}
+    first: dict[str, FeedRow] = {}
     for r in snap.rows:
         if r.host in configured:
             first.setdefault(r.host, r)
