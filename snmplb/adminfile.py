@@ -28,7 +28,7 @@ from pathlib import Path
 
 from snmplb import mib
 from snmplb.errors import ConfigError
-from snmplb.kvfile import (Pair, Field, by_line, check, one_of, read_bytes, read_entries, shown, text_lines,
+from snmplb.kvfile import (Pair, Field, by_line, check, one_of, read_bytes, shown,
                            validate, whole, write_atomic)
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
@@ -102,11 +102,6 @@ class AdminReading:
 
 
 UNREADABLE = AdminSettings(state="draining")
-
-
-def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
-    """Settings from the file's text, and the problems found (each names its key or line)."""
-    return _settings(*read_entries(text_lines(text)))
 
 
 def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:

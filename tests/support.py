@@ -54,6 +54,13 @@ GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 
 
+def make_utmp_record(user: str, host: str, line: str = "pts/0", pid: int = 1, ut_type: int = 7) -> bytes:
+    """One utmp record (struct utmp as snmplb.agent.logins reads it; 7 is USER_PROCESS)."""
+    from snmplb.agent.logins import _UTMP
+
+    return _UTMP.pack(ut_type, pid, line.encode(), b"", user.encode(), host.encode(), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
+
+
 def choose(settings, rng, client_id, probe, deadline):
     """A test driver of the login selection (``Selection``), as ``driver.select`` drives it, with
     ``probe(polled_settings, hedge, usable, deadline) -> (states, lbserver_choice, why)`` in place of the
