@@ -1,11 +1,12 @@
 """The MIB compiles strictly, the generated data matches it, every OID user agrees with it, and it
 evolves the SMIv2 way (RFC 2578 section 10, RFC 2580): a released revision is never edited.
 
-mibs/released/ keeps each released revision verbatim, as SNMPLB-MIB-<its newest REVISION>.txt.
-smidiff (libsmi) compares each with the next, and the newest with mibs/SNMPLB-MIB.txt when they
-differ; a finding at level 2 or below (an error) fails, except the few in RELEASED_FINDINGS: those
-were published before the check existed, cannot be taken back, and the definitions they changed
-are deprecated and replaced in the current module.
+mibs/released/ keeps each released revision verbatim, as SNMPLB-MIB-<its newest REVISION>.txt;
+the current MIB must be its newest revision's copy (older copies are held to their REVISION
+clauses, not byte for byte: git shows an edit). smidiff (libsmi) compares each copy with the next,
+and the newest with mibs/SNMPLB-MIB.txt when they differ; a finding at level 2 or below (an error)
+fails, except the few in RELEASED_FINDINGS: those were published before the check existed, cannot
+be taken back, and the definitions they changed are deprecated and replaced in the current module.
 """
 
 from __future__ import annotations
