@@ -461,7 +461,7 @@ def test_every_enumeration_number_in_the_generated_files_is_the_mibs():
     # Prometheus: the modules' enum_values, and the states the rules name.
     from snmplb.build import promgen
 
-    for rel in ("snmp.yml", "snmp-0.23.yml"):
+    for rel in ("snmp.yml", "snmplb-snmp.yml"):
         doc = yaml.safe_load((PROJECT / "nms/prometheus" / rel).read_text())
         modules = doc.get("modules", doc)
         for module in modules.values():

@@ -1,6 +1,11 @@
-"""Prometheus: Debian's real snmp_exporter serves the generated module and scrapes real snmpd + agent
+"""Prometheus: Debian's real snmp_exporters serve the generated module and scrape real snmpd + agent
 instances; promtool checks and unit-tests the alert rules; the Grafana dashboard's queries are parsed by
-promtool and only use metrics the module exports."""
+promtool and only use metrics the module exports.
+
+The exporters: the installed one (Debian 12's 0.21, one config file: snmp.yml appended to the site's),
+Debian 13's and Debian unstable's (the archive's newest; several config files: snmplb-snmp.yml next to the
+site's snmp.yml), both fetched from this machine's own Debian mirror by scripts/fetch-snmp-exporter into
+.venv/snmp-exporters, once (a package fetch in setup; the tests themselves talk to loopback only)."""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,9 +36,69 @@ pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: marker
 PROM = PROJECT / "nms" / "prometheus"
 EXPORTER = shutil.which("prometheus-snmp-exporter")
 PROMTOOL = shutil.which("promtool")
-needs_exporter = pytest.mark.skipif(EXPORTER is None, reason="prometheus-snmp-exporter not installed "
-                                    "(scripts/setup.sh installs it)")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (package prometheus) not installed")
+FETCH = PROJECT / "scripts" / "fetch-snmp-exporter"
+# "installed": Debian 12's (scripts/setup.sh); trixie: Debian 13's; sid: the newest in Debian's archive.
+EXPORTERS = ("installed", "trixie", "sid")
+FETCH_TIMEOUT = 1200  # the helper bounds each apt run itself (300 s); this is the backstop
+
+
+@dataclass(frozen=True)
+class Binary:
+    """One snmp_exporter: its path, version and the package's files (its default /etc/prometheus/snmp.yml)."""
+
+    origin: str
+    path: str
+    version: str
+    root: Path
+
+    @property
+    def release(self) -> tuple[int, int]:
+        major, minor = re.match(r"(\d+)\.(\d+)", self.version).groups()
+        return int(major), int(minor)
+
+    @property
+    def several_files(self) -> bool:
+        """0.24 and later take several --config.file (and read auths apart from modules, since 0.23)."""
+        return self.release >= (0, 24)
+
+
+_BINARIES: dict[str, Binary | str] = {}  # origin -> the binary, or why there is none (the skip reason)
+
+
+def _find_binary(origin: str) -> Binary | str:
+    if origin == "installed":
+        if EXPORTER is None:
+            return "prometheus-snmp-exporter not installed (scripts/setup.sh installs it)"
+        path, root = EXPORTER, Path("/")
+    else:
+        try:
+            r = subprocess.run([sys.executable, str(FETCH), origin], capture_output=True, text=True,
+                               timeout=FETCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return f"scripts/fetch-snmp-exporter {origin} did not finish in {FETCH_TIMEOUT} s"
+        if r.returncode in (3, 4, 5):  # archive unreachable, no such package, does not run here
+            return f"no snmp_exporter from Debian {origin}: {r.stderr.strip()}"
+        assert r.returncode == 0 and r.stdout.count("\n") == 2, r.stdout + r.stderr
+        path = r.stdout.splitlines()[0]
+        root = Path(path).parents[2]  # ROOT/usr/bin/prometheus-snmp-exporter
+    r = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    m = re.search(r"version (\d+\.\d+\.\d+)", r.stdout + r.stderr)
+    assert r.returncode == 0 and m, r.stdout + r.stderr
+    return Binary(origin, path, m.group(1), root)
+
+
+@pytest.fixture(params=EXPORTERS)
+def binary(request: pytest.FixtureRequest) -> Binary:
+    """Each exporter in turn; fetched once per session (the helper caches it across sessions)."""
+    if request.param not in _BINARIES:
+        _BINARIES[request.param] = _find_binary(request.param)
+    found = _BINARIES[request.param]
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -59,20 +126,20 @@ def _free_tcp_port() -> int:
 
 
 class Exporter:
-    """prometheus-snmp-exporter on a loopback port with a config file; killed by stop()."""
+    """A snmp_exporter on a loopback port with its config files; killed by stop()."""
 
-    def __init__(self, config: Path, log: Path) -> None:
-        self.log = log
+    def __init__(self, binary: Binary, configs: list[Path], log: Path) -> None:
+        self.binary, self.log = binary, log
         for _ in range(3):  # the free port may be taken before the exporter binds it: a few tries
             self.port = _free_tcp_port()
             self._log = open(log, "wb")
-            self.proc = subprocess.Popen([EXPORTER, f"--config.file={config}",
+            self.proc = subprocess.Popen([binary.path, *(f"--config.file={c}" for c in configs),
                                           f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=debug"],
                                          stdout=self._log, stderr=subprocess.STDOUT)
             if wait_for(self._up, timeout=20) and self.proc.poll() is None:
                 return
             self.stop()
-        raise AssertionError(f"snmp_exporter did not start: {log.read_text()[-2000:]}")
+        raise AssertionError(f"snmp_exporter {binary.version} did not start: {log.read_text()[-2000:]}")
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
@@ -83,13 +150,19 @@ class Exporter:
         except OSError:
             return False
 
-    def scrape(self, target: str, module: str = promgen.MODULE) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.port}/snmp?target={target}&module={module}"
+    def scrape(self, target: str, module: str = promgen.MODULE, auth: str | None = promgen.AUTH) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port}/snmp?target={target}&module={module}" + (f"&auth={auth}" if auth else "")
         try:
             with _LOCAL.open(url, timeout=30) as r:  # the module's own SNMP timeout is 5 s x 3 tries
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode(errors="replace")
+
+    def scrape_v3(self, target: str) -> tuple[int, str]:
+        """As nms/README.md says: 0.21 and 0.22 have a v3 module, later versions a v3 auth."""
+        if self.binary.release >= (0, 23):
+            return self.scrape(target, promgen.MODULE, promgen.AUTH_V3)
+        return self.scrape(target, promgen.MODULE_V3, None)
 
     def stop(self) -> None:
         self.proc.kill()
@@ -97,17 +170,47 @@ class Exporter:
         self._log.close()
 
 
-def deployed_config(tmp_path: Path) -> Path:
-    """snmp.yml as a site deploys it: the placeholders replaced by the secrets (here the fleet's)."""
-    text = (PROM / "snmp.yml").read_text()
+def with_secrets(text: str) -> str:
+    """A shipped file as a site deploys it: the placeholders replaced by the secrets (here the fleet's)."""
     for placeholder, secret in ((promgen.COMMUNITY_PLACEHOLDER, COMMUNITY), (promgen.AUTH_PLACEHOLDER, V3.auth_pass),
                                 (promgen.PRIV_PLACEHOLDER, V3.priv_pass)):
         assert placeholder in text
         text = text.replace(placeholder, secret)
-    path = tmp_path / "snmp.yml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
+    return text
+
+
+SITE_MODULE, SITE_AUTH = "site_uptime", "site_v2"
+
+
+def site_snmp_yml(binary: Binary) -> str:
+    """The site's own /etc/prometheus/snmp.yml: the package's (comments only) and a module of the site's."""
+    default = binary.root / "etc" / "prometheus" / "snmp.yml"
+    text = default.read_text() if default.is_file() else ""
+    module = {"get": ["1.3.6.1.2.1.1.3.0"], "timeout": "1s",
+              "metrics": [{"name": "sysUpTime", "oid": "1.3.6.1.2.1.1.3", "type": "gauge", "help": "uptime"}]}
+    if binary.release >= (0, 23):
+        site = {"auths": {SITE_AUTH: {"community": "the-sites-own", "version": 2}}, "modules": {SITE_MODULE: module}}
+    else:
+        site = {SITE_MODULE: {**module, "version": 2, "auth": {"community": "the-sites-own"}}}
+    return text + yaml.safe_dump(site)
+
+
+def deployed_configs(binary: Binary, tmp_path: Path) -> list[Path]:
+    """The config files as nms/README.md deploys them next to the site's snmp.yml, which keeps its module:
+    0.24 and later take snmplb-snmp.yml as a second --config.file; 0.21 and 0.22 read one file, so
+    snmp.yml is appended to the site's."""
+    site = tmp_path / "snmp.yml"
+    site.write_text(site_snmp_yml(binary))
+    files = [site]
+    if binary.several_files:
+        files.append(tmp_path / "snmplb-snmp.yml")
+        files[1].write_text(with_secrets((PROM / "snmplb-snmp.yml").read_text()))
+    else:
+        with site.open("a") as f:
+            f.write(with_secrets((PROM / "snmp.yml").read_text()))
+    for f in files:
+        f.chmod(0o600)
+    return files
 
 
 def published(netsnmp, inst) -> dict[str, str]:
@@ -158,8 +261,8 @@ def value(samples, name: str, **labels: str) -> float:
     return found[0]
 
 
-@needs_exporter
-def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
+def test_snmp_exporter_scrapes_the_agent_values(binary, fleet, netsnmp, tmp_path):
+    """Each exporter, configured as nms/README.md says, scrapes what the agents publish."""
     idle = fleet.add("idle", FakeLoad(load1=1.5, load5=1.2, load15=0.07, cpus=4,
                                       sessions=(("ann", "10.0.0.1"), ("bob", "10.0.0.2"), ("ann", "10.0.0.3"))))
     drain = fleet.add("drain", FakeLoad(load1=0.5), AdminSettings(state="draining"))
@@ -181,10 +284,10 @@ def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
     try:
         assert wait_for(lambda: published(netsnmp, swap)["lbSwapping"] == str(mib.obj("lbSwapping").enums["true"]),
                         timeout=15)
-        exporter = Exporter(deployed_config(tmp_path), tmp_path / "exporter.log")
+        exporter = Exporter(binary, deployed_configs(binary, tmp_path), tmp_path / "exporter.log")
         for inst in (idle, drain, swap):
             snmp = published(netsnmp, inst)
-            code, text = exporter.scrape(inst.address)  # 0.21 takes host:port (net.SplitHostPort)
+            code, text = exporter.scrape(inst.address)  # host:port (0.21: net.SplitHostPort); 0.21 ignores auth
             assert code == 200, text[-2000:]
             samples = parse_exposition(text)
             assert_matches(samples, snmp)
@@ -205,9 +308,13 @@ def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
         assert value(w, "snmplb_swapping", snmplb_swapping="true") == 1
         assert value(w, "snmplb_status", snmplb_status="swapping") == 1
         assert value(w, "snmplb_swap_in_pages_total") >= 100_000
-        # The v3 authPriv module, with the passphrases from the deployed file.
-        code, text = exporter.scrape(idle.address, promgen.MODULE_V3)
+        # SNMPv3 authPriv, with the passphrases from the deployed file.
+        code, text = exporter.scrape_v3(idle.address)
         assert code == 200 and value(parse_exposition(text), "snmplb_sessions") == 3, text[-2000:]
+        # The site's own module is still there: it runs (against a closed port: refused at once).
+        code, text = exporter.scrape("127.0.0.60:1", SITE_MODULE, SITE_AUTH)
+        assert code == 500 and "snmp_error" in text, (code, text[-2000:])
+        assert exporter.scrape("127.0.0.60:1", "no_such_module", SITE_AUTH)[0] == 400  # what a lost one gives
         # snmpd without the agent: the scrape succeeds with no snmplb series (SnmplbServerDown's second half).
         code, text = exporter.scrape(broken.address)
         assert code == 200 and not [n for n, _, _ in parse_exposition(text) if n.startswith("snmplb_")], text
@@ -224,21 +331,58 @@ def test_snmp_exporter_scrapes_the_agent_values(fleet, netsnmp, tmp_path):
             exporter.stop()
 
 
-@needs_exporter
-def test_generated_modules_load_and_the_023_format_matches(tmp_path):
-    """0.21 reads snmp.yml strictly (--dry-run); snmp-0.23.yml carries the same module with auths apart."""
-    r = subprocess.run([EXPORTER, f"--config.file={deployed_config(tmp_path)}", "--dry-run"],
-                       capture_output=True, text=True, timeout=60)
+def dry_run(binary: Binary, *configs: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary.path, *(f"--config.file={c}" for c in configs), "--dry-run"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_each_exporter_takes_the_file_nms_readme_gives_it(binary, tmp_path):
+    """--dry-run (strict parsing) of the files as deployed, next to the site's snmp.yml; and the other
+    format refused, so that nms/README.md's table of versions stays true."""
+    configs = deployed_configs(binary, tmp_path)
+    r = dry_run(binary, *configs)
     assert r.returncode == 0, r.stdout + r.stderr
+    other = tmp_path / "other.yml"
+    if binary.several_files:
+        # snmplb-snmp.yml alone (a site without a snmp.yml of its own) is a whole configuration.
+        r = dry_run(binary, configs[1])
+        assert r.returncode == 0, r.stdout + r.stderr
+        other.write_text(with_secrets((PROM / "snmp.yml").read_text()))
+        r = dry_run(binary, configs[0], other)
+        assert r.returncode != 0 and "snmplb" in r.stdout + r.stderr, r.stdout + r.stderr
+        # A name in two files (here the module given twice) stops the exporter: no silent override.
+        r = dry_run(binary, *configs, configs[1])
+        assert r.returncode != 0 and 'key \\"snmplb\\" already set in map' in r.stderr, r.stdout + r.stderr
+    else:
+        # One file only, and not the 0.24 format.
+        other.write_text(with_secrets((PROM / "snmplb-snmp.yml").read_text()))
+        r = dry_run(binary, other)
+        assert r.returncode != 0 and "snmplb" in r.stdout + r.stderr, r.stdout + r.stderr
+        r = dry_run(binary, configs[0], configs[0])
+        assert r.returncode != 0 and "cannot be repeated" in r.stderr, r.stdout + r.stderr
+        # Appended twice by mistake: refused, not half-used.
+        with configs[0].open("a") as f:
+            f.write(with_secrets((PROM / "snmp.yml").read_text()))
+        r = dry_run(binary, configs[0])
+        assert r.returncode != 0 and 'key \\"snmplb\\" already set in map' in r.stderr, r.stdout + r.stderr
+
+
+def test_both_formats_carry_the_same_module():
+    """snmplb-snmp.yml (0.24+) is snmp.yml's (0.21/0.22) module with its auths apart; generator.yml names
+    the same metrics."""
     old = yaml.safe_load((PROM / "snmp.yml").read_text())
-    new = yaml.safe_load((PROM / "snmp-0.23.yml").read_text())
+    new = yaml.safe_load((PROM / "snmplb-snmp.yml").read_text())
+    assert set(old) == {promgen.MODULE, promgen.MODULE_V3}
     assert set(new) == {"auths", "modules"} and set(new["modules"]) == {promgen.MODULE}
-    assert {k: v for k, v in old[promgen.MODULE].items() if k not in ("auth", "version")} == new["modules"]["snmplb"]
-    assert new["auths"]["snmplb_v2c"] == {**old[promgen.MODULE]["auth"], "version": 2}
-    assert new["auths"]["snmplb_v3"] == {**old[promgen.MODULE_V3]["auth"], "version": 3}
+    assert set(new["auths"]) == {promgen.AUTH, promgen.AUTH_V3}
+    for module in old.values():
+        assert {k: v for k, v in module.items() if k not in ("auth", "version")} == new["modules"][promgen.MODULE]
+    assert new["auths"][promgen.AUTH] == {**old[promgen.MODULE]["auth"], "version": 2}
+    assert new["auths"][promgen.AUTH_V3] == {**old[promgen.MODULE_V3]["auth"], "version": 3}
     gen = yaml.safe_load((PROM / "generator.yml").read_text())
     overrides = gen["modules"]["snmplb"]["overrides"]
     assert {ov["name"] for ov in overrides.values()} == {m["name"] for m in new["modules"]["snmplb"]["metrics"]}
+    assert set(gen["auths"]) == set(new["auths"])
 
 
 def test_module_follows_the_mib():
@@ -413,27 +557,35 @@ def _api(port: int, path: str) -> dict:
         return json.loads(r.read())
 
 
-@needs_exporter
+def readme_prometheus_yml() -> dict:
+    """nms/README.md's prometheus.yml example: the yaml block with the snmplb job."""
+    text = (PROJECT / "nms" / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "job_name: snmplb" in b]
+    return yaml.safe_load(block)
+
+
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed")
-def test_prometheus_scrapes_through_the_exporter_and_evaluates_the_rules(fleet, netsnmp, tmp_path):
-    """A real Prometheus with nms/README.md's scrape job and the rules file: the draining server's and the
-    dead target's alerts go pending (their ``for`` is minutes to hours), the idle server raises none."""
+def test_prometheus_scrapes_through_the_exporter_and_evaluates_the_rules(binary, fleet, netsnmp, tmp_path):
+    """A real Prometheus with nms/README.md's scrape job (module and auth: one job for every exporter) and
+    the rules file: the draining server's and the dead target's alerts go pending (their ``for`` is
+    minutes to hours), the idle server raises none."""
     idle = fleet.add("idle", FakeLoad(load1=1.5, cpus=4))
     drain = fleet.add("drain", admin=AdminSettings(state="draining"))
     for inst in (idle, drain):
         published(netsnmp, inst)  # start the agents
-    exporter = Exporter(deployed_config(tmp_path), tmp_path / "exporter.log")
+    exporter = Exporter(binary, deployed_configs(binary, tmp_path), tmp_path / "exporter.log")
     port = _free_tcp_port()
-    config = {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "1s", "scrape_timeout": "2s"},
-        "rule_files": [str(PROM / "snmplb-rules.yml")],
-        "scrape_configs": [{
-            "job_name": "snmplb", "metrics_path": "/snmp", "params": {"module": ["snmplb"]},
-            "static_configs": [{"targets": [idle.address, drain.address, "127.0.0.60:1"]}],
-            "relabel_configs": [
-                {"source_labels": ["__address__"], "target_label": "__param_target"},
-                {"source_labels": ["__param_target"], "target_label": "instance"},
-                {"target_label": "__address__", "replacement": f"127.0.0.1:{exporter.port}"}]}]}
+    config = readme_prometheus_yml()
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "snmplb" and job["params"] == {"module": [promgen.MODULE], "auth": [promgen.AUTH]}
+    assert config["rule_files"] == ["/etc/prometheus/snmplb-rules.yml"]
+    (to_exporter,) = [r for r in job["relabel_configs"] if r.get("target_label") == "__address__"]
+    assert to_exporter["replacement"] == "127.0.0.1:9116"  # the exporter's default port, on loopback
+    # Only the paths, the targets, the port and the intervals differ from the README's.
+    config["global"] = {"scrape_interval": "2s", "evaluation_interval": "1s", "scrape_timeout": "2s"}
+    config["rule_files"] = [str(PROM / "snmplb-rules.yml")]
+    job["static_configs"] = [{"targets": [idle.address, drain.address, "127.0.0.60:1"]}]
+    to_exporter["replacement"] = f"127.0.0.1:{exporter.port}"
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = open(tmp_path / "prometheus.log", "wb")
     prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",

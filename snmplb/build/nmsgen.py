@@ -318,7 +318,7 @@ def icinga2() -> str:
 
 
 FILES = {"zabbix/snmplb_template.yaml": zabbix, "nagios/snmplb.cfg": nagios, "icinga2/snmplb.conf": icinga2,
-         "prometheus/snmp.yml": promgen.snmp_yml_021, "prometheus/snmp-0.23.yml": promgen.snmp_yml_023,
+         "prometheus/snmp.yml": promgen.snmp_yml_021, "prometheus/snmplb-snmp.yml": promgen.snmplb_snmp_yml,
          "prometheus/generator.yml": promgen.generator_yml, "prometheus/snmplb-rules.yml": promrules.rules_yml,
          "grafana/snmplb-dashboard.json": promrules.dashboard}
 

@@ -3,12 +3,16 @@
 Metric names, types, help texts and enumerations come from snmplb.mib (compiled
 from SNMPLB-MIB), like every other NMS file; ``python -m snmplb.build.nmsgen`` writes:
 
-- nms/prometheus/snmp.yml: the module in the format snmp_exporter 0.21/0.22 reads
-  (Debian 12's prometheus-snmp-exporter 0.21.0): module names at the top level,
-  ``auth`` inside each module. Tested against the real exporter.
-- nms/prometheus/snmp-0.23.yml: the same metrics in the format of snmp_exporter
-  0.23 and later, where ``auths:`` is split from ``modules:`` and the scrape URL
-  names both (``&auth=snmplb_v2c``).
+- nms/prometheus/snmplb-snmp.yml: a config file of its own for snmp_exporter 0.24
+  and later, which take several ``--config.file``: the site's snmp.yml stays as it
+  is and this one is the second file. It has ``auths:`` apart from ``modules:``
+  (0.30 refuses a configuration without auths) and the scrape names both
+  (``&module=snmplb&auth=snmplb_v2c``). Tested against Debian 13's
+  exporter and Debian unstable's (the archive's newest).
+- nms/prometheus/snmp.yml: the same module in the format snmp_exporter 0.21/0.22
+  read (Debian 12's prometheus-snmp-exporter 0.21.0): module names at the top level,
+  ``auth`` inside each module (v3 is a module of its own). Those versions read a
+  single config file, so this one is appended to the site's snmp.yml. Tested too.
 - nms/prometheus/generator.yml: for sites that run upstream's (Go) generator
   (its current format, with ``auths:``, ``name`` and ``scale`` overrides). Our own
   Python code writes the modules above from the same MIB data.
@@ -32,7 +36,9 @@ AUTH_PLACEHOLDER = "SNMPLB_AUTH_PASSPHRASE_FROM_SECRETS_FILE"
 PRIV_PLACEHOLDER = "SNMPLB_PRIV_PASSPHRASE_FROM_SECRETS_FILE"
 V3_USER = "snmplb"
 MODULE = "snmplb"
-MODULE_V3 = "snmplb_v3"
+MODULE_V3 = "snmplb_v3"  # snmp.yml (0.21/0.22): v3 is a module of its own
+AUTH = "snmplb_v2c"  # snmplb-snmp.yml (0.24+): one module, an auth per SNMP version
+AUTH_V3 = "snmplb_v3"
 
 # Objects not exported: lbRow repeats every number for thin clients (one GET at login).
 SKIPPED = frozenset({"lbRow"})
@@ -116,15 +122,19 @@ def snmp_yml_021() -> str:
     body = _module_body()
     doc = {MODULE: {**body, "version": 2, **_WALK, "auth": _V2C},
            MODULE_V3: {**body, "version": 3, **_WALK, "auth": _V3}}
-    return (_HEADER + "# Format: snmp_exporter 0.21 and 0.22 (module names at the top, auth per module).\n"
+    return (_HEADER + "# Format: snmp_exporter 0.21 and 0.22 (module names at the top, auth per module). They read\n"
+            "# ONE config file: append this one to the site's /etc/prometheus/snmp.yml (nms/README.md).\n"
+            "# Scrape with &module=snmplb (v3: &module=snmplb_v3). 0.24 and later: snmplb-snmp.yml.\n"
             + to_yaml(doc))
 
 
-def snmp_yml_023() -> str:
-    """The module for snmp_exporter 0.23 and later: ``auths:`` apart from ``modules:``."""
-    doc = {"auths": {"snmplb_v2c": {**_V2C, "version": 2}, "snmplb_v3": {**_V3, "version": 3}},
+def snmplb_snmp_yml() -> str:
+    """The module for snmp_exporter 0.24 and later, a config file of its own: ``auths:`` apart from ``modules:``."""
+    doc = {"auths": {AUTH: {**_V2C, "version": 2}, AUTH_V3: {**_V3, "version": 3}},
            "modules": {MODULE: {**_module_body(), **_WALK}}}
-    return (_HEADER + "# Format: snmp_exporter 0.23 and later (scrape with &module=snmplb&auth=snmplb_v2c).\n"
+    return (_HEADER + "# Format: snmp_exporter 0.24 and later (auths apart from modules). A config file of its own:\n"
+            "# give it with a second --config.file after the site's snmp.yml, which stays as it is.\n"
+            f"# Scrape with &module={MODULE}&auth={AUTH} (v3: &auth={AUTH_V3}).\n"
             + to_yaml(doc))
 
 
@@ -138,7 +148,7 @@ def generator_yml() -> str:
         elif o.enums:
             ov["type"] = metric_type(o)
         overrides[o.name] = ov
-    doc = {"auths": {"snmplb_v2c": {**_V2C, "version": 2}, "snmplb_v3": {**_V3, "version": 3}},
+    doc = {"auths": {AUTH: {**_V2C, "version": 2}, AUTH_V3: {**_V3, "version": 3}},
            "modules": {MODULE: {"walk": [o.name for o in exported()], **_WALK, "overrides": overrides}}}
     return ("# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. See nms/README.md.\n"
             "# For upstream snmp_exporter's generator (0.25 or later: `name` and `scale` overrides),\n"
