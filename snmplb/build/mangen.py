@@ -56,11 +56,15 @@ NMS_DIR = "/usr/share/snmplb/nms"
 NMS_SECRETS = "/etc/snmplb/nms-secrets"
 SESSION_CONF = "/etc/snmplb/session.conf"
 AGENT_CHECK_PORT = 5555  # systemd/snmplb-agent-check.socket's and .service's port
-# The repository's documents that the pages name, and the package that installs each one
-# (debian/<package>.docs): a page names the installed copy, /usr/share/doc/<package>/<file>.
-DOCS = {"algorithms.md": "snmplb-client", "sampling.md": "snmplb-client", "feed.md": "snmplb-client",
-        "snmpwalk.md": "snmplb-nms"}
-_DOC_REF = re.compile(r"\bdocs/([\w.-]+\.md)\b")
+# The repository's documents that the pages name, and where a package installs each one (debian/<package>.docs;
+# dh_compress gzips those over 4 KiB, so the page names the file as it is installed: tests/test_manpages.py
+# holds the .gz to the size, tests/test_debian.py each path to the package's contents).
+DOCS = {"docs/algorithms.md": "/usr/share/doc/snmplb-client/algorithms.md.gz",
+        "docs/sampling.md": "/usr/share/doc/snmplb-client/sampling.md.gz",
+        "docs/feed.md": "/usr/share/doc/snmplb-client/feed.md.gz",
+        "docs/snmpwalk.md": "/usr/share/doc/snmplb-nms/snmpwalk.md",
+        "nms/README.md": "/usr/share/doc/snmplb-nms/README.md.gz"}
+_DOC_REF = re.compile(r"\bdocs/[\w.-]+\.md\b")
 
 
 class MangenError(Exception):
@@ -70,9 +74,9 @@ class MangenError(Exception):
 def installed_doc(text: str) -> str:
     """``text`` with each repository path docs/NAME.md replaced by its installed copy."""
     def where(m: re.Match[str]) -> str:
-        if m.group(1) not in DOCS:
-            raise MangenError(f"docs/{m.group(1)} is named in a page but installed by no package (DOCS)")
-        return f"/usr/share/doc/{DOCS[m.group(1)]}/{m.group(1)}"
+        if m.group(0) not in DOCS:
+            raise MangenError(f"{m.group(0)} is named in a page but installed by no package (DOCS)")
+        return DOCS[m.group(0)]
     return _DOC_REF.sub(where, text)
 
 
@@ -859,8 +863,8 @@ def commands() -> list[Command]:
                    (f"{NMS_DIR}/nagios/snmplb.cfg", "Nagios 4 commands `check_snmplb` and `check_snmplb_v3` and "
                                                     "the service template `snmplb-service`."),
                    (f"{NMS_DIR}/icinga2/snmplb.conf", "The Icinga 2 CheckCommand `snmplb` and its apply rules."),
-                   ("/usr/share/doc/snmplb-nms/README.md", "Every NMS file of snmplb-nms: Nagios, Icinga 2, "
-                                                           "Zabbix, Prometheus, Grafana.")],
+                   (DOCS["nms/README.md"], "Every NMS file of snmplb-nms: Nagios, Icinga 2, "
+                                                           "Zabbix, Prometheus, Grafana; docs/snmpwalk.md reads the MIB with net-snmp's tools.")],
             examples=[_example(f"check_snmplb -H app1 --secrets {NMS_SECRETS}",
                                f"check_snmplb -H app1 -P 3 -u snmplb --secrets {NMS_SECRETS}",
                                "check_snmplb -H app1 --load-warning 1.5 --load-critical 3 --disabled-state warning")],
