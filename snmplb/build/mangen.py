@@ -39,7 +39,7 @@ from snmplb.admin import command as admin_command
 from snmplb.agent import config as agentconf
 from snmplb.agent import haproxycheck, service
 from snmplb.build.roff import Example, Items, Page, Para, Sub, bold, esc, inline, italic
-from snmplb.client import clientconf, gethosts
+from snmplb.client import clientconf, deadline, gethosts
 from snmplb.client.settings import VARIABLES
 from snmplb.login import chooser, feed, hostkeys, pick
 from snmplb.login import command as login_command
@@ -113,7 +113,10 @@ def items(*pairs: tuple[str, str]) -> Items:
 
 # -- parsers ------------------------------------------------------------------------------------------
 
-class _Caught(Exception):
+class _Caught(BaseException):
+    """Raised by a parser asked to parse; a BaseException, like argparse's own SystemExit, so that an
+    entry point's outer edge (``except Exception``: check_snmplb's UNKNOWN) lets it through."""
+
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         super().__init__(parser.prog)
         self.parser = parser
@@ -635,7 +638,10 @@ def commands() -> list[Command]:
                                      "interrupted; 1 an internal error (one line, never a traceback)."),
                          ("`feed`", "0 it stopped (a limit or a signal); 1 no server configured, or the queue could "
                                   "not be made; 2 a usage error (an unknown `--group`, a negative `--count`).")],
-            environment=settings_env,
+            environment=settings_env + [
+                (deadline.WRAPPER_PID, "For `pick` and `connect`: the process ID of the script that runs snmplb "
+                                       "(its parent, `$$` in the script): `LB_TIMEOUT_MS` then counts from that "
+                                       "script's start, as get_hosts' does; otherwise from snmplb's own start.")],
             files=[(client_conf, "The thin client's settings, under the environment (snmplb-client.conf(5))."),
                    (f"/dev/mqueue{feed.QUEUE}", f"The feed's queue, {feed.QUEUE}, where the mqueue file system is "
                                                  "mounted."),
@@ -731,7 +737,7 @@ def commands() -> list[Command]:
                 (clientconf.PATH_VARIABLE, f"Another client settings file instead of {client_conf}."),
                 ("SNMPLB_PYTHON", "The Python interpreter to run snmplb with; by default /opt/snmplb/bin/python3 "
                                   "when that venv holds snmplb's client, else /usr/bin/python3 (the package's)."),
-                ("SNMPLB_WRAPPER_PID", "Set by the script for the Python part, so that `LB_TIMEOUT_MS` counts "
+                (deadline.WRAPPER_PID, "Set by the script for the Python part, so that `LB_TIMEOUT_MS` counts "
                                        "from the script's start; not to be set by hand."),
             ],
             files=[(GET_HOSTS, "The script; /usr/lib/ltsp/get_hosts is a link to it (LDM looks at one or the "
