@@ -282,3 +282,20 @@ def test_man_renders_every_page_without_a_warning_and_whatis_reads_its_name(tmp_
         # lintian's bad-whatis-entry: lexgrog must find "name - summary" in NAME
         r = subprocess.run(["lexgrog", str(path)], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and f'"{path.name.rsplit(".", 1)[0]} - ' in r.stdout, (path.name, r.stdout)
+
+
+def test_the_nms_readme_names_the_files_where_the_package_installs_them():
+    """nms/README.md is installed (snmplb-nms): its commands copy the installed files, not the source tree's
+    (only the venv's plugin and the generators, which no package holds, are taken from a checkout)."""
+    readme = (PROJECT / "nms/README.md").read_text()
+    moved = readme.index("**A moved MIB root**")
+    outside = readme[:moved] + readme[readme.index("\n\n", readme.index("generator generate", moved)):]
+    assert not re.findall(r"(?<![\w/.-])nms/[\w.-]+/", outside)
+    install = (DEBIAN / "snmplb-nms.install").read_text().splitlines()
+    named = set(re.findall(r"/usr/share/snmplb/nms/([\w./-]+\w)", readme))
+    assert {"nagios/snmplb.cfg", "icinga2/snmplb.conf", "zabbix/snmplb_template.yaml",
+            "prometheus/snmp.yml", "prometheus/snmplb-rules.yml", "grafana/snmplb-dashboard.json"} <= named
+    for path in named:
+        assert (PROJECT / "nms" / path).is_file(), path
+        assert f"nms/{path.split('/')[0]} usr/share/snmplb/nms" in install, path
+    assert mangen.DOCS["nms/README.md"] in readme and mangen.DOCS["docs/snmpwalk.md"] in readme
