@@ -226,6 +226,12 @@ def test_the_pages_name_each_other_and_the_documents_as_installed(pages):
         assert name.removesuffix(".gz") == Path(source).name
 
 
+def test_the_constants_the_generator_restates_are_the_code_s():
+    from snmplb.client.gethosts import IDENT
+
+    assert mangen.GET_HOSTS_TAG == IDENT
+
+
 def test_the_files_the_installed_configuration_names_are_the_pages():
     drop_in = (PROJECT / "snmpd.d/snmplb.conf").read_text()
     assert "README" not in drop_in and "snmplb-agent(8)" in drop_in and "snmplb-agent.conf(5)" in drop_in

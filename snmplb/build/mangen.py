@@ -39,7 +39,7 @@ from snmplb.admin import command as admin_command
 from snmplb.agent import config as agentconf
 from snmplb.agent import haproxycheck, service
 from snmplb.build.roff import Example, Items, Page, Para, Sub, bold, esc, inline, italic
-from snmplb.client import clientconf, deadline, gethosts
+from snmplb.client import clientconf, deadline
 from snmplb.client.settings import VARIABLES
 from snmplb.login import chooser, feed, hostkeys, pick
 from snmplb.login import command as login_command
@@ -51,6 +51,7 @@ DROP_IN = "/etc/snmp/snmpd.conf.d/snmplb.conf"
 MIB_FILE = "/usr/share/snmp/mibs/SNMPLB-MIB.txt"
 STAND_INS = "/usr/share/snmplb/mibs/stand-ins"
 GET_HOSTS = "/usr/share/ltsp/get_hosts"
+GET_HOSTS_TAG = "snmplb-get_hosts"  # client.gethosts.IDENT (the selection's edge: not imported here)
 LIBEXEC = "/usr/libexec/snmplb"
 NMS_DIR = "/usr/share/snmplb/nms"
 NMS_SECRETS = "/etc/snmplb/nms-secrets"
@@ -490,9 +491,10 @@ def commands() -> list[Command]:
             description=[
                 P("snmplb-admin writes the admin's decisions for this application server to its admin file "
                   "(snmplb-admin.conf(5)), which snmplb-agent(8) re-reads at every sample: the next GET, within "
-                  "about a second, shows the change, and the thin clients act on it at their next login. "
-                  "No thin client logs in to a server that is draining or disabled, or that holds its maximum "
-                  "sessions; the weight sizes its share against the others."),
+                  "about a second, shows the change, and the thin clients act on it at their next login: they "
+                  "choose no server that is draining or disabled, or that holds its maximum sessions (get_hosts "
+                  "lists such a server only when no server at all can be chosen), and the weight sizes a "
+                  "server's share against the others'."),
                 P("Changes are written atomically, one at a time: an exclusive lock on "
                   f"`{admin_lock}` (beside the file) is held over read, change and write, so two admins at once "
                   "never lose a change. A command that cannot take it within `--lock-timeout` seconds changes "
@@ -724,7 +726,7 @@ def commands() -> list[Command]:
                   "order, so that LDM can still try. An explicit `LDM_SERVER` in lts.conf wins: LDM then does "
                   "not run get_hosts."),
                 P("It never fails a login: a bad setting is reported on standard error and in syslog (tag "
-                  f"`{gethosts.IDENT}`), naming the variable and never quoting a secret, and its default is "
+                  f"`{GET_HOSTS_TAG}`), naming the variable and never quoting a secret, and its default is "
                   "used; on any unexpected error, and when the snmplb package is missing or broken, the script "
                   "still prints the configured servers."),
                 P("The settings are lts.conf's `LB_*` variables, which LDM exports, and the image's own "
