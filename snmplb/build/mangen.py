@@ -318,7 +318,8 @@ def settings_items(fields: Sequence[kvfile.Field], meanings: dict[str, str], wha
                           f"words without a key {sorted(set(meanings) - set(names))}")
     out = []
     for f in fields:
-        text = [f"Default: {_default_roff(str(f.default))}.", code_text(meaning(meanings[f.name], str(f.default), f.name)),
+        default = str(f.default)
+        text = [f"Default: {_default_roff(default)}.", code_text(meaning(meanings[f.name], default, f.name)),
                 _takes(f.parse, meanings[f.name])]
         if f.if_bad is not None:
             text.append(esc(f"A bad value means {f.if_bad[1]}."))
@@ -613,7 +614,8 @@ def commands() -> list[Command]:
                              "and answer time. Every server is "
                              "polled, whatever `LB_SAMPLE` says. A state marked `!` has an admin file with "
                              "problems (snmplb-admin.conf(5)).")],
-                "pick": [P("The chosen server on standard output (or every usable one with `--all`; `{host}:{port}` with `--port`, `[{v6}]:{port}` "
+                "pick": [P("The chosen server on standard output (or every usable one with `--all`; "
+                           "`{host}:{port}` with `--port`, `[{v6}]:{port}` "
                            "for IPv6 literals). `--json` prints each server's state and why it was skipped "
                            "(`\"skipped\"`, null when listed), `\"usable\"` and `\"chosen\"`. When nothing is "
                            "usable, standard output is empty, or with `--fallback` the configured list, as "
@@ -871,8 +873,8 @@ def commands() -> list[Command]:
                    (f"{NMS_DIR}/nagios/snmplb.cfg", "Nagios 4 commands `check_snmplb` and `check_snmplb_v3` and "
                                                     "the service template `snmplb-service`."),
                    (f"{NMS_DIR}/icinga2/snmplb.conf", "The Icinga 2 CheckCommand `snmplb` and its apply rules."),
-                   (DOCS["nms/README.md"], "Every NMS file of snmplb-nms: Nagios, Icinga 2, "
-                                                           "Zabbix, Prometheus, Grafana; docs/snmpwalk.md reads the MIB with net-snmp's tools.")],
+                   (DOCS["nms/README.md"], "Every NMS file of snmplb-nms: Nagios, Icinga 2, Zabbix, Prometheus, "
+                                           "Grafana; docs/snmpwalk.md reads the MIB with net-snmp's tools.")],
             examples=[_example(f"check_snmplb -H app1 --secrets {NMS_SECRETS}",
                                f"check_snmplb -H app1 -P 3 -u snmplb --secrets {NMS_SECRETS}",
                                "check_snmplb -H app1 --load-warning 1.5 --load-critical 3 --disabled-state warning")],
