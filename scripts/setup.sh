@@ -21,7 +21,7 @@ if [ "${1:-}" != "--minimal" ]; then
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils)
     # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
     # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
-    packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools help2man lintian debootstrap)
+    packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db debootstrap)
     packages+=(python3-cryptography python3-nagiosplugin)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)

@@ -39,7 +39,8 @@ agent/    the application server's pass_persist agent and HAProxy agent-check; u
 admin/    snmplb-admin (command) and SNMPv3 user creation (v3user); uses no other role
 nms/      check_snmplb for Nagios/Icinga (check: edges, plugin: the check); uses client
 build/    generators run at build time or by an admin: mibgen (_mibdata from the MIB),
-          nmsgen, promgen, promrules (every file under nms/); uses no other role
+          nmsgen, promgen, promrules (every file under nms/), mangen + roff (the manual pages,
+          from each role's parsers and settings tables); uses client, agent, admin, login, nms
 lab/      the loopback fleet of real snmpd agents and the demo: development only, in
           no Debian package; uses client, agent, admin, build, login, nms
 

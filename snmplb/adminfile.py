@@ -162,7 +162,7 @@ def render_admin(settings: AdminSettings) -> str:
     """The file's text for ``settings``."""
     return (
         "# snmplb: this application server's load-balancing settings.\n"
-        "# Written by snmplb-admin; read by snmplb-agent at every sample.\n"
+        "# Written by snmplb-admin; read by snmplb-agent at every sample. See snmplb-admin.conf(5).\n"
         f"# state: {' | '.join(STATES)}\n"
         "#   (draining: no new sessions, existing ones stay; disabled: out of rotation)\n"
         f"state = {settings.state}\n"

@@ -31,6 +31,9 @@ TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the 
 if TYPE_CHECKING:  # annotations only: get_hosts reads client.conf at every login and does without them
     from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 BOM = "\ufeff"
 SHOWN = 40  # characters of a bad (non-secret) value quoted in a message: a 128 KiB value must not reach a log
@@ -224,6 +227,13 @@ def check(field: Field, raw: str) -> object:
 # Parse functions: each takes the raw text and returns the value or raises ConfigError (without the
 # key's name: validate and check add it).
 
+def accepting(parse: Callable[[str], T], words: str) -> Callable[[str], T]:
+    """``parse``, labelled with what it accepts in words (``parse.accepts``): the manual pages say what a
+    setting takes from the very function that checks it (snmplb.build.mangen)."""
+    parse.accepts = words  # type: ignore[attr-defined]
+    return parse
+
+
 def whole(low: int, high: int) -> Callable[[str], int]:
     """A whole number within [low, high]."""
     def parse(raw: str) -> int:
@@ -234,7 +244,7 @@ def whole(low: int, high: int) -> Callable[[str], int]:
         if not low <= n <= high:
             raise ConfigError(f"{n} is outside {low}..{high}")
         return n
-    return parse
+    return accepting(parse, f"a whole number in {low}..{high}")
 
 
 def number(low: float, high: float) -> Callable[[str], float]:
@@ -247,7 +257,7 @@ def number(low: float, high: float) -> Callable[[str], float]:
         if not low <= x <= high:  # also rejects nan
             raise ConfigError(f"{shown(raw)} is outside {low}..{high}")
         return x
-    return parse
+    return accepting(parse, f"a number in {low:g}..{high:g}")
 
 
 def yes_no(raw: str) -> bool:
@@ -260,6 +270,9 @@ def yes_no(raw: str) -> bool:
     raise ConfigError(f"{shown(raw)} is not yes or no")
 
 
+accepting(yes_no, "yes or no (also true/false, on/off, 1/0)")
+
+
 def one_of(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> Callable[[str], str]:
     """One of ``options`` (compared after ``fold``, white space ignored), as ``options`` spells it."""
     def parse(raw: str) -> str:
@@ -267,7 +280,7 @@ def one_of(options: tuple[str, ...], fold: Callable[[str], str] = str.lower) -> 
             if fold(raw.strip()) == fold(o):
                 return o
         raise ConfigError(f"{shown(raw)} is not one of: {', '.join(options)}")
-    return parse
+    return accepting(parse, "one of: " + ", ".join(options))
 
 
 def write_atomic(path: Path, text: str | bytes, mode: int = 0o644, gid: int = -1) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pytest
 
+from snmplb.build import mangen
 from snmplb.lab.fleet import PROJECT
 
 PACKAGES = ("python3-snmplb", "snmplb-agent", "snmplb-client", "snmplb-nms")
@@ -115,8 +116,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The packages, built by dpkg-buildpackage from a copy of this tree (nothing is written here)."""
     top = tmp_path_factory.mktemp("debian-build")
     src = top / "snmplb"
-    shutil.copytree(PROJECT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".pybuild", "build", "dist"))
+    anywhere = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".pybuild")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        # build/ and dist/ of a local build, at the top only: snmplb/build (the generators) is source,
+        # and debian/rules runs mangen from it
+        top = {"build", "dist"} & set(names) if Path(directory) == PROJECT else set()
+        return set(anywhere(directory, names)) | top
+
+    shutil.copytree(PROJECT, src, symlinks=True, ignore=ignore)
     start = time.monotonic()
     run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, timeout=900, env={**CLEAN_ENV, "HOME": str(top)})
     debs = {p.name.split("_")[0]: p for p in top.glob("*.deb")}
@@ -159,6 +167,12 @@ def test_each_package_holds_its_role_and_no_lab_or_build_tooling(built: Built):
     assert "python3-cryptography" in control(built.debs["snmplb-client"], "Recommends")
     for deb in built.debs.values():
         assert "pysnmp" not in control(deb, "Depends") and "pyasn1" not in control(deb, "Depends")
+    # Every manual page mangen makes, in its package, and no other (help2man's copies are gone).
+    pages = {name: {f for f in fs if f.startswith("/usr/share/man/")} for name, fs in files.items()}
+    want = {name: set() for name in PACKAGES}
+    for page, package in mangen.pages():
+        want[package] |= {f"/usr/share/man/man{page.section}/", f"/usr/share/man/man{page.section}/{page.filename}.gz"}
+    assert {n: {f for f in fs if not f.endswith("/usr/share/man/")} for n, fs in pages.items()} == want
 
 
 def test_the_package_version_is_the_python_package_version():
@@ -173,6 +187,24 @@ def test_lintian_finds_no_errors(built: Built):
     print("\n".join(tags))  # the warnings are reported, not hidden (shown with pytest -rP)
     assert not [t for t in tags if t.startswith("E: ")], r.stdout
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# What lintian says about manual pages: any tag on a page (or on a command without one), an override that
+# matches nothing. Info tags included (-I): spare-manual-page is one, and must stay overridden only for the
+# two programs that are not on the PATH (debian/*.lintian-overrides say why).
+_MAN_TAGS = re.compile(r"manual|manpage|man-page|whatis|groff|-override\b|usr/share/man/")
+
+
+def test_lintian_finds_nothing_about_the_manual_pages(built: Built):
+    r = run(["lintian", "-I", "--show-overrides", "--tag-display-limit", "0", str(built.changes)], check=False,
+            timeout=600)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"[EWIPXO]: ", line)]
+    print("\n".join(tags))
+    about_man = [t for t in tags if _MAN_TAGS.search(t)]
+    overridden = sorted(t for t in about_man if t.startswith("O: "))
+    assert [t for t in about_man if not t.startswith("O: ")] == [], r.stdout
+    assert overridden == ["O: snmplb-client: spare-manual-page [usr/share/man/man8/get_hosts.8.gz]",
+                          "O: snmplb-nms: spare-manual-page [usr/share/man/man1/check_snmplb.1.gz]"], overridden
 
 
 def test_get_hosts_without_a_venv_or_the_package_still_prints_the_configured_servers():
@@ -240,6 +272,22 @@ def test_apt_installs_only_snmplb_and_the_admin_file_is_made_once(installed: Ins
         assert "state = draining" in admin.read_text()
     finally:
         admin.write_bytes(before)
+
+
+def test_installed_manual_pages_are_found_by_name_render_cleanly_and_name_installed_files(installed: Install):
+    for page, _package in mangen.pages():
+        r = run(["man", "-w", f"{page.section}", page.name])
+        path = r.stdout.strip()
+        assert path == f"/usr/share/man/man{page.section}/{page.filename}.gz", (page.filename, path)
+        r = run(["man", "--warnings", "-E", "UTF-8", "-l", path], env={**CLEAN_ENV, "MANWIDTH": "80"})
+        assert r.stderr == "" and f"{page.name} - " in r.stdout, (page.filename, r.stderr)
+        # every file of the packages that a page names is there (the documents, the scripts, the NMS files)
+        text = r.stdout.replace("\u2010\n", "").replace("-\n", "-")
+        for named in set(re.findall(r"(/usr/(?:share|lib|libexec|bin)/[\w./-]*\w)", text)):
+            if named.startswith(("/usr/share/man/", "/usr/lib/python3")) or "*" in named:
+                continue
+            assert Path(named).exists(), (page.filename, named)
+    assert "snmplb-agent(8)" in Path("/etc/snmp/snmpd.conf.d/snmplb.conf").read_text()  # the conffile names it
 
 
 def _stock_snmpd_conf(port: int) -> str:

@@ -26,7 +26,7 @@ TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.recor
        "snmplb.safefile", "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm"}
 # What each role may import besides the shared top level and itself.
 MAY_IMPORT = {"client": set(), "login": {"client"}, "nms": {"client"}, "agent": set(), "admin": set(),
-              "build": set(), "lab": {"client", "agent", "admin", "build", "login", "nms"}}
+              "build": {"client", "agent", "admin", "login", "nms"}, "lab": {"client", "agent", "admin", "build", "login", "nms"}}
 # A module that SNMPv3 privacy needs, from python3-cryptography (and its C binding).
 V3_EXTRA = ("cryptography", "_cffi_backend", "cffi", "_openssl")
 DUMP = "import atexit, json, sys; atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr)); "

@@ -244,7 +244,7 @@ def check_snmp() -> list[tuple[str, list[str], str, str, str]]:
 def nagios() -> str:
     out = [
         "# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit.",
-        "# Nagios 4 objects for snmplb application servers. See nms/README.md.",
+        f"# Nagios 4 objects for snmplb application servers. {promgen.SEE_README}",
         "#",
         "# check_snmplb reads secrets from a file (community = ..., auth_passphrase = ..., priv_passphrase = ...)",
         "# readable by the nagios user only, never from its command line.",
@@ -286,7 +286,7 @@ def icinga2() -> str:
             ("--disabled-state", "disabled_state")]
     out = [
         "// GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit.",
-        "// Icinga 2 objects for snmplb application servers. See nms/README.md.",
+        f"// Icinga 2 objects for snmplb application servers. {promgen.SEE_README}",
         "// Hosts opt in with vars.snmplb = true (and vars.snmplb_check_snmp = true for the check_snmp examples).",
         "",
         'object CheckCommand "snmplb" {',

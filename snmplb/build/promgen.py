@@ -30,6 +30,10 @@ import re
 
 from snmplb import mib
 
+# Where the generated files' headers send a reader: the files are installed (snmplb-nms, /usr/share/snmplb/nms)
+# with their README, and used from a checkout too.
+SEE_README = "See /usr/share/doc/snmplb-nms/README.md.gz (nms/README.md in snmplb's source)."
+
 # Placeholders, replaced at deploy time (nms/README.md): no secret is ever in the repository.
 COMMUNITY_PLACEHOLDER = "SNMPLB_COMMUNITY_FROM_SECRETS_FILE"
 AUTH_PLACEHOLDER = "SNMPLB_AUTH_PASSPHRASE_FROM_SECRETS_FILE"
@@ -113,7 +117,7 @@ _WALK = {"max_repetitions": 25, "retries": 2, "timeout": "5s"}
 _V2C = {"community": COMMUNITY_PLACEHOLDER}
 _V3 = {"username": V3_USER, "security_level": "authPriv", "password": AUTH_PLACEHOLDER, "auth_protocol": "SHA",
        "priv_protocol": "AES", "priv_password": PRIV_PLACEHOLDER}
-_HEADER = ("# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. See nms/README.md.\n"
+_HEADER = (f"# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. {SEE_README}\n"
            "# The *_FROM_SECRETS_FILE placeholders are replaced at deploy time; never commit the result.\n")
 
 
@@ -150,7 +154,7 @@ def generator_yml() -> str:
         overrides[o.name] = ov
     doc = {"auths": {AUTH: {**_V2C, "version": 2}, AUTH_V3: {**_V3, "version": 3}},
            "modules": {MODULE: {"walk": [o.name for o in exported()], **_WALK, "overrides": overrides}}}
-    return ("# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. See nms/README.md.\n"
+    return (f"# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. {SEE_README}\n"
             "# For upstream snmp_exporter's generator (0.25 or later: `name` and `scale` overrides),\n"
             "# run with SNMPLB-MIB.txt on its MIB path. snmplb's own generator writes snmp.yml without it.\n"
             + to_yaml(doc))

@@ -83,7 +83,7 @@ def rules() -> dict:
 
 
 def rules_yml() -> str:
-    return ("# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. See nms/README.md.\n"
+    return (f"# GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. {promgen.SEE_README}\n"
             "# Prometheus alerting rules for snmplb; unit tests in tests/prometheus/ (promtool test rules).\n"
             + promgen.to_yaml(rules()))
 
@@ -135,7 +135,7 @@ def dashboard() -> str:
     doc = {
         "title": "snmplb LTSP application servers", "uid": "snmplb-fleet", "schemaVersion": 38, "version": 1,
         "editable": True, "tags": ["snmplb", "ltsp"], "time": {"from": "now-6h", "to": "now"}, "refresh": "1m",
-        "description": "GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. See nms/README.md.",
+        "description": f"GENERATED from SNMPLB-MIB by `python -m snmplb.build.nmsgen`: do not edit. {promgen.SEE_README}",
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"},
             {"name": "instance", "label": "Server", "type": "query", "datasource": _DS, "multi": True,
