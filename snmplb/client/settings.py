@@ -56,14 +56,14 @@ class Server(record("Server", "host port", defaults=(161,))):
     __slots__ = ()
 
 
-_FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
-           "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
-           "retries max_hosts seed slow_start_s sample sample_weights")
-_DEFAULTS = ((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
-             "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0, ())
-
-
-class ClientSettings(record("ClientSettings", _FIELDS, defaults=_DEFAULTS)):
+# The fields and their defaults written in the call (mypy reads a record's fields only from literals).
+class ClientSettings(record("ClientSettings",
+                            "servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version "
+                            "community user auth_protocol auth_passphrase priv_protocol priv_passphrase "
+                            "lbserver_url client_id snmp_port retries max_hosts seed slow_start_s sample "
+                            "sample_weights",
+                            defaults=((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
+                                      "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0, ()))):
     """Everything get_hosts and the status view need; VARIABLES documents each field.
 
     A record (snmplb.record), not a dataclass: get_hosts imports this at every login on a
