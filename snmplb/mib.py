@@ -39,7 +39,8 @@ class MibObject(record("MibObject", "name oid base tc enums range units hint acc
     @property
     def instance(self) -> Oid:
         """The OID of the scalar's only instance."""
-        return self.oid + (0,)
+        oid: Oid = self.oid  # typed for mypy (a record's fields are Any to it)
+        return oid + (0,)
 
     @property
     def pass_type(self) -> str:

@@ -90,10 +90,11 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
         return replace(settings, state="draining")
     if command == "disable":
         return replace(settings, state="disabled")
+    # type: ignores below: check_setting returns object; these two fields parse with whole(), an int
     if command == "weight":
-        return replace(settings, weight=check_setting("weight", value or ""))
+        return replace(settings, weight=check_setting("weight", value or ""))  # type: ignore[arg-type]
     if command == "max-sessions":
-        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))
+        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))  # type: ignore[arg-type]
     return settings
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from snmplb import mib
 from snmplb.record import record
 
-_ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
-_STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
+_ADMIN: dict[int, str] = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
+_STATUS: dict[int, str] = {v: k for k, v in mib.obj("lbStatus").enums.items()}
 MAX_DATA_AGE_MS = 30_000
 # Statuses in which a server may take a new login. Any other (disabled, draining, full, unavailable,
 # or a value added to the MIB after this client) closes it, whatever else its row says.
@@ -83,39 +83,49 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         """Failed because nothing (or nothing in time) answered: the agent was not reached."""
         return self.failure in Failure.NOT_REACHED
 
+    # The figures below are read from a state that answered: `row` is its values, typed for mypy (to
+    # which a record's fields are Any).
     @property
     def load_per_cpu(self) -> float:
-        return self.values["lbLoadPerCpu"] / 100
+        row: dict[str, int] = self.values
+        return row["lbLoadPerCpu"] / 100
 
     @property
     def cpus(self) -> int:
-        return self.values["lbCpuCount"]
+        row: dict[str, int] = self.values
+        return row["lbCpuCount"]
 
     @property
     def sessions(self) -> int:
-        return self.values["lbSessions"]
+        row: dict[str, int] = self.values
+        return row["lbSessions"]
 
     @property
     def weight(self) -> int:
-        return self.values["lbWeight"]
+        row: dict[str, int] = self.values
+        return row["lbWeight"]
 
     @property
     def max_sessions(self) -> int:
-        return self.values["lbMaxSessions"]
+        row: dict[str, int] = self.values
+        return row["lbMaxSessions"]
 
     @property
     def rating(self) -> int:
-        return self.values["lbRating"]
+        row: dict[str, int] = self.values
+        return row["lbRating"]
 
     @property
     def swapping(self) -> bool:
-        return self.values["lbSwapping"] == 1
+        row: dict[str, int] = self.values
+        return row["lbSwapping"] == 1
 
     @property
     def in_service(self) -> int | None:
         """Seconds since the server came into service (boot or the admin's enable); None from an agent
         too old to say."""
-        return self.values.get("lbInService")
+        row: dict[str, int] = self.values
+        return row.get("lbInService")
 
     @property
     def login_rate(self) -> float | None:
@@ -126,18 +136,21 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
     @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
-        return self.values["lbDataAge"] / 1000
+        row: dict[str, int] = self.values
+        return row["lbDataAge"] / 1000
 
     @property
     def admin_state(self) -> str:
-        return _ADMIN.get((self.values or {}).get("lbAdminState", 0), "unknown")
+        row: dict[str, int] = self.values or {}
+        return _ADMIN.get(row.get("lbAdminState", 0), "unknown")
 
     @property
     def status(self) -> str:
         """idle, busy, swapping, full, draining or disabled (the agent's verdict); 'down' if no answer."""
         if not self.ok:
             return "down"
-        return _STATUS.get(self.values["lbStatus"], "unknown")
+        row: dict[str, int] = self.values
+        return _STATUS.get(row["lbStatus"], "unknown")
 
     @property
     def eligible(self) -> bool:
