@@ -90,7 +90,7 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
         return replace(settings, state="draining")
     if command == "disable":
         return replace(settings, state="disabled")
-    # type: ignores below: check_setting returns object; these two fields parse with whole(), an int
+    # check_setting returns object; these two fields parse with whole(), an int (mypy cannot tell: ignored)
     if command == "weight":
         return replace(settings, weight=check_setting("weight", value or ""))  # type: ignore[arg-type]
     if command == "max-sessions":

@@ -33,6 +33,11 @@ from pathlib import Path
 
 from snmplb.login.feedformat import Row, Snapshot
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: Tk is imported when the window opens
+    import tkinter
+    from typing import Literal
+
 STATE_HOOK = "SNMPLB_CHOOSER_STATE"
 # Foreground and background per state word: green for open, amber for open but loaded, grey for closed
 # by the admin or full, red for down. Words stay in the row: colour is never the only signal.
@@ -61,7 +66,7 @@ def selection_after(snap: Snapshot, previous: str | None) -> str | None:
         return previous
     if snap.recommended in hosts:
         return snap.recommended
-    usable = [r.host for r in snap.rows if r.usable]
+    usable: list[str | None] = [r.host for r in snap.rows if r.usable]  # (| None: the last resort below)
     return (usable or hosts or [None])[0]
 
 
@@ -92,7 +97,7 @@ def refusal(snap: Snapshot | None, host: str | None) -> str:
 class QueueSource:
     """The feed's queue: a non-blocking receive at each tick (no thread)."""
 
-    name = "queue"
+    name: Literal["queue"] = "queue"  # (a Literal: mypy tells the sources apart by it)
 
     def __init__(self, queue_name: str) -> None:
         from snmplb.login import mqueue
@@ -125,7 +130,7 @@ class QueueSource:
 class PollSource:
     """Polls the fleet itself in a worker thread (the poll blocks up to LB_TIMEOUT_MS)."""
 
-    name = "poll"
+    name: Literal["poll"] = "poll"
 
     def __init__(self, refresh_s: float) -> None:
         from snmplb.client.sources import load
@@ -180,7 +185,8 @@ class Chooser:
     COLUMNS = (("server", "Server", 220), ("state", "State", 110), ("load", "Load/CPU", 80),
                ("sessions", "Sessions", 80), ("note", "", 260))
 
-    def __init__(self, root, source, refresh_s: float, stale_s: float, state_file: str | None) -> None:
+    def __init__(self, root: tkinter.Tk, source: QueueSource | PollSource, refresh_s: float, stale_s: float,
+                 state_file: str | None) -> None:
         from tkinter import ttk
 
         self.root, self.source, self.refresh_s, self.stale_s = root, source, refresh_s, stale_s

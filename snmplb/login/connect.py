@@ -16,7 +16,7 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 CHUNK = 1 << 20  # bytes per splice / read: big enough that the per-call cost is lost in the noise
 _SPLICE = hasattr(os, "splice")
@@ -30,7 +30,7 @@ def _is_pipe(fd: int) -> bool:
 
 
 def connect_first(hosts: Sequence[str], port: int, timeout: float,
-                  say=lambda m: print(f"snmplb: {m}", file=sys.stderr, flush=True)
+                  say: Callable[[str], None] = lambda m: print(f"snmplb: {m}", file=sys.stderr, flush=True)
                   ) -> tuple[socket.socket | None, list[str]]:
     """A connected socket to the first of ``hosts`` (in the decision's order) that accepts on ``port``
     within ``timeout`` seconds each, and what went wrong with the ones before it. Bounded: one attempt
