@@ -69,14 +69,19 @@ def reply(values: Mapping[str, int]) -> str:
     return f"ready up {percent}%"
 
 
-def _values(sampler) -> dict[str, int] | None:
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: main() imports the sampler when it starts
+    from snmplb.agent.service import Sampler
+
+
+def _values(sampler: Sampler) -> dict[str, int] | None:
     """The sampler's current lbAdminState, lbStatus, lbWeight and lbRating (None before a first sample)."""
-    out = {}
+    out: dict[str, int] = {}
     for name in ("lbAdminState", "lbStatus", "lbWeight", "lbRating"):
         entry = sampler.table.get(mib.obj(name).instance)
         if entry is None:
             return None
-        out[name] = entry.value
+        out[name] = entry.value  # type: ignore[assignment]  # these four are INTEGERs in the MIB
     return out
 
 
@@ -98,7 +103,7 @@ def _listener(listen: str | None) -> socket.socket:
     return sock
 
 
-def serve(sock: socket.socket, sampler) -> None:
+def serve(sock: socket.socket, sampler: Sampler) -> None:
     """Answer each connection with the current reply, then close; forever."""
     while True:
         conn, _ = sock.accept()
