@@ -90,10 +90,11 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
         return replace(settings, state="draining")
     if command == "disable":
         return replace(settings, state="disabled")
-    # check_setting returns object; these two fields parse with whole(), an int (mypy cannot tell: ignored)
     if command == "weight":
+        # check_setting returns object; this field parses with whole(), an int (mypy cannot tell: ignored)
         return replace(settings, weight=check_setting("weight", value or ""))  # type: ignore[arg-type]
     if command == "max-sessions":
+        # as weight: whole(), an int
         return replace(settings, max_sessions=check_setting("max_sessions", value or ""))  # type: ignore[arg-type]
     return settings
 
