@@ -30,7 +30,7 @@ from snmplb.client.deadline import after
 from snmplb.client.driver import gather
 from snmplb.client.selection import Selection
 from snmplb.lab.fleet import FakeLoad, Fleet
-from snmplb.client.settings import from_env
+from snmplb.client.sources import load
 
 COMMUNITY = "snmplb-ltsp"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -96,7 +96,7 @@ def main() -> int:
         relay.stop.set()
         out["requests_per_refresh_per_server"] = relay.requests / refreshes
         # 2. the server's CPU per GET
-        settings, _ = from_env({**env, "LB_SERVERS": inst.address})
+        settings, _ = load({**env, "LB_SERVERS": inst.address})
         selection = Selection(settings, random.Random(1))
         plan = selection.plan()
         gather(selection, plan, deadline=after(settings.timeout_ms))  # snmpd starts the agent at the first request

@@ -1,7 +1,7 @@
 """The sampled mode (LB_SAMPLE) on a fleet of four server sizes: uniform draws against draws by weight.
 
-Issue 12, item 3. The storm model is bench/storm.py's (its ``Sim``, the agent's
-own code for the rows, ``gethosts.choose`` for every login); only the fleet and
+The storm model is bench/storm.py's (its ``Sim``, the agent's own code for the
+rows, the login selection ``Selection`` for every login); only the fleet and
 the settings differ:
 
 - sizes: 8 servers each of 4, 8, 16 and 32 GiB of RAM, with 2, 4, 8 and 16

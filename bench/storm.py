@@ -4,7 +4,7 @@ A deterministic (seeded) discrete-event simulation, 1 s steps. Every login
 drives ``snmplb.client.selection.Selection`` -- the selection get_hosts runs, with the same
 ``ClientSettings`` -- and so the real ``algorithms.decide`` and the sampled mode.
 Each server's published row is built by the agent's own code
-(``snapshot.compute_values``, ``health`` rules) from a simulated /proc sample,
+(``agent.values.compute_values``, ``agent.verdict`` rules) from a simulated /proc sample,
 and turned into the ``ServerState`` the poller would produce; a dead server is a
 failed poll, a slow one answers in 800 ms.
 

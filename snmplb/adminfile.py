@@ -12,19 +12,28 @@ file's own conservative reading stands (``parse_admin_bytes``): its valid
 keys, the defaults for the rest, and ``draining`` unless a valid state line
 says otherwise; a file present but unreadable counts as draining. A missing
 file means the defaults (enabled), silently: that is how a server starts.
+A file that sets nothing (0 bytes, or only blank and comment lines: what a
+failed save on a full disk or ``: > admin.conf`` leaves) is *blank*, read
+as a missing one: the defaults at start, and the agent's rule for a file
+removed after it said something else (the last good settings stay, as a
+problem) applies to it too.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from snmplb import mib
-from snmplb.kvfile import Field, check, one_of, parse_kv, parse_kv_bytes, validate, whole, write_atomic
+from snmplb.errors import ConfigError
+from snmplb.kvfile import (Pair, Field, by_line, check, one_of, read_bytes, shown,
+                           validate, whole, write_atomic)
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
 
 STATES: tuple[str, ...] = tuple(mib.obj("lbAdminState").enums)  # the MIB's labels, in its order
-MAX_WEIGHT = 10000
+MAX_WEIGHT = mib.maximum("lbWeight")  # the MIB's range
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,27 @@ class AdminSettings:
     enabled_since: int = 0
 
 
+def _digits(low: int, high: int) -> Callable[[str], int]:
+    """``kvfile.whole`` in ASCII digits only (an optional minus, for the range's message): Python's int()
+    also reads Arabic-Indic or full-width digits, an underscore or a plus sign, which snmplb-admin never
+    writes and an admin would not see as a typo."""
+    parse = whole(low, high)
+
+    def strict(raw: str) -> int:
+        digits = raw[1:] if raw.startswith("-") else raw
+        if not (digits.isascii() and digits.isdigit()):
+            raise ConfigError(f"{shown(raw)} is not a whole number")  # the words of kvfile.whole
+        return parse(raw)
+    return strict
+
+
 # Every key of the file and how it is checked (the one validation, kvfile.validate). A bad state line
 # leaves the server draining, never enabled: a typo must not put a drained server back in rotation.
 FIELDS = (
     Field("state", "state", one_of(STATES), "enabled", if_bad=("draining", "draining until it is fixed")),
-    Field("weight", "weight", whole(0, MAX_WEIGHT), "100"),
-    Field("max_sessions", "max_sessions", whole(0, 2**31 - 1), "0"),
-    Field("enabled_since", "enabled_since", whole(0, 2**40), "0"),
+    Field("weight", "weight", _digits(0, MAX_WEIGHT), "100"),
+    Field("max_sessions", "max_sessions", _digits(0, 2**31 - 1), "0"),
+    Field("enabled_since", "enabled_since", _digits(0, 2**40), "0"),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 
@@ -70,24 +93,43 @@ class AdminReading:
     settings: AdminSettings
     problems: tuple[str, ...] = ()
     missing: bool = False  # there is no file (the defaults, at start)
+    empty: bool = False  # there is a file, and it sets nothing (read as a missing one)
+
+    @property
+    def blank(self) -> bool:
+        """The file is missing or sets nothing: the defaults, unless it said something else before."""
+        return self.missing or self.empty
 
 
 UNREADABLE = AdminSettings(state="draining")
 
 
-def parse_admin(text: str) -> tuple[AdminSettings, list[str]]:
-    """Settings from the file's text, and the problems found (each names its key or line)."""
-    return _settings(*parse_kv(text))
-
-
 def parse_admin_bytes(data: bytes) -> tuple[AdminSettings, list[str]]:
     """Settings from the file's bytes (a NUL or invalid UTF-8 spoils its line), and the problems."""
-    return _settings(*parse_kv_bytes(data))
+    return _settings(*read_bytes(data))
 
 
-def _settings(pairs: dict[str, str], problems: list[str]) -> tuple[AdminSettings, list[str]]:
+def _settings(entries: list[Pair], problems: list[str]) -> tuple[AdminSettings, list[str]]:
     """The conservative reading: valid keys stand, bad ones keep their defaults, and the state is
-    draining when anything is wrong and no valid state line says otherwise (the bad line may be it)."""
+    draining when anything is wrong and no valid state line says otherwise (the bad line may be it).
+
+    A key set twice is a problem (snmplb-admin writes each once: the last no longer wins in silence);
+    when its lines disagree neither is taken (a state left draining, a number its default).
+    """
+    first: dict[str, Pair] = {}
+    disagree: set[str] = set()
+    lines = list(problems)
+    for e in entries:
+        seen = first.setdefault(e.key, e)
+        if seen is e:
+            continue
+        differs = e.value != seen.value
+        lines.append(f"line {e.number}: {shown(e.key)} set again (first on line {seen.number})"
+                     + ("; the lines disagree: neither is taken" if differs else ""))
+        if differs:
+            disagree.add(e.key)
+    pairs = {key: e.value for key, e in first.items() if key not in disagree}
+    problems = sorted(lines, key=by_line)
     values, more = validate(FIELDS, pairs)
     problems = problems + more
     if problems and "state" not in values:
@@ -147,7 +189,10 @@ def read_admin(path: Path) -> AdminReading:
         return AdminReading(UNREADABLE, (describe(exc, path),))
     except ValueError:  # a NUL in the configured path itself
         return AdminReading(UNREADABLE, (f"{path!r}: not a usable path",))
-    settings, problems = parse_admin_bytes(data)
+    entries, problems = read_bytes(data)
+    if not entries and not problems:  # 0 bytes, or only blank and comment lines
+        return AdminReading(AdminSettings(), empty=True)
+    settings, problems = _settings(entries, problems)
     return AdminReading(settings, tuple(f"{path}: {p}" for p in problems))
 
 
@@ -158,5 +203,9 @@ def load_admin(path: Path) -> tuple[AdminSettings, list[str]]:
 
 
 def save_admin(path: Path, settings: AdminSettings) -> None:
-    """Write the admin file atomically (world-readable: snmpd's user reads it)."""
-    write_atomic(path, render_admin(settings), mode=0o644)
+    """Write the admin file atomically (world-readable: snmpd's user reads it).
+
+    Through a symbolic link: its target is replaced and the link stays (a configuration manager's link
+    to a shared file must not become a file of its own).
+    """
+    write_atomic(Path(os.path.realpath(path)), render_admin(settings), mode=0o644)

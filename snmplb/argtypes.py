@@ -7,8 +7,9 @@ import math
 from collections.abc import Callable
 
 
-def seconds(high: float, zero_ok: bool = False) -> Callable[[str], float]:
-    """A number of seconds, finite, above 0 (or from 0 with ``zero_ok``) and at most ``high``.
+def seconds(high: float, zero_ok: bool = False, low: float = 0.0) -> Callable[[str], float]:
+    """A number of seconds, finite, above 0 (or from 0 with ``zero_ok``; from ``low`` when given) and at
+    most ``high``.
 
     nan and inf are refused: a wait of nan seconds never ends, and time.sleep rejects inf.
     """
@@ -17,8 +18,8 @@ def seconds(high: float, zero_ok: bool = False) -> Callable[[str], float]:
             x = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-        if not (math.isfinite(x) and (0 <= x if zero_ok else 0 < x) and x <= high):
-            span = f"[0, {high:g}]" if zero_ok else f"(0, {high:g}]"
+        if not (math.isfinite(x) and (low <= x if zero_ok or low else 0 < x) and x <= high):
+            span = f"[{low:g}, {high:g}]" if zero_ok or low else f"(0, {high:g}]"
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds in {span}")
         return x
     return parse

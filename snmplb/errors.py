@@ -28,3 +28,8 @@ class QueueError(SnmplbError):
 
         super().__init__(f"{call}: {os.strerror(err)}")
         self.errno = err
+
+
+class TrustError(SnmplbError):
+    """A queue, file or directory is not what its reader or writer may trust: another user owns it, others may
+    write it, or it is a symbolic link (the message names it, its owner and its mode)."""

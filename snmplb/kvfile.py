@@ -65,7 +65,7 @@ CLIENT_CONF = Dialect(fold=str.upper, quote=False)
 LTS_CONF = Dialect(fold=str.upper, sections=True, inline_comments=True, comments=("#", ";"))
 
 
-class Entry(record("Entry", "number section key value")):
+class Pair(record("Pair", "number section key value")):
     """One ``key = value`` line: its number, its section (lower-cased; None before the first header or
     where the dialect has none), its key (folded) and its value (stripped, unquoted). A section header
     is an entry with an empty key and value (an empty section exists: LIKE may name it)."""
@@ -104,9 +104,9 @@ def text_lines(text: str) -> list[tuple[int, str]]:
     return list(enumerate(text.removeprefix(BOM).splitlines(), 1))
 
 
-def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> tuple[list[Entry], list[str]]:
+def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> tuple[list[Pair], list[str]]:
     """The ``key = value`` entries of numbered lines, and one problem per line that is not one."""
-    entries: list[Entry] = []
+    entries: list[Pair] = []
     problems: list[str] = []
     section = None
     for number, raw in lines:
@@ -115,7 +115,7 @@ def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> 
             continue
         if dialect.sections and line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip().lower()
-            entries.append(Entry(number, section, "", ""))
+            entries.append(Pair(number, section, "", ""))
             continue
         key, sep, value = line.partition("=")
         key = dialect.fold(key.strip())
@@ -128,7 +128,7 @@ def read_entries(lines: Iterable[tuple[int, str]], dialect: Dialect = PLAIN) -> 
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
-        entries.append(Entry(number, section, key, value))
+        entries.append(Pair(number, section, key, value))
     return entries, problems
 
 
@@ -153,7 +153,7 @@ def parse_kv(text: str, dialect: Dialect = PLAIN) -> tuple[dict[str, str], list[
     return {e.key: e.value for e in entries if e.key}, problems
 
 
-def read_bytes(data: bytes, dialect: Dialect = PLAIN) -> tuple[list[Entry], list[str]]:
+def read_bytes(data: bytes, dialect: Dialect = PLAIN) -> tuple[list[Pair], list[str]]:
     """``read_entries`` of a file's bytes, the problems in line order: a line with a NUL byte or
     invalid UTF-8 is a problem, not an entry."""
     lines, problems = decode_lines(data, dialect)
@@ -221,7 +221,8 @@ def validate(fields: Iterable[FieldLike], pairs: Mapping[str, str], in_force: Ma
             elif in_force is not None:
                 done = f"using {in_force[field.attr]}"
             else:
-                done = f"using the default ({field.default})"
+                default = str(field.default)  # "(none)" is its own parenthesis: no "((none))"
+                done = f"using the default {default}" if default.startswith("(") else f"using the default ({default})"
             why = NOT_QUOTED if key in unquoted else str(exc)
             problems.append(f"{field.name}: {why}; {done}")
     return values, problems

@@ -57,6 +57,46 @@ ROW = BY_NAME["lbRow"]
 ROW_FIELDS: tuple[MibObject, ...] = tuple(o for o in OBJECTS if o.base != "OCTET STRING")
 
 
+# What an object's value means, from the MIB itself: the one place that turns lbRow's integers into
+# numbers in their units (a DISPLAY-HINT "d-N" puts the decimal point N digits from the right; UNITS).
+_SECONDS = {"milliseconds": 0.001, "seconds": 1.0}
+_PER_SECOND = {"logins per minute": 1 / 60}
+
+
+def _divisor(o: MibObject) -> int:
+    hint = o.hint
+    return 10 ** int(hint[2:]) if hint.startswith("d-") and hint[2:].isdigit() else 1
+
+
+_DIVISOR = {o.name: _divisor(o) for o in OBJECTS}
+
+
+def scaled(name: str, raw: int) -> float:
+    """``raw``, the value of object ``name``, as the number its DISPLAY-HINT says (lbLoadPerCpu 150 -> 1.5)."""
+    return raw / _DIVISOR[name]
+
+
+def seconds(name: str, raw: int) -> float:
+    """``raw``, the value of a duration object ``name`` (UNITS milliseconds or seconds), in seconds."""
+    return raw * _SECONDS[BY_NAME[name].units]
+
+
+def per_second(name: str, raw: int) -> float:
+    """``raw``, the value of a rate object ``name`` (UNITS "... per minute"), per second."""
+    return raw * _PER_SECOND[BY_NAME[name].units]
+
+
+def maximum(name: str) -> int:
+    """The largest value object ``name`` may take (its SMI range: lbWeight's 10000)."""
+    return int(BY_NAME[name].range[1])
+
+
+def enum(name: str, label: str) -> int:
+    """The number of ``label`` in object ``name``'s enumeration (lbSwapping true -> 1)."""
+    enums: dict[str, int] = BY_NAME[name].enums  # typed for mypy (a record's fields are Any to it)
+    return enums[label]
+
+
 def oid_str(oid: Oid) -> str:
     """Dotted text of an OID with a leading dot, as net-snmp prints it."""
     return "." + ".".join(map(str, oid))
@@ -86,7 +126,7 @@ def encode_row(numbers: list[int]) -> str:
 
 
 # The last field of the first lbRow (SNMPLB-MIB's first revision). The objects after it were added
-# later: an older agent's row ends before them, and its readers do without (stats.ServerState).
+# later: an older agent's row ends before them, and its readers do without (serverstate.ServerState).
 ROW_FIRST_LAST = "lbSessionSource"
 
 
@@ -96,7 +136,7 @@ def decode_row(text: str) -> dict[str, int] | None:
 
     An enumeration's value is not checked here: a newer agent may publish a value added to the MIB
     after this client (as unavailable(7) was to lbStatus), and its row must stay readable. The
-    readers judge the values they use (``stats.implausible``, ``ServerState.eligible``).
+    readers judge the values they use (``serverstate.implausible``, ``ServerState.eligible``).
 
     Extra trailing fields (objects added to the MIB after this client) are ignored; fields missing
     at the tail (an agent older than this client) are absent from the result.

@@ -56,10 +56,11 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_core.py": ("agent", "admin", "client"),
     "test_debian.py": ("client", "login", "agent", "admin", "nms"),  # the packages of these roles
     "test_feed.py": ("login",),
+    "test_feed_header.py": ("login",),  # the feed's C header for greeters
     "test_fuzz.py": ("client", "agent"),
     "test_gethosts.py": ("client",),
     "test_hostile.py": ("client",),
-    "test_hostile_processes.py": ("client",),
+    "test_hostile_processes.py": ("client", "login"),  # get_hosts, and the feed's queue
     "test_layout.py": ALL_ROLES,  # every role's imports, and get_hosts' import set
     "test_login_ready.py": ("agent",),
     "test_mib.py": ("build", "agent"),
@@ -78,6 +79,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_sshkeys.py": ("login",),
     "test_status.py": ("login",),
     "test_storm.py": ("client",),
+    "test_v3_spoof.py": ("client",),
     "test_zabbix_import.py": ("nms", "build"),
 }
 

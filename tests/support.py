@@ -54,6 +54,13 @@ GET_HOSTS = PROJECT / "chroot" / "get_hosts"
 LOAD1 = mib.oid_str(mib.obj("lbLoad1").instance)
 
 
+def make_utmp_record(user: str, host: str, line: str = "pts/0", pid: int = 1, ut_type: int = 7) -> bytes:
+    """One utmp record (struct utmp as snmplb.agent.logins reads it; 7 is USER_PROCESS)."""
+    from snmplb.agent.logins import _UTMP
+
+    return _UTMP.pack(ut_type, pid, line.encode(), b"", user.encode(), host.encode(), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
+
+
 def choose(settings, rng, client_id, probe, deadline):
     """A test driver of the login selection (``Selection``), as ``driver.select`` drives it, with
     ``probe(polled_settings, hedge, usable, deadline) -> (states, lbserver_choice, why)`` in place of the
@@ -145,3 +152,71 @@ def status(*args: str, **env: str) -> subprocess.CompletedProcess:
     full = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500", **env}
     return subprocess.run([str(BIN / "snmplb"), "status", *args], env=full, capture_output=True, text=True,
                           timeout=60)
+
+
+# -- a hostile local user (the feed's queue and file) ---------------------------------------------------------
+
+NOBODY = 65534  # uid and gid of user nobody: the other local user of the feed's trust tests
+EVIL = "127.0.0.66"  # the host a hostile user recommends: never configured, never contacted
+
+
+def as_nobody(action) -> None:
+    """Run ``action`` in a forked child that has become user nobody (uid and gid 65534, no groups): a real
+    process of another unprivileged user. The test skips unless it runs as root."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the hostile process failed"
+
+
+def lure(real_host: str) -> bytes:
+    """A hostile feed message: the configured server down, EVIL idle and recommended."""
+    from snmplb.login import feedformat
+    from snmplb.login.feedformat import FeedRow, Snapshot
+
+    return feedformat.encode(Snapshot(int(time.time()), EVIL, (
+        FeedRow(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),
+        FeedRow(real_host, "Down", False, None, None, None, None, "no answer within 500 ms"))))
+
+
+def plant_queue(name: str, owner: int, mode: int, message: bytes) -> None:
+    """Create the queue ``name`` as ``owner`` (NOBODY, or 0 for a root queue of the wrong mode) holding
+    ``message``, and leave it: POSIX queues outlive their creator."""
+    from snmplb.login import mqueue
+
+    def plant() -> None:
+        q = mqueue.Queue.create(name, maxmsg=1, msgsize=8192, mode=mode)
+        q.send(message)
+        q.close()
+
+    if owner == NOBODY:
+        as_nobody(plant)
+    else:
+        plant()
+    with mqueue.Queue.open(name) as q:
+        st = os.fstat(q.fd)
+    assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
+
+
+def drop_queue(name: str) -> None:
+    """Remove the queue ``name`` if it is there."""
+    from snmplb.errors import QueueError
+    from snmplb.login import mqueue
+
+    try:
+        mqueue.unlink(name)
+    except QueueError:
+        pass

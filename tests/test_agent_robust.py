@@ -103,6 +103,8 @@ GARBLES = {
     "a line that is not a pair": b"state disabled\n",
     "an unknown key": b"stat = enabled\n",
     "a weight out of range": b"state = enabled\nweight = 99999999\n",
+    "a repeated state line": b"state = disabled\nstate = enabled\n",  # the last won, silently
+    "a weight in Arabic-Indic digits": "state = disabled\nweight = \u0661\u0660\u0660\n".encode(),  # int() reads it
 }
 
 
@@ -157,6 +159,47 @@ def test_an_admin_file_removed_after_it_disabled_the_server_keeps_it_disabled(sp
     assert (state, weight, status) == (DISABLED, "50", PROBLEM) and "removed" in problem
     save_admin(tmp_path / "admin.conf", AdminSettings(state="enabled"))  # written again by snmplb-admin
     assert wait_for(lambda: a.admin_view() == (ENABLED, "100", OK, ""))
+
+
+BLANKS = {"0 bytes (: > admin.conf)": b"", "blank lines": b"\n \n", "only comments": b"# snmplb\n# state: x\n"}
+
+
+@pytest.mark.parametrize("content", BLANKS.values(), ids=BLANKS.keys())
+def test_an_admin_file_emptied_after_it_disabled_the_server_keeps_it_disabled(spawn, tmp_path, content):
+    """An emptied file is read as a removed one: the defaults would put the server back in rotation
+    (today: enabled, the file's status ok)."""
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="disabled", weight=50))
+    a = spawn()
+    assert a.admin_view() == (DISABLED, "50", OK, "")
+    (tmp_path / "admin.conf").write_bytes(content)  # truncated in place, as `: >` and a failed save leave it
+    _settle(a)
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (DISABLED, "50", PROBLEM) and "emptied" in problem, problem
+    assert a.value("lbStatus") == str(mib.obj("lbStatus").enums["disabled"])
+    r = _admin(tmp_path / "admin.conf", "drain")  # snmplb-admin writes it again (it sets nothing: no refusal)
+    assert r.returncode == 0 and "state=draining weight=100" in r.stdout and "sets nothing" in r.stderr, r.stderr
+    assert wait_for(lambda: a.admin_view() == (DRAINING, "100", OK, ""))
+    assert a.log.read_text().count("emptied (it sets nothing)") == 1  # logged once, not every sample
+
+
+@pytest.mark.parametrize("content", BLANKS.values(), ids=BLANKS.keys())
+def test_an_empty_admin_file_at_start_means_the_defaults_like_a_missing_one(spawn, tmp_path, content):
+    (tmp_path / "admin.conf").write_bytes(content)
+    a = spawn()
+    assert a.admin_view() == (ENABLED, "100", OK, "")
+    save_admin(tmp_path / "admin.conf", AdminSettings(state="draining"))
+    assert wait_for(lambda: a.admin_view() == (DRAINING, "100", OK, ""))
+
+
+@pytest.mark.fleet
+def test_enable_writes_an_empty_admin_file(tmp_path):
+    """The defaults are enabled, so `enable` changes nothing in the reading: it must write the file all the same,
+    or the agent keeps the last good settings (and the problem) for ever."""
+    admin = tmp_path / "admin.conf"
+    admin.write_bytes(b"")
+    r = _admin(admin, "enable")
+    assert r.returncode == 0 and "state = enabled" in admin.read_text(), r.stderr
+    assert _admin(admin, "show").stderr == ""
 
 
 def test_an_admin_file_of_defaults_may_come_and_go(spawn, tmp_path):
@@ -390,6 +433,55 @@ def test_a_disabled_server_with_a_garbled_file_stays_disabled_over_snmpd(fleet, 
     assert r.stdout.splitlines()[1].split()[1] == "Disabled!"
 
 
+def test_a_disabled_server_whose_file_is_emptied_stays_disabled_over_snmpd(fleet, netsnmp):
+    inst = fleet.add("app1", admin=AdminSettings(state="disabled", weight=40))
+
+    def get(name: str) -> str:
+        r = netsnmp.v2c("snmpget", inst, _oid(name), opts=("-Oqv",))
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip().strip('"')
+
+    assert (get("lbAdminState"), get("lbAdminFileStatus")) == (DISABLED, OK)
+    with open(inst.admin_file, "r+b") as f:  # `: > admin.conf`
+        f.truncate(0)
+    assert wait_for(lambda: get("lbAdminFileStatus") == PROBLEM, timeout=10)
+    assert (get("lbAdminState"), get("lbWeight")) == (DISABLED, "40")
+    assert get("lbStatus") == str(mib.obj("lbStatus").enums["disabled"]) and "emptied" in get("lbAdminFileProblem")
+    row = mib.decode_row(get("lbRow"))
+    assert row["lbAdminState"] == int(DISABLED) and row["lbAdminFileStatus"] == int(PROBLEM)
+
+
+def test_a_bad_option_on_the_pass_persist_line_is_logged(fleet, netsnmp):
+    """snmpd runs the agent with a mistyped option: it cannot start (exit 2), and says why in its log (the
+    log_file of its agent.conf), not on stderr (today: not a word anywhere)."""
+    from snmplb.lab.fleet import agent_command
+
+    base = fleet.base / "typo"
+    base.mkdir(parents=True)
+    conf = base / "agent.conf"
+    conf.write_text(f"log_file = {base / 'agent.log'}\n")
+    inst = fleet.add("typo", agent=agent_command(conf) + " --intervall 0.2")
+    r = netsnmp.v2c("snmpget", inst, _oid("lbLoad1"), opts=("-Oqv",))
+    assert "No Such" in r.stdout + r.stderr  # snmpd answers; the agent is not there
+    assert wait_for(lambda: (base / "agent.log").exists() and "--intervall" in (base / "agent.log").read_text(),
+                    timeout=10)
+    assert "not started: bad command line" in (base / "agent.log").read_text()
+
+
+@pytest.mark.fleet
+@pytest.mark.parametrize("args, said", [(("--bogus",), "unrecognized arguments: --bogus"),
+                                        (("--interval",), "--interval: expected one argument"),
+                                        (("--log-file=LOG", "--what", "x"), "unrecognized arguments: --what x")])
+def test_a_refused_command_line_is_logged_and_nothing_is_printed(tmp_path, args, said):
+    log = tmp_path / "agent.log"
+    args = tuple(a.replace("LOG", str(log)) for a in args)
+    extra = () if any(a.startswith("--log-file") for a in args) else ("--log-file", str(log))
+    r = subprocess.run([str(BIN / "snmplb-agent"), *extra, *args], input=b"PING\n", capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (2, b"", b"")
+    text = log.read_text()
+    assert "not started: bad command line" in text and said in text, text
+
+
 # ---- snmplb-admin: concurrent writers ----
 
 def _admin(admin: Path, *args: str) -> subprocess.CompletedProcess:
@@ -451,6 +543,25 @@ def test_a_lock_holder_that_dies_does_not_block_the_next_admin(tmp_path):
     assert "state = draining" in admin.read_text()
 
 
+@pytest.mark.fleet
+def test_admin_commands_write_through_a_symlinked_admin_file_and_refuse_unicode_digits(tmp_path):
+    """A configuration manager's link to a shared file stays a link (enable replaced it by a file of its
+    own); a weight in other digits than 0-9 is refused as the agent refuses it in the file."""
+    real = tmp_path / "shared" / "admin.conf"
+    save_admin(real, AdminSettings(state="disabled", weight=70))
+    link = tmp_path / "etc" / "admin.conf"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    r = _admin(link, "enable")
+    assert r.returncode == 0 and "state=enabled weight=70" in r.stdout, r.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real) and "state = enabled" in real.read_text()
+    assert sorted(p.name for p in real.parent.iterdir()) == ["admin.conf"]  # no temporary file left
+    for digits in ("\u0662\u0660\u0660", "\uff12\uff10\uff10", "2_00"):
+        r = _admin(link, "weight", digits)
+        assert r.returncode == 2 and "not a whole number" in r.stderr, r.stderr
+    assert "weight = 70" in real.read_text()
+
+
 # ---- the pure parts, by table ----
 
 def test_admin_readings_settle_on_the_last_good_settings_whole():
@@ -473,6 +584,11 @@ PARSES = [
     (b"weight = 20\nmax_sessions = -1\n", AdminSettings(state="draining", weight=20), 1),
     (b"\xff" * 100, AdminSettings(state="draining"), 1),
     (b"", AdminSettings(), 0),
+    (b"state = disabled\nstate = disabled\n", AdminSettings(state="disabled"), 1),  # agreeing: taken, still said
+    (b"state = disabled\nState = enabled\n", AdminSettings(state="draining"), 1),  # disagreeing: neither
+    (b"state = enabled\nweight = 50\nweight = 500\n", AdminSettings(state="enabled"), 1),
+    ("state = enabled\nweight = \uff15\uff10\n".encode(), AdminSettings(state="enabled"), 1),  # full-width 50
+    (b"state = enabled\nweight = 1_0\nmax_sessions = +4\n", AdminSettings(state="enabled"), 2),
 ]
 
 

@@ -20,21 +20,23 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
+from support import NOBODY, drop_queue, lure, plant_queue
+from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
-from snmplb.login.chooser import cells, message, refusal, selection_after
+from snmplb.login.chooser import LAST_TIME, cells, message, offered, refusal, selection_after
 from snmplb.errors import QueueError
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-IDLE = Row("a", "Idle", True, 0.2, 1000, 2, 1.0, "")
-BUSY = Row("b", "Busy", True, 2.0, 1000, 9, 1.0, "")
-DRAIN = Row("c", "Draining", False, 0.1, 1000, 1, 1.0, "")
-DOWN = Row("d", "Down", False, None, None, None, None, "no answer within 500 ms")
+IDLE = FeedRow("a", "Idle", True, 0.2, 1000, 2, 1.0, "")
+BUSY = FeedRow("b", "Busy", True, 2.0, 1000, 9, 1.0, "")
+DRAIN = FeedRow("c", "Draining", False, 0.1, 1000, 1, 1.0, "")
+DOWN = FeedRow("d", "Down", False, None, None, None, None, "no answer within 500 ms")
 
 
 # -- pure ---------------------------------------------------------------------------------------------------
@@ -63,6 +65,21 @@ def test_cells():
     assert cells(IDLE, "a") == ("a", "Idle", "0.20", "2", "recommended")
     assert cells(DOWN, "a") == ("d", "Down", "-", "-", "no answer within 500 ms")
     assert cells(DRAIN, "a")[4] == "no new logins"
+
+
+def test_only_configured_hosts_are_offered_each_once_and_a_time_out_of_range_is_refused():
+    stranger = FeedRow("evil", "Idle", True, 0.0, 9999, 0, 0.1, "")
+    snap = Snapshot(1, "evil", (stranger, IDLE, DOWN))
+    assert offered(snap, {"a", "d"}) == Snapshot(1, "", (IDLE, DOWN))  # the stranger and its recommendation go
+    assert offered(Snapshot(1, "a", (IDLE, BUSY)), {"a", "b"}).recommended == "a"
+    assert offered(Snapshot(1, "c", (IDLE, DRAIN)), {"a", "c"}).recommended == ""  # recommended but not usable
+    twice = FeedRow("a", "Down", False, None, None, None, None, "")
+    assert offered(Snapshot(1, "a", (IDLE, twice)), {"a"}).rows == (IDLE,)  # one row per host: the first
+    assert offered(Snapshot(1, "a", (IDLE,)), set()).rows == ()
+    assert offered(Snapshot(LAST_TIME, "a", (IDLE,)), {"a"}).refreshed == LAST_TIME
+    for when in (-1, LAST_TIME + 1, 10**20):
+        with pytest.raises(ValueError, match="out of range"):
+            offered(Snapshot(when, "a", (IDLE,)), {"a"})
 
 
 # -- under Xvfb -------------------------------------------------------------------------------------------
@@ -235,6 +252,127 @@ def test_a_silent_feed_makes_the_chooser_poll_itself(fleet, display, tmp_path):
         _keys(env, "Return", closes=True)
         out, _err = chooser.communicate(timeout=20)
         assert chooser.returncode == 0 and out == app.host + "\n"
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        q.close()
+        mqueue.unlink(queue)
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_the_chooser_refuses_a_queue_not_made_by_the_feed(fleet, display, tmp_path, owner, mode):
+    app = fleet.add("app")
+    queue = f"/snmplb-test-hostile-{os.getpid()}"
+    plant_queue(queue, owner, mode, lure(app.host))
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"), "LB_SERVERS": app.address}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "60", "--refresh", "1"],
+                               env={**env, "SNMPLB_CHOOSER_STATE": str(state)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        s = wait_for(lambda: (st := _state(state)) and any(r["state"] != "Down" for r in st["rows"]) and st,
+                     timeout=30)
+        assert s, _state(state)
+        assert [r["host"] for r in s["rows"]] == [app.host] and s["selected"] == app.host
+        assert s["source"] == "poll"  # the planted queue refused: the chooser polled the fleet itself
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == app.host + "\n"
+        assert f"queue {queue}:" in err and ("owned by uid 65534" in err or f"mode {mode:04o}" in err), err
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        drop_queue(queue)
+
+
+def test_a_host_outside_the_choosers_own_servers_is_never_offered(fleet, display, tmp_path):
+    """A feed (a real one, trusted: root's queue, 0600) configured with more servers than the chooser
+    recommends one the chooser does not know: neither that row nor that recommendation is shown."""
+    busy = fleet.add("busy", FakeLoad(load1=8.0, cpus=4))
+    stranger = fleet.add("stranger", FakeLoad(load1=0.1, cpus=4))  # idle: the feed's "best" pick
+    queue = f"/snmplb-test-stranger-{os.getpid()}"
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_ALGORITHM": "best", "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    feed = subprocess.Popen([str(BIN / "snmplb"), "feed", "--queue", queue, "--no-json", "--refresh", "1",
+                             "--idle", "0", "--for", "120"],
+                            env={**env, "LB_SERVERS": f"{busy.address} {stranger.address}"}, stderr=subprocess.DEVNULL)
+    chooser = None
+    try:
+        assert wait_for(lambda: _queue_exists(queue), timeout=20)
+        chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "60"],
+                                   env={**env, "LB_SERVERS": busy.address, "SNMPLB_CHOOSER_STATE": str(state)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        s = wait_for(lambda: (st := _state(state)) and st["rows"] and st["rows"][0]["state"] == "Busy" and st,
+                     timeout=30)
+        assert s, _state(state)
+        assert s["source"] == "queue" and [r["host"] for r in s["rows"]] == [busy.host]
+        assert s["selected"] == busy.host and s["recommended"] in ("", None)
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == busy.host + "\n", err
+    finally:
+        if chooser is not None and chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        feed.send_signal(signal.SIGTERM)
+        feed.wait(timeout=15)
+
+
+def _queue_exists(queue: str) -> bool:
+    try:
+        mqueue.Queue.open(queue).close()
+    except QueueError:
+        return False
+    return True
+
+
+_BAD_HOST = "127.0.0.51"  # configured; nothing needs to answer there: the rows come from the queue
+
+
+@pytest.mark.parametrize("bad", [
+    b"SNMPLB-FEED 1 1700000000 - 1\n\tIdle\t1\t0.10\t900\t5\t1.0\t-\n",
+    f"SNMPLB-FEED 1 {10**20} {_BAD_HOST} 1\n{_BAD_HOST}\tIdle\t1\t0.10\t900\t5\t1.0\t-\n".encode()],
+    ids=["empty-host", "time-out-of-range"])
+def test_one_bad_message_costs_one_refresh_not_the_ones_after(display, tmp_path, bad):
+    """The queue is root's, 0600 (what the feed makes, so trusted); the test writes the messages: good,
+    bad, good. The bad one is skipped (a line on stderr); the next one is shown."""
+    host = _BAD_HOST
+    queue = f"/snmplb-test-badmsg-{os.getpid()}"
+    q = mqueue.Queue.create(queue, maxmsg=1, msgsize=8192)
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "SNMPLB_CHOOSER_STATE": str(state), "LB_SERVERS": host}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "600"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def good(sessions: int) -> bytes:
+        row = FeedRow(host, "Idle", True, 0.1, 900, sessions, 1.0, "")
+        return feedformat.encode(Snapshot(int(time.time()), host, (row,)))
+
+    def send(data: bytes) -> None:
+        assert wait_for(lambda: q.attributes().curmsgs == 0, timeout=20), "the chooser stopped reading"
+        assert q.send(data)
+        assert wait_for(lambda: q.attributes().curmsgs == 0, timeout=20), "the chooser stopped reading"
+
+    def shows(sessions: int) -> bool:
+        return bool(wait_for(lambda: [r.get("sessions") for r in _state(state).get("rows", [])] == [str(sessions)],
+                             timeout=20))
+
+    try:
+        send(good(1))
+        assert shows(1), _state(state)
+        send(bad)
+        send(good(2))
+        assert shows(2), (_state(state), chooser.poll())
+        assert chooser.poll() is None
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == host + "\n"
+        assert "skipped" in err, err
     finally:
         if chooser.poll() is None:
             chooser.kill()

@@ -10,11 +10,12 @@ import pytest
 from snmplb.agent import config
 from snmplb.agent import verdict
 from snmplb import mib
-from snmplb.adminfile import AdminSettings, load_admin, parse_admin, render_admin
+from snmplb.adminfile import AdminSettings, load_admin, parse_admin_bytes, render_admin
 from snmplb.kvfile import parse_kv, write_atomic
 from snmplb.agent.procfs import (ProcError, ProcSample, parse_cpu_count, parse_loadavg, parse_meminfo,
                               parse_vmstat, swap_rates)
-from snmplb.agent.logins import (SessionCount, count_logind, count_sessions, make_utmp_record,
+from support import make_utmp_record
+from snmplb.agent.logins import (SessionCount, count_logind, count_sessions,
                              parse_logind_session, parse_utmp)
 from snmplb.agent.values import DataAge, Row, compute_values
 
@@ -29,6 +30,11 @@ SwapFree:        1048576 kB
 HugePages_Total:       0
 """
 
+
+
+def parse_admin(text: str):
+    """admin.conf's settings and problems from text, as the agent reads the file's bytes."""
+    return parse_admin_bytes(text.encode())
 
 def test_loadavg():
     assert parse_loadavg("0.52 1.03 2.50 2/1234 5678\n") == (0.52, 1.03, 2.5)
@@ -261,7 +267,10 @@ def test_in_service_is_the_later_of_boot_and_the_admins_enable():
 
 
 def test_established_connections_to_the_ssh_port():
-    from snmplb.agent.tcpconns import parse_established, read_established
+    from snmplb.agent.tcpconns import parse_established, read_ssh
+
+    def read_established(proc_root, port):
+        return read_ssh(proc_root, port)[0]
 
     tcp = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
            "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"

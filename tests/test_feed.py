@@ -15,12 +15,13 @@ import pytest
 
 from conftest import BIN, COMMUNITY, wait_for
 from netfixtures import Silent
+from support import NOBODY, drop_queue, lure, plant_queue
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
 from snmplb.errors import QueueError
-from snmplb.login.feed import Limits, stop_reason
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.login.feed import Limits, read_json, stop_reason
+from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
@@ -32,8 +33,8 @@ READER_SRC = PROJECT / "tests" / "c" / "feed_reader.c"
 # -- the format, pure ---------------------------------------------------------------------------------
 
 def test_encode_decode_round_trip_and_unknowns_as_dash():
-    snap = Snapshot(1_700_000_000, "a", (Row("a", "Idle", True, 0.2, 1024, 2, 1.54, ""),
-                                         Row("b", "Down", False, None, None, None, None, "no answer within 500 ms")))
+    snap = Snapshot(1_700_000_000, "a", (FeedRow("a", "Idle", True, 0.2, 1024, 2, 1.54, ""),
+                                         FeedRow("b", "Down", False, None, None, None, None, "no answer within 500 ms")))
     data = feedformat.encode(snap)
     assert data.decode().splitlines() == [
         "SNMPLB-FEED 1 1700000000 a 2",
@@ -46,7 +47,7 @@ def test_encode_decode_round_trip_and_unknowns_as_dash():
 
 def test_reasons_and_names_cannot_break_the_lines():
     nasty = "bad\tagent\nsays\x00" + "x" * 500
-    data = feedformat.encode(Snapshot(1, "", (Row("h\tost", "Down", False, None, None, None, None, nasty),)))
+    data = feedformat.encode(Snapshot(1, "", (FeedRow("h\tost", "Down", False, None, None, None, None, nasty),)))
     lines = data.decode().split("\n")
     assert lines[0] == "SNMPLB-FEED 1 1 - 1" and len(lines) == 3 and lines[2] == ""
     fields = lines[1].split("\t")
@@ -55,12 +56,12 @@ def test_reasons_and_names_cannot_break_the_lines():
 
 
 def test_a_message_never_exceeds_the_queue_message_size():
-    rows = tuple(Row(f"server-{i:03d}.example.org", "Busy", True, 1.0, 4096, 10, 2.0, "") for i in range(400))
+    rows = tuple(FeedRow(f"server-{i:03d}.example.org", "Busy", True, 1.0, 4096, 10, 2.0, "") for i in range(400))
     data = feedformat.encode(Snapshot(1, "server-000.example.org", rows), limit=8192)
     assert len(data) <= 8192
     back = feedformat.decode(data)
     assert 100 < len(back.rows) < 400 and back.rows[0].host == "server-000.example.org"
-    short = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    short = tuple(FeedRow(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
     assert len(feedformat.decode(feedformat.encode(Snapshot(1, "", short))).rows) == feedformat.MAX_SERVERS
 
 
@@ -189,6 +190,7 @@ def test_c_reader_gets_the_live_states_from_the_queue(fleet, reader, tmp_path):
         j = json.loads(out_json.read_text())
         assert {s["host"]: s["state"] for s in j["servers"]}[idle.host] == "Draining"
         assert j["recommended"] == busy.host and out_json.stat().st_mode & 0o777 == 0o600
+        assert read_json(out_json).recommended == busy.host  # as a script reads it: owner and mode checked
         # Readable by the feed's user only: another user is refused.
         assert os.fstat(mqueue.Queue.open(queue).fd).st_mode & 0o777 == 0o600
         if shutil.which("setpriv"):
@@ -238,6 +240,17 @@ def test_group_readable_queue_and_the_feed_stops_when_nobody_reads(fleet, reader
             feed.wait()
 
 
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (0, 0o622)], ids=["another-user", "root-writable-by-all"])
+def test_a_c_greeter_using_the_header_refuses_a_queue_not_made_by_the_feed(reader, owner, mode):
+    queue = f"/snmplb-test-hostile-c-{os.getpid()}"
+    plant_queue(queue, owner, mode, lure("127.0.0.11"))
+    try:
+        r = subprocess.run([str(reader), queue, "1", "2"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 4 and r.stdout == "untrusted queue: not the feed's\n", r.stdout
+    finally:
+        drop_queue(queue)
+
+
 def test_c_parser_refuses_garbage(reader):
     for bad in (b"", b"garbage\n", b"SNMPLB-FEED 2 1 - 0\n", b"SNMPLB-FEED 1 1 - 1\nonly\tthree\tfields\n",
                 b"SNMPLB-FEED 1 1 - 999\n", b"SNMPLB-FEED 1 1 - 1\n" + b"a\t" * 9 + b"\n",
@@ -247,9 +260,9 @@ def test_c_parser_refuses_garbage(reader):
 
 
 def test_c_parser_reads_the_largest_message_the_feed_sends(reader):
-    long_rows = tuple(Row(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
+    long_rows = tuple(FeedRow(f"server-{i:03d}." + "x" * 200, "Unavailable", False, None, None, None, None, "r" * 300)
                       for i in range(50))
-    short_rows = tuple(Row(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
+    short_rows = tuple(FeedRow(f"s{i}", "Down", False, None, None, None, None, "") for i in range(400))
     for rows in (long_rows, short_rows):
         data = feedformat.encode(Snapshot(1, rows[0].host, rows))
         r = subprocess.run([str(reader), "-"], input=data.decode(), capture_output=True, text=True, timeout=10)
@@ -257,3 +270,61 @@ def test_c_parser_reads_the_largest_message_the_feed_sends(reader):
         head, parsed = _parsed(r.stdout)
         assert int(head["count"]) == len(feedformat.decode(data).rows) == len(parsed)
         assert head["recommended"] == rows[0].host
+
+
+def _queue_id(queue: str) -> tuple[int, int] | None:
+    """The queue's identity (device, inode) behind the name now; None when the name is free."""
+    try:
+        with mqueue.Queue.open(queue) as q:
+            st = os.fstat(q.fd)
+    except QueueError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def test_a_leftover_queue_of_a_killed_feed_is_replaced_and_a_stopping_feed_spares_its_successor(fleet, tmp_path):
+    app = fleet.add("app")
+    queue = f"/snmplb-test-leftover-{os.getpid()}"
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    cmd = [str(BIN / "snmplb"), "feed", "--queue", queue, "--no-json", "--refresh", "1", "--idle", "0", "--for", "120"]
+    feeds = []
+    try:
+        # A feed killed hard leaves its queue (POSIX queues outlive their creator): ours, mode 0600.
+        killed = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+        feeds.append(killed)
+        assert wait_for(lambda: _queue_id(queue), timeout=20)
+        leftover = _queue_id(queue)
+        killed.kill()
+        killed.wait(timeout=15)
+        assert _queue_id(queue) == leftover
+        # The next feed removes that leftover, says so, and publishes on a queue of its own.
+        first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        feeds.append(first)
+        assert wait_for(lambda: _queue_id(queue) not in (None, leftover), timeout=20)
+        # A second live feed of the same user replaces the first's queue; the first, stopping, must not
+        # remove its successor's queue (it removes the name only while the name is its own queue).
+        first_id = _queue_id(queue)
+        second = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+        feeds.append(second)
+        assert wait_for(lambda: _queue_id(queue) not in (None, first_id), timeout=20)
+        second_id = _queue_id(queue)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=15) == 0
+        assert "removed a leftover of an earlier feed (uid 0, mode 0600)" in first.stderr.read()
+        assert _queue_id(queue) == second_id
+        with mqueue.Queue.open(queue, blocking=True) as q:  # and the second one goes on publishing there
+            data = q.receive(timeout=10)
+        assert data is not None and feedformat.decode(data).rows[0].host == app.host
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=15) == 0
+        assert _queue_id(queue) is None  # its own queue: removed
+    finally:
+        for f in feeds:
+            if f.poll() is None:
+                f.kill()
+                f.wait()
+        try:
+            mqueue.unlink(queue)
+        except QueueError:
+            pass

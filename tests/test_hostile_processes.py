@@ -1,7 +1,9 @@
-"""The red team's findings against get_hosts as LDM runs it (issue 10): real processes, real agents.
+"""The red team's findings against get_hosts as LDM runs it (issue 10), and against the feed's queue and
+file as the chooser reads them (issue 22): real processes, real agents.
 
 A hostile host here is a small UDP server in the test: it IS the hostile host of the finding, so
-there is no real program to run in its place.
+there is no real program to run in its place. A hostile local user is a real process of user nobody
+(forked from the test, root dropped) acting on the kernel's own queues and files.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import time
 
 import pytest
 
-from conftest import COMMUNITY, V3
+from conftest import BIN, COMMUNITY, V3
 from snmplb.client import ber
 from snmplb.client import snmpcodec
-from support import GET_HOSTS, IDLE, addrs, get_hosts, hosts_of, report
+from support import EVIL, GET_HOSTS, IDLE, NOBODY, addrs, as_nobody, drop_queue, get_hosts, hosts_of, lure, \
+    plant_queue, report
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -292,7 +295,7 @@ def test_an_empty_lts_conf_variable_does_not_hide_the_client_conf_value(trio, tm
 
 
 def test_the_last_resort_lists_the_servers_of_client_conf(tmp_path):
-    from snmplb.client.gethosts import _configured
+    from snmplb.client.sources import configured_hosts as _configured
 
     conf = tmp_path / "client.conf"
     conf.write_text("LB_SERVERS = app1 app2:1161\n")
@@ -320,3 +323,102 @@ def test_a_root_only_client_conf_is_silently_skipped_for_other_users(tmp_path):
     assert "Permission denied" in named.stdout  # a file named on purpose: say it cannot be read
     assert subprocess.run([sys.executable, "-c", probe], env={**env, "SNMPLB_CLIENT_CONF": str(conf)},
                           capture_output=True, text=True, timeout=30).stdout.startswith("({'LB_SERVERS': 'app1'}")
+
+
+# -- issue 22: the feed's queue and file, against another local user ---------------------------------------
+#
+# The attacker is a real process of another unprivileged user (nobody, forked from the test and stripped of
+# root: support.as_nobody), the queue is the kernel's, the feed is the real command. The chooser's and the C
+# reader's side: test_chooser.py and test_feed.py.
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o600), (NOBODY, 0o666), (0, 0o666)],
+                         ids=["another-user", "another-user-open-to-all", "root-open-to-all"])
+def test_the_feed_refuses_a_queue_someone_else_created_first(fleet, tmp_path, owner, mode):
+    from snmplb.login import mqueue
+
+    app = fleet.add("app")
+    queue = f"/snmplb-test-taken-{os.getpid()}"
+    planted = lure(app.host)
+    plant_queue(queue, owner, mode, planted)
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    try:
+        r = subprocess.run([str(BIN / "snmplb"), "feed", "--queue", queue, "--no-json", "--refresh", "1",
+                            "--count", "2", "--idle", "0"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"queue {queue}:" in r.stderr and "not the feed's" in r.stderr, r.stderr
+        with mqueue.Queue.open(queue) as q:  # left as it was: not taken over, not re-moded, not drained
+            st = os.fstat(q.fd)
+            assert (st.st_uid, st.st_mode & 0o7777) == (owner, mode)
+            assert q.receive() == planted
+    finally:
+        drop_queue(queue)
+
+
+def _forged_json() -> str:
+    from snmplb.login import feedformat
+    from snmplb.login.feedformat import FeedRow, Snapshot
+
+    return feedformat.to_json(Snapshot(int(time.time()), EVIL, (FeedRow(EVIL, "Idle", True, 0.01, 64000, 0, 0.3, ""),)))
+
+
+@pytest.mark.parametrize("owner,mode", [(NOBODY, 0o755), (0, 0o777), (0, 0o1777)],
+                         ids=["another-users-directory", "writable-by-all", "sticky-writable-by-all"])
+def test_the_feed_writes_its_json_only_where_nobody_else_may_write(fleet, owner, mode):
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    app = fleet.add("app")
+    with tempfile.TemporaryDirectory() as top:  # pytest's tmp_path is not reachable by another user
+        os.chmod(top, 0o755)
+        run = Path(top) / "run"
+        run.mkdir()
+        os.chown(run, owner, owner)
+        run.chmod(mode)
+        out = run / "feed.json"
+        forged = _forged_json()
+        as_nobody(lambda: out.write_text(forged))  # another user was there first, under the feed's name
+        env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+               "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(Path(top) / "none.conf")}
+        r = subprocess.run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(out), "--count", "1",
+                            "--idle", "0"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"directory {run}:" in r.stderr and "refusing to write there" in r.stderr, r.stderr
+        assert out.read_text() == forged and out.stat().st_uid == NOBODY  # not written, not replaced
+        from snmplb.errors import TrustError
+        from snmplb.login.feed import read_json
+
+        with pytest.raises(TrustError, match=f"directory {run}:"):  # and a reader does not believe it
+            read_json(out)
+
+
+def test_a_reader_of_the_json_file_believes_only_the_feeds_own_file(fleet, tmp_path):
+    from snmplb.errors import TrustError
+    from snmplb.login.feed import read_json
+
+    app = fleet.add("app")
+    run = tmp_path / "run"
+    out = run / "feed.json"
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "500",
+           "LB_SERVERS": app.address, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf")}
+    r = subprocess.run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(out), "--count", "1", "--idle", "0"],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [row.host for row in read_json(out).rows] == [app.host]  # the feed's own file: believed
+    link = run / "link.json"
+    link.symlink_to(out)
+    with pytest.raises(TrustError, match="symbolic link"):  # not followed, even to the real file
+        read_json(link)
+    fifo = run / "fifo.json"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(TrustError, match="not a regular file"):  # and no hang on a FIFO
+        read_json(fifo)
+    out.chmod(0o666)
+    with pytest.raises(TrustError, match="mode 0666"):
+        read_json(out)
+    out.chmod(0o600)
+    os.chown(out, NOBODY, NOBODY)  # a file of another user under the name
+    with pytest.raises(TrustError, match="owned by uid 65534"):
+        read_json(out)

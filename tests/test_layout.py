@@ -61,6 +61,26 @@ def test_a_role_imports_only_the_shared_top_and_the_roles_it_builds_on(role):
             assert other in (None, role) or other in MAY_IMPORT[role], f"{path.name} imports {module}"
 
 
+def test_the_package_map_says_what_this_file_enforces():
+    """snmplb/__init__.py's map names every module of each role, and what each role uses is MAY_IMPORT."""
+    import re
+
+    import snmplb
+
+    doc = snmplb.__doc__ or ""
+    blocks = dict(re.findall(r"^(\w+)/ +(.*?)(?=^\w+/ |^gethosts and nmscheck)", doc, re.M | re.S))
+    assert set(blocks) == set(MAY_IMPORT), set(blocks) ^ set(MAY_IMPORT)
+    for role, text in blocks.items():
+        uses = re.search(r"uses ([a-z, ]+)", text)
+        named = set() if "uses no other role" in text else set(re.split(r",\s*", uses.group(1).strip())) if uses else None
+        assert named == MAY_IMPORT[role], (role, named)
+        words = set(re.findall(r"[a-z_0-9]+", text))
+        missing = [p.stem for p in (PACKAGE / role).glob("*.py") if p.stem != "__init__" and p.stem not in words]
+        assert missing == [], (role, missing)
+    for module in TOP - {"snmplb"}:
+        assert module.split(".")[1] in doc, module
+
+
 def test_every_module_sits_in_a_role_or_is_shared():
     top = {f"snmplb.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     shims = {"snmplb.gethosts", "snmplb.nmscheck"}
@@ -210,3 +230,38 @@ def test_every_type_ignore_in_the_package_names_its_error_and_says_why():
             if not rest.startswith("[") or not (why or above.startswith("#")):
                 bare.append(f"{path.relative_to(PROJECT)}:{i + 1}")
     assert bare == []
+
+
+# The login selection exists once (snmplb.client.selection, driven by snmplb.client.driver): what it is
+# made of may be imported only by the modules that make it up, never by a front end that would re-derive it.
+SELECTION_PARTS = {
+    "snmplb.client.algorithms.decide": {"snmplb/client/selection.py"},
+    "snmplb.client.algorithms.Context": {"snmplb/client/selection.py", "snmplb/client/balanced.py"},
+    "snmplb.client.sampling.sample_servers": {"snmplb/client/selection.py"},
+    "snmplb.client.sampling.weight_drift": {"snmplb/client/selection.py"},
+    "snmplb.client.settings.sample_weights_of": {"snmplb/client/selection.py"},
+    # check_snmplb builds its settings from its own options, not a login's (no client.conf, no lts.conf).
+    "snmplb.client.settings.from_env": {"snmplb/client/sources.py", "snmplb/nms/plugin.py"},
+    "snmplb.client.clientconf.read_client_conf": {"snmplb/client/sources.py"},
+    "snmplb.client.clientid.default_mac": {"snmplb/client/driver.py"},
+    # check_snmplb asks one server, with no selection: the NMS plugin is the poll's other driver.
+    "snmplb.client.poller.poll": {"snmplb/client/driver.py", "snmplb/nms/plugin.py"},
+    "snmplb.client.gethosts": {"snmplb/gethosts.py"},  # the entry point: its shim only (and the script)
+}
+
+
+def test_the_login_selection_is_assembled_in_one_place():
+    """get_hosts, pick, connect, status, feed, the chooser and the simulator drive ``Selection``; none of
+    them (nor anything else in the package or bench/) imports the parts of the plan or the decision."""
+    sources = sorted(PACKAGE.rglob("*.py")) + sorted((PROJECT / "bench").glob("*.py"))
+    offenders = []
+    for path in sources:
+        rel = str(path.relative_to(PROJECT))
+        imported = _imports(path)
+        for part, allowed in SELECTION_PARTS.items():
+            if part in imported and rel not in allowed:
+                offenders.append(f"{rel} imports {part}")
+    assert offenders == []
+    # The simulator drives the same object (and nothing of the old closures).
+    storm = (PROJECT / "bench" / "storm.py").read_text()
+    assert "Selection(" in storm and "selection.decide(" in storm

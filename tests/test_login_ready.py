@@ -28,7 +28,7 @@ from snmplb.agent import loginpaths
 from snmplb.agent import verdict
 from snmplb import mib
 from snmplb.adminfile import AdminSettings
-from snmplb.agent.loginpaths import MIB, Figures, LoginPaths, Outcome, SpacePolicy, judge, summarize
+from snmplb.agent.loginpaths import MIB, SpaceFigures, LoginPaths, Outcome, SpacePolicy, judge, summarize
 from snmplb.lab.fleet import FakeLoad
 from snmplb.agent.procfs import ProcSample
 from snmplb.agent.logins import SessionCount
@@ -81,8 +81,8 @@ def test_figures_default_to_able_to_take_a_login():
     assert verdict.server_status(f, verdict.HealthPolicy()) == "idle"
 
 
-def fig(free_mb: float, total_mb: float = 1000, free_inodes: int = 1000, total_inodes: int = 1000) -> Figures:
-    return Figures(int(free_mb * MIB), int(total_mb * MIB), free_inodes, total_inodes)
+def fig(free_mb: float, total_mb: float = 1000, free_inodes: int = 1000, total_inodes: int = 1000) -> SpaceFigures:
+    return SpaceFigures(int(free_mb * MIB), int(total_mb * MIB), free_inodes, total_inodes)
 
 
 POLICY = SpacePolicy(min_free_mb=100, min_free_inodes_percent=1, timeout=3.0)
@@ -97,7 +97,7 @@ POLICY = SpacePolicy(min_free_mb=100, min_free_inodes_percent=1, timeout=3.0)
     (Outcome(fig(500, free_inodes=9, total_inodes=1000)), "lowInodes"),
     (Outcome(fig(500, free_inodes=0, total_inodes=64)), "lowInodes"),
     (Outcome(fig(0, free_inodes=0)), "lowSpace"),  # space is named first
-    (Outcome(Figures(0, 0, 0, 0)), "usable"),  # autofs mount point: no blocks, no inodes, no limit
+    (Outcome(SpaceFigures(0, 0, 0, 0)), "usable"),  # autofs mount point: no blocks, no inodes, no limit
     (Outcome(fig(500, free_inodes=0, total_inodes=0)), "usable"),  # no inode limit (btrfs)
     (Outcome(None), "usable"),  # first check not back yet: unknown is not down
     (Outcome(None, pending_for=2.9), "usable"),

@@ -173,15 +173,74 @@ def test_check_snmplb_internal_error_is_one_unknown_line_without_the_secret(tmp_
         assert shown not in r.stdout, (shown, out)
 
 
-def test_check_snmplb_plugin_timeout_is_unknown():
-    """-t shorter than the SNMP deadline against a server that never answers: UNKNOWN, one line, in time."""
+@pytest.mark.parametrize("timeout_ms, plugin_timeout", [("8000", "1"), ("2000", "2"), ("3000", "2")])
+def test_a_dead_server_is_critical_even_with_t_at_or_below_the_snmp_deadline(timeout_ms, plugin_timeout):
+    """-t at or below --timeout-ms against a server that never answers (a host that is down drops the
+    datagrams): the poll ends before -t runs out, so the server is CRITICAL (unreachable), not UNKNOWN
+    (the plugin's own timeout, as before the fix: the poll outlived -t). One line."""
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: silence
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
-        r = run_check(["-H", "127.0.0.1", "-p", str(port), "--timeout-ms", "8000", "-t", "1"])
-    assert_one_unknown_line(r, "timeout")
+        r = run_check(["-H", "127.0.0.1", "-p", str(port), "--timeout-ms", timeout_ms, "-t", plugin_timeout])
+    out = r.stdout.decode()
+    assert r.returncode == CRITICAL and out.startswith("SNMPLB CRITICAL - unreachable: no answer within "), out
+    waited = int(re.search(r"no answer within (\d+) ms", out).group(1))
+    assert waited < int(plugin_timeout) * 1000, out  # the deadline it kept (stated, not measured)
+    assert out.count("\n") == 1 and r.stderr == b"", r.stderr
+
+
+def test_with_t_at_the_snmp_deadline_a_live_server_is_ok_and_a_stopped_one_critical(fleet):
+    """The same check against the real fleet: the shortened deadline still reads a live agent, and an
+    agent that stopped (nothing listens on its port) is CRITICAL."""
+    live, gone = fleet.add("live"), fleet.add("gone")
+    fleet.stop(gone)
+    code, out = check(live, "--timeout-ms", "1000", "-t", "1")
+    assert code == OK and out.startswith("SNMPLB OK"), out
+    code, out = check(gone, "--timeout-ms", "1000", "-t", "1")
+    assert code == CRITICAL and "unreachable" in out, out
+
+
+def test_the_poll_deadline_ends_before_t_runs_out():
+    from snmplb.nms.plugin import RESERVE_S, poll_deadline
+
+    assert poll_deadline(3000, 10, 100.0) == 103.0  # the defaults: --timeout-ms decides
+    assert poll_deadline(8000, 1, 100.0) == 101.0 - RESERVE_S  # -t below: -t less the reserve
+    assert poll_deadline(2000, 2, 100.0) == 102.0 - RESERVE_S  # -t at the SNMP deadline: the same
+
+
+def test_the_plugin_timeout_is_still_one_unknown_line(monkeypatch, capsys):
+    """Should the plugin itself outlive -t (a stalled machine), nagiosplugin's Timeout is UNKNOWN."""
+    import nagiosplugin
+
+    from snmplb.nms import check as nmscheck
+    from snmplb.nms import plugin as nmsplugin
+
+    def stalled(*args, **kwargs):
+        raise nagiosplugin.Timeout("1s")
+
+    monkeypatch.setattr(nmsplugin, "run", stalled)
+    assert nmscheck.main(["-H", "127.0.0.1", "-t", "1"]) == UNKNOWN
+    assert capsys.readouterr().out == "SNMPLB UNKNOWN - timeout: no result after 1s\n"
+
+
+def test_the_community_on_the_command_line_is_deprecated_with_a_warning(fleet, tmp_path):
+    """-C shows the community to every user of the machine (the process list): it still works, with a
+    warning in the status line that never shows the value. Here -C is a wrong community (no secret on
+    any command line): it still overrides SNMPLB_COMMUNITY, so the agent is silent to it."""
+    good = fleet.add("good")
+    code, out = check(good, "-C", "not-the-community")
+    assert code == CRITICAL and "unreachable" in out, out  # -C still used
+    assert "-C is deprecated" in out and "--secrets" in out and "not-the-community" not in out, out
+    assert out.count("\n") == 0
+    secrets = tmp_path / "secrets"
+    secrets.write_text(f"community = {COMMUNITY}\n")
+    secrets.chmod(0o600)
+    code, out = check(good, "--secrets", str(secrets), SNMPLB_COMMUNITY="")
+    assert code == OK and "deprecated" not in out, out
+    code, out = check(good)  # SNMPLB_COMMUNITY
+    assert code == OK and "deprecated" not in out, out
 
 
 def test_check_snmplb_without_the_nms_extra_says_how_to_install_it(tmp_path):

@@ -22,6 +22,15 @@ def test_defaults_and_documented_table():
     assert set(v.attr for v in VARIABLES) <= set(ClientSettings._fields)
 
 
+def test_each_field_has_its_variables_value_as_default():
+    """ClientSettings names its fields twice (in the record call, for mypy, and in _FIELDS, for the defaults'
+    order): each field's default must be its own variable's value, in VARIABLES."""
+    from snmplb.client import settings
+
+    assert ClientSettings._fields == tuple(settings._FIELDS.split())
+    assert ClientSettings._field_defaults == {v.attr: v.value for v in VARIABLES}
+
+
 @pytest.mark.parametrize("var, value", [
     ("LB_ALGORITHM", "bestest"), ("LB_TIMEOUT_MS", "soon"), ("LB_TIMEOUT_MS", "0"), ("LB_TIMEOUT_MS", "99999999"),
     ("LB_MAX_LOAD", "nan"), ("LB_MAX_LOAD", "-1"), ("LB_MAX_RESPONSE_MS", "1.5"), ("LB_SKIP_SWAPPING", "maybe"),
@@ -276,3 +285,50 @@ def test_only_real_ipv6_literals_pass_as_addresses(text, ok):
     from snmplb.client.settings import is_host
 
     assert is_host(text) is ok
+
+
+def test_every_front_end_reads_the_same_bad_client_conf_alike_and_never_quotes_it(fleet, tmp_path):
+    """get_hosts, `snmplb pick`, `snmplb status`, `snmplb feed` and the chooser read one client.conf with
+    mistyped lines (each may hold a passphrase): each names the same problems, none shows a character of
+    the values. Every front end reads its settings through one way in (``sources.load``)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import BIN, COMMUNITY
+
+    a = fleet.add("a")
+    conf = tmp_path / "client.conf"
+    conf.write_text(f"LB_SERVERS = {a.address}\nLB_SNMP_COMMUNITY = {COMMUNITY}\n"
+                    "LB_SNMP_AUTH_PASSPHRAS = Zq8xhunter2Zq8x\n"  # a mistyped name
+                    "LB_MAX_LOAD = Zq8xhunter2Zq8x\n"  # a passphrase pasted on the wrong line
+                    "LB_TIMEOUT_MS = Zq8x-5000\n"
+                    "LB_SNMP_PRIV_PASSPHRASE = short\n")
+    conf.chmod(0o600)
+    env = {"PATH": os.environ["PATH"], "SNMPLB_CLIENT_CONF": str(conf), "HOME": str(tmp_path)}
+
+    def run(argv: list[str], **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, env={**env, **extra}, capture_output=True, text=True, timeout=60)
+
+    outputs = {
+        "get_hosts": run([sys.executable, "-I", "-c", "from snmplb.client.gethosts import main; main()"]),
+        "pick": run([str(BIN / "snmplb"), "pick"]),
+        "status": run([str(BIN / "snmplb"), "status"]),
+        "feed": run([str(BIN / "snmplb"), "feed", "--no-queue", "--json", str(tmp_path / "feed.json"),
+                     "--count", "1"]),
+        "chooser": run([str(BIN / "snmplb-chooser"), "--queue", ""], DISPLAY=""),  # no display: exits 2
+    }
+    prefixes = ("get_hosts: ", "snmplb: ", "snmplb feed: ", "snmplb-chooser: ", "  ")
+    found = {}
+    for name, r in outputs.items():
+        text = r.stdout + r.stderr
+        assert "Zq8x" not in text and "hunter" not in text and "short" not in text, (name, text)
+        bare = [next((ln[len(p):] for p in prefixes if ln.startswith(p)), ln) for ln in text.splitlines()]
+        found[name] = sorted(ln for ln in bare if ln.startswith((str(conf), "LB_")))
+    expected = found["get_hosts"]
+    assert len(expected) == 4, expected  # the mistyped name, the two bad values, the short passphrase
+    assert any("LB_MAX_LOAD" in ln for ln in expected) and any("LB_TIMEOUT_MS" in ln for ln in expected)
+    for name, lines in found.items():
+        assert lines == expected, (name, lines, expected)
+    assert outputs["get_hosts"].stdout.split() == [a.host]
+    assert outputs["chooser"].returncode == 2

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from snmplb.adminfile import MAX_WEIGHT, AdminSettings, check_setting, load_admin, save_admin
+from snmplb.adminfile import MAX_WEIGHT, AdminReading, AdminSettings, check_setting, read_admin, save_admin
 from snmplb.argtypes import checked, seconds
 from snmplb.errors import ConfigError, SnmplbError
 from snmplb.kvfile import exclusive_lock, lock_path
@@ -99,18 +99,24 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     return settings
 
 
-def _load(path: Path, changing: bool = False, force: bool = False) -> AdminSettings:
-    """The file's settings. Before a change, a file with problems is refused unless ``force``: the
+def _load(path: Path, changing: bool = False, force: bool = False) -> AdminReading:
+    """The file's reading. Before a change, a file with problems is refused unless ``force``: the
     change would rewrite it from a partial reading and lose what the admin meant (a disabled server
-    whose file was garbled would come back draining, with the default weight)."""
-    settings, problems = load_admin(path)
-    for p in problems:
+    whose file was garbled would come back draining, with the default weight). A blank file (missing,
+    or setting nothing) reads as the defaults, with a warning when it exists: the agent keeps its last
+    good settings until the file is written again."""
+    reading = read_admin(path)
+    settings = reading.settings
+    for p in reading.problems:
         print(f"snmplb-admin: warning: {p}", file=sys.stderr)
-    if changing and problems and not force:
+    if reading.empty:
+        print(f"snmplb-admin: warning: {path} sets nothing (empty): the defaults apply here; the agent keeps "
+              "the last good settings it read until the file is written again", file=sys.stderr)
+    if changing and reading.problems and not force:
         raise ConfigError(f"{path} has problems (above) and was left as it is: fix it by hand, or repeat "
                           f"with --force to rewrite it from what could be read (state={settings.state}, "
                           f"weight={settings.weight}, max_sessions={settings.max_sessions})")
-    return settings
+    return reading
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +129,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         if args.command == "show":
-            new = _load(args.file)
+            new = _load(args.file).settings
         else:
             # Read, change and write under one lock: two admins at once never lose a change.
             with exclusive_lock(lock_path(args.file), args.lock_timeout):
-                settings = _load(args.file, changing=True, force=args.force)
+                reading = _load(args.file, changing=True, force=args.force)
+                settings = reading.settings
                 new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
-                if new != settings or not args.file.exists():
+                if new != settings or reading.blank:  # a blank file is written: the agent waits for it
                     save_admin(args.file, new)
     except (SnmplbError, OSError) as exc:
         print(f"snmplb-admin: {exc}", file=sys.stderr)

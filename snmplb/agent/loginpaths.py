@@ -45,7 +45,7 @@ class SpacePolicy:
 
 
 @dataclass(frozen=True)
-class Figures:
+class SpaceFigures:
     """One statvfs() result: bytes and inodes available to ordinary users, and the totals."""
 
     free_bytes: int
@@ -54,7 +54,7 @@ class Figures:
     total_inodes: int
 
     @classmethod
-    def from_statvfs(cls, st: os.statvfs_result) -> Figures:
+    def from_statvfs(cls, st: os.statvfs_result) -> SpaceFigures:
         # f_bavail/f_favail, not f_bfree/f_ffree: the root-reserved part is not available to the user
         # whose login writes there.
         return cls(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize, st.f_favail, st.f_files)
@@ -80,7 +80,7 @@ class Outcome:
     pending_for: seconds the outstanding statvfs() has been running (None: none outstanding).
     """
 
-    figures: Figures | None = None
+    figures: SpaceFigures | None = None
     error: str = ""
     pending_for: float | None = None
 
@@ -91,7 +91,7 @@ class PathVerdict:
 
     path: str
     state: str
-    figures: Figures | None = None
+    figures: SpaceFigures | None = None
     problem: str = ""
 
 
@@ -143,7 +143,7 @@ class _Slot:
     """One path's mutable state, guarded by PathChecker._lock."""
 
     started: float | None = None
-    figures: Figures | None = None
+    figures: SpaceFigures | None = None
     error: str = ""
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -190,14 +190,14 @@ class PathChecker:
 
     def _work(self, path: str) -> None:
         try:
-            figures, error = Figures.from_statvfs(self._statvfs(path)), ""
+            figures, error = SpaceFigures.from_statvfs(self._statvfs(path)), ""
         except OSError as exc:
             figures, error = None, exc.strerror or type(exc).__name__
         except Exception as exc:  # the worker thread's outer edge: a failure is a verdict, not a crash
             figures, error = None, type(exc).__name__
         self._finish(path, figures, error)
 
-    def _finish(self, path: str, figures: Figures | None, error: str) -> None:
+    def _finish(self, path: str, figures: SpaceFigures | None, error: str) -> None:
         with self._lock:
             slot = self._slots[path]
             slot.figures, slot.error, slot.started = figures, error, None

@@ -77,12 +77,6 @@ def parse_utmp(data: bytes) -> SessionCount:
     return SessionCount(n, len(users), "utmp")
 
 
-def make_utmp_record(user: str, host: str, line: str = "pts/0", pid: int = 1, ut_type: int = _USER_PROCESS) -> bytes:
-    """One utmp record (for tests and the demo's fake servers)."""
-    return _UTMP.pack(ut_type, pid, line.encode(), b"", user.encode(), host.encode(),
-                      0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
-
-
 def _read_nonblocking(path: str | Path, limit: int) -> bytes:
     """At most ``limit`` bytes of a regular file (not a symlink): a FIFO or device put there is refused."""
     try:

@@ -26,12 +26,13 @@ import time
 import warnings
 from pathlib import Path
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from snmplb.agent import config as agentconf
 from snmplb import mib
 from snmplb.adminfile import UNREADABLE, AdminReading, AdminSettings, problem_line, read_admin, settle
 from snmplb.agent.config import AgentConfig
+from snmplb.errors import ConfigError
 from snmplb.agent.loginpaths import PathChecker, assess
 from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
 from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
@@ -94,7 +95,8 @@ class AdminWatch:
 
     A read that hangs (a dead NFS server) never holds up the sampler or the first answer: the last
     good settings stay meanwhile, and at most one read is outstanding. Problems follow the rules of
-    ``adminconf.settle``.
+    ``adminfile.settle``; a file removed or emptied (``AdminReading.blank``) after it said something
+    else than the defaults is a problem too: the last good settings stay until it is written again.
     """
 
     def __init__(self, path: Path, timeout: float) -> None:
@@ -112,10 +114,12 @@ class AdminWatch:
                                                 "(a hung network file system?)",))
         elif reading is None:
             reading = AdminReading(UNREADABLE, (f"{self.path}: could not be read",))
-        elif reading.missing and self._last_good not in (None, AdminSettings()):
-            # Gone after it said something else than the defaults (a mistaken rm, a config manager):
-            # the defaults would put a drained or disabled server back in rotation.
-            reading = AdminReading(UNREADABLE, (f"{self.path}: removed after it was read; write it again with "
+        elif reading.blank and self._last_good not in (None, AdminSettings()):
+            # Gone or emptied after it said something else than the defaults (a mistaken rm, a config
+            # manager, `: > admin.conf`, a save that failed on a full disk): the defaults would put a
+            # drained or disabled server back in rotation.
+            what = "removed" if reading.missing else "emptied (it sets nothing)"
+            reading = AdminReading(UNREADABLE, (f"{self.path}: {what} after it was read; write it again with "
                                                 "snmplb-admin (the last good settings stay meanwhile)",))
         settings, self._last_good = settle(self._last_good, reading)
         problem = problem_line(reading)
@@ -268,19 +272,57 @@ def _setup_logging(log_file: str) -> None:
     root.setLevel(logging.INFO)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors raised as ConfigError (its own way writes them to stderr, which
+    is /dev/null here, and exits: snmpd's pass_persist line would fail without a word anywhere)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB (run by snmpd)")
+    ap = _Parser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB (run by snmpd)")
     ap.add_argument("--config", type=Path, default=None, help=f"key = value file (default {agentconf.DEFAULT_CONFIG} if present)")
     for key in agentconf.KEYS:
         ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE")
     return ap.parse_args(argv)
 
 
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in a command line argparse refused (the last wins)."""
+    value = None
+    for i, word in enumerate(argv):
+        if word == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif word.startswith(name + "="):
+            value = word[len(name) + 1:]
+    return value
+
+
+def _log_bad_command_line(argv: list[str], message: str) -> None:
+    """Log a refused command line where the agent would have logged: ``--log-file`` if the line names one,
+    else the configuration's ``log_file`` (``--config``, or the default file), else syslog."""
+    log_file = _option(argv, "--log-file")
+    if log_file is None:
+        config_path = _option(argv, "--config")
+        config, _ = agentconf.load(Path(config_path) if config_path else agentconf.DEFAULT_CONFIG, {})
+        log_file = config.log_file
+    try:
+        _setup_logging(log_file)
+    except OSError:
+        _setup_logging("")
+    shown = message if len(message) <= 300 else message[:300] + "..."
+    log.error("not started: bad command line (the pass_persist line in snmpd.conf?): %s", shown)
+
+
 def main(argv: list[str] | None = None) -> int:
     _silence_stderr()
     try:
         args = _parse_args(argv)
-    except SystemExit:
+    except ConfigError as exc:
+        _log_bad_command_line(list(sys.argv[1:] if argv is None else argv), str(exc))
+        return 2
+    except SystemExit:  # --help (printed on stdout: for a person at a terminal, never snmpd)
         return 2
     overrides = {k: getattr(args, k) for k in agentconf.KEYS if getattr(args, k) is not None}
     config, problems = agentconf.load(args.config or agentconf.DEFAULT_CONFIG, overrides)

@@ -65,11 +65,6 @@ def _read_tables(proc_root: Path) -> list[str]:
     return texts
 
 
-def read_established(proc_root: Path, port: int) -> frozenset[str] | None:
-    """Established inbound connections to ``port`` over IPv4 and IPv6; None if neither table could be read."""
-    return read_ssh(proc_root, port)[0]
-
-
 def read_ssh(proc_root: Path, port: int) -> tuple[frozenset[str] | None, bool | None]:
     """(established inbound connections to ``port``, whether a socket listens on it), from one read of
     the tables; both None if neither table could be read (unknown, which is not "down")."""

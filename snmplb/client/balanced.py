@@ -27,8 +27,8 @@ SLOW_START_FLOOR = 0.1  # a newcomer's weight starts at this fraction of its ful
 SHARE_CAP = 2.0  # no server takes more than this multiple of its (ramped) capacity share of the logins
 # Fewer logins than this expected on the same figures (but some: a login rate is seen): fill without the
 # margin, counting the login about to be added. Two standard deviations of a count of one or two logins
-# would spread them nearly by capacity, whatever the counts say (issue 12: Margot's lab at 1.14 max/mean
-# with fresh figures, against 1.10 for two choices). Not when no rate is seen at all: at a storm's start
+# would spread them nearly by capacity, whatever the counts say (a small lab with fresh figures: docs/balance.md).
+# Not when no rate is seen at all: at a storm's start
 # every rate reads 0, and counting the login would send the first second's logins to the big servers.
 FEW_LOGINS = 5.0
 MARGIN_Z = 2.0  # standard deviations of a server's random arrival count kept under the water level
@@ -57,8 +57,8 @@ def connecting(s: ServerState, rate: float | None = None) -> float:
 
     lbSshConnections beyond lbSessions, but at most the connections opened over the last
     RATE_WINDOW_S (lbLoginRate): a login becomes a session within seconds, so older connections
-    are not logins in progress but an admin's shell, an rsync, a monitoring check (issue 12:
-    steady background connections made a server look up to 20 sessions fuller). When the count is
+    are not logins in progress but an admin's shell, an rsync, a monitoring check (steady
+    background connections would make a server look many sessions fuller: docs/balance.md). When the count is
     below the sessions or zero (the agent could not read its TCP tables, or sessions do not come
     over ssh), the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
     the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
@@ -106,8 +106,8 @@ def _pool(eligible: Sequence[ServerState], settings: ClientSettings, sampled: bo
     slower than LB_MAX_RESPONSE_MS are left out while the ones that answered in time hold at least
     IN_TIME_SHARE of the safe capacity - a slow server is never chosen while the others have room for
     its share. Below that, a slow answer is not taken for an absence of capacity: dropping the big
-    desktop of a three-desktop lab sent its share to the two others (issue 12: Margot at 2.1 max/mean,
-    against random's 1.6), so the slow servers keep their full weight. A server that does not answer
+    desktop of a three-desktop lab sent its share to the two others (worse than random:
+    docs/balance.md, Margot), so the slow servers keep their full weight. A server that does not answer
     within LB_TIMEOUT_MS is not eligible at all. Finally panic mode: if the safe servers hold less than
     PANIC_SHARE of the eligible capacity, balance over all of them (never herd onto the few).
     """
@@ -190,7 +190,7 @@ def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence
     """``load`` (sessions and logins on their way, per server), raised where memory is the tighter limit.
 
     Sessions are not all alike: a few users with big browsers fill a server's memory while it holds no
-    more sessions per capacity than the others, and swapping is a matter of memory (issue 12). Once at
+    more sessions per capacity than the others, and swapping is a matter of memory (docs/balance.md, the working day). Once at
     least MEM_HEED of server i's memory is in use (lbMemTotal - lbMemAvailable), it counts at least as
     full as its memory says relative to the pool: (its share of memory in use / the pool's) times the
     pool's load per capacity, times its weight ``w``. So it takes fewer logins than its count alone would
@@ -252,15 +252,15 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
     small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
     nobody else sees adds at most twice the others' mean rate per unit of capacity, times its own
-    weight, however absurd its rate (issue 10: one agent publishing lbLoginRate 2^32-1 inverted
-    `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
+    weight, however absurd its rate (uncapped, one agent publishing lbLoginRate 2^32-1 would
+    invert `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
     agent that lies about its weight draws the logins to itself by that weight anyway, which no
     estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
 
     Only the freshest rows (taken within RATE_WINDOW_S of the youngest) are summed, scaled up to
     the whole fleet's capacity: a row taken before a storm began reads 0 and would hide the storm
-    (issue 12: with rows up to 30 s old, the fleet's rate read a fraction of the real one, and a
-    server whose old row looked empty took twice its share of a flash crowd). The cap takes the
+    (with rows up to 30 s old, the fleet's rate would read a fraction of the real one, and a
+    server whose old row looked empty would take twice its share of a flash crowd). The cap takes the
     higher of the others' mean among the fresh rows and among all: a liar claiming fresh figures
     among stale honest ones is still bounded by them. The fresh rows stand for the fleet only when
     there are at least two of them holding FRESH_SHARE of the capacity; otherwise every row counts.

@@ -62,7 +62,7 @@ def server_record(s: ServerState) -> dict[str, object]:
     if s.ok:
         v = s.values
         rec.update({
-            "load_per_cpu": v["lbLoadPerCpu"] / 100, "load1": v["lbLoad1"] / 100, "cpus": v["lbCpuCount"],
+            "load_per_cpu": mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), "load1": mib.scaled("lbLoad1", v["lbLoad1"]), "cpus": v["lbCpuCount"],
             "mem_available_kib": v["lbMemAvailable"], "mem_available_percent": v["lbMemAvailablePercent"],
             "swap_in_pages_s": v["lbSwapInRate"], "swap_out_pages_s": v["lbSwapOutRate"],
             "swapping": s.swapping, "sessions": v["lbSessions"], "users": v["lbUsers"],
@@ -82,6 +82,18 @@ def server_record(s: ServerState) -> dict[str, object]:
     return rec
 
 
+def silence_hint(servers: Sequence[ServerState], snmp_version: str = "2c") -> str:
+    """What a silent SNMPv2c agent may mean ("" unless some server gave no answer at all, over SNMPv2c):
+    SNMPv2c cannot tell a wrong community from a dead server, so the words name the likely causes."""
+    from snmplb.client.serverstate import Failure
+
+    if snmp_version != "2c" or not any(s.failure == Failure.UNREACHABLE and "no answer" in s.reason for s in servers):
+        return ""
+    return ("No answer can also mean, with SNMPv2c: a wrong community (LB_SNMP_COMMUNITY, check_snmplb's "
+            "--secrets), this client's address not allowed by the agent's rocommunity line (snmpd.d drop-in), "
+            "or snmpd not listening on that address (agentAddress); SNMPv2c answers none of these.")
+
+
 def to_json(servers: Sequence[ServerState], picks: dict[str, Decision], problems: Sequence[str]) -> str:
     return json.dumps({
         "servers": [server_record(s) for s in servers],
@@ -95,7 +107,8 @@ def _mib(kib: int) -> str:
     return f"{kib / 1024 / 1024:.1f}G" if kib >= 1024 * 1024 else f"{kib // 1024}M"
 
 
-def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configured: str) -> str:
+def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configured: str,
+             snmp_version: str = "2c") -> str:
     rows = [["SERVER", "STATE", "LOAD/CPU", "FREE MEM", "SWAP IN/OUT", "SESSIONS", "LOGINS/MIN", "WEIGHT",
              "RATING", "ANSWER"]]
     for s in servers:
@@ -107,7 +120,7 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
         limit = f"/{v['lbMaxSessions']}" if v["lbMaxSessions"] else ""
         rate = v.get("lbLoginRate")
         mark = PROBLEM_MARK if admin_file(s) not in (None, "ok") else ""
-        rows.append([host, state_label(s) + mark, f"{v['lbLoadPerCpu'] / 100:.2f}",
+        rows.append([host, state_label(s) + mark, f"{mib.scaled('lbLoadPerCpu', v['lbLoadPerCpu']):.2f}",
                      f"{_mib(v['lbMemAvailable'])} ({v['lbMemAvailablePercent']}%)",
                      f"{v['lbSwapInRate']}/{v['lbSwapOutRate']} p/s", f"{v['lbSessions']}{limit}",
                      "?" if rate is None else str(rate), f"{v['lbWeight']}%", str(v["lbRating"]),
@@ -121,6 +134,15 @@ def to_table(servers: Sequence[ServerState], picks: dict[str, Decision], configu
         lines.append(f"{PROBLEM_MARK} admin file has a problem, the agent keeps its last good settings "
                      f"(lbAdminFileProblem.0 says what): {' '.join(troubled)}")
     lines.append("")
+    if not any(s.eligible for s in servers):
+        # Nothing to choose from: every algorithm gives LDM the same fallback list, which is no choice.
+        fallback = " ".join(picks[configured].hosts) or "(none)"
+        lines.append(f"{answered} of {len(servers)} answered. No server may take a login now: get_hosts would "
+                     f"give LDM the configured servers to try in order: {fallback}")
+        hint = silence_hint(servers, snmp_version)
+        if hint:
+            lines.append(hint)
+        return "\n".join(lines)
     lines.append(f"{answered} of {len(servers)} answered. Would pick now (LB_ALGORITHM={configured}):")
     for name in REGISTRY:
         d = picks[name]

@@ -18,11 +18,13 @@ import syslog  # at the top, not in the error path: with no file descriptor left
 
 from snmplb.client.deadline import login_deadline
 from snmplb.client.driver import select, selection_for
-from snmplb.client.sources import load
+from snmplb.client.sources import configured_hosts, load
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
 if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from snmplb.client.serverstate import ServerState
 
 IDENT = "snmplb-get_hosts"
 
@@ -55,7 +57,7 @@ def run(env: Mapping[str, str]) -> str:
     for p in (why, *result.problems):
         if p:
             report(p)
-    failed = [f"{s.name}:{s.port}: {s.reason}" for s in servers if not s.ok]
+    failed = _grouped(servers)
     if not any(s.ok for s in servers):
         report("no server answered; " + "; ".join(failed))
     else:
@@ -65,21 +67,13 @@ def run(env: Mapping[str, str]) -> str:
     return " ".join(decision.hosts)
 
 
-def _configured(env: Mapping[str, str]) -> str:
-    """The configured servers' hosts, in order: the last resort (LB_SERVERS from the environment,
-    else from client.conf, else SERVER)."""
-    from snmplb.client.settings import parse_servers
-
-    text = env.get("LB_SERVERS", "").strip()
-    if not text:
-        try:
-            from snmplb.client.clientconf import read_client_conf
-
-            text = read_client_conf(env, frozenset(("LB_SERVERS",)))[0].get("LB_SERVERS", "")
-        except Exception:  # the last resort's own edge: the file is only a second source here
-            text = ""
-    servers, _ = parse_servers(text or env.get("SERVER", ""), 161)
-    return " ".join(dict.fromkeys(s.host for s in servers))
+def _grouped(servers: Iterable[ServerState]) -> list[str]:
+    """The failed servers, those with the same reason in one entry: ``a:161, b:161: reason``."""
+    by_reason: dict[str, list[str]] = {}
+    for s in servers:
+        if not s.ok:
+            by_reason.setdefault(s.reason, []).append(f"{s.name}:{s.port}")
+    return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
 
 
 def main() -> int:
@@ -94,7 +88,7 @@ def main() -> int:
         # Only the exception's type: its text may quote a setting's value, and some of those are secrets.
         report(f"internal error ({type(exc).__name__}); listing the configured servers")
         try:
-            line = _configured(env)
+            line = configured_hosts(env)
         except Exception:
             line = ""
     try:

@@ -22,7 +22,7 @@ def sample_servers(servers: Sequence[T], k: int, rng: random.Random, weights: Se
     Drawn in proportion to ``weights`` (LB_SAMPLE_WEIGHTS, the servers' capacities): server i is in
     the sample with probability k * w_i / sum(w), capped at 1 (``inclusion``), so that a server can
     be offered its capacity share of the logins, whatever its size; a uniform draw offers every server
-    k/N of them, a 4 GiB server as many as a 32 GiB one (issue 12, docs/sampling.md). Equal weights
+    k/N of them, a 4 GiB server as many as a 32 GiB one (docs/sampling.md). Equal weights
     (or none) draw uniformly, as before LB_SAMPLE_WEIGHTS, with the same use of ``rng``.
     """
     n = len(servers)

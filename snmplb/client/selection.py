@@ -103,7 +103,8 @@ class Selection:
     @staticmethod
     def not_polled(plan: Plan) -> list[ServerState]:
         """The states of a plan that must not poll (``plan.refused``): every server, failed NOT_POLLED."""
-        return [ServerState.failed(s.host, s.port, Failure.NOT_POLLED, "not polled: " + plan.refused)
+        # The reason is said once by the settings' own problem: each server says only that it was not polled.
+        return [ServerState.failed(s.host, s.port, Failure.NOT_POLLED, "not polled (the settings forbid it)")
                 for s in plan.polled + plan.hedge]
 
     def decide(self, plan: Plan, states: Sequence[ServerState], lbserver_choice: str | None = None,

@@ -5,8 +5,10 @@ only if it carries a request id it sent (each transmission has its own), the
 right community or USM credentials, a Response PDU without error, and exactly
 the OID it asked with a decodable, plausible row. Anything else is ignored,
 or ends the query with a reason when it can only mean this server is wrong
-(an SNMP error, a partial row, a USM report). The poller drives these; it
-owns the socket and the clock.
+(an SNMP error, a partial row, an authenticated USM report). An unauthenticated
+SNMPv3 report proves nothing (anyone who saw the request can send one): it is
+only a tentative reason, kept for the end if no authenticated answer comes
+(``Query.tentative``). The poller drives these; it owns the socket and the clock.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from snmplb.client import snmpcodec
 from snmplb import mib
 from snmplb.client.ber import BerError
 from snmplb.client.settings import ClientSettings, Server
-from snmplb.client.serverstate import Failure, ServerState, judge
+from snmplb.client.serverstate import Failure, ServerState, check_row
 
 ROW_OID = mib.ROW.instance
 _NO_VALUE = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW)
@@ -41,21 +43,29 @@ def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str, str]:
     values = mib.decode_row(value.value.decode("ascii", "replace"))
     if values is None:
         return None, Failure.MALFORMED, "partial, garbled or out-of-range row"
-    failure, reason = judge(values)
+    failure, reason = check_row(values)
     return (None, failure, reason) if failure else (values, "", "")
 
 
 class _Sent:
-    """One transmission: when, and the ids a reply to it must carry."""
+    """One transmission: when, the ids a reply to it must carry and, for an SNMPv3 GET, the engine id
+    it was sent under (b"" for a discovery and for SNMPv2c)."""
 
-    __slots__ = ("at", "request_id", "msg_id")
+    __slots__ = ("at", "request_id", "msg_id", "engine_id")
 
-    def __init__(self, at: float, request_id: int, msg_id: int = 0) -> None:
-        self.at, self.request_id, self.msg_id = at, request_id, msg_id
+    def __init__(self, at: float, request_id: int, msg_id: int = 0, engine_id: bytes = b"") -> None:
+        self.at, self.request_id, self.msg_id, self.engine_id = at, request_id, msg_id, engine_id
 
 
 class Query:
-    """Base: the retransmission schedule and the result."""
+    """Base: the retransmission schedule and the result.
+
+    ``tentative`` is a (``Failure`` kind, reason) heard but not proven (an
+    unauthenticated SNMPv3 report): it never ends the query by itself. When the
+    query ends unanswered (``fail`` with UNREACHABLE: the poller's deadline, or
+    a datagram it could not send), it ends with the tentative reason instead:
+    something did answer, and nothing better came.
+    """
 
     def __init__(self, server: Server, rng: random.Random, interval: float, max_sends: int) -> None:
         self.server = server
@@ -63,16 +73,21 @@ class Query:
         self.interval = interval
         self.max_sends = max_sends
         self.sent: list[_Sent] = []
+        self.sends = 0  # scheduled transmissions in this phase (SNMPv3: discovery, then the GET)
         self.result: ServerState | None = None
         self.next_time: float | None = None
+        self.tentative: tuple[str, str] | None = None
 
     @property
     def done(self) -> bool:
         return self.result is not None
 
     def fail(self, failure: str, reason: str) -> None:
-        """End the query without a row: ``failure`` (a ``Failure`` kind) and ``reason`` (its words)."""
+        """End the query without a row: ``failure`` (a ``Failure`` kind) and ``reason`` (its words);
+        an unanswered end (UNREACHABLE) takes the ``tentative`` reason when there is one."""
         if self.result is None:
+            if failure == Failure.UNREACHABLE and self.tentative is not None:
+                failure, reason = self.tentative
             self.result = ServerState.failed(self.server.host, self.server.port, failure, reason)
             self.next_time = None
 
@@ -92,7 +107,9 @@ class Query:
         return self.rng.randrange(1, 2**31 - 1)
 
     def _schedule(self, now: float) -> None:
-        self.next_time = now + self.interval if len(self.sent) < self.max_sends else None
+        """Count a scheduled transmission; the next one is due ``interval`` later, up to ``max_sends``."""
+        self.sends += 1
+        self.next_time = now + self.interval if self.sends < self.max_sends else None
 
     def start(self, now: float) -> bytes:
         raise NotImplementedError
@@ -150,27 +167,81 @@ class Credentials:
         return self._local[engine_id]
 
 
+_MAX_ENGINES = 8  # distinct engine ids one SNMPv3 query tries (the real one and forgeries)
+_MAX_RESYNCS = 2  # authenticated notInTimeWindow reports one query follows
+
+
+class _Engine:
+    """An engine id a report named, its boots and time, when they were learnt, when a GET last went to it."""
+
+    __slots__ = ("id", "boots", "time", "learnt", "last_sent")
+
+    def __init__(self, engine_id: bytes, boots: int, etime: int, learnt: float) -> None:
+        self.id, self.boots, self.time, self.learnt = engine_id, boots, etime, learnt
+        self.last_sent = learnt
+
+
 class V3Query(Query):
-    """SNMPv3 authPriv: engine discovery (a report gives id, boots, time), then the GET."""
+    """SNMPv3 authPriv: engine discovery (a report gives id, boots, time), then the GET.
+
+    The msgID and the engine id travel in clear and a report may be
+    unauthenticated, so anyone who sees a request can answer it first. Rules:
+
+    - Of the datagrams, only an authenticated one ends the query: a Response (its row, or
+      why the row is unusable) or an authenticated report (credentials refused,
+      beyond ``_MAX_RESYNCS`` notInTimeWindow resyncs). It must carry the
+      engine id its request was sent under, and its digest must verify with
+      that engine id's keys, which only a holder of the passphrase has. It
+      confirms its engine id: the other candidates are dropped, none is added.
+    - An unauthenticated report never ends the query. Every engine id one
+      names (the discovery's answer; snmpd's unknownEngineIDs answer to a GET
+      under an engine id not its own) is a candidate, and a GET goes to each
+      new one at once: a forged discovery report costs one GET, and the real
+      engine id is still tried when the agent names it. At most
+      ``_MAX_ENGINES`` candidates per query: that bounds the work an attacker
+      can cause; more forgeries than that within one poll are a flood.
+    - An unauthenticated report answering a GET is the ``tentative`` reason
+      (the latest): the server's refusal, or a forgery. It is the query's
+      result only if no authenticated answer comes before the deadline.
+    - Retransmissions (``max_sends`` per phase): the discovery until an engine
+      id is known; then the GET, each time to the candidate sent to least recently.
+    """
 
     def __init__(self, server: Server, creds: Credentials, rng: random.Random,
                  interval: float, max_sends: int) -> None:
         super().__init__(server, rng, interval, max_sends)
         self.creds = creds
-        self.engine: tuple[bytes, int, int, float] | None = None  # id, boots, time, when learnt
+        self.engines: list[_Engine] = []  # candidates, in the order learnt
+        self.confirmed = False  # an authenticated message came: engines holds its engine id alone
         self._resyncs = 0
 
+    @property
+    def engine(self) -> tuple[bytes, int, int, float] | None:
+        """The first engine id learnt (the confirmed one once confirmed): (id, boots, time, when learnt)."""
+        if not self.engines:
+            return None
+        e = self.engines[0]
+        return e.id, e.boots, e.time, e.learnt
+
     def start(self, now: float) -> bytes:
-        rid, mid = self._id(), self._id()
-        self.sent.append(_Sent(now, rid, mid))
-        self._schedule(now)
-        if self.engine is None:
+        """The next scheduled transmission: the discovery, or the GET to the least recently asked candidate."""
+        if not self.engines:
+            rid, mid = self._id(), self._id()
+            self.sent.append(_Sent(now, rid, mid))
+            self._schedule(now)
             return snmpcodec.v3_discovery(mid, rid)
-        engine_id, boots, etime, learnt = self.engine
-        auth_key, priv_key = self.creds.keys(engine_id)
-        return snmpcodec.v3_get(mid, rid, [ROW_OID], engine_id=engine_id, boots=boots,
-                              time=etime + int(now - learnt), user=self.creds.user, auth=self.creds.auth,
-                              auth_key=auth_key, priv_key=priv_key, salt=self.rng.getrandbits(64).to_bytes(8, "big"))
+        self._schedule(now)
+        return self._get(min(self.engines, key=lambda e: e.last_sent), now)
+
+    def _get(self, engine: _Engine, now: float) -> bytes:
+        rid, mid = self._id(), self._id()
+        self.sent.append(_Sent(now, rid, mid, engine.id))
+        engine.last_sent = now
+        auth_key, priv_key = self.creds.keys(engine.id)
+        return snmpcodec.v3_get(mid, rid, [ROW_OID], engine_id=engine.id, boots=engine.boots,
+                                time=engine.time + int(now - engine.learnt), user=self.creds.user,
+                                auth=self.creds.auth, auth_key=auth_key, priv_key=priv_key,
+                                salt=self.rng.getrandbits(64).to_bytes(8, "big"))
 
     def on_datagram(self, data: bytes, now: float) -> bytes | None:
         try:
@@ -180,32 +251,25 @@ class V3Query(Query):
         match = next((s for s in self.sent if s.msg_id == reply.msg_id), None)
         if match is None or self.done:
             return None
+        if not reply.flags & 0x01:
+            return self._unauthenticated(reply, match, now)
         usm = reply.usm
-        if self.engine is None:
-            return self._discovered(reply, now)
-        engine_id = self.engine[0]
-        if usm.engine_id != engine_id:
-            return None
-        auth_key, priv_key = self.creds.keys(engine_id)
-        if not reply.flags & 0x01:  # unauthenticated: only a report can be, and it proves nothing
-            try:
-                pdu = snmpcodec.v3_pdu(reply, None)
-            except BerError:
-                return None
-            if pdu.tag == ber.REPORT and pdu.varbinds:
-                self.fail(Failure.AUTH, snmpcodec.USM_REPORTS.get(pdu.varbinds[0][0], "SNMPv3 report"))
-            return None
+        engine = next((e for e in self.engines if e.id == usm.engine_id), None)
+        if engine is None or usm.engine_id != match.engine_id:
+            return None  # not under the engine id its request went out with: no answer to it
+        auth_key, priv_key = self.creds.keys(engine.id)
         if not snmpcodec.v3_verify(data, reply, self.creds.auth, auth_key):
             return None  # forged or corrupted
         try:
             pdu = snmpcodec.v3_pdu(reply, priv_key)
         except BerError:
             return None
+        self.engines, self.confirmed = [engine], True
         if pdu.tag == ber.REPORT:
             oid = pdu.varbinds[0][0] if pdu.varbinds else None
-            if oid == snmpcodec.NOT_IN_TIME_WINDOW and self._resyncs < 2:
+            if oid == snmpcodec.NOT_IN_TIME_WINDOW and self._resyncs < _MAX_RESYNCS:
                 self._resyncs += 1
-                self.engine = (engine_id, usm.boots, usm.time, now)
+                engine.boots, engine.time, engine.learnt = usm.boots, usm.time, now
                 return self.start(now)
             self.fail(Failure.AUTH, snmpcodec.USM_REPORTS.get(oid, "SNMPv3 report"))
             return None
@@ -214,14 +278,23 @@ class V3Query(Query):
         self.finish(pdu, now - match.at)
         return None
 
-    def _discovered(self, reply: snmpcodec.V3Reply, now: float) -> bytes | None:
+    def _unauthenticated(self, reply: snmpcodec.V3Reply, match: _Sent, now: float) -> bytes | None:
+        """A report without a digest: a tentative reason if it answers a GET, and its engine id a candidate."""
         try:
             pdu = snmpcodec.v3_pdu(reply, None)
         except BerError:
             return None
-        usm = reply.usm
-        if pdu.tag != ber.REPORT or not usm.engine_id or len(usm.engine_id) > 32:
+        engine_id = reply.usm.engine_id
+        if pdu.tag != ber.REPORT or not engine_id or len(engine_id) > 32:
             return None
-        self.engine = (usm.engine_id, usm.boots, usm.time, now)
-        self.sent.clear()  # a new phase: its own retransmissions
-        return self.start(now)
+        if match.engine_id:  # it answers a GET: refused by the server, or forged
+            oid = pdu.varbinds[0][0] if pdu.varbinds else None
+            self.tentative = (Failure.AUTH, snmpcodec.USM_REPORTS.get(oid, "SNMPv3 report"))
+        if self.confirmed or len(self.engines) >= _MAX_ENGINES or any(e.id == engine_id for e in self.engines):
+            return None
+        engine = _Engine(engine_id, reply.usm.boots, reply.usm.time, now)
+        self.engines.append(engine)
+        if len(self.engines) == 1:
+            self.sends = 0  # a new phase: the GET's own retransmissions
+            return self.start(now)
+        return self._get(engine, now)  # at once, outside the schedule

@@ -11,6 +11,9 @@ from snmplb.record import record
 
 _ADMIN: dict[int, str] = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
 _STATUS: dict[int, str] = {v: k for k, v in mib.obj("lbStatus").enums.items()}
+_SWAPPING = mib.enum("lbSwapping", "true")
+_SWAPPING_VALUES = frozenset(mib.obj("lbSwapping").enums.values())
+_MAX_WEIGHT = mib.maximum("lbWeight")
 MAX_DATA_AGE_MS = 30_000
 # Statuses in which a server may take a new login. Any other (disabled, draining, full, unavailable,
 # or a value added to the MIB after this client) closes it, whatever else its row says.
@@ -87,8 +90,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
     # which a record's fields are Any).
     @property
     def load_per_cpu(self) -> float:
-        row: dict[str, int] = self.values
-        return row["lbLoadPerCpu"] / 100
+        return mib.scaled("lbLoadPerCpu", self.values["lbLoadPerCpu"])
 
     @property
     def cpus(self) -> int:
@@ -118,7 +120,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
     @property
     def swapping(self) -> bool:
         row: dict[str, int] = self.values
-        return row["lbSwapping"] == 1
+        return row["lbSwapping"] == _SWAPPING
 
     @property
     def in_service(self) -> int | None:
@@ -131,13 +133,12 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
     def login_rate(self) -> float | None:
         """New logins per second arriving at this server (lbLoginRate); None from an agent too old to say."""
         rate = self.values.get("lbLoginRate")
-        return None if rate is None else rate / 60
+        return None if rate is None else mib.per_second("lbLoginRate", rate)
 
     @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
-        row: dict[str, int] = self.values
-        return row["lbDataAge"] / 1000
+        return mib.seconds("lbDataAge", self.values["lbDataAge"])
 
     @property
     def admin_state(self) -> str:
@@ -168,7 +169,7 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return not (self.max_sessions and self.sessions >= self.max_sessions)
 
 
-def judge(values: dict[str, int]) -> tuple[str, str]:
+def check_row(values: dict[str, int]) -> tuple[str, str]:
     """("", "") for a row that can be true, else (its ``Failure`` kind, why): a lying or broken agent,
     or one whose figures are too old, is never chosen."""
     v = values
@@ -177,10 +178,10 @@ def judge(values: dict[str, int]) -> tuple[str, str]:
         (v["lbMemTotal"] > 0 and v["lbMemAvailable"] <= v["lbMemTotal"], "memory figures"),
         (v["lbMemAvailablePercent"] <= 100 and v["lbRating"] <= 100, "percentages"),
         (v["lbSwapFree"] <= v["lbSwapTotal"], "swap figures"),
-        (v["lbSwapping"] in (1, 2), "swapping flag"),
+        (v["lbSwapping"] in _SWAPPING_VALUES, "swapping flag"),
         (v["lbAdminState"] in _ADMIN and v["lbStatus"] >= 1, "state or status value"),
         (v["lbUsers"] <= v["lbSessions"], "users above sessions"),
-        (v["lbWeight"] <= 10000, "weight"),
+        (v["lbWeight"] <= _MAX_WEIGHT, "weight"),
         (abs(v["lbLoadPerCpu"] - v["lbLoad1"] / v["lbCpuCount"]) <= 1 if v["lbCpuCount"] else False,
          "load per CPU"),
     )
@@ -188,10 +189,10 @@ def judge(values: dict[str, int]) -> tuple[str, str]:
         if not good:
             return Failure.IMPLAUSIBLE, f"implausible {what}"
     if v["lbDataAge"] > MAX_DATA_AGE_MS:
-        return Failure.STALE, f"stale data ({v['lbDataAge'] // 1000} s old)"
+        return Failure.STALE, f"stale data ({int(mib.seconds('lbDataAge', v['lbDataAge']))} s old)"
     return "", ""
 
 
 def implausible(values: dict[str, int]) -> str:
-    """Why a row cannot be used ("" when it can): ``judge``'s words."""
-    return judge(values)[1]
+    """Why a row cannot be used ("" when it can): ``check_row``'s words."""
+    return check_row(values)[1]

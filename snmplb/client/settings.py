@@ -12,6 +12,7 @@ from snmplb.errors import ConfigError
 # The one validation of key = value settings (kvfile); the short names keep the VARIABLES table readable.
 from snmplb.kvfile import number as _float, one_of as _choice, shown, validate, whole as _int, yes_no as _bool
 from snmplb.usm import AUTH_PROTOCOLS, PRIV_PROTOCOLS, USER_MAX, passphrase_problem  # the one list and rules
+from snmplb import mib
 from snmplb.record import record
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
@@ -54,27 +55,6 @@ class Server(record("Server", "host port", defaults=(161,))):
     """A configured application server: host (str, as written; printed for LDM) and its SNMP port (int)."""
 
     __slots__ = ()
-
-
-# The fields and their defaults written in the call (mypy reads a record's fields only from literals).
-class ClientSettings(record("ClientSettings",
-                            "servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version "
-                            "community user auth_protocol auth_passphrase priv_protocol priv_passphrase "
-                            "lbserver_url client_id snmp_port retries max_hosts seed slow_start_s sample "
-                            "sample_weights",
-                            defaults=((), "balanced", 1000, 2.0, 500, True, "2c", "snmplb-ltsp", "snmplb",
-                                      "SHA", "", "AES", "", "", "", 161, 3, 0, None, 300, 0, ()))):
-    """Everything get_hosts and the status view need; VARIABLES documents each field.
-
-    A record (snmplb.record), not a dataclass: get_hosts imports this at every login on a
-    thin client, and dataclasses cost ~10 ms of imports (docs/benchmarks.md).
-    """
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:  # secrets never reach a log or a traceback
-        shown = ", ".join(f"{k}={'***' if k in _SECRETS and v else v!r}" for k, v in zip(self._fields, self))
-        return f"ClientSettings({shown})"
 
 
 def _passphrase(raw: str) -> str:
@@ -129,30 +109,41 @@ def parse_server(entry: str, default_port: int) -> Server:
     return Server(host, port)
 
 
-class Variable(record("Variable", "name attr parse default doc if_bad", defaults=(None,))):
-    """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special),
-    its default as documented, its meaning (doc), and what a bad value means (if_bad): None for
-    the default, or (the value taken instead, what the message says is done). A kvfile.Field with
-    a doc: kvfile.validate checks these as it checks agent.conf's and admin.conf's fields."""
+class Variable(record("Variable", "name attr parse value doc if_bad shown", defaults=(None, None))):
+    """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special), its
+    default value (value: ClientSettings' default, written only here), its meaning (doc), what a bad
+    value means (if_bad): None for the default, or (the value taken instead, what the message says
+    is done), and the default's words where the value alone does not say it (shown). A kvfile.Field
+    with a doc: kvfile.validate checks these as it checks agent.conf's and admin.conf's fields."""
 
     __slots__ = ()
 
+    @property
+    def default(self) -> str:
+        """The default as documented (README, the man page, "using the default (...)")."""
+        if self.shown is not None:
+            return str(self.shown)
+        if isinstance(self.value, bool):
+            return "yes" if self.value else "no"
+        return str(self.value)
+
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("LB_SERVERS", "servers", None, "$SERVER",
-             "Application servers, separated by spaces: `host` or `host:port` (SNMP port), `[v6addr]:port`."),
+    Variable("LB_SERVERS", "servers", None, (),
+             "Application servers, separated by spaces: `host` or `host:port` (SNMP port), `[v6addr]:port`.",
+             shown="$SERVER"),
     Variable("LB_ALGORITHM", "algorithm", _choice(ALGORITHMS), "balanced",
              "How to choose: " + ", ".join(f"`{a}`" for a in ALGORITHMS) + " (docs/algorithms.md)."),
-    Variable("LB_TIMEOUT_MS", "timeout_ms", _int(50, 30000), "1000",
+    Variable("LB_TIMEOUT_MS", "timeout_ms", _int(50, 30000), 1000,
              "The login's one deadline, in ms, counted from get_hosts' start (the interpreter's start-up "
              "included): no server delays a login longer."),
-    Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), "2.0",
+    Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), 2.0,
              "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this."),
-    Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), "500",
+    Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), 500,
              "`thresholded`: skip servers that answered slower than this (ms); `balanced`: skip them while the "
              "servers that answered in time hold at least 80 % of the safe capacity (a slow desktop holding a "
              "third of a small lab still takes its share: docs/algorithms.md)."),
-    Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, "yes",
+    Variable("LB_SKIP_SWAPPING", "skip_swapping", _bool, True,
              "`thresholded`, `balanced`: skip servers that are swapping."),
     Variable("LB_SNMP_VERSION", "snmp_version", _choice(("2c", "3")), "2c",
              "`2c` or `3` (authPriv). With `3` and a passphrase missing or bad, or any other value, nothing is "
@@ -163,38 +154,65 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LB_SNMP_USER", "user", _text(USER_MAX), "snmplb", "SNMPv3 user name."),
     Variable("LB_SNMP_AUTH_PROTOCOL", "auth_protocol", _choice(AUTH_PROTOCOLS, str.upper), "SHA",
              "SNMPv3 authentication: " + ", ".join(AUTH_PROTOCOLS) + "."),
-    Variable("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase", _passphrase, "(none)",
-             "SNMPv3 authentication passphrase (8 characters or more). Never logged."),
+    Variable("LB_SNMP_AUTH_PASSPHRASE", "auth_passphrase", _passphrase, "",
+             "SNMPv3 authentication passphrase (8 characters or more). Never logged.", shown="(none)"),
     Variable("LB_SNMP_PRIV_PROTOCOL", "priv_protocol", _choice(PRIV_PROTOCOLS, str.upper), "AES",
              "SNMPv3 privacy: AES (AES-128-CFB)."),
-    Variable("LB_SNMP_PRIV_PASSPHRASE", "priv_passphrase", _passphrase, "(none)",
-             "SNMPv3 privacy passphrase (8 characters or more). Never logged."),
-    Variable("LB_LBSERVER_URL", "lbserver_url", _url, "(none)",
-             "`lbserver`: ltsp-cluster's lbserver, e.g. `http://server:8008/`."),
-    Variable("LB_CLIENT_ID", "client_id", _text(64), "MAC of the default route's interface",
-             "`sticky`: this client's identity."),
-    Variable("LB_SNMP_PORT", "snmp_port", _int(1, 65535), "161", "SNMP port of servers listed without one."),
-    Variable("LB_RETRIES", "retries", _int(0, 10), "3",
+    Variable("LB_SNMP_PRIV_PASSPHRASE", "priv_passphrase", _passphrase, "",
+             "SNMPv3 privacy passphrase (8 characters or more). Never logged.", shown="(none)"),
+    Variable("LB_LBSERVER_URL", "lbserver_url", _url, "",
+             "`lbserver`: ltsp-cluster's lbserver, e.g. `http://server:8008/`.", shown="(none)"),
+    Variable("LB_CLIENT_ID", "client_id", _text(64), "",
+             "`sticky`: this client's identity.", shown="MAC of the default route's interface"),
+    Variable("LB_SNMP_PORT", "snmp_port", _int(1, 65535), 161, "SNMP port of servers listed without one."),
+    Variable("LB_RETRIES", "retries", _int(0, 10), 3,
              "Retransmissions per request, spread within LB_TIMEOUT_MS (a lost datagram is not a dead server)."),
-    Variable("LB_MAX_HOSTS", "max_hosts", _int(0, 1000), "0",
+    Variable("LB_MAX_HOSTS", "max_hosts", _int(0, 1000), 0,
              "Print at most this many hosts (0: all eligible ones)."),
-    Variable("LB_SLOW_START_S", "slow_start_s", _int(0, 86400), "300",
+    Variable("LB_SLOW_START_S", "slow_start_s", _int(0, 86400), 300,
              "`balanced`: a server that came into service less than this many seconds ago (lbInService) gets "
              "a share growing linearly over the window (0: no slow start)."),
-    Variable("LB_SAMPLE", "sample", _int(0, 1000), "0",
+    Variable("LB_SAMPLE", "sample", _int(0, 1000), 0,
              "Poll only this many servers, drawn at random in proportion to their LB_SAMPLE_WEIGHTS (0: all); "
              "the rest is polled too (hedge) when none of them has a usable answer within 50 ms (or 4 round "
              "trips of the fastest answer). A login then costs O(1) SNMP requests however large the fleet; once "
              "one sampled server answered, a silent one is waited for at most 50 ms (or 4 of that answer's "
              "round trips). With servers of different sizes, set LB_SAMPLE_WEIGHTS (docs/sampling.md)."),
-    Variable("LB_SAMPLE_WEIGHTS", "sample_weights", None, "(every server 100)",
+    Variable("LB_SAMPLE_WEIGHTS", "sample_weights", None, (),
              "`LB_SAMPLE`: each server's capacity, the lbWeight set on it (`snmplb-admin weight`), as "
              "`host=weight` entries separated by spaces (`host:port=weight` for one of several SNMP ports, "
              "`[v6addr]=weight`); a server not listed counts as 100, one at 0 is only polled with the hedge. "
              "The sample is drawn in proportion: a server at 200 is twice as likely to be polled as one at 100. "
-             "A weight that disagrees with the polled lbWeight is reported."),
-    Variable("LB_SEED", "seed", _int(0, 2**63), "(random)", "Seed of the random choices, for tests only."),
+             "A weight that disagrees with the polled lbWeight is reported.", shown="(every server 100)"),
+    Variable("LB_SEED", "seed", _int(0, 2**63), None, "Seed of the random choices, for tests only.", shown="(random)"),
 )
+
+
+_FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
+           "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
+           "retries max_hosts seed slow_start_s sample sample_weights")
+_VALUE = {v.attr: v.value for v in VARIABLES}
+
+
+# The fields are written in the call as well: mypy reads a record's fields from literals only, and then
+# knows them by name (test_settings checks that they are _FIELDS). Their defaults stay VARIABLES' values.
+class ClientSettings(record("ClientSettings",
+                            "servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version "
+                            "community user auth_protocol auth_passphrase priv_protocol priv_passphrase "
+                            "lbserver_url client_id snmp_port retries max_hosts seed slow_start_s sample "
+                            "sample_weights",
+                            defaults=tuple(_VALUE[f] for f in _FIELDS.split()))):  # type: ignore[misc]  # not a literal
+    """Everything get_hosts and the status view need; VARIABLES documents each field and holds its default.
+
+    A record (snmplb.record), not a dataclass: get_hosts imports this at every login on a
+    thin client, and dataclasses cost ~10 ms of imports (docs/benchmarks.md).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:  # secrets never reach a log or a traceback
+        shown = ", ".join(f"{k}={'***' if k in _SECRETS and v else v!r}" for k, v in zip(self._fields, self))
+        return f"ClientSettings({shown})"
 
 
 def from_env(env: Mapping[str, str], unquoted: frozenset[str] = frozenset()) -> tuple[ClientSettings, list[str]]:
@@ -203,7 +221,7 @@ def from_env(env: Mapping[str, str], unquoted: frozenset[str] = frozenset()) -> 
     given = {v.name: env.get(v.name, "").strip() for v in VARIABLES}  # an empty value means the default
     changes, problems = validate(VARIABLES, {k: v for k, v in given.items() if v}, unknown=False,
                                  unquoted=unquoted)
-    settings = ClientSettings()._replace(**changes)
+    settings = ClientSettings()._replace(**changes)  # type: ignore[call-arg]  # every field has a default
     servers, more = parse_servers(env.get("LB_SERVERS", "").strip() or env.get("SERVER", "").strip(),
                                   settings.snmp_port)
     problems += _unquoted(more, "LB_SERVERS", unquoted)
@@ -268,7 +286,7 @@ _MAX_ENTRY_PROBLEMS = 5  # bad LB_SERVERS entries reported one by one; the rest 
 
 
 DEFAULT_SAMPLE_WEIGHT = 100  # lbWeight's own default: a server the admin did not size is a reference server
-_MAX_WEIGHT = 10000  # lbWeight's range: adminconf.MAX_WEIGHT, not imported (dataclasses at every login)
+_MAX_WEIGHT = mib.maximum("lbWeight")  # the MIB's range, as snmplb-admin's (adminfile.MAX_WEIGHT)
 
 
 SampleWeights = tuple[tuple[str, int, int], ...]  # LB_SAMPLE_WEIGHTS: (host, port or 0 for any, weight)

@@ -60,3 +60,21 @@ def load(env: Mapping[str, str], lts_conf: str | None = None, clients: Sequence[
     given = {k: v for k, v in variables.items() if v.strip()}
     settings, more = from_env({**file_values, **given}, unquoted=frozenset(file_values) - frozenset(given))
     return settings, problems + file_problems + more
+
+
+def configured_hosts(env: Mapping[str, str]) -> str:
+    """The configured servers' hosts, in order, separated by spaces: get_hosts' last resort when the
+    selection itself failed (LB_SERVERS from the environment, else from client.conf, else SERVER).
+    Reads as little as it can: the one variable, no validation beyond the server list's own."""
+    from snmplb.client.settings import parse_servers
+
+    text = env.get("LB_SERVERS", "").strip()
+    if not text:
+        try:
+            from snmplb.client.clientconf import read_client_conf
+
+            text = read_client_conf(env, frozenset(("LB_SERVERS",)))[0].get("LB_SERVERS", "")
+        except Exception:  # the last resort's own edge: the file is only a second source here
+            text = ""
+    servers, _ = parse_servers(text or env.get("SERVER", ""), 161)
+    return " ".join(dict.fromkeys(s.host for s in servers))

@@ -7,9 +7,17 @@ the selected server (prints its host on stdout, exit 0), Escape cancels
 (exit 1). Exit 2 when the window cannot open (no display, no Tk).
 
 Where the states come from: the feed's queue (`snmplb feed`, default
-/snmplb-feed) when it exists; otherwise, or when the feed falls silent for
---stale seconds, the chooser polls the fleet itself every --refresh seconds
-with the thin client's settings (the same poll as get_hosts).
+/snmplb-feed) when it exists and is the feed's (owned by this user or root,
+mode 0600 or 0640: ``feed.untrusted`` on the open descriptor); otherwise, or
+when the feed falls silent for --stale seconds, the chooser polls the fleet
+itself every --refresh seconds with the thin client's settings (the same
+poll as get_hosts).
+
+What it shows, whatever the source: only the servers of its own settings
+(LB_SERVERS as ``sources.load`` reads them); a row for any other host
+is dropped, and so is a recommendation of one (``offered``). A refresh it
+cannot show (a time out of range, no configured server) is skipped with a
+line on stderr: one bad message costs one refresh, never the ones after it.
 
 Tk, not GTK 3: python3-tk and libtk8.6 weigh about 3 MB where GTK 3 through
 PyGObject adds about 45 MB to a thin client's image, and Tk's window opens
@@ -28,10 +36,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from snmplb.login.feedformat import Row, Snapshot
+from snmplb.argtypes import seconds
+from snmplb.client.settings import ClientSettings
+from snmplb.login.feedformat import FeedRow, Snapshot
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
 if TYPE_CHECKING:  # annotations only: Tk is imported when the window opens
@@ -50,7 +61,7 @@ WHY_CLOSED = {"Draining": "no new logins", "Disabled": "closed by the admin", "F
 
 # -- what to show: pure ---------------------------------------------------------------------------------
 
-def cells(r: Row, recommended: str) -> tuple[str, str, str, str, str]:
+def cells(r: FeedRow, recommended: str) -> tuple[str, str, str, str, str]:
     """A row's columns: server, state, load per CPU, sessions, note (recommended, or why not usable)."""
     load = "-" if r.load_per_cpu is None else f"{r.load_per_cpu:.2f}"
     sessions = "-" if r.sessions is None else str(r.sessions)
@@ -68,6 +79,29 @@ def selection_after(snap: Snapshot, previous: str | None) -> str | None:
         return snap.recommended
     usable: list[str | None] = [r.host for r in snap.rows if r.usable]  # (| None: the last resort below)
     return (usable or hosts or [None])[0]
+
+
+LAST_TIME = 253402300799  # 9999-12-31 23:59:59 UTC: the last refresh time the window can print
+
+
+def offered(snap: Snapshot, configured: Collection[str]) -> Snapshot:
+    """What the window may show of a refresh, whichever source it came from.
+
+    Rules: only rows whose host is one of ``configured`` (the chooser's own LB_SERVERS) are kept, in
+    their order, and each host once (its first row: a window row is a host; LB_SERVERS may name one
+    host at two SNMP ports); the recommendation is kept only when it names a kept usable row, else it
+    is "" (the window then preselects as ``selection_after`` says). ValueError for a refresh that
+    cannot be shown: a refresh time before 1970 or after 9999.
+    """
+    if not 0 <= snap.refreshed <= LAST_TIME:
+        raise ValueError(f"refresh time {snap.refreshed} out of range")
+    first: dict[str, FeedRow] = {}
+    for r in snap.rows:
+        if r.host in configured:
+            first.setdefault(r.host, r)
+    rows = tuple(first.values())
+    usable = {r.host for r in rows if r.usable}
+    return replace(snap, rows=rows, recommended=snap.recommended if snap.recommended in usable else "")
 
 
 def message(snap: Snapshot | None, refresh_s: float) -> str:
@@ -95,14 +129,28 @@ def refusal(snap: Snapshot | None, host: str | None) -> str:
 # -- where the states come from: thin drivers --------------------------------------------------------------
 
 class QueueSource:
-    """The feed's queue: a non-blocking receive at each tick (no thread)."""
+    """The feed's queue: a non-blocking receive at each tick (no thread).
+
+    Rules: the queue is believed only when its open descriptor passes ``feed.untrusted`` (owned by this
+    user or root, mode 0600 or 0640): TrustError otherwise, raised by the constructor. A message is
+    heard (``silent_for`` restarts) only when it decodes and names one of ``configured``; anything else
+    is skipped, with a line on stderr, so a feed that only says unusable things goes stale like a
+    silent one.
+    """
 
     name: Literal["queue"] = "queue"  # (a Literal: mypy tells the sources apart by it)
 
-    def __init__(self, queue_name: str) -> None:
+    def __init__(self, queue_name: str, configured: Collection[str] = ()) -> None:
+        from snmplb.errors import TrustError
         from snmplb.login import mqueue
+        from snmplb.login.feed import trusted_owners, untrusted
 
         self.q = mqueue.Queue.open(queue_name)
+        why = untrusted(self.q.stat(), trusted_owners())
+        if why:
+            self.q.close()
+            raise TrustError(why)
+        self.configured = frozenset(configured)
         self.last = time.monotonic()
 
     def latest(self) -> Snapshot | None:
@@ -114,9 +162,13 @@ class QueueSource:
             if data is None:
                 break
             try:
-                snap = feedformat.decode(data)
-            except ValueError:
-                continue  # garbage in the queue is ignored
+                got = offered(feedformat.decode(data), self.configured)
+                if not got.rows:
+                    raise ValueError("names none of the configured servers")
+            except ValueError as exc:
+                print(f"snmplb-chooser: a message from the feed skipped: {exc}", file=sys.stderr, flush=True)
+                continue  # this refresh is lost, not the next ones
+            snap = got
             self.last = time.monotonic()
         return snap
 
@@ -132,10 +184,8 @@ class PollSource:
 
     name: Literal["poll"] = "poll"
 
-    def __init__(self, refresh_s: float) -> None:
-        from snmplb.client.sources import load
-
-        self.settings, self.problems = load(os.environ)
+    def __init__(self, refresh_s: float, settings: ClientSettings) -> None:
+        self.settings = settings
         self.refresh_s = refresh_s
         self._latest: list[Snapshot] = []
         self._lock = threading.Lock()
@@ -165,16 +215,24 @@ class PollSource:
         return 0.0
 
 
-def open_source(queue_name: str, refresh_s: float) -> QueueSource | PollSource:
-    """The feed's queue if it exists, else our own poll."""
-    from snmplb.errors import QueueError
+def open_source(queue_name: str, refresh_s: float, settings: ClientSettings) -> QueueSource | PollSource:
+    """The feed's queue if it exists and may be trusted (``QueueSource``, offering only the hosts of
+    ``settings``), else our own poll with ``settings``.
 
+    A queue that exists but is refused is named on stderr with the reason (its owner and mode).
+    """
+    from snmplb.errors import QueueError, TrustError
+
+    configured = frozenset(s.host for s in settings.servers)
     if queue_name:
         try:
-            return QueueSource(queue_name)
+            return QueueSource(queue_name, configured)
+        except TrustError as exc:
+            print(f"snmplb-chooser: queue {queue_name}: {exc}; polling the servers instead", file=sys.stderr,
+                  flush=True)
         except QueueError:
-            pass
-    return PollSource(refresh_s)
+            pass  # no feed runs
+    return PollSource(refresh_s, settings)
 
 
 # -- the window ---------------------------------------------------------------------------------------------
@@ -185,11 +243,13 @@ class Chooser:
     COLUMNS = (("server", "Server", 220), ("state", "State", 110), ("load", "Load/CPU", 80),
                ("sessions", "Sessions", 80), ("note", "", 260))
 
-    def __init__(self, root: tkinter.Tk, source: QueueSource | PollSource, refresh_s: float, stale_s: float,
-                 state_file: str | None) -> None:
+    def __init__(self, root: tkinter.Tk, source: QueueSource | PollSource, settings: ClientSettings,
+                 refresh_s: float, stale_s: float, state_file: str | None) -> None:
         from tkinter import ttk
 
         self.root, self.source, self.refresh_s, self.stale_s = root, source, refresh_s, stale_s
+        self.settings = settings
+        self.configured = frozenset(s.host for s in settings.servers)  # LB_SERVERS: the only hosts ever offered
         self.state_file = state_file
         self.snap: Snapshot | None = None
         self.result: str | None = None
@@ -226,7 +286,12 @@ class Chooser:
         self._write_state()
 
     def apply(self, snap: Snapshot) -> None:
-        """Show a refresh: rows replaced in place, the selection kept."""
+        """Show a refresh: rows replaced in place, the selection kept.
+
+        Rules: what is shown is ``offered(snap, configured)``, never a host outside the chooser's own
+        settings; ValueError, with nothing changed, for a refresh that cannot be shown.
+        """
+        snap = offered(snap, self.configured)
         previous = self.selected() if self.snap is not None else None
         self.snap = snap
         hosts = [r.host for r in snap.rows]
@@ -253,14 +318,25 @@ class Chooser:
         self.line.configure(text=self.note or message(self.snap, self.refresh_s))
 
     def _tick(self) -> None:
-        snap = self.source.latest()
-        if snap is not None:
-            self.apply(snap)
-        elif self.source.name == "queue" and self.source.silent_for() > self.stale_s:
-            # The feed stopped (or never publishes): carry on with our own poll.
-            self.source.close()
-            self.source = PollSource(self.refresh_s)
-        self.root.after(200, self._tick)
+        """One look at the source, every 200 ms.
+
+        Rules: the next look is scheduled whatever this one met: a refresh that cannot be shown is
+        skipped with a line on stderr and costs that refresh only.
+        """
+        from tkinter import TclError
+
+        try:
+            snap = self.source.latest()
+            if snap is not None:
+                self.apply(snap)
+            elif self.source.name == "queue" and self.source.silent_for() > self.stale_s:
+                # The feed stopped (or never publishes): carry on with our own poll.
+                self.source.close()
+                self.source = PollSource(self.refresh_s, self.settings)
+        except (ValueError, OverflowError, OSError, TclError) as exc:
+            print(f"snmplb-chooser: a refresh skipped: {exc}", file=sys.stderr, flush=True)
+        finally:
+            self.root.after(200, self._tick)
 
     def choose(self) -> None:
         host = self.selected()
@@ -296,26 +372,26 @@ class Chooser:
             pass  # a test hook must never break the chooser
 
 
-def _positive(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not (1 <= x <= 3600):
-        raise argparse.ArgumentTypeError(f"{text[:40]} is not a number of seconds in [1, 3600]")
-    return x
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """snmplb-chooser: the window; the chosen host on stdout (exit 0), Escape 1, no window 2.
+
+    The hosts it may offer are those of its own settings (``sources.load(os.environ)``: get_hosts' way
+    in, client.conf under the LB_* variables), read once at start.
+    """
     from snmplb.login.feed import QUEUE, REFRESH_S
 
     ap = argparse.ArgumentParser(prog="snmplb-chooser", description=__doc__.splitlines()[0])
     ap.add_argument("--queue", default=QUEUE, help=f"the feed's queue (default {QUEUE}); '' to always poll")
-    ap.add_argument("--refresh", type=_positive, default=REFRESH_S,
+    ap.add_argument("--refresh", type=seconds(3600, low=1.0), default=REFRESH_S,
                     help=f"seconds between our own polls when no feed runs (default {REFRESH_S:g})")
-    ap.add_argument("--stale", type=_positive, default=3 * REFRESH_S,
+    ap.add_argument("--stale", type=seconds(3600, low=1.0), default=3 * REFRESH_S,
                     help="poll ourselves when the feed has said nothing for this long (default %(default)g)")
     args = ap.parse_args(argv)
+    from snmplb.client.sources import load
+
+    settings, problems = load(os.environ)  # get_hosts' settings and rules (a bad value is named, never quoted)
+    for p in problems:
+        print(f"snmplb-chooser: {p}", file=sys.stderr, flush=True)
     try:
         import tkinter
     except ImportError:
@@ -326,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except tkinter.TclError as exc:
         print(f"snmplb-chooser: cannot open the window: {exc}", file=sys.stderr)
         return 2
-    chooser = Chooser(root, open_source(args.queue, args.refresh), args.refresh, args.stale,
+    chooser = Chooser(root, open_source(args.queue, args.refresh, settings), settings, args.refresh, args.stale,
                       os.environ.get(STATE_HOOK) or None)
     root.mainloop()
     if chooser.result is None:

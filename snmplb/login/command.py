@@ -1,4 +1,4 @@
-"""snmplb: the admin's command on the LTSP server (status of the fleet, as thin clients see it).
+"""snmplb: the fleet as a thin client sees it, and its ways to log in (status, feed, pick, connect).
 
     snmplb status                      # settings from the environment (LB_* variables)
     snmplb status --lts-conf /srv/tftp/ltsp/i386/lts.conf --client 52:54:00:12:34:56
@@ -65,7 +65,7 @@ def status_once(settings: ClientSettings, problems: list[str], as_json: bool) ->
     code = 0 if any(s.ok for s in states) else 1
     if as_json:
         return to_json(states, picks, problems), code
-    text = to_table(states, picks, settings.algorithm)
+    text = to_table(states, picks, settings.algorithm, settings.snmp_version)
     if problems:
         text += "\n\nSettings:\n" + "\n".join(f"  {p}" for p in problems)
     return text, code

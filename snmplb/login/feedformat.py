@@ -22,6 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from snmplb import mib
 from snmplb.client.serverstate import ServerState
 from snmplb.client.describe import state_label, unavailable_reason
 
@@ -41,7 +42,7 @@ MAX_SERVERS = 128  # the C header's SNMPLB_FEED_MAX_SERVERS: a C reader has room
 
 
 @dataclass(frozen=True)
-class Row:
+class FeedRow:
     """One server as the feed publishes it (None: unknown)."""
 
     host: str
@@ -61,7 +62,7 @@ class Snapshot:
 
     refreshed: int
     recommended: str
-    rows: tuple[Row, ...]
+    rows: tuple[FeedRow, ...]
 
 
 def _clean(text: str, limit: int) -> str:
@@ -71,13 +72,13 @@ def _clean(text: str, limit: int) -> str:
     return data.decode(errors="ignore")
 
 
-def row(s: ServerState) -> Row:
+def row(s: ServerState) -> FeedRow:
     """What the feed says of one polled server."""
     reason = s.reason if not s.ok else unavailable_reason(s)
     if not s.ok:
-        return Row(s.name, state_label(s), False, None, None, None, None, reason, s.failure)
+        return FeedRow(s.name, state_label(s), False, None, None, None, None, reason, s.failure)
     v = s.values
-    return Row(s.name, state_label(s), s.eligible, v["lbLoadPerCpu"] / 100, v["lbMemAvailable"] // 1024,
+    return FeedRow(s.name, state_label(s), s.eligible, mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), v["lbMemAvailable"] // 1024,
                v["lbSessions"], s.rtt_ms, reason)
 
 
@@ -92,7 +93,7 @@ def _num(x: float | int | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _line(r: Row) -> str:
+def _line(r: FeedRow) -> str:
     return "\t".join((_clean(r.host, NAME_MAX) or "-", r.state, "1" if r.usable else "0",
                       _num(r.load_per_cpu, ".2f"), _num(r.free_mib, "d"), _num(r.sessions, "d"),
                       _num(r.answer_ms, ".1f"), _clean(r.reason, REASON_MAX) or "-")) + "\n"
@@ -128,7 +129,7 @@ def decode(data: bytes) -> Snapshot:
         f = ln.split("\t")
         if len(f) != 8:
             raise ValueError("a server line without its 8 fields")
-        rows.append(Row(f[0], f[1], f[2] == "1", _opt(f[3], float), _opt(f[4], int), _opt(f[5], int),
+        rows.append(FeedRow(f[0], f[1], f[2] == "1", _opt(f[3], float), _opt(f[4], int), _opt(f[5], int),
                         _opt(f[6], float), "" if f[7] == "-" else f[7]))
     if len(rows) != count:
         raise ValueError("fewer server lines than the header counts")
@@ -147,4 +148,4 @@ def from_json(text: str) -> Snapshot:
     j = json.loads(text)
     if j.get("format") != f"{MAGIC} {VERSION}":
         raise ValueError("not an SNMPLB-FEED 1 document")
-    return Snapshot(int(j["refreshed"]), j["recommended"] or "", tuple(Row(**r) for r in j["servers"]))
+    return Snapshot(int(j["refreshed"]), j["recommended"] or "", tuple(FeedRow(**r) for r in j["servers"]))

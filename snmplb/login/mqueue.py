@@ -5,8 +5,11 @@ compiler: glibc (librt before 2.34) has mq_open and friends, and ctypes is in
 the standard library. Linux only: a queue descriptor is a file descriptor
 there, so os.fchmod/os.fchown set its mode and group.
 
-A thin driver: each method is one system call; errors become
-snmplb.errors.QueueError with the call's name and strerror.
+A thin driver: each method is one system call (create: the exclusive
+open, then the group and mode); errors become snmplb.errors.QueueError with
+the call's name and strerror. Whom to trust is the caller's rule
+(snmplb.login.feed.untrusted); ``Queue.stat`` gives it the open queue's
+owner and mode.
 """
 
 from __future__ import annotations
@@ -96,16 +99,27 @@ class Queue:
         self.fd = fd
 
     @classmethod
-    def create(cls, name: str, maxmsg: int, msgsize: int, mode: int = 0o600) -> Queue:
-        """Create (or open, if it exists) ``name`` for writing, non-blocking, with this capacity.
+    def create(cls, name: str, maxmsg: int, msgsize: int, mode: int = 0o600, gid: int = -1) -> Queue:
+        """Create ``name`` for writing, non-blocking, with this capacity; never open one that exists.
 
-        The mode is set again with fchmod after the open: the umask must not widen or narrow it.
+        O_EXCL: when the name exists (whoever made it) this fails with EEXIST, so a queue
+        another user created first is never taken over. The queue is created 0600, then
+        given ``gid`` (>= 0) and only then ``mode`` (fchmod: the umask neither widens nor
+        narrows it), so it is never open to a group it does not belong to.
         """
         attr = _Attr(0, maxmsg, msgsize, 0)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = _check("mq_open", _lib().mq_open(_encode(name), flags, ctypes.c_uint(mode), ctypes.byref(attr)))
-        os.fchmod(fd, mode)
-        return cls(name, fd)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = _check("mq_open", _lib().mq_open(_encode(name), flags, ctypes.c_uint(0o600), ctypes.byref(attr)))
+        q = cls(name, fd)
+        try:
+            if gid >= 0:
+                os.fchown(fd, -1, gid)
+            os.fchmod(fd, mode)
+        except OSError:
+            q.close()
+            unlink(name)
+            raise
+        return q
 
     @classmethod
     def open(cls, name: str, write: bool = False, blocking: bool = False) -> Queue:
@@ -113,6 +127,11 @@ class Queue:
         flags = (os.O_WRONLY if write else os.O_RDONLY) | os.O_CLOEXEC | (0 if blocking else os.O_NONBLOCK)
         fd = _check("mq_open", _lib().mq_open(_encode(name), flags))
         return cls(name, fd)
+
+    def stat(self) -> os.stat_result:
+        """fstat of the open descriptor: the owner, group, mode and inode of this queue, whatever its name
+        names now (on Linux a queue descriptor is a file of the mqueue file system)."""
+        return os.fstat(self.fd)
 
     def attributes(self) -> Attributes:
         a = _Attr()
@@ -168,6 +187,25 @@ def unlink(name: str) -> bool:
     if err == errno.ENOENT:
         return False
     raise QueueError("mq_unlink", err)
+
+
+def unlink_if_same(name: str, ours: os.stat_result) -> bool:
+    """Remove ``name`` only while it still names the queue ``ours`` (its fstat); False when it names
+    another queue (a later feed replaced ours) or nothing.
+
+    Between this check and the unlink the name can change hands only by its owner or root (another
+    user's mq_unlink fails with EACCES): the check keeps one feed from removing its successor's queue.
+    """
+    try:
+        with Queue.open(name) as q:
+            st = q.stat()
+    except QueueError as exc:
+        if exc.errno == errno.ENOENT:
+            return False
+        raise
+    if (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino):
+        return False
+    return unlink(name)
 
 
 def publish_latest(writer: Queue, data: bytes, drain: Queue, tries: int = 4) -> int:

@@ -6,14 +6,25 @@
     snmplb pick --json                 # each server's state and why it was skipped
     snmplb pick --fallback             # nothing usable: print the configured servers (still exit 3)
     snmplb connect 22                  # ssh's ProxyCommand: pick, connect, relay (snmplb.login.connect)
+    snmplb connect --banner ssh 2222   # the same on another port: wait for each server's SSH- line
 
 The poll and the decision are get_hosts' own (``snmplb.client.driver.select``):
 the same LB_* settings, from the environment, /etc/snmplb/client.conf (under
 the environment) or, with ``--lts-conf FILE [--client ID]``, from lts.conf.
 
-Exit status: 0 a usable server was chosen (for connect: the relay ran);
-3 no server answered or none may take a login; 4 (connect) no chosen server
-accepted the connection; 2 usage errors (and an unreadable --lts-conf).
+connect tries the decision's servers in order: a server is skipped when it
+refuses the connection or does not accept it within --connect-timeout, or,
+when a banner is expected (--banner ssh, or auto on port 22), when it closes,
+resets, sends something other than an SSH- line or nothing in that time; all
+of them within --deadline. One line on stderr per server skipped.
+
+Exit status: 0 a usable server was chosen (for connect: the relay ran and the
+server sent something, or the client ended first); 3 no server answered or
+none may take a login; 4 (connect) no chosen server accepted the connection
+(and, with a banner expected, greeted it in time) before the deadline;
+5 (connect) the server closed or reset the connection before sending a byte
+while the client was still talking: nothing was relayed back; 2 usage errors
+(and an unreadable --lts-conf).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from snmplb.client.serverstate import ServerState
 
 NONE_USABLE = 3
 NOT_CONNECTED = 4
+CLOSED_FIRST = 5
 USAGE = 2
 
 
@@ -137,11 +149,25 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _common(cn)
     cn.add_argument("port", type=_port, help="the service's TCP port (ssh: %%p)")
     cn.add_argument("--connect-timeout", type=seconds(600), default=5.0, metavar="SECONDS",
-                    help="give up on one server after this long and try the next (default 5)")
+                    help="give up on one server after this long (connection and banner) and try the next (default 5)")
+    cn.add_argument("--deadline", type=seconds(3600), default=15.0, metavar="SECONDS",
+                    help="give up on every server this long after trying the first (default 15)")
+    cn.add_argument("--banner", choices=("auto", "ssh", "none"), default="auto",
+                    help="what a server must send before it is used: ssh, a line starting SSH-; none, nothing (RDP"
+                         " and other protocols where the client speaks first); auto (default), ssh's on port 22")
 
 
 def _say(message: str) -> None:
     print(f"snmplb: {message}", file=sys.stderr, flush=True)
+
+
+def _no_usable(result: Result, settings: ClientSettings) -> None:
+    from snmplb.client.describe import silence_hint
+
+    _say("no usable server: " + result.decision.note)
+    hint = silence_hint(result.states, settings.snmp_version)
+    if hint:
+        _say(hint)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,20 +195,27 @@ def _run(args: argparse.Namespace) -> int:
                 _say(p)
         text, code = render(result, settings, problems, mode, args.port, args.fallback)
         if code:
-            _say("no usable server: " + decision.note)
+            _no_usable(result, settings)
         if text:
             print(text, flush=True)
         return code
     for p in problems:
         _say(p)
     if not (result.usable or (args.fallback and decision.hosts)):
-        _say("no usable server: " + decision.note)
+        _no_usable(result, settings)
         return NONE_USABLE
-    from snmplb.login.connect import connect_first, relay
+    import time
 
-    sock, tried = connect_first(decision.hosts, args.port, args.connect_timeout)
-    if sock is None:
-        _say(f"no server accepted a connection on port {args.port}: " + "; ".join(tried))
+    from snmplb.login.connect import connect_first, expected_banner, relay
+
+    banner = expected_banner(args.banner, args.port)
+    server = connect_first(decision.hosts, args.port, args.connect_timeout, time.monotonic() + args.deadline,
+                           banner, _say)
+    if server is None:
+        _say(f"no server accepted a connection on port {args.port}" + (" with an ssh banner" if banner else ""))
         return NOT_CONNECTED
-    with sock:
-        return relay(sock, sys.stdin.fileno(), sys.stdout.fileno())
+    with server.sock:
+        if relay(server.sock, sys.stdin.fileno(), sys.stdout.fileno(), server.first):
+            return 0
+    _say(f"{server.where} closed the connection before sending anything")
+    return CLOSED_FIRST

@@ -14,7 +14,13 @@ told from silence (snmpd drops the request without a word), so it shows as
 unreachable: CRITICAL. Secrets come from --secrets FILE (``community = ...``,
 ``auth_passphrase = ...``, ``priv_passphrase = ...``) or the environment
 (SNMPLB_COMMUNITY, SNMPLB_AUTH_PASSPHRASE, SNMPLB_PRIV_PASSPHRASE), not from
-the command line, where every user of the machine sees them.
+the command line, where every user of the machine sees them: -C COMMUNITY is
+deprecated, still honoured (over the file and the environment) with a warning
+in the status line that never shows the value.
+
+The SNMP deadline (--timeout-ms) ends at the latest a quarter of a second
+before the plugin's own timeout (-t) would: a dead server is CRITICAL whatever
+the two are, and -t's UNKNOWN is left for a plugin that stalls.
 
 This module is the plugin's edge (the Nagios plugin API): every usage error,
 a missing ``nms`` extra and any internal error become ONE status line and
@@ -43,6 +49,8 @@ if TYPE_CHECKING:  # annotations only
 UNKNOWN = 3
 _PREFIX = "SNMPLB UNKNOWN - "
 _SECRETS_MAX = 65536  # a secrets file is a few lines: never read /dev/zero whole
+COMMUNITY_OPTION_NOTE = ("warning: -C is deprecated, every user of this machine sees the community in the "
+                         "process list: use --secrets FILE or SNMPLB_COMMUNITY")
 
 
 class UsageError(Exception):
@@ -88,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="the application server (one)")
     ap.add_argument("-p", "--port", type=checked(whole(1, 65535)), default=161, help="SNMP port (161)")
     ap.add_argument("-P", "--snmp-version", choices=("2c", "3"), default="2c")
-    ap.add_argument("-C", "--community", help="SNMPv2c community (prefer --secrets or SNMPLB_COMMUNITY)")
+    ap.add_argument("-C", "--community", help="deprecated: shows the SNMPv2c community in the process list; "
+                    "use --secrets or SNMPLB_COMMUNITY")
     ap.add_argument("-s", "--secrets", type=Path, help="file with community / auth_passphrase / priv_passphrase")
     ap.add_argument("-u", "--user", default="snmplb", help="SNMPv3 user (snmplb)")
     # The protocols the poller speaks (snmplb.usm), as get_hosts and snmplb-admin create-v3-user take them.
@@ -98,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-x", "--priv-protocol", type=checked(usm.check_priv),
                     default=usm.DEFAULT_PRIV, help=f"SNMPv3 privacy: {', '.join(usm.PRIV_PROTOCOLS)} "
                     f"({usm.DEFAULT_PRIV})")
-    ap.add_argument("--timeout-ms", type=checked(whole(50, 30000)), default=3000, help="SNMP deadline (3000)")
+    ap.add_argument("--timeout-ms", type=checked(whole(50, 30000)), default=3000,
+                    help="SNMP deadline (3000; at most -t less 0.25 s)")
     for name, default, what in (("load", ("1.0", "2.0"), "load per CPU"),
                                 ("mem", ("10:", "5:"), "available memory %%"),
                                 ("swap", ("50", "500"), "swap pages/s in+out"),
@@ -162,6 +172,7 @@ def _environment(args: argparse.Namespace) -> tuple[dict[str, str], tuple[str, .
         notes = (note,) if note else ()
     if args.community:
         secrets["community"] = args.community
+        notes += (COMMUNITY_OPTION_NOTE,)
     host = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     env = {"LB_SERVERS": host, "LB_SNMP_VERSION": args.snmp_version, "LB_SNMP_USER": args.user,
            "LB_SNMP_COMMUNITY": secrets["community"] or "snmplb-ltsp",

@@ -10,24 +10,36 @@ there.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator
 
 import nagiosplugin
 
 from snmplb import mib
-from snmplb.client.deadline import after
 from snmplb.client.poller import poll
 from snmplb.client.settings import from_env
 from snmplb.client.serverstate import Failure, ServerState
 
 _ADMIN_FILE_PROBLEM = mib.obj("lbAdminFileStatus").enums["problem"]
+RESERVE_S = 0.25  # of -t, kept after the poll for the evaluation and the status line
+
+
+def poll_deadline(timeout_ms: int, plugin_timeout_s: int, now: float) -> float:
+    """The poll's one deadline (a ``time.monotonic`` time), from ``now``, just before -t's alarm is set:
+    --timeout-ms later, but never later than ``RESERVE_S`` before -t runs out.
+
+    A poll that outlived -t would end in nagiosplugin's Timeout, UNKNOWN: a dead
+    server must be CRITICAL (unreachable) whatever -t and --timeout-ms are.
+    """
+    return now + min(timeout_ms / 1000, max(0.0, plugin_timeout_s - RESERVE_S))
 
 
 class RowResource(nagiosplugin.Resource):
-    """Polls one server and turns its row into metrics."""
+    """Polls one server until ``deadline`` (``poll_deadline``) and turns its row into metrics."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], deadline: float) -> None:
         self.env = env
+        self.deadline = deadline
         self.state: ServerState | None = None
 
     @property
@@ -38,7 +50,7 @@ class RowResource(nagiosplugin.Resource):
         settings, problems = from_env(self.env)
         if problems:
             raise nagiosplugin.CheckError("; ".join(problems))
-        state = poll(settings, deadline=after(settings.timeout_ms))[0]
+        state = poll(settings, deadline=self.deadline)[0]
         self.state = state
         if not state.ok:
             # The kind of failure, as the poller set it, decides: an agent not reached is CRITICAL; one that
@@ -51,7 +63,7 @@ class RowResource(nagiosplugin.Resource):
                 return
             raise nagiosplugin.CheckError(f"{settings.servers[0].host}: {state.reason} [{state.failure}]")
         v = state.values
-        yield nagiosplugin.Metric("load_per_cpu", v["lbLoadPerCpu"] / 100, min=0, context="load")
+        yield nagiosplugin.Metric("load_per_cpu", mib.scaled("lbLoadPerCpu", v["lbLoadPerCpu"]), min=0, context="load")
         yield nagiosplugin.Metric("mem_available", v["lbMemAvailablePercent"], "%", min=0, max=100, context="memory")
         yield nagiosplugin.Metric("swap_pages_per_s", v["lbSwapInRate"] + v["lbSwapOutRate"], min=0, context="swap")
         if v["lbMaxSessions"]:
@@ -60,7 +72,7 @@ class RowResource(nagiosplugin.Resource):
         yield nagiosplugin.Metric("sessions", v["lbSessions"], min=0, context="info")
         yield nagiosplugin.Metric("users", v["lbUsers"], min=0, context="info")
         yield nagiosplugin.Metric("rating", v["lbRating"], min=0, max=100, context="info")
-        yield nagiosplugin.Metric("data_age", v["lbDataAge"] / 1000, "s", min=0, context="age")
+        yield nagiosplugin.Metric("data_age", mib.seconds("lbDataAge", v["lbDataAge"]), "s", min=0, context="age")
         yield nagiosplugin.Metric("admin_state", state.admin_state, context="admin")
         if v.get("lbAdminFileStatus") == _ADMIN_FILE_PROBLEM:  # the agent keeps the last good settings
             yield nagiosplugin.Metric("admin_file", "problem", context="admin_file")
@@ -135,9 +147,13 @@ class RowSummary(nagiosplugin.Summary):
 
 
 def run(args: argparse.Namespace, env: dict[str, str], notes: tuple[str, ...] = ()) -> None:
-    """Poll, evaluate, print the plugin's output and exit with its status (nagiosplugin's Runtime)."""
+    """Poll, evaluate, print the plugin's output and exit with its status (nagiosplugin's Runtime).
+
+    The poll's deadline is computed here, once, before -t's alarm is set (``poll_deadline``).
+    """
+    deadline = poll_deadline(args.timeout_ms, args.timeout, time.monotonic())
     check = nagiosplugin.Check(
-        RowResource(env),
+        RowResource(env, deadline),
         ReachableContext("reachable"),
         StaleContext("stale"),
         nagiosplugin.ScalarContext("load", args.load_warning, args.load_critical,

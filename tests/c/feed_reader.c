@@ -1,9 +1,11 @@
 /* A small C greeter stand-in: reads snmplb feed messages and prints what it parsed.
  *
  *   feed_reader QUEUE COUNT TIMEOUT_S   receive COUNT messages from the queue (each within TIMEOUT_S)
- *   feed_reader -                       parse one message from stdin
+ *   feed_reader -                       parse stdin as one message (up to 1 MiB: a test may send more
+ *                                       than a queue message holds), from a buffer of its exact size
  *
- * Exit 0 when every message parsed, 3 when one did not, 1 on a system error.
+ * Exit 0 when every message parsed, 3 when one did not, 1 on a system error, 4 when the queue is
+ * not the feed's (snmplb_feed_trusted: owned by this user or root, mode 0600 or 0640).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -43,8 +45,16 @@ int main(int argc, char **argv)
     mqd_t q;
 
     if (argc == 2 && strcmp(argv[1], "-") == 0) {
-        size_t n = fread(buf, 1, sizeof buf, stdin);
-        return show(buf, n);
+        static char in[1 << 20];
+        size_t n = fread(in, 1, sizeof in, stdin);
+        char *exact = malloc(n ? n : 1);  /* exactly the message: a sanitizer sees any read past it */
+
+        if (!exact)
+            return 1;
+        memcpy(exact, in, n);
+        rc = show(exact, n);
+        free(exact);
+        return rc;
     }
     if (argc != 4)
         return 1;
@@ -52,6 +62,11 @@ int main(int argc, char **argv)
     if (q == (mqd_t)-1) {
         printf("mq_open: %s\n", strerror(errno));
         return 1;
+    }
+    if (snmplb_feed_trusted(q, getuid()) != 0) {
+        printf("untrusted queue: not the feed's\n");
+        mq_close(q);
+        return 4;
     }
     count = atoi(argv[2]);
     for (i = 0; i < count; i++) {
