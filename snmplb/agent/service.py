@@ -24,8 +24,8 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO, NoReturn
 
 from snmplb.agent import config as agentconf
