@@ -6,11 +6,18 @@
 #
 #   scripts/setup.sh            # everything (tests)
 #   scripts/setup.sh --minimal  # only what the demo needs
+#   scripts/setup.sh --fast     # (or --venv-only) only the .venv with the test extra: mypy and the
+#                               # pure tests (./test --fast); from apt at most python3-venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode="${1:-}"
 packages=(snmpd snmp procps)
-if [ "${1:-}" != "--minimal" ]; then
+extras="test,bench"
+if [ "$mode" = "--fast" ] || [ "$mode" = "--venv-only" ]; then
+    packages=()
+    extras="test"
+elif [ "$mode" != "--minimal" ]; then
     packages+=(openssh-server openssh-client monitoring-plugins-standard smitools iproute2 time icinga2-bin haproxy)
     packages+=(prometheus-snmp-exporter prometheus)  # snmp_exporter scrapes the agent; promtool tests the rules
     # A real Zabbix to import the template into: its schema, its PHP frontend (the import API), a database.
@@ -39,11 +46,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The stamp says for which setup.cfg and pyproject.toml, and with which extras, .venv was made; a
+# full .venv (test,bench) serves the fast run too.
 stamp=".venv/.snmplb-setup"
 want="$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ ! -x .venv/bin/python ] || { [ "$have" != "$want $extras" ] && [ "$have" != "$want test,bench" ]; }; then
     echo "setup: preparing .venv" >&2
     python3 -m venv .venv
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,bench]"
-    echo "$want" > "$stamp"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+    echo "$want $extras" > "$stamp"
 fi

@@ -134,7 +134,7 @@ def _settings(entries: list[Pair], problems: list[str]) -> tuple[AdminSettings, 
     problems = problems + more
     if problems and "state" not in values:
         values["state"] = "draining"
-    return AdminSettings(**values), problems  # type: ignore[arg-type]
+    return AdminSettings(**values), problems  # type: ignore[arg-type]  # values typed by FIELDS' parse functions
 
 
 def settle(last_good: AdminSettings | None, reading: AdminReading) -> tuple[AdminSettings, AdminSettings | None]:

@@ -31,9 +31,24 @@ TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the 
 if TYPE_CHECKING:  # annotations only: get_hosts reads client.conf at every login and does without them
     from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
-    from typing import TypeVar
+    from typing import Protocol, TypeVar
 
     T = TypeVar("T")
+
+    class FieldLike(Protocol):
+        """What validate reads of a field: a Field, or client.settings' Variable (its fields and a doc)."""
+
+        @property
+        def name(self) -> str: ...
+        @property
+        def attr(self) -> str: ...
+        @property
+        def parse(self) -> Callable[[str], object] | None: ...
+        @property
+        def default(self) -> object: ...
+        @property
+        def if_bad(self) -> tuple[object, str] | None: ...
+
 
 BOM = "\ufeff"
 SHOWN = 40  # characters of a bad (non-secret) value quoted in a message: a 128 KiB value must not reach a log
@@ -182,7 +197,7 @@ class Field(record("Field", "name attr parse default if_bad", defaults=(None,)))
 NOT_QUOTED = "not a valid value (not quoted: it may hold a secret)"
 
 
-def validate(fields: Iterable[Field], pairs: Mapping[str, str], in_force: Mapping[str, object] | None = None,
+def validate(fields: Iterable[FieldLike], pairs: Mapping[str, str], in_force: Mapping[str, object] | None = None,
              unknown: bool = True, unquoted: frozenset[str] = frozenset()) -> tuple[dict[str, object], list[str]]:
     """The values ``pairs`` set (attr -> value) and one problem per bad (or, with ``unknown``, unknown) key.
 

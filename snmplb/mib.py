@@ -39,7 +39,8 @@ class MibObject(record("MibObject", "name oid base tc enums range units hint acc
     @property
     def instance(self) -> Oid:
         """The OID of the scalar's only instance."""
-        return self.oid + (0,)
+        oid: Oid = self.oid  # typed for mypy (a record's fields are Any to it)
+        return oid + (0,)
 
     @property
     def pass_type(self) -> str:
@@ -92,7 +93,8 @@ def maximum(name: str) -> int:
 
 def enum(name: str, label: str) -> int:
     """The number of ``label`` in object ``name``'s enumeration (lbSwapping true -> 1)."""
-    return BY_NAME[name].enums[label]
+    enums: dict[str, int] = BY_NAME[name].enums  # typed for mypy (a record's fields are Any to it)
+    return enums[label]
 
 
 def oid_str(oid: Oid) -> str:

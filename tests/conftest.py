@@ -5,7 +5,13 @@ Xvfb...), ``storm`` on the login-storm simulator's tests. ``./test -m "not fleet
 and not storm"`` runs the pure tests alone, in seconds. A test that uses one of
 PROCESS_FIXTURES is marked by itself; any other test that starts a process
 must say so (``@pytest.mark.fleet``), or it fails: unmarked tests run with
-process creation refused, so the fast run stays honest.
+process creation refused, so the fast run stays honest. ``--pure`` (``./test
+--fast``) keeps only the pure tests (not fleet, storm or debian) and combines
+with ``-m``.
+
+Role markers: every test is marked with the roles of the package it tests
+(ROLES, by test file), so that a change to a role finds its tests: ``./test -m
+agent``. A test file missing from ROLES fails tests/test_layout.py.
 """
 
 from __future__ import annotations
@@ -24,20 +30,88 @@ from snmplb.lab.fleet import FakeLoad, Fleet, Instance, V3User, client_env
 
 PROCESS_FIXTURES = frozenset(("fleet", "agent", "agent_proc", "netsnmp", "trio", "farm", "sshd", "display",
                               "hung", "hung_mount", "ns_fleet", "zabbix_api", "spawn", "lb"))
+NOT_PURE = ("fleet", "storm", "debian")  # what --pure leaves out: the pure tier is every other test
+
+# The package's roles (snmplb's subpackages, its docstring has the map) and each test file's: the tests
+# to run after changing a role (``./test -m agent``). A test file is in the table, or test_layout fails.
+ROLES_OF_PACKAGE = {
+    "client": "the thin client's poll and decision (get_hosts; snmplb/client)",
+    "login": "ways to log in beyond get_hosts: snmplb status/pick/connect/feed, the chooser (snmplb/login)",
+    "agent": "the application server's agent and HAProxy agent-check (snmplb/agent)",
+    "admin": "snmplb-admin and SNMPv3 user creation (snmplb/admin)",
+    "nms": "check_snmplb and the NMS files (snmplb/nms, nms/)",
+    "build": "the generators: _mibdata, the NMS and Prometheus files (snmplb/build)",
+    "lab": "the loopback fleet and the demo (snmplb/lab)",
+}
+ALL_ROLES = tuple(ROLES_OF_PACKAGE)
+ROLES: dict[str, tuple[str, ...]] = {
+    "test_agent_process.py": ("agent",),
+    "test_agent_robust.py": ("agent", "admin"),
+    "test_agentcheck.py": ("agent",),
+    "test_algorithms.py": ("client",),
+    "test_chooser.py": ("login",),
+    "test_cli.py": ("admin", "lab"),
+    "test_codec.py": ("client",),
+    "test_connect.py": ("login",),
+    "test_core.py": ("agent", "admin", "client"),
+    "test_debian.py": ("client", "login", "agent", "admin", "nms"),  # the packages of these roles
+    "test_feed.py": ("login",),
+    "test_feed_header.py": ("login",),  # the feed's C header for greeters
+    "test_fuzz.py": ("client", "agent"),
+    "test_gethosts.py": ("client",),
+    "test_hostile.py": ("client",),
+    "test_hostile_processes.py": ("client", "login"),  # get_hosts, and the feed's queue
+    "test_layout.py": ALL_ROLES,  # every role's imports, and get_hosts' import set
+    "test_login_ready.py": ("agent",),
+    "test_mib.py": ("build", "agent"),
+    "test_nms.py": ("nms", "build"),
+    "test_passpersist.py": ("agent",),
+    "test_pick.py": ("login",),
+    "test_poller.py": ("client",),
+    "test_prometheus.py": ("nms", "build"),
+    "test_queries.py": ("client",),
+    "test_record.py": ("client",),  # get_hosts' value types
+    "test_sampling.py": ("client",),
+    "test_sessions.py": ("login",),
+    "test_settings.py": ("client",),
+    "test_snmpd.py": ("agent", "admin"),
+    "test_snmpwalk_docs.py": ("agent", "nms"),
+    "test_sshkeys.py": ("login",),
+    "test_status.py": ("login",),
+    "test_storm.py": ("client",),
+    "test_v3_spoof.py": ("client",),
+    "test_zabbix_import.py": ("nms", "build"),
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fleet: starts real processes (snmpd, sshd, the CLIs, X...)")
     config.addinivalue_line("markers", "storm: runs the login-storm simulator (pure, but tens of seconds)")
     config.addinivalue_line("markers", "debian: builds the .deb packages and installs them on this machine (root)")
+    for role, what in ROLES_OF_PACKAGE.items():
+        config.addinivalue_line("markers", f"{role}: tests {what}")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--pure", action="store_true",
+                     help="only the pure tests: -m 'not fleet and not storm and not debian', combined with any -m")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.fleet)
         if item.module is not None and item.module.__name__ == "test_storm":
             item.add_marker(pytest.mark.storm)
+        for role in ROLES.get(item.path.name, ()):  # a file missing from ROLES: test_layout says so
+            item.add_marker(role)
+    if config.getoption("pure"):
+        pure, other = [], []
+        for item in items:
+            (other if any(item.get_closest_marker(m) for m in NOT_PURE) else pure).append(item)
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = pure
 
 
 @pytest.fixture(autouse=True)

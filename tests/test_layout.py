@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COMMUNITY, V3
+from conftest import ALL_ROLES, COMMUNITY, ROLES, V3
 from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
 
 PACKAGE = PROJECT / "snmplb"
@@ -202,6 +202,34 @@ def test_no_test_file_imports_from_another():
                                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
                  if module.split(".")[0].startswith("test_")]
     assert offenders == []
+
+
+def test_every_test_file_names_its_roles_so_that_a_change_to_a_role_finds_its_tests():
+    """``./test -m agent`` runs every test of the agent: each test file is in conftest.ROLES, with roles
+    that are the package's (the subpackages MAY_IMPORT lists), and no entry names a file that is gone."""
+    files = {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    assert sorted(files - ROLES.keys()) == [], "add these test files to ROLES in tests/conftest.py"
+    assert sorted(ROLES.keys() - files) == [], "these files are gone: remove them from ROLES in tests/conftest.py"
+    assert set(ALL_ROLES) == set(MAY_IMPORT)
+    assert {f: r for f, r in ROLES.items() if not r or not set(r) <= set(ALL_ROLES)} == {}
+
+
+def test_every_type_ignore_in_the_package_names_its_error_and_says_why():
+    """mypy runs strict over the package (./test); where it is told to look away, the line says which error
+    (mypy itself refuses an ignore without one) and why: in a comment after it, or on the line above."""
+    bare = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            at = line.find("# type: ignore")
+            if at < 0:
+                continue
+            rest = line[at + len("# type: ignore"):]
+            why = rest.partition("]")[2].strip().lstrip("#").strip() if rest.startswith("[") else ""
+            above = lines[i - 1].strip() if i else ""
+            if not rest.startswith("[") or not (why or above.startswith("#")):
+                bare.append(f"{path.relative_to(PROJECT)}:{i + 1}")
+    assert bare == []
 
 
 # The login selection exists once (snmplb.client.selection, driven by snmplb.client.driver): what it is

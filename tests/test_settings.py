@@ -22,6 +22,15 @@ def test_defaults_and_documented_table():
     assert set(v.attr for v in VARIABLES) <= set(ClientSettings._fields)
 
 
+def test_each_field_has_its_variables_value_as_default():
+    """ClientSettings names its fields twice (in the record call, for mypy, and in _FIELDS, for the defaults'
+    order): each field's default must be its own variable's value, in VARIABLES."""
+    from snmplb.client import settings
+
+    assert ClientSettings._fields == tuple(settings._FIELDS.split())
+    assert ClientSettings._field_defaults == {v.attr: v.value for v in VARIABLES}
+
+
 @pytest.mark.parametrize("var, value", [
     ("LB_ALGORITHM", "bestest"), ("LB_TIMEOUT_MS", "soon"), ("LB_TIMEOUT_MS", "0"), ("LB_TIMEOUT_MS", "99999999"),
     ("LB_MAX_LOAD", "nan"), ("LB_MAX_LOAD", "-1"), ("LB_MAX_RESPONSE_MS", "1.5"), ("LB_SKIP_SWAPPING", "maybe"),

@@ -91,9 +91,11 @@ def change(settings: AdminSettings, command: str, value: str | None, now: int = 
     if command == "disable":
         return replace(settings, state="disabled")
     if command == "weight":
-        return replace(settings, weight=check_setting("weight", value or ""))
+        # check_setting returns object; this field parses with whole(), an int (mypy cannot tell: ignored)
+        return replace(settings, weight=check_setting("weight", value or ""))  # type: ignore[arg-type]
     if command == "max-sessions":
-        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))
+        # as weight: whole(), an int
+        return replace(settings, max_sessions=check_setting("max_sessions", value or ""))  # type: ignore[arg-type]
     return settings
 
 

@@ -115,7 +115,8 @@ def apply(config: AgentConfig, pairs: dict[str, str], origin: str) -> tuple[Agen
     """Apply ``pairs`` to ``config``; bad or unknown entries are reported (naming ``origin`` and the key)
     and skipped: the value in force stays."""
     changes, problems = validate(FIELDS, pairs, in_force=vars(config))
-    return replace(config, **changes), [f"{origin}: {p}" for p in problems]
+    # Each value has its field's type (FIELDS' parse functions), which mypy cannot follow (ignored below)
+    return replace(config, **changes), [f"{origin}: {p}" for p in problems]  # type: ignore[arg-type]
 
 
 def load(path: Path | None, overrides: dict[str, str]) -> tuple[AgentConfig, list[str]]:

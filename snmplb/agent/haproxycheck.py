@@ -93,14 +93,19 @@ def reply(values: Mapping[str, int]) -> str:
     return f"ready up {percent}%"
 
 
-def _values(sampler) -> dict[str, int] | None:
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: main() imports the sampler when it starts
+    from snmplb.agent.service import Sampler
+
+
+def _values(sampler: Sampler) -> dict[str, int] | None:
     """The sampler's current lbAdminState, lbStatus, lbWeight and lbRating (None before a first sample)."""
-    out = {}
+    out: dict[str, int] = {}
     for name in ("lbAdminState", "lbStatus", "lbWeight", "lbRating"):
         entry = sampler.table.get(mib.obj(name).instance)
         if entry is None:
             return None
-        out[name] = entry.value
+        out[name] = entry.value  # type: ignore[assignment]  # these four are INTEGERs in the MIB
     return out
 
 
@@ -243,7 +248,7 @@ def _listener(listen: str | None) -> socket.socket:
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, leaving no TIME_WAIT behind
 
 
-def serve(sock: socket.socket, sampler, allowed: Allowed) -> None:
+def serve(sock: socket.socket, sampler: Sampler, allowed: Allowed) -> None:
     """Answer each connection from an allowed address with the current reply, then close; forever.
 
     Another address is reset at once, unanswered (only a kernel without the socket filter lets one

@@ -52,7 +52,7 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
         raise ProcError(f"loadavg: {exc}") from None
     if len(loads) != 3 or any(not 0 <= x < float("inf") for x in loads):  # also nan
         raise ProcError(f"loadavg: unexpected content {text[:60]!r}")
-    return loads  # type: ignore[return-value]
+    return loads
 
 
 def _key_values(text: str) -> dict[str, int]:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, NoReturn
 
@@ -37,7 +38,7 @@ from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
 from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb.agent.logins import count_sessions
-from snmplb.agent.values import compute_values
+from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
 LINE_LIMIT = 4096
@@ -133,7 +134,7 @@ class AdminWatch:
         return settings, problem, note
 
 
-def build_table(values: dict) -> Table:
+def build_table(values: dict[str, int | str | DataAge | Row]) -> Table:
     """The pass_persist table of the MIB's objects from their values by name."""
     return Table(Entry(o.instance, o.pass_type, values[o.name]) for o in mib.OBJECTS)
 
@@ -203,7 +204,7 @@ class Sampler:
         self._stop.set()
 
 
-def _read_lines(stream: BinaryIO):
+def _read_lines(stream: BinaryIO) -> Iterator[str]:
     """Yield input lines as text; a line over LINE_LIMIT is consumed whole and yields a marker."""
     while True:
         raw = stream.readline(LINE_LIMIT)

@@ -18,12 +18,16 @@ from pathlib import Path
 
 from snmplb.safefile import UnsafeFile, read_bounded
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Iterator
+
 _ESTABLISHED = "01"
 _LISTEN = "0A"
 _LIMIT = 16 << 20
 
 
-def _sockets(text: str, state: str, port: int):
+def _sockets(text: str, state: str, port: int) -> Iterator[list[str]]:
     """The fields of each socket in ``state`` whose LOCAL port is ``port``, in one /proc/net/tcp{,6} text."""
     for line in text.splitlines()[1:]:
         fields = line.split()

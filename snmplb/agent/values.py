@@ -134,5 +134,5 @@ def compute_values(
         "lbAdminFileStatus": _FILE_STATUS["problem" if admin_problem else "ok"],
         "lbAdminFileProblem": display_string(admin_problem, _PROBLEM_MAX),
     }
-    values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]
+    values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]  # int or DataAge
     return values

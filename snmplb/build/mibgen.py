@@ -17,6 +17,7 @@ import json
 import pprint
 import sys
 from pathlib import Path
+from typing import Any
 
 from snmplb.errors import MibError
 
@@ -47,7 +48,7 @@ def mib_search_dirs() -> list[str]:
     return dirs
 
 
-def compile_json(strict: bool = True) -> dict:
+def compile_json(strict: bool = True) -> dict[str, Any]:
     """Compile the MIB with pysmi and return its JSON document as a dict.
 
     ``strict`` uses pysmi's SMIv2 parser (no SMIv1 leniency).
@@ -73,10 +74,11 @@ def compile_json(strict: bool = True) -> dict:
     status = compiler.compile(MODULE, rebuild=True, genTexts=True)
     if status.get(MODULE) != "compiled" or MODULE not in docs:
         raise MibError(f"pysmi could not compile {MODULE}: {dict(status)}")
-    return json.loads(docs[MODULE])
+    doc: dict[str, Any] = json.loads(docs[MODULE])  # pysmi's JSON document: any JSON value under a name
+    return doc
 
 
-def _resolve_syntax(doc: dict, syntax: dict) -> tuple[str, str, dict[str, int], str]:
+def _resolve_syntax(doc: dict[str, Any], syntax: dict[str, Any]) -> tuple[str, str, dict[str, int], str]:
     """Return (base type, TC name or '', enumeration, display hint) of an object's syntax."""
     name = syntax["type"]
     tc = doc.get(name)
@@ -100,9 +102,9 @@ _BASE_RANGE = {
 }
 
 
-def _range(doc: dict, syntax: dict, base: str) -> tuple[int, int]:
+def _range(doc: dict[str, Any], syntax: dict[str, Any], base: str) -> tuple[int, int]:
     """The (min, max) an object's value may take: a number's range, a string's size (RFC 2578 7.1)."""
-    spans = []
+    spans: list[dict[str, int]] = []
     for source in (syntax, (doc.get(syntax["type"]) or {}).get("type", {})):
         constraints = source.get("constraints", {}) if isinstance(source, dict) else {}
         spans = constraints.get("range") or constraints.get("size") or []
@@ -113,7 +115,7 @@ def _range(doc: dict, syntax: dict, base: str) -> tuple[int, int]:
     return _BASE_RANGE[base]
 
 
-def scalars_from_json(doc: dict) -> list[dict]:
+def scalars_from_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The MIB's scalar objects in OID order, as plain dicts for _mibdata.py."""
     out = []
     for entry in doc.values():
@@ -136,7 +138,7 @@ def scalars_from_json(doc: dict) -> list[dict]:
     return out
 
 
-def render(doc: dict) -> str:
+def render(doc: dict[str, Any]) -> str:
     """The text of _mibdata.py for a compiled MIB document."""
     root = tuple(int(p) for p in doc["snmplbMIB"]["oid"].split("."))
     scalars = scalars_from_json(doc)

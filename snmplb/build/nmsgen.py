@@ -64,7 +64,8 @@ def _oid_list(names: list[str]) -> str:
 
 def _valuemap(o: mib.MibObject) -> str:
     """A value map per textual convention, or per object for an enumeration of its own (lbSshListening)."""
-    return o.tc or o.name
+    name: str = o.tc or o.name  # typed for mypy (a record's fields are Any to it)
+    return name
 
 
 def _key(name: str) -> str:
@@ -122,7 +123,7 @@ def _item(o: mib.MibObject) -> list[str]:
 
 def enum(name: str, label: str) -> int:
     """The number of enumeration ``label`` of object ``name``, from the MIB (never typed by hand)."""
-    enums = mib.obj(name).enums
+    enums: dict[str, int] = mib.obj(name).enums  # typed for mypy (a record's fields are Any to it)
     if label not in enums:
         raise KeyError(f"{mib.MODULE}::{name} has no enumeration {label!r} (it has {', '.join(enums)})")
     return enums[label]

@@ -99,8 +99,9 @@ def _help(o: mib.MibObject) -> str:
     return text + " Exported divided by 100: the real number." if o.hint == "d-2" else text
 
 
-def _metric(o: mib.MibObject) -> dict:
-    m: dict = {"name": metric_name(o), "oid": ".".join(map(str, o.oid)), "type": metric_type(o), "help": _help(o)}
+def _metric(o: mib.MibObject) -> dict[str, object]:
+    m: dict[str, object] = {"name": metric_name(o), "oid": ".".join(map(str, o.oid)), "type": metric_type(o),
+                            "help": _help(o)}
     if o.enums:
         m["enum_values"] = {number: label for label, number in o.enums.items()}
     if o.hint == "d-2":
@@ -108,7 +109,7 @@ def _metric(o: mib.MibObject) -> dict:
     return m
 
 
-def _module_body() -> dict:
+def _module_body() -> dict[str, object]:
     return {"get": [".".join(map(str, o.instance)) for o in exported()],
             "metrics": [_metric(o) for o in exported()]}
 
@@ -146,7 +147,7 @@ def generator_yml() -> str:
     """Input for upstream's Go generator (its current format), for sites that generate their own snmp.yml."""
     overrides = {}
     for o in exported():
-        ov: dict = {"name": metric_name(o)}
+        ov: dict[str, object] = {"name": metric_name(o)}
         if o.hint == "d-2":
             ov["scale"] = 0.01  # upstream 0.25+; our own files use the regex extracts (module docstring)
         elif o.enums:

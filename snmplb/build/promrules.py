@@ -36,12 +36,12 @@ def _state(name: str, label: str, sel: str = "") -> str:
     return f'{m}{{{m}="{label}"{sel}}} == 1'
 
 
-def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict[str, object]:
     return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
             "annotations": {"summary": summary, "description": description}}
 
 
-def rules() -> dict:
+def rules() -> dict[str, object]:
     """The rule groups, as the rules file holds them."""
     up = f'up{{job="{JOB}"}}'
     enabled = _state("lbAdminState", "enabled")
@@ -92,7 +92,7 @@ _DS = {"type": "prometheus", "uid": "${datasource}"}
 
 
 def _panel(pid: int, title: str, kind: str, pos: tuple[int, int, int, int], targets: list[tuple[str, str]],
-           unit: str = "short", instant: bool = False) -> dict:
+           unit: str = "short", instant: bool = False) -> dict[str, object]:
     x, y, w, h = pos
     panel = {"id": pid, "title": title, "type": kind, "datasource": _DS,
              "gridPos": {"x": x, "y": y, "w": w, "h": h},

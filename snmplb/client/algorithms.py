@@ -24,7 +24,7 @@ from snmplb.record import record
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
 if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     Algorithm = Callable[[Sequence[ServerState], "Context"], list[ServerState]]
 
@@ -100,7 +100,8 @@ def passes_thresholds(s: ServerState, settings: ClientSettings) -> bool:
         return False
     if s.rtt_ms is not None and s.rtt_ms > settings.max_response_ms:
         return False
-    return s.load_per_cpu <= settings.max_load
+    max_load: float = settings.max_load  # typed for mypy (a record's fields are Any to it)
+    return s.load_per_cpu <= max_load
 
 
 @algorithm("thresholded")
@@ -174,7 +175,7 @@ def decide(name: str, servers: Sequence[ServerState], ctx: Context) -> Decision:
     return Decision(hosts[:limit] if limit else hosts, note)
 
 
-def _unique(names) -> tuple[str, ...]:
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
     """Names in order, each once."""
     return tuple(dict.fromkeys(names))
 

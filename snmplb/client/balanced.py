@@ -39,7 +39,8 @@ MAX_SPREAD = 100_000.0  # logins: bounds the estimate, whatever the agents claim
 def ramp(s: ServerState, settings: ClientSettings) -> float:
     """Slow start: the fraction of its weight a server has, growing linearly over LB_SLOW_START_S
     after it came into service (lbInService), from SLOW_START_FLOOR to 1."""
-    window, since = settings.slow_start_s, s.in_service
+    window: int = settings.slow_start_s  # typed for mypy (a record's fields are Any to it)
+    since = s.in_service
     if window and since is not None and since < window:
         return max(SLOW_START_FLOOR, since / window)
     return 1.0
@@ -63,7 +64,7 @@ def connecting(s: ServerState, rate: float | None = None) -> float:
     the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
     (default: its own lbLoginRate).
     """
-    conns = s.values.get("lbSshConnections", 0)
+    conns: int = s.values.get("lbSshConnections", 0)  # typed for mypy (a record's fields are Any to it)
     rate = s.login_rate if rate is None else rate
     if rate is None:
         return float(max(0, conns - s.sessions))
@@ -93,7 +94,8 @@ def safe(s: ServerState, settings: ClientSettings) -> bool:
         return False
     if s.values["lbMemAvailablePercent"] < MEM_RESERVE_PERCENT:
         return False
-    return s.load_per_cpu <= settings.max_load
+    max_load: float = settings.max_load  # typed for mypy (a record's fields are Any to it)
+    return s.load_per_cpu <= max_load
 
 
 def _pool(eligible: Sequence[ServerState], settings: ClientSettings, sampled: bool = False) -> list[ServerState]:

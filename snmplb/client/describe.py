@@ -20,7 +20,7 @@ _LISTENING = {v: k for k, v in mib.obj("lbSshListening").enums.items()}
 _PATH_STATES = {v: k for k, v in mib.obj("lbLoginPathStatus").enums.items()}
 _PATH_WORDS = {"lowSpace": "login path full", "lowInodes": "login path out of inodes",
                "notResponding": "login path not responding", "error": "login path unreadable"}
-_FILE_STATUS = {v: k for k, v in mib.obj("lbAdminFileStatus").enums.items()}
+_FILE_STATUS: dict[int, str] = {v: k for k, v in mib.obj("lbAdminFileStatus").enums.items()}
 PROBLEM_MARK = "!"
 
 
@@ -54,9 +54,9 @@ def admin_file(s: ServerState) -> str | None:
     return _FILE_STATUS.get(s.values["lbAdminFileStatus"], "unknown")
 
 
-def server_record(s: ServerState) -> dict:
+def server_record(s: ServerState) -> dict[str, object]:
     """A server's line as plain data (the JSON form)."""
-    rec: dict = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
+    rec: dict[str, object] = {"host": s.name, "port": s.port, "state": state_label(s), "answer_ms": s.rtt_ms,
                  "eligible": s.eligible, "reason": s.reason,
                  "failure": s.failure or None}  # the kind (serverstate.Failure); None when it answered fine
     if s.ok:

@@ -32,8 +32,9 @@ def new_rng(settings: ClientSettings) -> random.Random:
 def client_id(settings: ClientSettings, always: bool = False) -> str:
     """This client's identity for `sticky`: LB_CLIENT_ID, else the default route's MAC, read only when
     the algorithm is `sticky` (or ``always``: the status view shows every algorithm's pick)."""
-    if settings.client_id:
-        return settings.client_id
+    given: str = settings.client_id  # typed for mypy (a record's fields are Any to it)
+    if given:
+        return given
     if settings.algorithm != "sticky" and not always:
         return ""
     from snmplb.client.clientid import default_mac

@@ -22,7 +22,9 @@ from snmplb.client.sources import configured_hosts, load
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
 if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+    from snmplb.client.serverstate import ServerState
 
 IDENT = "snmplb-get_hosts"
 
@@ -65,7 +67,7 @@ def run(env: Mapping[str, str]) -> str:
     return " ".join(decision.hosts)
 
 
-def _grouped(servers) -> list[str]:
+def _grouped(servers: Iterable[ServerState]) -> list[str]:
     """The failed servers, those with the same reason in one entry: ``a:161, b:161: reason``."""
     by_reason: dict[str, list[str]] = {}
     for s in servers:

@@ -19,10 +19,15 @@ from collections import deque
 
 import _socket as socket
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: get_hosts does without typing
+    from typing import Any
+
 MAX_THREADS = 8
 _MAX_WAKEUPS_PER_COLLECT = 256
 
-Found = tuple[int, tuple] | str  # (family, socket address) of a name, or why it does not resolve
+# (family, socket address: as getaddrinfo gives it) of a name, or why it does not resolve
+Found = tuple[int, tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]] | str
 
 
 def _lookup(host: str, port: int) -> Found:
@@ -44,7 +49,7 @@ class Lookups:
 
         self._lock = threading.Lock()
         self._jobs: deque[tuple[object, str, int]] = deque()
-        self._done: deque[tuple[object, Found]] = deque()
+        self._done: deque[tuple[Any, Found]] = deque()  # (the token as submitted: the caller's type)
         self._workers = 0
         self._closed = False
         self.reader, self._writer = socket.socketpair()
@@ -94,8 +99,8 @@ class Lookups:
             except OSError:
                 pass  # full: a wake-up is pending already
 
-    def collect(self) -> list[tuple[object, Found]]:
-        """The lookups finished since the last call (and clears the wake-ups)."""
+    def collect(self) -> list[tuple[Any, Found]]:
+        """The lookups finished since the last call (and clears the wake-ups), each with its token as submitted."""
         for _ in range(_MAX_WAKEUPS_PER_COLLECT):
             try:
                 if not self.reader.recv(4096):

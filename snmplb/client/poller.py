@@ -52,8 +52,10 @@ if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_
 
     from snmplb.client.lookups import Lookups  # imported when a host name needs it
 
+    from typing import Any
+
     Usable = Callable[[ServerState], bool]
-Address = tuple  # a socket address: (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
+    Address = tuple[Any, ...]  # a socket address: (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
 
 
 # -- decisions (pure) -----------------------------------------------------------
@@ -206,7 +208,7 @@ class _Poll:
         self._send(entry, _guarded(entry, "request", entry.query.start, now))
 
     def _send(self, entry: _Entry, data: bytes | None) -> None:
-        if data is not None and not entry.query.done:  # type: ignore[union-attr]
+        if data is not None and not entry.query.done:  # type: ignore[union-attr]  # sent only once it has a query
             _send(self.socks[entry.family], data, entry.addr, entry)
 
     # -- the loop
@@ -214,6 +216,7 @@ class _Poll:
     def loop(self, hedge: tuple[Server, ...]) -> None:
         """Exchange until every query is done, the deadline passes, or the early rule cuts the wait."""
         hedged = not hedge
+        due: float | None = None  # when to poll the hedge (hedge_time), while it is not polled
         for _ in range(_MAX_LOOPS):
             self._sweep()
             now = self.clock()
@@ -233,10 +236,10 @@ class _Poll:
                     self.cut = self.deadline = cut
             if now >= self.deadline:
                 return
-            wake = min([self.deadline, *(e.query.next_time for e in self.open  # type: ignore[union-attr]
+            wake = min([self.deadline, *(e.query.next_time for e in self.open
                                          if e.query is not None and e.query.next_time is not None)])
-            if not hedged:
-                wake = min(wake, due)  # type: ignore[type-var]
+            if not hedged and due is not None:  # (due is set, and not None, whenever hedged is still False)
+                wake = min(wake, due)
             self._wait(max(0.0, wake - now))
 
     def _sweep(self) -> None:
@@ -316,7 +319,7 @@ class _Poll:
                            "name did not resolve before the " + ("sample had its answer" if why else "deadline"))
             else:
                 entry.fail(Failure.UNREACHABLE, f"no answer within {waited} ms{why}")
-        return [e.result for e in self.entries]  # type: ignore[misc]
+        return [e.result for e in self.entries]  # type: ignore[misc]  # every entry has a result now: it failed above
 
 
 def _guarded(entry: _Entry, what: str, call: Callable[..., bytes | None], *args: object) -> bytes | None:
@@ -370,7 +373,7 @@ def _send(sock: socket.socket, data: bytes, addr: Address, entry: _Entry) -> Non
             return
 
 
-def _drain_errors(sock: socket.socket, family: int, by_addr: dict) -> None:
+def _drain_errors(sock: socket.socket, family: int, by_addr: dict[tuple[int, bytes, int] | None, list[_Entry]]) -> None:
     for _ in range(_MAX_DATAGRAMS_PER_WAKEUP):
         try:
             _, anc, _, addr = sock.recvmsg(512, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
@@ -383,7 +386,7 @@ def _drain_errors(sock: socket.socket, family: int, by_addr: dict) -> None:
                 entry.fail(Failure.REFUSED, "nothing listening (port unreachable)")
 
 
-def _ee_errno(ancillary: list) -> int:
+def _ee_errno(ancillary: list[tuple[int, int, bytes]]) -> int:
     """ee_errno of a struct sock_extended_err in IP_RECVERR ancillary data."""
     for _level, _type, data in ancillary:
         if len(data) >= 4:

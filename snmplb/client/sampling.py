@@ -11,9 +11,12 @@ TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the 
 if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
     import random
     from collections.abc import Sequence
+    from typing import TypeVar
 
-def sample_servers(servers: Sequence, k: int, rng: random.Random, weights: Sequence[float] | None = None
-                   ) -> tuple[list, list]:
+    T = TypeVar("T")  # a server, as the caller has it (Server, ServerState)
+
+def sample_servers(servers: Sequence[T], k: int, rng: random.Random, weights: Sequence[float] | None = None
+                   ) -> tuple[list[T], list[T]]:
     """LB_SAMPLE: ``k`` servers to poll, and the rest (both in configured order) left unpolled.
 
     Drawn in proportion to ``weights`` (LB_SAMPLE_WEIGHTS, the servers' capacities): server i is in

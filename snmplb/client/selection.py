@@ -71,7 +71,8 @@ class Selection:
     @property
     def sampled(self) -> bool:
         """The sampled mode (LB_SAMPLE): fewer servers polled than configured."""
-        return 0 < self.settings.sample < len(self.settings.servers)
+        sample: int = self.settings.sample  # typed for mypy (a record's fields are Any to it)
+        return 0 < sample < len(self.settings.servers)
 
     def plan(self, every: bool = False, ask_lbserver: bool | None = None) -> Plan:
         """What to poll. ``every``: poll every server, whatever LB_SAMPLE says (the views show them all);

@@ -9,8 +9,8 @@ from __future__ import annotations
 from snmplb import mib
 from snmplb.record import record
 
-_ADMIN = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
-_STATUS = {v: k for k, v in mib.obj("lbStatus").enums.items()}
+_ADMIN: dict[int, str] = {v: k for k, v in mib.obj("lbAdminState").enums.items()}
+_STATUS: dict[int, str] = {v: k for k, v in mib.obj("lbStatus").enums.items()}
 _SWAPPING = mib.enum("lbSwapping", "true")
 _SWAPPING_VALUES = frozenset(mib.obj("lbSwapping").enums.values())
 _MAX_WEIGHT = mib.maximum("lbWeight")
@@ -86,39 +86,48 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         """Failed because nothing (or nothing in time) answered: the agent was not reached."""
         return self.failure in Failure.NOT_REACHED
 
+    # The figures below are read from a state that answered: `row` is its values, typed for mypy (to
+    # which a record's fields are Any).
     @property
     def load_per_cpu(self) -> float:
         return mib.scaled("lbLoadPerCpu", self.values["lbLoadPerCpu"])
 
     @property
     def cpus(self) -> int:
-        return self.values["lbCpuCount"]
+        row: dict[str, int] = self.values
+        return row["lbCpuCount"]
 
     @property
     def sessions(self) -> int:
-        return self.values["lbSessions"]
+        row: dict[str, int] = self.values
+        return row["lbSessions"]
 
     @property
     def weight(self) -> int:
-        return self.values["lbWeight"]
+        row: dict[str, int] = self.values
+        return row["lbWeight"]
 
     @property
     def max_sessions(self) -> int:
-        return self.values["lbMaxSessions"]
+        row: dict[str, int] = self.values
+        return row["lbMaxSessions"]
 
     @property
     def rating(self) -> int:
-        return self.values["lbRating"]
+        row: dict[str, int] = self.values
+        return row["lbRating"]
 
     @property
     def swapping(self) -> bool:
-        return self.values["lbSwapping"] == _SWAPPING
+        row: dict[str, int] = self.values
+        return row["lbSwapping"] == _SWAPPING
 
     @property
     def in_service(self) -> int | None:
         """Seconds since the server came into service (boot or the admin's enable); None from an agent
         too old to say."""
-        return self.values.get("lbInService")
+        row: dict[str, int] = self.values
+        return row.get("lbInService")
 
     @property
     def login_rate(self) -> float | None:
@@ -133,14 +142,16 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
 
     @property
     def admin_state(self) -> str:
-        return _ADMIN.get((self.values or {}).get("lbAdminState", 0), "unknown")
+        row: dict[str, int] = self.values or {}
+        return _ADMIN.get(row.get("lbAdminState", 0), "unknown")
 
     @property
     def status(self) -> str:
         """idle, busy, swapping, full, draining or disabled (the agent's verdict); 'down' if no answer."""
         if not self.ok:
             return "down"
-        return _STATUS.get(self.values["lbStatus"], "unknown")
+        row: dict[str, int] = self.values
+        return _STATUS.get(row["lbStatus"], "unknown")
 
     @property
     def eligible(self) -> bool:

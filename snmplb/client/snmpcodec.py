@@ -21,7 +21,7 @@ _MAX_ERROR_STATUS = 18  # inconsistentName, the highest error-status of RFC 3416
 _MAX_VARBINDS = 2147483647
 
 # usmStats counters an agent reports (RFC 3414 section 5), and what they mean to an admin.
-USM_REPORTS = {
+USM_REPORTS: dict[Oid | None, str] = {  # looked up by a report's first OID (None: it had none)
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 1, 0): "unsupported security level",
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 2, 0): "not in time window",
     (1, 3, 6, 1, 6, 3, 15, 1, 1, 3, 0): "unknown SNMPv3 user name",

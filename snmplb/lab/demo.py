@@ -44,7 +44,7 @@ SHOWN = ("lbStatus", "lbLoadPerCpu", "lbMemAvailablePercent", "lbSwapping", "lbS
          "lbWeight", "lbAdminState", "lbRating")
 
 
-def _snmp(tool: str, inst: Instance, env: dict, *args: str) -> str:
+def _snmp(tool: str, inst: Instance, env: dict[str, str], *args: str) -> str:
     """Run a net-snmp tool against ``inst`` with SNMPLB-MIB loaded; ``args`` are options then OIDs."""
     cmd = [tool, "-M", ":".join(mibgen.mib_search_dirs()), "-m", mib.MODULE, "-v2c", "-c", COMMUNITY,
            "-t1", "-r1", *(a for a in args if a.startswith("-")), inst.address,
@@ -55,7 +55,7 @@ def _snmp(tool: str, inst: Instance, env: dict, *args: str) -> str:
     return r.stdout
 
 
-def _table(fleet: Fleet, env: dict) -> str:
+def _table(fleet: Fleet, env: dict[str, str]) -> str:
     rows = [["server", "address"] + [n[2:] for n in SHOWN]]
     for inst in fleet.instances:
         out = _snmp("snmpget", inst, env, "-Oqs", *(f"{n}.0" for n in SHOWN))

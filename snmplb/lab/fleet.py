@@ -123,7 +123,8 @@ def agent_command(config_file: Path) -> str:
 def _free_udp_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]  # (host, port): the socket module types an address Any
+        return port
 
 
 def client_env(tmp: Path) -> dict[str, str]:
@@ -141,7 +142,7 @@ class Instance:
     dir: Path
     host: str = "127.0.0.1"
     port: int = 0
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:

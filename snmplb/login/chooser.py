@@ -44,6 +44,11 @@ from snmplb.argtypes import seconds
 from snmplb.client.settings import ClientSettings
 from snmplb.login.feedformat import FeedRow, Snapshot
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only: Tk is imported when the window opens
+    import tkinter
+    from typing import Literal
+
 STATE_HOOK = "SNMPLB_CHOOSER_STATE"
 # Foreground and background per state word: green for open, amber for open but loaded, grey for closed
 # by the admin or full, red for down. Words stay in the row: colour is never the only signal.
@@ -72,7 +77,7 @@ def selection_after(snap: Snapshot, previous: str | None) -> str | None:
         return previous
     if snap.recommended in hosts:
         return snap.recommended
-    usable = [r.host for r in snap.rows if r.usable]
+    usable: list[str | None] = [r.host for r in snap.rows if r.usable]  # (| None: the last resort below)
     return (usable or hosts or [None])[0]
 
 
@@ -133,7 +138,7 @@ class QueueSource:
     silent one.
     """
 
-    name = "queue"
+    name: Literal["queue"] = "queue"  # (a Literal: mypy tells the sources apart by it)
 
     def __init__(self, queue_name: str, configured: Collection[str] = ()) -> None:
         from snmplb.errors import TrustError
@@ -177,7 +182,7 @@ class QueueSource:
 class PollSource:
     """Polls the fleet itself in a worker thread (the poll blocks up to LB_TIMEOUT_MS)."""
 
-    name = "poll"
+    name: Literal["poll"] = "poll"
 
     def __init__(self, refresh_s: float, settings: ClientSettings) -> None:
         self.settings = settings
@@ -238,8 +243,8 @@ class Chooser:
     COLUMNS = (("server", "Server", 220), ("state", "State", 110), ("load", "Load/CPU", 80),
                ("sessions", "Sessions", 80), ("note", "", 260))
 
-    def __init__(self, root, source, settings: ClientSettings, refresh_s: float, stale_s: float,
-                 state_file: str | None) -> None:
+    def __init__(self, root: tkinter.Tk, source: QueueSource | PollSource, settings: ClientSettings,
+                 refresh_s: float, stale_s: float, state_file: str | None) -> None:
         from tkinter import ttk
 
         self.root, self.source, self.refresh_s, self.stale_s = root, source, refresh_s, stale_s

@@ -44,6 +44,12 @@ from collections.abc import Callable, Sequence
 
 from snmplb.record import record
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only
+    # One of getaddrinfo's entries: (family, type, proto, canonname, socket address).
+    AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str,
+                     tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]]
+
 CHUNK = 1 << 20  # bytes per splice / read: big enough that the per-call cost is lost in the noise
 _SPLICE = hasattr(os, "splice")
 SSH_BANNER = b"SSH-"
@@ -79,7 +85,7 @@ def _where(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _said(data: bytes) -> str:
+def _said(data: bytes | bytearray) -> str:
     """`` (it said '...')`` with the first line of ``data``: printable ASCII only (a peer's bytes must
     not drive the terminal the message lands on), at most 60 characters; "" for nothing."""
     line = bytes(data).split(b"\n", 1)[0].strip()[:60].decode("ascii", "replace")
@@ -87,7 +93,7 @@ def _said(data: bytes) -> str:
     return f" (it said {text!r})" if text else ""
 
 
-def _addresses(host: str, port: int, end: float, limit: str) -> list[tuple]:
+def _addresses(host: str, port: int, end: float, limit: str) -> Sequence[AddrInfo]:
     """getaddrinfo's TCP addresses of ``host``, in its order. An address literal is parsed at once; a
     name is looked up in a daemon thread given until ``end`` (getaddrinfo has no timeout: a hung DNS
     server costs this server its turn, no more)."""
@@ -95,7 +101,7 @@ def _addresses(host: str, port: int, end: float, limit: str) -> list[tuple]:
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     except (OSError, UnicodeError, ValueError):
         pass  # a name, not an address
-    found: list[list[tuple] | str] = []
+    found: list[Sequence[AddrInfo] | str] = []
 
     def look() -> None:
         try:

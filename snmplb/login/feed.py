@@ -327,7 +327,8 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
             if stop.signal:
                 break
             if writer is not None:
-                mqueue.publish_latest(writer, feedformat.encode(snap, writer.attributes().msgsize), drain)
+                # drain is opened with writer, so it is not None either (mypy cannot tell: ignored below)
+                mqueue.publish_latest(writer, feedformat.encode(snap, writer.attributes().msgsize), drain)  # type: ignore[arg-type]
             if args.json:
                 try:
                     write_json(args.json, feedformat.to_json(snap), mode, gid)
@@ -347,7 +348,7 @@ def run(settings: ClientSettings, args: argparse.Namespace, log: Callable[[str],
                 break
     finally:
         if writer is not None:
-            drain.close()
+            drain.close()  # type: ignore[union-attr]  # opened with writer
             _remove_queue(writer, log)
     if stop.signal:
         why = f"signal {signal.Signals(stop.signal).name}"

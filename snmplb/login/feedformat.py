@@ -26,6 +26,13 @@ from snmplb import mib
 from snmplb.client.serverstate import ServerState
 from snmplb.client.describe import state_label, unavailable_reason
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
 MAGIC = "SNMPLB-FEED"
 VERSION = 1
 REASON_MAX = 120   # bytes of a reason kept (the C header's SNMPLB_FEED_REASON_MAX - 1)
@@ -106,7 +113,7 @@ def encode(snap: Snapshot, limit: int = MSGSIZE) -> bytes:
     return (head + "".join(lines)).encode()
 
 
-def _opt(text: str, kind: type) -> float | int | None:
+def _opt(text: str, kind: Callable[[str], T]) -> T | None:
     return None if text == "-" else kind(text)
 
 

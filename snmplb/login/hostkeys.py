@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snmplb.kvfile import write_atomic
-from snmplb.client.settings import ConfigError, is_host
+from snmplb.errors import ConfigError
+from snmplb.client.settings import is_host
 
 KEY_TYPES = "rsa,ecdsa,ed25519"
 _KEY_ALGOS = ("ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-ed25519")

@@ -137,7 +137,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                         " for pick)")
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`pick` and `connect` under the `snmplb` command."""
     pk = sub.add_parser("pick", help="the server get_hosts would choose now (for scripts and session wrappers)")
     _common(pk)

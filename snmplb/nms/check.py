@@ -41,6 +41,11 @@ from snmplb.argtypes import checked
 from snmplb.kvfile import parse_kv, whole
 from snmplb.client.settings import is_host
 
+TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
+
 UNKNOWN = 3
 _PREFIX = "SNMPLB UNKNOWN - "
 _SECRETS_MAX = 65536  # a secrets file is a few lines: never read /dev/zero whole
@@ -53,7 +58,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse would print usage and exit 2 (CRITICAL to Nagios)
+    def error(self, message: str) -> NoReturn:  # argparse would print usage and exit 2 (CRITICAL to Nagios)
         raise UsageError(message)
 
 
@@ -78,7 +83,8 @@ def _nagios_range(text: str) -> str:
 class _OnlyOnce(argparse.Action):
     """-H given twice is an error, not 'the last one wins'."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         if getattr(namespace, self.dest, None) is not None:
             raise argparse.ArgumentError(self, "takes exactly one host; check each server separately")
         setattr(namespace, self.dest, values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 
 import nagiosplugin
 
@@ -45,7 +46,7 @@ class RowResource(nagiosplugin.Resource):
     def name(self) -> str:
         return "SNMPLB"
 
-    def probe(self):
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
         settings, problems = from_env(self.env)
         if problems:
             raise nagiosplugin.CheckError("; ".join(problems))
@@ -85,21 +86,21 @@ class AdminFileContext(nagiosplugin.Context):
     """An admin file the agent cannot use is WARNING: the server runs on the last good settings, and
     the admin's next change is refused until the file is fixed (lbAdminFileProblem says what is wrong)."""
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: nagiosplugin.Resource) -> nagiosplugin.Result:
         return self.result_cls(nagiosplugin.Warn, "admin file has a problem (see lbAdminFileProblem)", metric)
 
 
 class LoginContext(nagiosplugin.Context):
     """A server that says it cannot take a login (lbStatus unavailable) is CRITICAL, with why."""
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: nagiosplugin.Resource) -> nagiosplugin.Result:
         return self.result_cls(nagiosplugin.Critical, f"cannot take a login: {metric.value}", metric)
 
 
 class ReachableContext(nagiosplugin.Context):
     """A server that did not answer is CRITICAL, with the poller's reason."""
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: nagiosplugin.Resource) -> nagiosplugin.Result:
         return self.result_cls(nagiosplugin.Critical, f"unreachable: {metric.value}", metric)
 
 
@@ -107,7 +108,7 @@ class StaleContext(nagiosplugin.Context):
     """Figures too old for any client to use (over 30 s, MAX_DATA_AGE_MS) are CRITICAL, as a data age
     over --age-critical is: an agent that hangs must not look better as its figures age."""
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: nagiosplugin.Resource) -> nagiosplugin.Result:
         return self.result_cls(nagiosplugin.Critical, metric.value, metric)
 
 
@@ -118,7 +119,7 @@ class AdminContext(nagiosplugin.Context):
         super().__init__("admin")
         self.disabled = nagiosplugin.Critical if disabled_state == "critical" else nagiosplugin.Warn
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: nagiosplugin.Resource) -> nagiosplugin.Result:
         state = {"enabled": nagiosplugin.Ok, "draining": nagiosplugin.Warn}.get(metric.value, self.disabled)
         if metric.value not in ("enabled", "draining", "disabled"):
             state = nagiosplugin.Unknown
@@ -134,13 +135,13 @@ class RowSummary(nagiosplugin.Summary):
     def _with_notes(self, text: str) -> str:
         return "; ".join((text, *self.notes))
 
-    def ok(self, results):
+    def ok(self, results: nagiosplugin.Results) -> str:
         r = {res.metric.name: res.metric.value for res in results if res.metric is not None}
         text = (f"{r['admin_state']}, load {r['load_per_cpu']:.2f}/CPU, {r['mem_available']}% memory available, "
                 f"{r['swap_pages_per_s']} swap pages/s, {r['sessions']} sessions")
         return self._with_notes(text + (f" ({r['sessions_free']} free)" if "sessions_free" in r else ""))
 
-    def problem(self, results):
+    def problem(self, results: nagiosplugin.Results) -> str:
         worst = results.most_significant
         return self._with_notes(", ".join(str(res) for res in worst))
 
