@@ -22,12 +22,10 @@ problem) applies to it too.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from snmplb import mib
-from snmplb.errors import ConfigError
 from snmplb.kvfile import (Pair, Field, by_line, check, one_of, read_bytes, shown,
                            validate, whole, write_atomic)
 from snmplb.safefile import CONFIG_LIMIT, UnsafeFile, describe, read_bounded
@@ -52,27 +50,13 @@ class AdminSettings:
     enabled_since: int = 0
 
 
-def _digits(low: int, high: int) -> Callable[[str], int]:
-    """``kvfile.whole`` in ASCII digits only (an optional minus, for the range's message): Python's int()
-    also reads Arabic-Indic or full-width digits, an underscore or a plus sign, which snmplb-admin never
-    writes and an admin would not see as a typo."""
-    parse = whole(low, high)
-
-    def strict(raw: str) -> int:
-        digits = raw[1:] if raw.startswith("-") else raw
-        if not (digits.isascii() and digits.isdigit()):
-            raise ConfigError(f"{shown(raw)} is not a whole number")  # the words of kvfile.whole
-        return parse(raw)
-    return strict
-
-
 # Every key of the file and how it is checked (the one validation, kvfile.validate). A bad state line
 # leaves the server draining, never enabled: a typo must not put a drained server back in rotation.
 FIELDS = (
     Field("state", "state", one_of(STATES), "enabled", if_bad=("draining", "draining until it is fixed")),
-    Field("weight", "weight", _digits(0, MAX_WEIGHT), "100"),
-    Field("max_sessions", "max_sessions", _digits(0, 2**31 - 1), "0"),
-    Field("enabled_since", "enabled_since", _digits(0, 2**40), "0"),
+    Field("weight", "weight", whole(0, MAX_WEIGHT), "100"),
+    Field("max_sessions", "max_sessions", whole(0, 2**31 - 1), "0"),
+    Field("enabled_since", "enabled_since", whole(0, 2**40), "0"),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 

@@ -245,17 +245,22 @@ def check(field: Field, raw: str) -> object:
 def accepting(parse: Callable[[str], T], words: str) -> Callable[[str], T]:
     """``parse``, labelled with what it accepts in words (``parse.accepts``): the manual pages say what a
     setting takes from the very function that checks it (snmplb.build.mangen)."""
-    parse.accepts = words  # type: ignore[attr-defined]
+    parse.accepts = words  # type: ignore[attr-defined]  # a label on a plain function
     return parse
 
 
 def whole(low: int, high: int) -> Callable[[str], int]:
-    """A whole number within [low, high]."""
+    """A whole number within [low, high], in ASCII digits (an optional minus sign): Python's int() also
+    reads Arabic-Indic or full-width digits, an underscore or a plus sign, which no snmplb tool writes
+    and an admin would not see as a typo."""
     def parse(raw: str) -> int:
+        digits = raw[1:] if raw.startswith("-") else raw
+        if not (digits.isascii() and digits.isdigit()):
+            raise ConfigError(f"{shown(raw)} is not a whole number")
         try:
             n = int(raw)
-        except ValueError:
-            raise ConfigError(f"{shown(raw)} is not a whole number") from None
+        except ValueError:  # thousands of digits: past int()'s limit, and past any range here
+            raise ConfigError(f"{shown(raw)} is outside {low}..{high}") from None
         if not low <= n <= high:
             raise ConfigError(f"{n} is outside {low}..{high}")
         return n

@@ -63,6 +63,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_hostile_processes.py": ("client", "login"),  # get_hosts, and the feed's queue
     "test_layout.py": ALL_ROLES,  # every role's imports, and get_hosts' import set
     "test_login_ready.py": ("agent",),
+    "test_manpages.py": ("build", "client", "login", "agent", "admin", "nms"),  # every installed page
     "test_mib.py": ("build", "agent"),
     "test_nms.py": ("nms", "build"),
     "test_passpersist.py": ("agent",),

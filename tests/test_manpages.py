@@ -238,8 +238,9 @@ def test_the_files_the_installed_configuration_names_are_the_pages():
     assert "README" not in drop_in and "snmplb-agent(8)" in drop_in and "snmplb-agent.conf(5)" in drop_in
     unit = (PROJECT / "systemd/snmplb-agent-check.service").read_text()
     assert re.search(r"^Documentation=man:snmplb-agent-check\(8\)", unit, re.M), unit
-    assert f"--listen 0.0.0.0:{mangen.AGENT_CHECK_PORT}" in unit
-    assert f"ListenStream={mangen.AGENT_CHECK_PORT}" in (PROJECT / "systemd/snmplb-agent-check.socket").read_text()
+    assert f"SNMPLB_CHECK_LISTEN=127.0.0.1:{mangen.AGENT_CHECK_PORT}" in unit and "--listen ${SNMPLB_CHECK_LISTEN}" in unit
+    socket = (PROJECT / "systemd/snmplb-agent-check.socket").read_text()
+    assert f"ListenStream=127.0.0.1:{mangen.AGENT_CHECK_PORT}" in socket
     assert "README" not in adminfile.render_admin(adminfile.AdminSettings())
 
 

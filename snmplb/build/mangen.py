@@ -131,11 +131,11 @@ def _parsing_caught() -> Iterator[None]:
     def caught(self: argparse.ArgumentParser, *_args: object, **_kw: object) -> argparse.Namespace:
         raise _Caught(self)
 
-    argparse.ArgumentParser.parse_args = caught  # type: ignore[method-assign,assignment]
+    argparse.ArgumentParser.parse_args = caught  # type: ignore[method-assign,assignment]  # catch the parser main() builds
     try:
         yield
     finally:
-        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]  # put argparse back
 
 
 def parser_of(build: Callable[[], object]) -> argparse.ArgumentParser:
@@ -566,9 +566,12 @@ def commands() -> list[Command]:
                 P("Every reply names the admin state, because HAProxy keeps what an agent does not say and only "
                   "the agent can undo its own drain, maint or down. Before its first sample, or when it is "
                   "stopped, it says nothing, and HAProxy keeps the server's last state and weight."),
-                P("The package installs `snmplb-agent-check.service` (with `--listen 0.0.0.0:"
-                  f"{AGENT_CHECK_PORT}`) and `snmplb-agent-check.socket` (socket activation on port "
-                  f"{AGENT_CHECK_PORT}), neither enabled: enable one of them."),
+                P("The package installs `snmplb-agent-check.service` (listening on `127.0.0.1:"
+                  f"{AGENT_CHECK_PORT}` and answering only 127.0.0.1 and ::1 unless "
+                  "/etc/default/snmplb-agent-check sets SNMPLB_CHECK_LISTEN and SNMPLB_CHECK_ALLOW to the "
+                  "address HAProxy's agent-addr names and the balancers' addresses) and "
+                  f"`snmplb-agent-check.socket` (socket activation on 127.0.0.1:{AGENT_CHECK_PORT}; a "
+                  "drop-in sets ListenStream=), neither enabled: enable one of them."),
             ],
             exit_status=[("0", "Interrupted."),
                          ("1", "It stopped on an unexpected error."),
