@@ -117,13 +117,24 @@ def _state(path: Path) -> dict:
 
 
 def _keys(env: dict[str, str], *keys: str, closes: bool = False) -> None:
-    """Focus the chooser's window and type ``keys`` (xdotool, as a user at the keyboard would).
+    """Type ``keys`` as a user at the keyboard would: to whatever window has the X input focus.
 
-    ``closes``: the last key closes the window, and xdotool then fails to restore the focus it moved:
-    its exit status means nothing.
+    The test never gives the chooser the focus (no windowfocus, no windowactivate: that hid a chooser
+    that did not take it); it waits until the chooser's window has taken it by itself, then types.
+    ``closes``: the last key closes the window (nothing more to check here).
     """
-    subprocess.run(["xdotool", "search", "--sync", "--class", "snmplb-chooser", "windowfocus", "--sync",
-                    "key", "--delay", "150", *keys], env=env, check=not closes, timeout=30, capture_output=True)
+    def focused() -> bool:
+        windows = _xdotool(env, "search", "--onlyvisible", "--class", "snmplb-chooser").split()
+        return bool(windows) and _xdotool(env, "getwindowfocus").strip() in windows
+
+    assert wait_for(focused, timeout=20), "the chooser's window does not have the keyboard focus"
+    subprocess.run(["xdotool", "key", "--clearmodifiers", "--delay", "150", *keys], env=env, check=not closes,
+                   timeout=30, capture_output=True)
+
+
+def _xdotool(env: dict[str, str], *args: str) -> str:
+    """xdotool's output; it only reads or types here: it never moves the focus (no windowfocus/windowactivate)."""
+    return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=30).stdout
 
 
 def _histogram(png: Path) -> str:
@@ -377,5 +388,54 @@ def test_one_bad_message_costs_one_refresh_not_the_ones_after(display, tmp_path,
         if chooser.poll() is None:
             chooser.kill()
             chooser.wait()
+        q.close()
+        mqueue.unlink(queue)
+
+
+# -- the person at the screen (issue 21) ----------------------------------------------------------------------
+
+def test_on_a_bare_x_server_the_chooser_takes_the_keyboard_itself_and_sits_in_the_middle(display, tmp_path):
+    """No window manager (LTSP 5's screen script and current LTSP's X session run it so): Xvfb's input
+    focus is PointerRoot, and the pointer rests in a corner away from the window. Keys typed with
+    `xdotool key` (XTEST: they go wherever the X input focus is; the test gives the focus to no one) must
+    reach the chooser: Down moves to the second server, Return prints it."""
+    first, second = "127.0.0.51", "127.0.0.52"  # configured; the rows come from the queue
+    queue = f"/snmplb-test-focus-{os.getpid()}"
+    q = mqueue.Queue.create(queue, maxmsg=1, msgsize=8192)  # root's, 0600: what the feed makes
+    rows = tuple(FeedRow(h, "Idle", True, 0.1, 900, 1, 1.0, "") for h in (first, second))
+    assert q.send(feedformat.encode(Snapshot(int(time.time()), first, rows)))
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "SNMPLB_CHOOSER_STATE": str(state), "LB_SERVERS": f"{first} {second}"}
+    # The pointer rests bottom right, where no window opens. xdotool stays connected (its sleep): Xvfb
+    # resets itself, the pointer back in the middle, when its last client leaves.
+    pointer = subprocess.Popen(["xdotool", "mousemove", "1020", "596", "sleep", "600"], env=env)
+    assert wait_for(lambda: _xdotool(env, "getmouselocation", "--shell").split()[:2] == ["X=1020", "Y=596"],
+                    timeout=20), _xdotool(env, "getmouselocation")
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "600"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _state(state).get("selected") == first, timeout=20), _state(state)
+        window = wait_for(lambda: _xdotool(env, "search", "--onlyvisible", "--class", "snmplb-chooser").split(),
+                          timeout=20)
+        assert window, "the chooser's window did not appear"
+        # The chooser took the X input focus by itself (read with XGetInputFocus, changed by no one here).
+        focused = wait_for(lambda: _xdotool(env, "getwindowfocus").strip() in window, timeout=20)
+        assert focused, (_xdotool(env, "getwindowfocus"), window)
+        # It sits in the middle of the 1024x600 screen, where a user looks.
+        geo = dict(line.split("=", 1) for line in _xdotool(env, "getwindowgeometry", "--shell", window[0]).split())
+        x, y, w, h = (int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+        assert abs(x + w / 2 - 512) <= 8 and abs(y + h / 2 - 300) <= 8, geo
+        assert _xdotool(env, "getmouselocation", "--shell").split()[:2] == ["X=1020", "Y=596"]  # pointer untouched
+        subprocess.run(["xdotool", "key", "--clearmodifiers", "--delay", "150", "Down", "Return"], env=env,
+                       capture_output=True, timeout=30)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == second + "\n", (out, err, _state(state))
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        pointer.kill()
+        pointer.wait()
         q.close()
         mqueue.unlink(queue)

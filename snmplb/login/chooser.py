@@ -6,6 +6,10 @@ itself and keeps the user's selection. Keys: arrows move, Enter logs in to
 the selected server (prints its host on stdout, exit 0), Escape cancels
 (exit 1). Exit 2 when the window cannot open (no display, no Tk).
 
+The window opens in the middle of the screen and takes the keyboard focus
+itself, so that it works on a bare X server with no window manager (how LTSP
+runs it), wherever the pointer rests.
+
 Where the states come from: the feed's queue (`snmplb feed`, default
 /snmplb-feed) when it exists and is the feed's (owned by this user or root,
 mode 0600 or 0640: ``feed.untrusted`` on the open descriptor); otherwise, or
@@ -269,7 +273,32 @@ class Chooser:
         root.protocol("WM_DELETE_WINDOW", self.cancel)
         self.tree.bind("<<TreeviewSelect>>", lambda _e: self._selection_moved())
         self.tree.focus_set()
+        self._place()
         self._tick()
+
+    def _place(self) -> None:
+        """Open in the middle of the screen and take the keyboard, with or without a window manager.
+
+        Rules: the window is mapped centred on the screen (it was withdrawn while built, so it never
+        shows in a corner first); once mapped (``<Map>``), it takes the X input focus itself
+        (``focus -force`` on the list). On a bare X server (LTSP 5's screen script, current LTSP's X
+        session: no window manager), the focus is otherwise PointerRoot, and the keys would go to
+        whatever lies under the pointer, the root window, until someone moved the mouse.
+        """
+        root = self.root
+        root.withdraw()
+        root.update_idletasks()  # the requested size, computed while nothing is mapped
+        w, h = root.winfo_reqwidth(), root.winfo_reqheight()
+        x = max(0, (root.winfo_screenwidth() - w) // 2)
+        y = max(0, (root.winfo_screenheight() - h) // 2)
+        root.geometry(f"+{x}+{y}")
+
+        def mapped(event) -> None:
+            if event.widget is root:  # the toplevel's own <Map>, not its children's
+                self.tree.focus_force()
+
+        root.bind("<Map>", mapped)
+        root.deiconify()
 
     def selected(self) -> str | None:
         sel = self.tree.selection()
