@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from support import NOBODY, drop_queue, lure, plant_queue
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
-from snmplb.login.chooser import LAST_TIME, cells, message, offered, refusal, selection_after
+from snmplb.login.chooser import LAST_TIME, cells, message, offered, recommendation, refusal, selection_after
 from snmplb.errors import QueueError
 from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
@@ -80,6 +81,61 @@ def test_only_configured_hosts_are_offered_each_once_and_a_time_out_of_range_is_
     for when in (-1, LAST_TIME + 1, 10**20):
         with pytest.raises(ValueError, match="out of range"):
             offered(Snapshot(when, "a", (IDLE,)), {"a"})
+
+
+
+IDLE2 = FeedRow("e", "Idle", True, 0.5, 1000, 4, 1.0, "")
+SWAP = FeedRow("s", "Swapping", True, 0.3, 10, 3, 1.0, "")
+BUSY2 = FeedRow("f", "Busy", True, 1.5, 1000, 7, 1.0, "")
+IDLE_NOLOAD = FeedRow("g", "Idle", True, None, None, None, 1.0, "")
+ODD = FeedRow("h", "Rebooting", True, 0.0, 1000, 0, 1.0, "")  # usable, in a state this chooser does not know
+
+
+def _unusable(r: FeedRow, state: str = "Draining") -> FeedRow:
+    return replace(r, state=state, usable=False)
+
+
+@pytest.mark.parametrize("previous,rows,pick,expected", [
+    # First refresh: the algorithm's pick, when it is in the best state offered.
+    ("", (IDLE, IDLE2, BUSY), "e", "e"),
+    ("", (BUSY, BUSY2), "f", "f"),
+    # ... else the best state's least loaded row (the issue: the algorithm drew a Busy row next to Idle ones).
+    ("", (BUSY, IDLE2, IDLE), "b", "a"),
+    ("", (BUSY, IDLE2, IDLE), "", "a"),
+    ("", (SWAP, BUSY), "s", "b"),
+    ("", (ODD, SWAP), "h", "s"),                   # an unknown state ranks after Swapping
+    ("", (ODD,), "h", "h"),
+    ("", (IDLE_NOLOAD, IDLE2), "", "e"),           # an unknown load comes last among equals
+    ("", (IDLE_NOLOAD, replace(IDLE2, host="g2", load_per_cpu=None)), "", "g"),  # ties: the first row
+    # Kept: the algorithm drawing another server (app2, app2, app1, app2) changes nothing.
+    ("a", (IDLE, IDLE2), "e", "a"),
+    ("e", (IDLE, IDLE2), "a", "e"),                # kept even when another Idle row has less load
+    ("b", (BUSY, BUSY2, SWAP), "f", "b"),          # no better state appeared: the Busy one stays
+    # Changed: it became unusable, or a strictly better state appeared elsewhere.
+    ("a", (_unusable(IDLE), IDLE2), "e", "e"),
+    ("a", (_unusable(IDLE, "Down"), IDLE2, BUSY), "b", "e"),
+    ("a", (replace(IDLE, state="Busy"), IDLE2), "a", "e"),   # it got Busy while e is Idle
+    ("b", (BUSY, IDLE2), "b", "e"),                # an Idle row came back
+    ("s", (SWAP, BUSY), "s", "b"),
+    ("gone", (IDLE, IDLE2), "e", "e"),             # the previous host is no longer shown
+    # Nothing usable: nothing recommended.
+    ("a", (_unusable(IDLE), DRAIN, DOWN), "", ""),
+    ("", (), "", ""),
+])
+def test_the_recommendation_is_stable_and_never_a_worse_state_than_another_usable_row(previous, rows, pick,
+                                                                                      expected):
+    assert recommendation(previous, Snapshot(1, pick, rows)) == expected
+
+
+def test_the_recommendation_over_a_run_of_refreshes_stays_on_one_idle_row():
+    """The issue's sequence: the algorithm's picks app2, app2, app1, app2 with app3 Busy; then app3's pick."""
+    app1, app2 = replace(IDLE, host="app1"), replace(IDLE2, host="app2")
+    app3 = replace(BUSY, host="app3")
+    shown, seen = "", []
+    for pick in ("app2", "app2", "app1", "app2", "app3", "app1"):
+        shown = recommendation(shown, Snapshot(1, pick, (app1, app2, app3)))
+        seen.append(shown)
+    assert seen == ["app2"] * 6
 
 
 # -- under Xvfb -------------------------------------------------------------------------------------------
@@ -321,7 +377,8 @@ def test_a_host_outside_the_choosers_own_servers_is_never_offered(fleet, display
                      timeout=30)
         assert s, _state(state)
         assert s["source"] == "queue" and [r["host"] for r in s["rows"]] == [busy.host]
-        assert s["selected"] == busy.host and s["recommended"] in ("", None)
+        # The feed's pick (the stranger) is dropped; the chooser recommends among its own rows only.
+        assert s["selected"] == busy.host and s["recommended"] == busy.host
         _keys(env, "Return", closes=True)
         out, err = chooser.communicate(timeout=20)
         assert chooser.returncode == 0 and out == busy.host + "\n", err
@@ -439,3 +496,60 @@ def test_on_a_bare_x_server_the_chooser_takes_the_keyboard_itself_and_sits_in_th
         pointer.wait()
         q.close()
         mqueue.unlink(queue)
+
+
+def _refreshes(path: Path, count: int, timeout: float = 60) -> list[dict]:
+    """The window's state at each of the next ``count`` refreshes (told apart by their refresh time),
+    bounded by ``timeout``."""
+    seen: dict[int, dict] = {}
+    first = _state(path).get("refreshed")
+    end = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < end:
+        st = _state(path)
+        if st.get("refreshed") not in (None, first):
+            seen.setdefault(st["refreshed"], st)
+        time.sleep(0.1)
+    return list(seen.values())
+
+
+def test_the_recommended_row_stays_put_while_the_window_is_open_and_is_never_busy_next_to_idle(fleet, display,
+                                                                                            tmp_path):
+    """LB_ALGORITHM=random draws another server at each refresh, the Busy one included: the window's
+    recommended row stays on one Idle server refresh after refresh, moves only when that server stops
+    taking logins (drained), then stays on the other Idle one."""
+    app1 = fleet.add("app1", FakeLoad(load1=0.4, cpus=4))
+    app2 = fleet.add("app2", FakeLoad(load1=0.8, cpus=4))
+    app3 = fleet.add("app3", FakeLoad(load1=8.0, cpus=4))  # Busy
+    idle = {app1.host, app2.host}
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "800",
+           "LB_ALGORITHM": "random", "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "SNMPLB_CHOOSER_STATE": str(state), "LB_SERVERS": " ".join(i.address for i in (app1, app2, app3))}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", "", "--refresh", "1"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        hosts = [app1.host, app2.host, app3.host]
+        up = wait_for(lambda: [r["state"] for r in _state(state).get("rows", [])] == ["Idle", "Idle", "Busy"],
+                      timeout=30)
+        assert up, _state(state)
+        runs = _refreshes(state, 6)
+        assert len(runs) == 6, runs
+        recommended = [s["recommended"] for s in runs]
+        assert len(set(recommended)) == 1 and recommended[0] in idle, recommended
+        first = recommended[0]
+        for s in runs:
+            assert [r["host"] for r in s["rows"] if r["note"] == "recommended"] == [first], s
+            assert s["selected"] == first and [r["host"] for r in s["rows"]] == hosts
+        # The recommended server is drained: the other Idle one takes over, and keeps it.
+        (app1 if first == app1.host else app2).set_admin(AdminSettings(state="draining"))
+        other = (idle - {first}).pop()
+        assert wait_for(lambda: _state(state).get("recommended") == other, timeout=30), _state(state)
+        runs = _refreshes(state, 4)
+        assert [s["recommended"] for s in runs] == [other] * 4, [s["recommended"] for s in runs]
+        _keys(env, "Escape", closes=True)
+        chooser.communicate(timeout=20)
+        assert chooser.returncode == 1
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()

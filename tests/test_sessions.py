@@ -112,6 +112,11 @@ def test_desktop_files_are_valid_xsessions():
         # package rewrites them to /usr/libexec/snmplb (debian/rules; tests/test_debian.py runs those).
         assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
         assert f"\nTryExec=/opt/snmplb/sessions/snmplb-session\n" in f.read_text()
+        # The label promises what `snmplb pick` does: LB_ALGORITHM's choice (balanced by default spreads
+        # the logins, sticky brings a user back), not "the least busy server".
+        name = {"rdp": "RDP", "x2go": "X2Go"}[mode]
+        assert f"\nName=Remote desktop ({name}, load-balanced)\n" in f.read_text()
+        assert "least busy" not in f.read_text()
     assert subprocess.run(["sh", "-n", str(SESSION)], timeout=60).returncode == 0
     assert subprocess.run(["sh", "-n", str(SSH_SERVER)], timeout=60).returncode == 0
 

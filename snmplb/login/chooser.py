@@ -1,8 +1,9 @@
 """snmplb-chooser: a small window where the user picks the application server (the spec's option 4).
 
 One row per server with its state in words and a colour, its load and its
-sessions; the recommended server is preselected; the list refreshes by
-itself and keeps the user's selection. Keys: arrows move, Enter logs in to
+sessions; the recommended server is preselected (``recommendation``: it stays
+put while the window is open, and is never a Busy row while an Idle one can
+take the login); the list refreshes by itself and keeps the user's selection. Keys: arrows move, Enter logs in to
 the selected server (prints its host on stdout, exit 0), Escape cancels
 (exit 1). Exit 2 when the window cannot open (no display, no Tk).
 
@@ -101,6 +102,41 @@ def offered(snap: Snapshot, configured: Collection[str]) -> Snapshot:
     rows = tuple(first.values())
     usable = {r.host for r in rows if r.usable}
     return replace(snap, rows=rows, recommended=snap.recommended if snap.recommended in usable else "")
+
+
+# How good a usable row's state is for a new login, best first; a usable row in a state not named here
+# (a newer feed's word) ranks after them all.
+STATE_RANK = {"Idle": 0, "Busy": 1, "Swapping": 2}
+
+
+def _rank(r: FeedRow) -> int:
+    return STATE_RANK.get(r.state, len(STATE_RANK))
+
+
+def recommendation(previous: str, snap: Snapshot) -> str:
+    """The row the window calls "recommended" after a refresh, given the one it called so before
+    (``previous``, "" for none) and the refresh as ``offered`` shows it. Pure.
+
+    Rules: only a usable row is recommended ("" when none is); the best state among the usable rows
+    (``STATE_RANK``: Idle, then Busy, then Swapping, then any other) is the only one recommended, so a
+    Busy row never is while an Idle one can take the login. The previous recommendation stays while it
+    is a usable row in that best state: it changes only when it becomes unusable or a strictly better
+    state appears elsewhere, never because the algorithm drew another server this refresh. Otherwise
+    the refresh's own recommendation (the configured algorithm's pick) when it is in the best state,
+    else the best-state row with the lowest load per CPU (an unknown load last; ties: the first row).
+    """
+    usable = [r for r in snap.rows if r.usable]
+    if not usable:
+        return ""
+    best = min(_rank(r) for r in usable)
+    candidates = [r for r in usable if _rank(r) == best]
+    hosts = [r.host for r in candidates]
+    if previous in hosts:
+        return previous
+    if snap.recommended in hosts:
+        return snap.recommended
+    inf = float("inf")
+    return min(candidates, key=lambda r: inf if r.load_per_cpu is None else r.load_per_cpu).host
 
 
 def message(snap: Snapshot | None, refresh_s: float) -> str:
@@ -313,9 +349,11 @@ class Chooser:
         """Show a refresh: rows replaced in place, the selection kept.
 
         Rules: what is shown is ``offered(snap, configured)``, never a host outside the chooser's own
-        settings; ValueError, with nothing changed, for a refresh that cannot be shown.
+        settings, and the row called recommended is ``recommendation`` of the one shown before (stable
+        while the window is open); ValueError, with nothing changed, for a refresh that cannot be shown.
         """
         snap = offered(snap, self.configured)
+        snap = replace(snap, recommended=recommendation(self.snap.recommended if self.snap else "", snap))
         previous = self.selected() if self.snap is not None else None
         self.snap = snap
         hosts = [r.host for r in snap.rows]
