@@ -49,6 +49,13 @@ def test_selection_is_kept_across_refreshes_else_the_recommended():
     assert selection_after(Snapshot(1, "b", (BUSY,)), "a") == "b"  # gone: the recommended
     assert selection_after(Snapshot(1, "", (DOWN, DRAIN)), None) == "d"
     assert selection_after(Snapshot(1, "", ()), None) is None
+    # The window's own preselection (the user never moved it) follows the recommendation...
+    drained = Snapshot(1, "b", (replace(IDLE, state="Draining", usable=False), BUSY))
+    assert selection_after(drained, "a", preselected="a") == "b"
+    assert selection_after(Snapshot(1, "", (DOWN, DRAIN)), "d", preselected="d") == "d"
+    # ... the user's choice stays.
+    assert selection_after(drained, "a", preselected="b") == "a"
+    assert selection_after(drained, "a") == "a"
 
 
 def test_message_and_refusals():
@@ -516,7 +523,8 @@ def test_the_recommended_row_stays_put_while_the_window_is_open_and_is_never_bus
                                                                                             tmp_path):
     """LB_ALGORITHM=random draws another server at each refresh, the Busy one included: the window's
     recommended row stays on one Idle server refresh after refresh, moves only when that server stops
-    taking logins (drained), then stays on the other Idle one."""
+    taking logins (drained), then stays on the other Idle one; the selection, which the user never moved,
+    follows it, and Enter logs in there."""
     app1 = fleet.add("app1", FakeLoad(load1=0.4, cpus=4))
     app2 = fleet.add("app2", FakeLoad(load1=0.8, cpus=4))
     app3 = fleet.add("app3", FakeLoad(load1=8.0, cpus=4))  # Busy
@@ -546,9 +554,11 @@ def test_the_recommended_row_stays_put_while_the_window_is_open_and_is_never_bus
         assert wait_for(lambda: _state(state).get("recommended") == other, timeout=30), _state(state)
         runs = _refreshes(state, 4)
         assert [s["recommended"] for s in runs] == [other] * 4, [s["recommended"] for s in runs]
-        _keys(env, "Escape", closes=True)
-        chooser.communicate(timeout=20)
-        assert chooser.returncode == 1
+        # The user never moved the selection: it followed the recommendation off the drained row.
+        assert all(s["selected"] == other for s in runs), [s["selected"] for s in runs]
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == other + "\n", (out, err)
     finally:
         if chooser.poll() is None:
             chooser.kill()

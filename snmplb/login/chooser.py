@@ -69,10 +69,17 @@ def cells(r: FeedRow, recommended: str) -> tuple[str, str, str, str, str]:
     return r.host, r.state, load, sessions, note
 
 
-def selection_after(snap: Snapshot, previous: str | None) -> str | None:
+def selection_after(snap: Snapshot, previous: str | None, preselected: str | None = None) -> str | None:
     """The row to select after a refresh: the user's if still listed, else the recommended, else the first
-    usable, else the first."""
+    usable, else the first.
+
+    ``previous`` is the row selected before the refresh, ``preselected`` the row the window itself
+    selected last: while they are the same the user has not moved the selection, and it follows the
+    recommendation (a preselected server that gets drained does not stay selected).
+    """
     hosts = [r.host for r in snap.rows]
+    if previous is not None and previous == preselected:
+        previous = None
     if previous in hosts:
         return previous
     if snap.recommended in hosts:
@@ -288,6 +295,7 @@ class Chooser:
         self.state_file = state_file
         self.snap: Snapshot | None = None
         self.result: str | None = None
+        self.preselected: str | None = None  # the row the window selected itself last (selection_after)
         self.note = ""
         root.title("Choose a server")
         root.configure(padx=12, pady=12)
@@ -346,7 +354,7 @@ class Chooser:
         self._write_state()
 
     def apply(self, snap: Snapshot) -> None:
-        """Show a refresh: rows replaced in place, the selection kept.
+        """Show a refresh: rows replaced in place, the user's selection kept (``selection_after``).
 
         Rules: what is shown is ``offered(snap, configured)``, never a host outside the chooser's own
         settings, and the row called recommended is ``recommendation`` of the one shown before (stable
@@ -367,7 +375,9 @@ class Chooser:
                 self.tree.move(r.host, "", i)
             else:
                 self.tree.insert("", i, iid=r.host, values=cells(r, snap.recommended), tags=(tag,))
-        target = selection_after(snap, previous)
+        target = selection_after(snap, previous, self.preselected)
+        if target != previous:
+            self.preselected = target
         if target is not None:
             if self.selected() != target:
                 self.tree.selection_set(target)
