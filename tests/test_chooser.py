@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from support import NOBODY, drop_queue, lure, plant_queue
 from snmplb.login import feedformat
 from snmplb.login import mqueue
 from snmplb.adminfile import AdminSettings
-from snmplb.login.chooser import LAST_TIME, cells, message, offered, refusal, selection_after
+from snmplb.login.chooser import LAST_TIME, cells, message, offered, recommendation, refusal, selection_after
 from snmplb.errors import QueueError
 from snmplb.login.feedformat import FeedRow, Snapshot
 from snmplb.lab.fleet import FakeLoad
@@ -48,6 +49,13 @@ def test_selection_is_kept_across_refreshes_else_the_recommended():
     assert selection_after(Snapshot(1, "b", (BUSY,)), "a") == "b"  # gone: the recommended
     assert selection_after(Snapshot(1, "", (DOWN, DRAIN)), None) == "d"
     assert selection_after(Snapshot(1, "", ()), None) is None
+    # The window's own preselection (the user never moved it) follows the recommendation...
+    drained = Snapshot(1, "b", (replace(IDLE, state="Draining", usable=False), BUSY))
+    assert selection_after(drained, "a", preselected="a") == "b"
+    assert selection_after(Snapshot(1, "", (DOWN, DRAIN)), "d", preselected="d") == "d"
+    # ... the user's choice stays.
+    assert selection_after(drained, "a", preselected="b") == "a"
+    assert selection_after(drained, "a") == "a"
 
 
 def test_message_and_refusals():
@@ -80,6 +88,61 @@ def test_only_configured_hosts_are_offered_each_once_and_a_time_out_of_range_is_
     for when in (-1, LAST_TIME + 1, 10**20):
         with pytest.raises(ValueError, match="out of range"):
             offered(Snapshot(when, "a", (IDLE,)), {"a"})
+
+
+
+IDLE2 = FeedRow("e", "Idle", True, 0.5, 1000, 4, 1.0, "")
+SWAP = FeedRow("s", "Swapping", True, 0.3, 10, 3, 1.0, "")
+BUSY2 = FeedRow("f", "Busy", True, 1.5, 1000, 7, 1.0, "")
+IDLE_NOLOAD = FeedRow("g", "Idle", True, None, None, None, 1.0, "")
+ODD = FeedRow("h", "Rebooting", True, 0.0, 1000, 0, 1.0, "")  # usable, in a state this chooser does not know
+
+
+def _unusable(r: FeedRow, state: str = "Draining") -> FeedRow:
+    return replace(r, state=state, usable=False)
+
+
+@pytest.mark.parametrize("previous,rows,pick,expected", [
+    # First refresh: the algorithm's pick, when it is in the best state offered.
+    ("", (IDLE, IDLE2, BUSY), "e", "e"),
+    ("", (BUSY, BUSY2), "f", "f"),
+    # ... else the best state's least loaded row (the issue: the algorithm drew a Busy row next to Idle ones).
+    ("", (BUSY, IDLE2, IDLE), "b", "a"),
+    ("", (BUSY, IDLE2, IDLE), "", "a"),
+    ("", (SWAP, BUSY), "s", "b"),
+    ("", (ODD, SWAP), "h", "s"),                   # an unknown state ranks after Swapping
+    ("", (ODD,), "h", "h"),
+    ("", (IDLE_NOLOAD, IDLE2), "", "e"),           # an unknown load comes last among equals
+    ("", (IDLE_NOLOAD, replace(IDLE2, host="g2", load_per_cpu=None)), "", "g"),  # ties: the first row
+    # Kept: the algorithm drawing another server (app2, app2, app1, app2) changes nothing.
+    ("a", (IDLE, IDLE2), "e", "a"),
+    ("e", (IDLE, IDLE2), "a", "e"),                # kept even when another Idle row has less load
+    ("b", (BUSY, BUSY2, SWAP), "f", "b"),          # no better state appeared: the Busy one stays
+    # Changed: it became unusable, or a strictly better state appeared elsewhere.
+    ("a", (_unusable(IDLE), IDLE2), "e", "e"),
+    ("a", (_unusable(IDLE, "Down"), IDLE2, BUSY), "b", "e"),
+    ("a", (replace(IDLE, state="Busy"), IDLE2), "a", "e"),   # it got Busy while e is Idle
+    ("b", (BUSY, IDLE2), "b", "e"),                # an Idle row came back
+    ("s", (SWAP, BUSY), "s", "b"),
+    ("gone", (IDLE, IDLE2), "e", "e"),             # the previous host is no longer shown
+    # Nothing usable: nothing recommended.
+    ("a", (_unusable(IDLE), DRAIN, DOWN), "", ""),
+    ("", (), "", ""),
+])
+def test_the_recommendation_is_stable_and_never_a_worse_state_than_another_usable_row(previous, rows, pick,
+                                                                                      expected):
+    assert recommendation(previous, Snapshot(1, pick, rows)) == expected
+
+
+def test_the_recommendation_over_a_run_of_refreshes_stays_on_one_idle_row():
+    """The issue's sequence: the algorithm's picks app2, app2, app1, app2 with app3 Busy; then app3's pick."""
+    app1, app2 = replace(IDLE, host="app1"), replace(IDLE2, host="app2")
+    app3 = replace(BUSY, host="app3")
+    shown, seen = "", []
+    for pick in ("app2", "app2", "app1", "app2", "app3", "app1"):
+        shown = recommendation(shown, Snapshot(1, pick, (app1, app2, app3)))
+        seen.append(shown)
+    assert seen == ["app2"] * 6
 
 
 # -- under Xvfb -------------------------------------------------------------------------------------------
@@ -117,13 +180,24 @@ def _state(path: Path) -> dict:
 
 
 def _keys(env: dict[str, str], *keys: str, closes: bool = False) -> None:
-    """Focus the chooser's window and type ``keys`` (xdotool, as a user at the keyboard would).
+    """Type ``keys`` as a user at the keyboard would: to whatever window has the X input focus.
 
-    ``closes``: the last key closes the window, and xdotool then fails to restore the focus it moved:
-    its exit status means nothing.
+    The test never gives the chooser the focus (no windowfocus, no windowactivate: that hid a chooser
+    that did not take it); it waits until the chooser's window has taken it by itself, then types.
+    ``closes``: the last key closes the window (nothing more to check here).
     """
-    subprocess.run(["xdotool", "search", "--sync", "--class", "snmplb-chooser", "windowfocus", "--sync",
-                    "key", "--delay", "150", *keys], env=env, check=not closes, timeout=30, capture_output=True)
+    def focused() -> bool:
+        windows = _xdotool(env, "search", "--onlyvisible", "--class", "snmplb-chooser").split()
+        return bool(windows) and _xdotool(env, "getwindowfocus").strip() in windows
+
+    assert wait_for(focused, timeout=20), "the chooser's window does not have the keyboard focus"
+    subprocess.run(["xdotool", "key", "--clearmodifiers", "--delay", "150", *keys], env=env, check=not closes,
+                   timeout=30, capture_output=True)
+
+
+def _xdotool(env: dict[str, str], *args: str) -> str:
+    """xdotool's output; it only reads or types here: it never moves the focus (no windowfocus/windowactivate)."""
+    return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=30).stdout
 
 
 def _histogram(png: Path) -> str:
@@ -310,7 +384,8 @@ def test_a_host_outside_the_choosers_own_servers_is_never_offered(fleet, display
                      timeout=30)
         assert s, _state(state)
         assert s["source"] == "queue" and [r["host"] for r in s["rows"]] == [busy.host]
-        assert s["selected"] == busy.host and s["recommended"] in ("", None)
+        # The feed's pick (the stranger) is dropped; the chooser recommends among its own rows only.
+        assert s["selected"] == busy.host and s["recommended"] == busy.host
         _keys(env, "Return", closes=True)
         out, err = chooser.communicate(timeout=20)
         assert chooser.returncode == 0 and out == busy.host + "\n", err
@@ -379,3 +454,112 @@ def test_one_bad_message_costs_one_refresh_not_the_ones_after(display, tmp_path,
             chooser.wait()
         q.close()
         mqueue.unlink(queue)
+
+
+# -- the person at the screen (issue 21) ----------------------------------------------------------------------
+
+def test_on_a_bare_x_server_the_chooser_takes_the_keyboard_itself_and_sits_in_the_middle(display, tmp_path):
+    """No window manager (LTSP 5's screen script and current LTSP's X session run it so): Xvfb's input
+    focus is PointerRoot, and the pointer rests in a corner away from the window. Keys typed with
+    `xdotool key` (XTEST: they go wherever the X input focus is; the test gives the focus to no one) must
+    reach the chooser: Down moves to the second server, Return prints it."""
+    first, second = "127.0.0.51", "127.0.0.52"  # configured; the rows come from the queue
+    queue = f"/snmplb-test-focus-{os.getpid()}"
+    q = mqueue.Queue.create(queue, maxmsg=1, msgsize=8192)  # root's, 0600: what the feed makes
+    rows = tuple(FeedRow(h, "Idle", True, 0.1, 900, 1, 1.0, "") for h in (first, second))
+    assert q.send(feedformat.encode(Snapshot(int(time.time()), first, rows)))
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "SNMPLB_CHOOSER_STATE": str(state), "LB_SERVERS": f"{first} {second}"}
+    # The pointer rests bottom right, where no window opens. xdotool stays connected (its sleep): Xvfb
+    # resets itself, the pointer back in the middle, when its last client leaves.
+    pointer = subprocess.Popen(["xdotool", "mousemove", "1020", "596", "sleep", "600"], env=env)
+    assert wait_for(lambda: _xdotool(env, "getmouselocation", "--shell").split()[:2] == ["X=1020", "Y=596"],
+                    timeout=20), _xdotool(env, "getmouselocation")
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", queue, "--stale", "600"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: _state(state).get("selected") == first, timeout=20), _state(state)
+        window = wait_for(lambda: _xdotool(env, "search", "--onlyvisible", "--class", "snmplb-chooser").split(),
+                          timeout=20)
+        assert window, "the chooser's window did not appear"
+        # The chooser took the X input focus by itself (read with XGetInputFocus, changed by no one here).
+        focused = wait_for(lambda: _xdotool(env, "getwindowfocus").strip() in window, timeout=20)
+        assert focused, (_xdotool(env, "getwindowfocus"), window)
+        # It sits in the middle of the 1024x600 screen, where a user looks.
+        geo = dict(line.split("=", 1) for line in _xdotool(env, "getwindowgeometry", "--shell", window[0]).split())
+        x, y, w, h = (int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+        assert abs(x + w / 2 - 512) <= 8 and abs(y + h / 2 - 300) <= 8, geo
+        assert _xdotool(env, "getmouselocation", "--shell").split()[:2] == ["X=1020", "Y=596"]  # pointer untouched
+        subprocess.run(["xdotool", "key", "--clearmodifiers", "--delay", "150", "Down", "Return"], env=env,
+                       capture_output=True, timeout=30)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == second + "\n", (out, err, _state(state))
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()
+        pointer.kill()
+        pointer.wait()
+        q.close()
+        mqueue.unlink(queue)
+
+
+def _refreshes(path: Path, count: int, timeout: float = 60) -> list[dict]:
+    """The window's state at each of the next ``count`` refreshes (told apart by their refresh time),
+    bounded by ``timeout``."""
+    seen: dict[int, dict] = {}
+    first = _state(path).get("refreshed")
+    end = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < end:
+        st = _state(path)
+        if st.get("refreshed") not in (None, first):
+            seen.setdefault(st["refreshed"], st)
+        time.sleep(0.1)
+    return list(seen.values())
+
+
+def test_the_recommended_row_stays_put_while_the_window_is_open_and_is_never_busy_next_to_idle(fleet, display,
+                                                                                            tmp_path):
+    """LB_ALGORITHM=random draws another server at each refresh, the Busy one included: the window's
+    recommended row stays on one Idle server refresh after refresh, moves only when that server stops
+    taking logins (drained), then stays on the other Idle one; the selection, which the user never moved,
+    follows it, and Enter logs in there."""
+    app1 = fleet.add("app1", FakeLoad(load1=0.4, cpus=4))
+    app2 = fleet.add("app2", FakeLoad(load1=0.8, cpus=4))
+    app3 = fleet.add("app3", FakeLoad(load1=8.0, cpus=4))  # Busy
+    idle = {app1.host, app2.host}
+    state = tmp_path / "chooser-state.json"
+    env = {"PATH": os.environ["PATH"], "DISPLAY": display, "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "800",
+           "LB_ALGORITHM": "random", "SNMPLB_CLIENT_CONF": str(tmp_path / "none.conf"),
+           "SNMPLB_CHOOSER_STATE": str(state), "LB_SERVERS": " ".join(i.address for i in (app1, app2, app3))}
+    chooser = subprocess.Popen([str(BIN / "snmplb-chooser"), "--queue", "", "--refresh", "1"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        hosts = [app1.host, app2.host, app3.host]
+        up = wait_for(lambda: [r["state"] for r in _state(state).get("rows", [])] == ["Idle", "Idle", "Busy"],
+                      timeout=30)
+        assert up, _state(state)
+        runs = _refreshes(state, 6)
+        assert len(runs) == 6, runs
+        recommended = [s["recommended"] for s in runs]
+        assert len(set(recommended)) == 1 and recommended[0] in idle, recommended
+        first = recommended[0]
+        for s in runs:
+            assert [r["host"] for r in s["rows"] if r["note"] == "recommended"] == [first], s
+            assert s["selected"] == first and [r["host"] for r in s["rows"]] == hosts
+        # The recommended server is drained: the other Idle one takes over, and keeps it.
+        (app1 if first == app1.host else app2).set_admin(AdminSettings(state="draining"))
+        other = (idle - {first}).pop()
+        assert wait_for(lambda: _state(state).get("recommended") == other, timeout=30), _state(state)
+        runs = _refreshes(state, 4)
+        assert [s["recommended"] for s in runs] == [other] * 4, [s["recommended"] for s in runs]
+        # The user never moved the selection: it followed the recommendation off the drained row.
+        assert all(s["selected"] == other for s in runs), [s["selected"] for s in runs]
+        _keys(env, "Return", closes=True)
+        out, err = chooser.communicate(timeout=20)
+        assert chooser.returncode == 0 and out == other + "\n", (out, err)
+    finally:
+        if chooser.poll() is None:
+            chooser.kill()
+            chooser.wait()

@@ -112,8 +112,14 @@ def test_desktop_files_are_valid_xsessions():
         # package rewrites them to /usr/libexec/snmplb (debian/rules; tests/test_debian.py runs those).
         assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
         assert f"\nTryExec=/opt/snmplb/sessions/snmplb-session\n" in f.read_text()
+        # The label promises what `snmplb pick` does: LB_ALGORITHM's choice (balanced by default spreads
+        # the logins, sticky brings a user back), not "the least busy server".
+        name = {"rdp": "RDP", "x2go": "X2Go"}[mode]
+        assert f"\nName=Remote desktop ({name}, load-balanced)\n" in f.read_text()
+        assert "least busy" not in f.read_text()
     assert subprocess.run(["sh", "-n", str(SESSION)], timeout=60).returncode == 0
     assert subprocess.run(["sh", "-n", str(SSH_SERVER)], timeout=60).returncode == 0
+    assert subprocess.run(["sh", "-n", str(ROOT / "sessions" / "snmplb-pam-stash")], timeout=60).returncode == 0
 
 
 def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, display, tmp_path):
@@ -495,3 +501,294 @@ def test_as_an_unprivileged_user_the_settings_come_from_session_conf(fleet, disp
         assert "root-only-secret" not in out
     finally:
         shutil.rmtree(base)
+
+
+# -- the password, once (issue 21) ----------------------------------------------------------------------------
+
+PAM_STASH = ROOT / "sessions" / "snmplb-pam-stash"
+
+
+class FakeRdpServer:
+    """An RDP endpoint on loopback that goes as far as the client's Client Info PDU (MS-RDPBCGR 2.2.1.11),
+    where the client puts the user name and password: TLS (X.224 negotiation), MCS Connect Response with
+    the GCC server data, Attach User and Channel Join confirms. It holds the connection, once that PDU is
+    in, until ``release``: a real RDP server would go on to its login screen or the desktop.
+
+    Not a server: enough of one that real xfreerdp sends what it would send xrdp, read back here."""
+
+    def __init__(self, certdir: Path) -> None:
+        import ssl
+
+        _self_signed(certdir)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certdir / "cert.pem", certdir / "key.pem")
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(60)
+        self.port = self.sock.getsockname()[1]
+        self.info = b""               # the Client Info PDU (decrypted: it came over TLS)
+        self.info_in = threading.Event()
+        self.release = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+    @staticmethod
+    def _exact(c, n: int) -> bytes:
+        b = b""
+        while len(b) < n:
+            got = c.recv(n - len(b))
+            if not got:
+                raise EOFError("the client closed")
+            b += got
+        return b
+
+    def _tpkt(self, c) -> bytes:
+        head = self._exact(c, 4)
+        assert head[0] == 3, head
+        return self._exact(c, int.from_bytes(head[2:4], "big") - 4)
+
+    @staticmethod
+    def _send(c, payload: bytes, data: bool = True) -> None:
+        payload = (b"\x02\xf0\x80" + payload) if data else payload  # X.224 Data TPDU
+        c.sendall(b"\x03\x00" + (len(payload) + 4).to_bytes(2, "big") + payload)
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(60)
+            request = self._tpkt(conn)  # X.224 Connection Request, its RDP_NEG_REQ last
+            protocols = int.from_bytes(request[-4:], "little")
+            # Connection Confirm: RDP_NEG_RSP, TLS (PROTOCOL_SSL) chosen.
+            self._send(conn, b"\x0e\xd0\x00\x00\x12\x34\x00" + bytes((2, 0, 8, 0)) + (1).to_bytes(4, "little"),
+                       data=False)
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+            channels = _requested_channels(self._tpkt(tls))
+            self._send(tls, _connect_response(channels, protocols))
+            user = 1007
+            for _ in range(64):  # Erect Domain, Attach User, one join per channel, then Send Data
+                pdu = self._tpkt(tls)[3:]
+                kind = pdu[0] >> 2
+                if kind == 10:    # Attach User Request -> Confirm
+                    self._send(tls, b"\x2e\x00" + (user - 1001).to_bytes(2, "big"))
+                elif kind == 14:  # Channel Join Request -> Confirm, the channel asked for
+                    self._send(tls, b"\x3e\x00" + (user - 1001).to_bytes(2, "big") + pdu[3:5] + pdu[3:5])
+                elif kind == 25:  # Send Data Request: the first is the Client Info PDU
+                    self.info = pdu
+                    break
+            self.info_in.set()
+            self.release.wait(60)
+            tls.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+            self.info_in.set()
+
+
+def _self_signed(d: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rdp-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+
+
+def _ber_len(n: int) -> bytes:
+    return bytes((n,)) if n < 0x80 else b"\x81" + bytes((n,)) if n < 0x100 else b"\x82" + n.to_bytes(2, "big")
+
+
+def _per_len(n: int) -> bytes:
+    return bytes((n,)) if n < 0x80 else (0x8000 | n).to_bytes(2, "big")
+
+
+def _requested_channels(connect_initial: bytes) -> int:
+    """How many static channels the client's CS_NET block asks for (its GCC user data, after "Duca")."""
+    i = connect_initial.index(b"Duca") + 4
+    i += 2 if connect_initial[i] & 0x80 else 1
+    while i + 4 <= len(connect_initial):
+        kind, size = int.from_bytes(connect_initial[i:i + 2], "little"), int.from_bytes(connect_initial[i + 2:i + 4],
+                                                                                         "little")
+        if size < 4:
+            break
+        if kind == 0xC003:
+            return int.from_bytes(connect_initial[i + 4:i + 8], "little")
+        i += size
+    return 0
+
+
+def _connect_response(channels: int, protocols: int) -> bytes:
+    """MCS Connect Response (BER) with a GCC Conference Create Response (PER) carrying SC_CORE, SC_SECURITY
+    (no RDP encryption: TLS) and SC_NET (the I/O channel 1003, one id per static channel)."""
+    core = (0x0C01).to_bytes(2, "little") + (16).to_bytes(2, "little") + (0x00080004).to_bytes(4, "little") \
+        + protocols.to_bytes(4, "little") + bytes(4)
+    security = (0x0C02).to_bytes(2, "little") + (12).to_bytes(2, "little") + bytes(8)
+    ids = b"".join((1004 + k).to_bytes(2, "little") for k in range(channels)) + (b"\0\0" if channels % 2 else b"")
+    net = (0x0C03).to_bytes(2, "little") + (8 + len(ids)).to_bytes(2, "little") + (1003).to_bytes(2, "little") \
+        + channels.to_bytes(2, "little") + ids
+    server_data = core + security + net
+    tail = b"\x14\x76\x0a\x01\x01\x00\x01\xc0\x00McDn" + _per_len(len(server_data)) + server_data
+    gcc = b"\x00\x05\x00\x14\x7c\x00\x01" + _per_len(len(tail)) + tail
+    params = b"".join(b"\x02" + _ber_len(len(v)) + v for v in
+                      (b"\x22", b"\x03", b"\x00", b"\x01", b"\x00", b"\x01", b"\x00\xff\xf8", b"\x02"))
+    body = b"\x0a\x01\x00" + b"\x02\x01\x00" + b"\x30" + _ber_len(len(params)) + params \
+        + b"\x04" + _ber_len(len(gcc)) + gcc
+    return b"\x7f\x66" + _ber_len(len(body)) + body
+
+
+def _processes_showing(secret: bytes) -> list[str]:
+    """Every process whose command line or environment holds ``secret`` (what ps and /proc show)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            for what in ("cmdline", "environ"):
+                with contextlib.suppress(OSError):
+                    if secret in (proc / what).read_bytes():
+                        found.append(f"{proc.name} {what}")
+    return found
+
+
+def _as_nobody_key(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "keyctl", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _forget_nobody_key() -> None:
+    """No snmplb:rdp key left in nobody's keyring (from an earlier run)."""
+    for _ in range(10):
+        found = _as_nobody_key("search", "@u", "user", "snmplb:rdp")
+        if found.returncode != 0:
+            return
+        _as_nobody_key("invalidate", found.stdout.strip())
+        time.sleep(0.1)
+    raise AssertionError("nobody's snmplb:rdp key stays")
+
+
+def test_rdp_password_from_the_login_is_asked_once_and_shows_nowhere(display):
+    """The display manager's PAM stack runs snmplb-pam-stash as pam_exec does (root, in a session keyring
+    of the display manager's, PAM_USER and PAM_TYPE, the password on stdin with pam_exec's NUL); the user's
+    session (as nobody) with SNMPLB_RDP_PASSWORD=login starts real xfreerdp, which sends that password in
+    its Client Info PDU: the RDP server has it and need not ask. Meanwhile no process shows it in its
+    command line or environment; the key is gone once read; the logs do not hold it. A second session
+    finds no key: xfreerdp sends no password (the server asks, as before) and the log says why."""
+    need("xfreerdp", "setpriv", "keyctl")
+    secret = "Tr0ub4dor &3 'x' \\ $HOME"
+    base = Path(tempfile.mkdtemp(prefix="snmplb-rdp-pw-"))
+    server = None
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        home.mkdir()
+        shutil.chown(home, "nobody")
+        (base / "certs").mkdir()
+        server = FakeRdpServer(base / "certs")
+        conf = base / "session.conf"
+
+        def settings(port: int) -> None:
+            conf.write_text(f"SNMPLB_RDP_PORT={port}\nSNMPLB_RDP_OPTIONS='/cert:ignore /log-level:ERROR'\n"
+                            "SNMPLB_RDP_PASSWORD=login\n")
+            conf.chmod(0o644)
+
+        settings(server.port)
+        pick = base / "pick"
+        pick.write_text("#!/bin/sh\necho 127.0.0.1\n")
+        pick.chmod(0o755)
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": "nobody", "DISPLAY": display,
+               "SNMPLB_SESSION_CONF": str(conf), "SNMPLB_PICK": str(pick), "SNMPLB_MESSAGE_TIMEOUT": "1",
+               "SNMPLB_RDP_CLIENT": "xfreerdp"}
+        _forget_nobody_key()
+
+        stash = subprocess.run(["keyctl", "session", "-", str(PAM_STASH)], input=secret.encode() + b"\0",
+                               env={"PAM_TYPE": "auth", "PAM_USER": "nobody", "PAM_SERVICE": "lightdm"},
+                               capture_output=True, timeout=60)
+        assert stash.returncode == 0, stash
+        assert secret.encode() not in stash.stdout + stash.stderr
+        assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode == 0, "no key for the session"
+
+        session = ["keyctl", "session", "-", "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                   str(SESSION), "rdp"]
+        p = subprocess.Popen(session, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=base, start_new_session=True)
+        try:
+            assert server.info_in.wait(60) and server.error is None, server.error
+            assert secret.encode("utf-16-le") in server.info, server.info  # TS_INFO_PACKET: UTF-16LE
+            assert "nobody".encode("utf-16-le") in server.info
+            assert _processes_showing(secret.encode()) == []       # while xfreerdp is connected
+            assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode != 0  # used once, gone
+        finally:
+            server.release.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+        assert b"nobody: xfreerdp on 127.0.0.1 (port %d), with the login's password" % server.port in err, err
+        assert secret.encode() not in out + err
+        server.close()
+
+        # No key (used, or the stash is not configured): xfreerdp sends no password; the server asks.
+        server = FakeRdpServer(base / "certs")
+        settings(server.port)
+        p = subprocess.Popen(session, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=base, start_new_session=True)
+        try:
+            assert server.info_in.wait(60) and server.error is None, server.error
+            assert "nobody".encode("utf-16-le") in server.info and secret.encode("utf-16-le") not in server.info
+        finally:
+            server.release.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+        assert b"no login password was handed on" in err and b"the RDP server asks for it" in err, err
+    finally:
+        if server is not None:
+            server.close()
+        shutil.rmtree(base)
+
+
+def test_pam_stash_hands_nothing_on_outside_auth_for_root_or_an_unknown_user_and_never_fails(tmp_path):
+    """pam_exec runs it for every PAM_TYPE it is configured for; only auth, for a known user other than
+    root, stores a key. It exits 0 whatever happens (an optional step must never stop a login), and reads
+    the password away so that pam_exec's write never blocks."""
+    need("setpriv", "keyctl")
+    _forget_nobody_key()
+    cases = [{"PAM_TYPE": "open_session", "PAM_USER": "nobody"}, {"PAM_TYPE": "auth", "PAM_USER": "no-such-user-x"},
+             {"PAM_TYPE": "auth", "PAM_USER": "-nobody"}, {"PAM_TYPE": "auth"}, {"PAM_TYPE": "auth", "PAM_USER": "root"}]
+    for env in cases:
+        r = subprocess.run(["keyctl", "session", "-", str(PAM_STASH)], input=b"secret-pw\0" * 10000, env=env,
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0 and b"secret-pw" not in r.stdout + r.stderr, (env, r)
+        assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode != 0, env
+    r = subprocess.run(["keyctl", "search", "@u", "user", "snmplb:rdp"], capture_output=True, timeout=60)
+    assert r.returncode != 0  # nothing in root's keyring either
+
+
+def test_rdp_password_setting_is_checked_before_anything_runs(tmp_path):
+    """SNMPLB_RDP_PASSWORD is server (the RDP server asks: the default) or login; anything else, or login
+    with an empty SNMPLB_RDP_USER (whose password?), is a bad setting: exit 2, named, nothing started.
+    X2Go does not read it."""
+    pick = tmp_path / "pick"
+    pick.write_text(f"#!/bin/sh\necho started > {tmp_path / 'picked'}\necho 127.0.0.1\n")
+    pick.chmod(0o755)
+    for conf, words in (("SNMPLB_RDP_PASSWORD=ask\n", "SNMPLB_RDP_PASSWORD is neither server nor login"),
+                        ("SNMPLB_RDP_PASSWORD=login\nSNMPLB_RDP_USER=\n", "do not go together")):
+        (tmp_path / "session.conf").write_text(conf)
+        env = {"PATH": os.environ["PATH"], "USER": "tester", "SNMPLB_SESSION_CONF": str(tmp_path / "session.conf"),
+               "SNMPLB_PICK": str(pick), "SNMPLB_RDP_CLIENT": "sh"}  # no DISPLAY: the message goes to stderr
+        r = subprocess.run([str(SESSION), "rdp"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr, r
+        assert not (tmp_path / "picked").exists()
+    r = subprocess.run([str(SESSION), "x2go"], env={**env, "SNMPLB_X2GO_CLIENT": "true"}, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and (tmp_path / "picked").exists(), r

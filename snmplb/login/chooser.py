@@ -1,10 +1,15 @@
 """snmplb-chooser: a small window where the user picks the application server (the spec's option 4).
 
 One row per server with its state in words and a colour, its load and its
-sessions; the recommended server is preselected; the list refreshes by
-itself and keeps the user's selection. Keys: arrows move, Enter logs in to
+sessions; the recommended server is preselected (``recommendation``: it stays
+put while the window is open, and is never a Busy row while an Idle one can
+take the login); the list refreshes by itself and keeps the user's selection. Keys: arrows move, Enter logs in to
 the selected server (prints its host on stdout, exit 0), Escape cancels
 (exit 1). Exit 2 when the window cannot open (no display, no Tk).
+
+The window opens in the middle of the screen and takes the keyboard focus
+itself, so that it works on a bare X server with no window manager (how LTSP
+runs it), wherever the pointer rests.
 
 Where the states come from: the feed's queue (`snmplb feed`, default
 /snmplb-feed) when it exists and is the feed's (owned by this user or root,
@@ -69,10 +74,17 @@ def cells(r: FeedRow, recommended: str) -> tuple[str, str, str, str, str]:
     return r.host, r.state, load, sessions, note
 
 
-def selection_after(snap: Snapshot, previous: str | None) -> str | None:
+def selection_after(snap: Snapshot, previous: str | None, preselected: str | None = None) -> str | None:
     """The row to select after a refresh: the user's if still listed, else the recommended, else the first
-    usable, else the first."""
+    usable, else the first.
+
+    ``previous`` is the row selected before the refresh, ``preselected`` the row the window itself
+    selected last: while they are the same the user has not moved the selection, and it follows the
+    recommendation (a preselected server that gets drained does not stay selected).
+    """
     hosts = [r.host for r in snap.rows]
+    if previous is not None and previous == preselected:
+        previous = None
     if previous in hosts:
         return previous
     if snap.recommended in hosts:
@@ -102,6 +114,41 @@ def offered(snap: Snapshot, configured: Collection[str]) -> Snapshot:
     rows = tuple(first.values())
     usable = {r.host for r in rows if r.usable}
     return replace(snap, rows=rows, recommended=snap.recommended if snap.recommended in usable else "")
+
+
+# How good a usable row's state is for a new login, best first; a usable row in a state not named here
+# (a newer feed's word) ranks after them all.
+STATE_RANK = {"Idle": 0, "Busy": 1, "Swapping": 2}
+
+
+def _rank(r: FeedRow) -> int:
+    return STATE_RANK.get(r.state, len(STATE_RANK))
+
+
+def recommendation(previous: str, snap: Snapshot) -> str:
+    """The row the window calls "recommended" after a refresh, given the one it called so before
+    (``previous``, "" for none) and the refresh as ``offered`` shows it. Pure.
+
+    Rules: only a usable row is recommended ("" when none is); the best state among the usable rows
+    (``STATE_RANK``: Idle, then Busy, then Swapping, then any other) is the only one recommended, so a
+    Busy row never is while an Idle one can take the login. The previous recommendation stays while it
+    is a usable row in that best state: it changes only when it becomes unusable or a strictly better
+    state appears elsewhere, never because the algorithm drew another server this refresh. Otherwise
+    the refresh's own recommendation (the configured algorithm's pick) when it is in the best state,
+    else the best-state row with the lowest load per CPU (an unknown load last; ties: the first row).
+    """
+    usable = [r for r in snap.rows if r.usable]
+    if not usable:
+        return ""
+    best = min(_rank(r) for r in usable)
+    candidates = [r for r in usable if _rank(r) == best]
+    hosts = [r.host for r in candidates]
+    if previous in hosts:
+        return previous
+    if snap.recommended in hosts:
+        return snap.recommended
+    inf = float("inf")
+    return min(candidates, key=lambda r: inf if r.load_per_cpu is None else r.load_per_cpu).host
 
 
 def message(snap: Snapshot | None, refresh_s: float) -> str:
@@ -253,6 +300,7 @@ class Chooser:
         self.state_file = state_file
         self.snap: Snapshot | None = None
         self.result: str | None = None
+        self.preselected: str | None = None  # the row the window selected itself last (selection_after)
         self.note = ""
         root.title("Choose a server")
         root.configure(padx=12, pady=12)
@@ -274,7 +322,32 @@ class Chooser:
         root.protocol("WM_DELETE_WINDOW", self.cancel)
         self.tree.bind("<<TreeviewSelect>>", lambda _e: self._selection_moved())
         self.tree.focus_set()
+        self._place()
         self._tick()
+
+    def _place(self) -> None:
+        """Open in the middle of the screen and take the keyboard, with or without a window manager.
+
+        Rules: the window is mapped centred on the screen (it was withdrawn while built, so it never
+        shows in a corner first); once mapped (``<Map>``), it takes the X input focus itself
+        (``focus -force`` on the list). On a bare X server (LTSP 5's screen script, current LTSP's X
+        session: no window manager), the focus is otherwise PointerRoot, and the keys would go to
+        whatever lies under the pointer, the root window, until someone moved the mouse.
+        """
+        root = self.root
+        root.withdraw()
+        root.update_idletasks()  # the requested size, computed while nothing is mapped
+        w, h = root.winfo_reqwidth(), root.winfo_reqheight()
+        x = max(0, (root.winfo_screenwidth() - w) // 2)
+        y = max(0, (root.winfo_screenheight() - h) // 2)
+        root.geometry(f"+{x}+{y}")
+
+        def mapped(event) -> None:
+            if event.widget is root:  # the toplevel's own <Map>, not its children's
+                self.tree.focus_force()
+
+        root.bind("<Map>", mapped)
+        root.deiconify()
 
     def selected(self) -> str | None:
         sel = self.tree.selection()
@@ -286,12 +359,14 @@ class Chooser:
         self._write_state()
 
     def apply(self, snap: Snapshot) -> None:
-        """Show a refresh: rows replaced in place, the selection kept.
+        """Show a refresh: rows replaced in place, the user's selection kept (``selection_after``).
 
         Rules: what is shown is ``offered(snap, configured)``, never a host outside the chooser's own
-        settings; ValueError, with nothing changed, for a refresh that cannot be shown.
+        settings, and the row called recommended is ``recommendation`` of the one shown before (stable
+        while the window is open); ValueError, with nothing changed, for a refresh that cannot be shown.
         """
         snap = offered(snap, self.configured)
+        snap = replace(snap, recommended=recommendation(self.snap.recommended if self.snap else "", snap))
         previous = self.selected() if self.snap is not None else None
         self.snap = snap
         hosts = [r.host for r in snap.rows]
@@ -305,7 +380,9 @@ class Chooser:
                 self.tree.move(r.host, "", i)
             else:
                 self.tree.insert("", i, iid=r.host, values=cells(r, snap.recommended), tags=(tag,))
-        target = selection_after(snap, previous)
+        target = selection_after(snap, previous, self.preselected)
+        if target != previous:
+            self.preselected = target
         if target is not None:
             if self.selected() != target:
                 self.tree.selection_set(target)
