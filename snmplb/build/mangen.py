@@ -796,6 +796,11 @@ def commands() -> list[Command]:
                 ("SNMPLB_RDP_PORT", "The RDP port (default 3389; given to the client when it is another)."),
                 ("SNMPLB_RDP_OPTIONS", "The client's options (default `/f /cert:tofu +auto-reconnect`)."),
                 ("SNMPLB_RDP_USER", "The RDP user (default $USER; empty: the server asks who is there)."),
+                ("SNMPLB_RDP_PASSWORD", "`server` (default): the RDP server asks for the password. `login`: the "
+                                        "login password that " + LIBEXEC + "/snmplb-pam-stash put in the user's "
+                                        "kernel keyring at the display manager's login (pam_exec expose_authtok, "
+                                        "kept 120 s) goes to the client on a pipe, once, and is deleted; never on "
+                                        "a command line."),
                 ("SNMPLB_X2GO_CLIENT", "The X2Go client (default `pyhoca-cli`)."),
                 ("SNMPLB_X2GO_SSH_PORT", "The X2Go server's ssh port (default 22)."),
                 ("SNMPLB_X2GO_COMMAND", "The X2Go session's command (default `XFCE`)."),

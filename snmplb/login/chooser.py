@@ -342,7 +342,7 @@ class Chooser:
         y = max(0, (root.winfo_screenheight() - h) // 2)
         root.geometry(f"+{x}+{y}")
 
-        def mapped(event) -> None:
+        def mapped(event: tkinter.Event[tkinter.Misc]) -> None:
             if event.widget is root:  # the toplevel's own <Map>, not its children's
                 self.tree.focus_force()
 
