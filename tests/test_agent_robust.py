@@ -124,6 +124,36 @@ def test_a_garbled_admin_file_keeps_the_last_good_state_and_says_so(spawn, tmp_p
     assert a.log.read_text().count("admin.conf") <= 3  # logged once (and its recovery), not every sample
 
 
+def test_a_typo_has_one_truth_what_the_agent_runs_on_logged_once_and_shown(spawn, tmp_path):
+    """Issue 21: after `state = disabld` in an enabled server's file, the log said "draining until it is
+    fixed" and "kept the last good settings: state enabled" on one line, and `snmplb-admin show` said
+    draining while clients saw enabled. Now the problem says what is wrong, the agent says once what it
+    runs on, and show says the same, never printing a state of its own as the one in force."""
+    admin = tmp_path / "admin.conf"
+    save_admin(admin, AdminSettings(state="enabled", weight=70))
+    a = spawn()
+    assert a.admin_view() == (ENABLED, "70", OK, "")
+    assert _admin(admin, "show").stdout == "state=enabled weight=70 max_sessions=0\n"
+    admin.write_bytes(b"state = disabld\nweight = 70\n")
+    _settle(a)
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (ENABLED, "70", PROBLEM)  # what the clients see
+    assert problem.endswith("state: 'disabld' is not one of: enabled, draining, disabled; not taken"), problem
+    logged = [ln for ln in a.log.read_text().splitlines() if "admin file problem" in ln]
+    assert len(logged) == 1, logged  # once
+    assert logged[0].endswith("; not taken; kept the last good settings: state enabled, weight 70"), logged
+    r = _admin(admin, "show")
+    assert r.returncode == 1 and r.stdout == "", r.stdout  # no state line that the agent does not run on
+    assert "disabld" in r.stderr and "the agent keeps running on the last good settings" in r.stderr, r.stderr
+    # An agent started now has no last good settings: it runs on what show names for that case.
+    b = spawn(base=tmp_path)
+    assert b.admin_view()[:3] == (DRAINING, "70", PROBLEM)
+    assert "an agent started since then has none and runs on state=draining weight=70 max_sessions=0" in r.stderr
+    save_admin(admin, AdminSettings(state="enabled", weight=70))  # fixed
+    assert wait_for(lambda: a.admin_view() == (ENABLED, "70", OK, ""))
+    assert _admin(admin, "show").returncode == 0
+
+
 def test_a_bom_is_not_a_problem(spawn, tmp_path):
     (tmp_path / "admin.conf").write_bytes("\ufeffstate = draining\nweight = 30\n".encode())
     a = spawn()
