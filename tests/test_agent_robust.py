@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -510,6 +511,61 @@ def test_a_refused_command_line_is_logged_and_nothing_is_printed(tmp_path, args,
     assert (r.returncode, r.stdout, r.stderr) == (2, b"", b"")
     text = log.read_text()
     assert "not started: bad command line" in text and said in text, text
+
+
+@pytest.mark.fleet
+def test_the_agents_help_describes_every_option(tmp_path):
+    """Issue 21: --help listed the options without a word each (and exited 2)."""
+    from snmplb.agent.config import KEYS
+    from snmplb.agent.service import _setting_help
+
+    r = subprocess.run([str(BIN / "snmplb-agent"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    helps = _setting_help()
+    assert set(helps) == set(KEYS) and all(len(h) > 10 for h in helps.values())
+    flat = "".join(r.stdout.split())  # argparse wraps and may break at hyphens
+    for key in KEYS:
+        assert "".join(f"--{key.replace('_', '-')} VALUE {helps[key]}".split()) in flat, key
+
+
+def _on_a_terminal(args: list[str]) -> tuple[int, bytes, str]:
+    """(exit status, stdout, what reached the terminal) of ``args`` run with stderr on a pseudo-terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+    finally:
+        os.close(slave)
+    seen = b""
+    try:
+        while True:  # bounded: the writer is gone, so the pty ends with EIO once its buffer is read
+            ready, _, _ = select.select([master], [], [], 5)
+            chunk = os.read(master, 4096) if ready else b""
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    finally:
+        os.close(master)
+    return r.returncode, r.stdout, seen.decode(errors="replace")
+
+
+@pytest.mark.fleet
+def test_a_bad_option_is_said_on_a_terminal_too(tmp_path):
+    """Issue 21: run by hand with a mistyped option, the agent exited 2 without a word (its stderr is
+    silenced for snmpd, which joins it to the protocol). A terminal is never snmpd's: it is told there too
+    (the log keeps its line); a bad value is told as well, the agent then running on the value in force."""
+    log = tmp_path / "agent.log"
+    agent = [str(BIN / "snmplb-agent"), "--log-file", str(log), "--proc-root", str(tmp_path)]
+    status, out, seen = _on_a_terminal([*agent, "--bogus"])
+    assert (status, out) == (2, b"")
+    assert "usage: snmplb-agent" in seen and "unrecognized arguments: --bogus (not started; see --help)" in seen
+    assert "not started: bad command line" in log.read_text()
+    status, out, seen = _on_a_terminal([*agent, "--interval", "fast"])  # stdin at EOF: it stops at once
+    assert status == 0 and out == b"", (status, out)
+    assert "command line: interval: 'fast' is not a number; using 1.0" in seen, seen
 
 
 # ---- snmplb-admin: concurrent writers ----
