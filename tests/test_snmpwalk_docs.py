@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,8 @@ import pytest
 from conftest import COMMUNITY, V3
 from snmplb import mib
 from snmplb.adminfile import AdminSettings, save_admin
-from snmplb.lab.fleet import DROP_IN, PROJECT, FakeLoad, agent_command, write_fake_proc, write_fake_sessions
+from snmplb.lab.fleet import (DROP_IN, PROJECT, SNMPD, FakeLoad, agent_command, write_fake_proc,
+                              write_fake_sessions)
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
 
@@ -127,7 +129,7 @@ def stock_server(tmp_path: Path) -> Iterator[int]:
     try:
         for _ in range(5):  # another process may take the free port before snmpd binds it
             port = _free_udp_port()
-            proc = subprocess.Popen(["snmpd", "-f", "-Lf", str(base / "snmpd.log"), "-C", "-c", str(conf), "-I",
+            proc = subprocess.Popen([shutil.which("snmpd") or SNMPD, "-f", "-Lf", str(base / "snmpd.log"), "-C", "-c", str(conf), "-I",
                                      "-smux,mteTrigger,mteTriggerConf", "-p", str(base / "snmpd.pid"),
                                      f"udp:127.0.0.1:{port}"], env=env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
