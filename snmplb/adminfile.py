@@ -50,13 +50,19 @@ class AdminSettings:
     enabled_since: int = 0
 
 
-# Every key of the file and how it is checked (the one validation, kvfile.validate). A bad state line
-# leaves the server draining, never enabled: a typo must not put a drained server back in rotation.
+# Every key of the file and how it is checked (the one validation, kvfile.validate). A bad line is "not
+# taken", and its problem says no more: what the server then runs on is not this reading's to say. The
+# agent keeps its last good settings, whole (``settle``), and says which, once, in its log; only with none
+# does this reading's conservative value stand (a bad state line: draining, never enabled, so that a typo
+# cannot put a drained server back in rotation). snmplb-admin show says the same.
+_NOT_TAKEN = "not taken"
 FIELDS = (
-    Field("state", "state", one_of(STATES), "enabled", if_bad=("draining", "draining until it is fixed")),
-    Field("weight", "weight", whole(0, MAX_WEIGHT), "100"),
-    Field("max_sessions", "max_sessions", whole(0, 2**31 - 1), "0"),
-    Field("enabled_since", "enabled_since", whole(0, 2**40), "0"),
+    Field("state", "state", one_of(STATES), "enabled", if_bad=("draining", _NOT_TAKEN)),
+    Field("weight", "weight", whole(0, MAX_WEIGHT), "100", if_bad=(AdminSettings.weight, _NOT_TAKEN)),
+    Field("max_sessions", "max_sessions", whole(0, 2**31 - 1), "0",
+          if_bad=(AdminSettings.max_sessions, _NOT_TAKEN)),
+    Field("enabled_since", "enabled_since", whole(0, 2**40), "0",
+          if_bad=(AdminSettings.enabled_since, _NOT_TAKEN)),
 )
 _BY_NAME = {f.name: f for f in FIELDS}
 

@@ -150,7 +150,9 @@ class NetSnmp:
 
     def __init__(self, tmp: Path) -> None:
         self.env = client_env(tmp)
-        self.mib_args = ["-M", ":".join(mibgen.mib_search_dirs()), "-m", mib.MODULE]
+        # pysmi's order reversed: net-snmp takes a module from the LAST directory that has it (snmpcmd(1)),
+        # so the stand-ins go first and real base modules, where installed, win over them.
+        self.mib_args = ["-M", ":".join(reversed(mibgen.mib_search_dirs())), "-m", mib.MODULE]
 
     def run(self, tool: str, *args: str, names: bool = False, timeout: float = 20) -> subprocess.CompletedProcess:
         cmd = [tool, *(self.mib_args if names else []), *args]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,36 @@ def test_a_garbled_admin_file_keeps_the_last_good_state_and_says_so(spawn, tmp_p
     save_admin(tmp_path / "admin.conf", AdminSettings(state="enabled", weight=70))  # the admin fixes it
     assert wait_for(lambda: a.admin_view() == (ENABLED, "70", OK, ""))
     assert a.log.read_text().count("admin.conf") <= 3  # logged once (and its recovery), not every sample
+
+
+def test_a_typo_has_one_truth_what_the_agent_runs_on_logged_once_and_shown(spawn, tmp_path):
+    """Issue 21: after `state = disabld` in an enabled server's file, the log said "draining until it is
+    fixed" and "kept the last good settings: state enabled" on one line, and `snmplb-admin show` said
+    draining while clients saw enabled. Now the problem says what is wrong, the agent says once what it
+    runs on, and show says the same, never printing a state of its own as the one in force."""
+    admin = tmp_path / "admin.conf"
+    save_admin(admin, AdminSettings(state="enabled", weight=70))
+    a = spawn()
+    assert a.admin_view() == (ENABLED, "70", OK, "")
+    assert _admin(admin, "show").stdout == "state=enabled weight=70 max_sessions=0\n"
+    admin.write_bytes(b"state = disabld\nweight = 70\n")
+    _settle(a)
+    state, weight, status, problem = a.admin_view()
+    assert (state, weight, status) == (ENABLED, "70", PROBLEM)  # what the clients see
+    assert problem.endswith("state: 'disabld' is not one of: enabled, draining, disabled; not taken"), problem
+    logged = [ln for ln in a.log.read_text().splitlines() if "admin file problem" in ln]
+    assert len(logged) == 1, logged  # once
+    assert logged[0].endswith("; not taken; kept the last good settings: state enabled, weight 70"), logged
+    r = _admin(admin, "show")
+    assert r.returncode == 1 and r.stdout == "", r.stdout  # no state line that the agent does not run on
+    assert "disabld" in r.stderr and "the agent keeps running on the last good settings" in r.stderr, r.stderr
+    # An agent started now has no last good settings: it runs on what show names for that case.
+    b = spawn(base=tmp_path)
+    assert b.admin_view()[:3] == (DRAINING, "70", PROBLEM)
+    assert "an agent started since then has none and runs on state=draining weight=70 max_sessions=0" in r.stderr
+    save_admin(admin, AdminSettings(state="enabled", weight=70))  # fixed
+    assert wait_for(lambda: a.admin_view() == (ENABLED, "70", OK, ""))
+    assert _admin(admin, "show").returncode == 0
 
 
 def test_a_bom_is_not_a_problem(spawn, tmp_path):
@@ -480,6 +511,61 @@ def test_a_refused_command_line_is_logged_and_nothing_is_printed(tmp_path, args,
     assert (r.returncode, r.stdout, r.stderr) == (2, b"", b"")
     text = log.read_text()
     assert "not started: bad command line" in text and said in text, text
+
+
+@pytest.mark.fleet
+def test_the_agents_help_describes_every_option(tmp_path):
+    """Issue 21: --help listed the options without a word each (and exited 2)."""
+    from snmplb.agent.config import KEYS
+    from snmplb.agent.service import _setting_help
+
+    r = subprocess.run([str(BIN / "snmplb-agent"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    helps = _setting_help()
+    assert set(helps) == set(KEYS) and all(len(h) > 10 for h in helps.values())
+    flat = "".join(r.stdout.split())  # argparse wraps and may break at hyphens
+    for key in KEYS:
+        assert "".join(f"--{key.replace('_', '-')} VALUE {helps[key]}".split()) in flat, key
+
+
+def _on_a_terminal(args: list[str]) -> tuple[int, bytes, str]:
+    """(exit status, stdout, what reached the terminal) of ``args`` run with stderr on a pseudo-terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=60)
+    finally:
+        os.close(slave)
+    seen = b""
+    try:
+        while True:  # bounded: the writer is gone, so the pty ends with EIO once its buffer is read
+            ready, _, _ = select.select([master], [], [], 5)
+            chunk = os.read(master, 4096) if ready else b""
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    finally:
+        os.close(master)
+    return r.returncode, r.stdout, seen.decode(errors="replace")
+
+
+@pytest.mark.fleet
+def test_a_bad_option_is_said_on_a_terminal_too(tmp_path):
+    """Issue 21: run by hand with a mistyped option, the agent exited 2 without a word (its stderr is
+    silenced for snmpd, which joins it to the protocol). A terminal is never snmpd's: it is told there too
+    (the log keeps its line); a bad value is told as well, the agent then running on the value in force."""
+    log = tmp_path / "agent.log"
+    agent = [str(BIN / "snmplb-agent"), "--log-file", str(log), "--proc-root", str(tmp_path)]
+    status, out, seen = _on_a_terminal([*agent, "--bogus"])
+    assert (status, out) == (2, b"")
+    assert "usage: snmplb-agent" in seen and "unrecognized arguments: --bogus (not started; see --help)" in seen
+    assert "not started: bad command line" in log.read_text()
+    status, out, seen = _on_a_terminal([*agent, "--interval", "fast"])  # stdin at EOF: it stops at once
+    assert status == 0 and out == b"", (status, out)
+    assert "command line: interval: 'fast' is not a number; using 1.0" in seen, seen
 
 
 # ---- snmplb-admin: concurrent writers ----

@@ -190,7 +190,7 @@ def test_admin_states_are_the_mibs_and_each_is_read_written_and_published():
         values = compute_values(proc, (0.0, 0.0), SessionCount(0, 0, "logind"), settings, verdict.HealthPolicy())
         assert values["lbAdminState"] == mib.obj("lbAdminState").enums[state]
     _, problems = parse_admin("state = retired\n")
-    assert problems == [f"state: 'retired' is not one of: {', '.join(labels)}; draining until it is fixed"]
+    assert problems == [f"state: 'retired' is not one of: {', '.join(labels)}; not taken"]
 
 
 def test_agent_config_file_and_overrides(tmp_path):
@@ -207,7 +207,8 @@ def test_agent_config_file_and_overrides(tmp_path):
 
 def test_one_validation_names_the_key_and_falls_back_in_every_settings_file(tmp_path):
     """agent.conf, admin.conf and lts.conf's LB_* variables are checked by one table-driven validation
-    (kvfile.validate): the same bad value gets the same words, naming its key and what is used instead."""
+    (kvfile.validate): the same bad value gets the same words, naming its key and what is used instead
+    (admin.conf: only that the line is not taken)."""
     from snmplb.client.settings import from_env
 
     f = tmp_path / "agent.conf"
@@ -217,7 +218,9 @@ def test_one_validation_names_the_key_and_falls_back_in_every_settings_file(tmp_
     assert agent_problems == [f"{f}: ssh_port: 'x' is not a whole number; using 22",
                               "command line: interval: 'fast' is not a number; using 0.2"]
     _, admin_problems = parse_admin("state = enabled\nweight = x\n")
-    assert admin_problems == ["weight: 'x' is not a whole number; using the default (100)"]
+    # admin.conf's bad line is "not taken", no more: what the server runs on then is the agent's to say (its
+    # last good settings, or with none the reading's default), once, not the reading's (issue 21)
+    assert admin_problems == ["weight: 'x' is not a whole number; not taken"]
     _, lts_problems = from_env({"LB_SERVERS": "app1", "LB_SNMP_PORT": "x"})
     assert lts_problems == ["LB_SNMP_PORT: 'x' is not a whole number; using the default (161)"]
 

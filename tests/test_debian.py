@@ -46,12 +46,12 @@ CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 APT_ENV = {**CLEAN_ENV, "DEBIAN_FRONTEND": "noninteractive"}
 DIST = Path("/usr/lib/python3/dist-packages")
 ETC_SNMPLB = Path("/etc/snmplb")
-COMMUNITY = "snmplb-deb-test"
+COMMUNITY = "snmplb-ltsp"  # the installed drop-in's, which it allows from 127.0.0.1 (the server itself)
 STAND_INS = "/usr/share/snmplb/mibs/stand-ins"
 # For apt in the chroot: the dependencies are there (python3), the recommendations left out, and any
 # download would go to a closed loopback port and fail: the test never reaches the Debian mirror.
 NO_MIRROR = "--no-install-recommends -o Acquire::http::Proxy=http://127.0.0.1:9 -o Acquire::https::Proxy=http://127.0.0.1:9"
-MIB_ARGS = ["-M", f"+{STAND_INS}", "-m", "+SNMPLB-MIB"]  # the stand-ins after any real base modules
+MIB_ARGS = ["-m", "SNMPLB-MIB"]  # the stand-ins are found without -M: /usr/share/snmp/snmp.conf names them
 # Current LTSP's sessions in snmplb-client (README, "Current LTSP"): the scripts in /usr/libexec/snmplb (FHS
 # 3.0, Debian Policy 9.1.1: programs run by other programs, not by users), the X sessions where display
 # managers look for them.
@@ -160,7 +160,8 @@ def test_each_package_holds_its_role_and_no_lab_or_build_tooling(built: Built):
     assert "/usr/lib/nagios/plugins/check_snmplb" in files["snmplb-nms"]
     assert "/usr/share/snmplb/nms/zabbix/snmplb_template.yaml" in files["snmplb-nms"]
     assert {"/usr/bin/snmplb-agent", "/usr/bin/snmplb-admin", "/usr/bin/snmplb-agent-check",
-            "/etc/snmp/snmpd.conf.d/snmplb.conf", "/usr/share/snmp/mibs/SNMPLB-MIB.txt"} <= set(files["snmplb-agent"])
+            "/etc/snmp/snmpd.conf.d/snmplb.conf", "/usr/share/snmp/mibs/SNMPLB-MIB.txt",
+            "/usr/share/snmp/snmp.conf", f"{STAND_INS}/SNMPv2-SMI.txt"} <= set(files["snmplb-agent"])
     # Debian's own packages, and nothing the tests alone use (pysnmp, pyasn1) or Debian 12 cannot satisfy.
     assert "snmpd" in control(built.debs["snmplb-agent"], "Depends")
     assert "python3-nagiosplugin" in control(built.debs["snmplb-nms"], "Depends")
@@ -292,12 +293,12 @@ def test_installed_manual_pages_are_found_by_name_render_cleanly_and_name_instal
 
 def _stock_snmpd_conf(port: int) -> str:
     """Debian's /etc/snmp/snmpd.conf as installed, listening on ``port`` instead of 161 (which a running
-    system snmpd may hold), plus what the README tells the admin to set: a community for the clients."""
+    system snmpd may hold). Nothing else: the installed drop-in allows its community from 127.0.0.1."""
     stock = Path("/etc/snmp/snmpd.conf").read_text()
     moved, n = re.subn(r"^(\s*agentaddress\s+).*$", rf"\g<1>udp:127.0.0.1:{port}", stock, flags=re.M)
     assert n == 1, "Debian's snmpd.conf has one agentaddress line"
     assert re.search(r"^includeDir /etc/snmp/snmpd.conf.d", moved, re.M), "the stock config reads the drop-ins"
-    return moved + f"\nrocommunity {COMMUNITY} 127.0.0.1 -V snmplbView\n"
+    return moved
 
 
 @dataclass
@@ -380,13 +381,27 @@ def snmpd(installed: Install) -> Iterator[Snmpd]:
 def client_env(tmp: Path) -> dict[str, str]:
     """net-snmp's tools as a user runs them, their persistent files kept out of /var/lib/snmp and ~."""
     d = tmp / "client"
-    d.mkdir(exist_ok=True)
+    (d / "cert_indexes").mkdir(parents=True, exist_ok=True)  # as /var/lib/snmp has it: no "Created directory"
     return {**CLEAN_ENV, "HOME": str(d), "SNMP_PERSISTENT_DIR": str(d)}
 
 
 def _children(pid: int) -> list[int]:
     out = run(["ps", "-o", "pid=", "--ppid", str(pid)], check=False).stdout
     return [int(x) for x in out.split()]
+
+
+def test_the_readmes_check_works_as_written_with_the_packages(snmpd: Snmpd):
+    """Issue 21: on a stock Debian 12 with the packages, the README's walk on the server itself, as written
+    (COMMUNITY the drop-in's, localhost snmpd's port here): no flag for the stand-ins, nothing on stderr."""
+    readme = (PROJECT / "README.md").read_text()
+    (check,) = [ln for ln in readme.splitlines() if ln.startswith("snmpwalk ") and " localhost " in ln]
+    words = [COMMUNITY if w == "COMMUNITY" else f"localhost:{snmpd.port}" if w == "localhost" else w
+             for w in check.split()]
+    assert "SNMPLB-MIB" in words and "-M" not in words
+    assert "mibdirs -/usr/share/snmplb/mibs/stand-ins" in Path("/usr/share/snmp/snmp.conf").read_text()
+    r = run(words, env=client_env(snmpd.tmp))
+    assert r.stderr == "", r.stderr[-2000:]
+    assert "SNMPLB-MIB::lbAdminState.0 = INTEGER: enabled(1)" in r.stdout, r.stdout
 
 
 def test_snmpd_serves_the_row_by_name_from_the_agent_running_as_debian_snmp(snmpd: Snmpd):

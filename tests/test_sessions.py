@@ -353,7 +353,7 @@ def test_rdp_to_an_ipv6_server_puts_the_address_in_brackets(display, tmp_path):
 
 def ssh_server(tmp_path: Path, conf: Path, **env: str) -> subprocess.CompletedProcess:
     full = {"PATH": os.environ["PATH"], "SNMPLB_PICK": f"{BIN / 'snmplb'} pick", "SNMPLB_PAMLTSP_CONF": str(conf),
-            **env}
+            "SNMPLB_LTSP_CONF": str(tmp_path / "no-ltsp.conf"), **env}  # never this machine's ltsp.conf
     return subprocess.run([str(SSH_SERVER)], env=full, capture_output=True, text=True, timeout=60)
 
 
@@ -457,6 +457,68 @@ def test_ssh_server_keeps_the_mode_owner_and_link_and_leaves_a_directory_alone(t
     assert r.returncode == 0 and "not a regular file" in r.stderr and "SSH_SERVER not changed" in r.stderr
     assert list(directory.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir() if ".snmplb." in p.name] == []  # no temporary file left
+
+
+def readme_post_init_line() -> str:
+    """The README's ltsp.conf line for snmplb-ssh-server, naming this checkout's script."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("POST_INIT_SNMPLB_SSH_SERVER=")]
+    return line.replace("/usr/libexec/snmplb/snmplb-ssh-server", str(SSH_SERVER))
+
+
+def ltsp_init(tmp_path: Path, ltsp_conf_vars: str, post_init: str, **env: str) -> subprocess.CompletedProcess:
+    """What `ltsp init` does with ltsp.conf (LTSP 23, ltsp/common/ltsp/55-config.sh): its VAR=value lines
+    become assignments in LTSP's own /bin/sh process, exported to no command, and each POST_INIT_x value is
+    run with `eval` in that shell (run_parameters). ``post_init`` is the line as ltsp.conf has it."""
+    script = f"{ltsp_conf_vars}\n{post_init}\neval \"$POST_INIT_SNMPLB_SSH_SERVER\"\n"
+    full = {"PATH": os.environ["PATH"], "SNMPLB_PICK": f"{BIN / 'snmplb'} pick",
+            "SNMPLB_PAMLTSP_CONF": str(tmp_path / "pamltsp.conf"), "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf",
+            "SNMPLB_LTSP_CONF": str(tmp_path / "ltsp.conf"), **env}
+    (tmp_path / "ltsp.conf").write_text(f"[clients]\n{ltsp_conf_vars}\n{post_init}\n")
+    return subprocess.run(["dash", "-c", script], env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_lb_lines_of_ltsp_conf_reach_ssh_server_through_the_readmes_post_init_line(fleet, tmp_path):
+    """Issue 21: on LTSP 23, LB_* lines in ltsp.conf never reached snmplb-ssh-server (LTSP keeps ltsp.conf's
+    values as unexported shell variables). The README's line (`set | ... --shell-vars`) hands them over."""
+    need("dash")
+    busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
+    lb = (f'LB_SERVERS="{addrs([busy, idle])}"\nLB_SNMP_COMMUNITY={COMMUNITY}\nLB_ALGORITHM=best\n'
+          'LB_TIMEOUT_MS=800')
+    r = ltsp_init(tmp_path, lb, readme_post_init_line())
+    assert r.returncode == 0, r.stderr
+    assert pamltsp_reads(tmp_path / "pamltsp.conf")["SSH_SERVER"] == idle.host, r.stderr
+    assert ("LB_* variables from LTSP's shell (ltsp.conf): LB_ALGORITHM LB_SERVERS LB_SNMP_COMMUNITY "
+            "LB_TIMEOUT_MS") in r.stderr, r.stderr
+    assert COMMUNITY not in r.stderr + r.stdout  # names only, never a value
+    # The line LTSP 5 habits write (the script alone): the variables are lost, and it says so, loudly.
+    (tmp_path / "pamltsp.conf").unlink()
+    plain = f'POST_INIT_SNMPLB_SSH_SERVER="{SSH_SERVER}"'
+    r = ltsp_init(tmp_path, lb, plain)
+    assert r.returncode == 0 and not (tmp_path / "pamltsp.conf").exists(), r.stderr
+    assert (f"sets LB_ALGORITHM LB_SERVERS LB_SNMP_COMMUNITY LB_TIMEOUT_MS, which LTSP does not pass to "
+            "POST_INIT commands: not used") in r.stderr, r.stderr
+    assert f'POST_INIT_SNMPLB_SSH_SERVER="set | {SSH_SERVER} --shell-vars"' in r.stderr
+    assert "/etc/snmplb/client.conf" in r.stderr and COMMUNITY not in r.stderr
+
+
+def test_shell_vars_take_only_lb_assignments_and_never_run_a_value(tmp_path):
+    """`set` output is read as data: a value with $(...), backquotes, quotes or newlines is exported as it
+    is and never run; a line inside another variable's value is not an assignment; only LB_* names."""
+    need("dash")
+    record = tmp_path / "env"
+    pick = tmp_path / "pick"
+    pick.write_text(f"#!/bin/sh\nenv -0 > '{record}'\nprintf '%s\\n' 127.0.0.9\n")
+    pick.chmod(0o755)
+    marker = tmp_path / "ran"
+    vars_ = (f"LB_A=\"two words\"\nLB_B=\"it's\"\nLB_C='$(touch {marker}) `touch {marker}` ; \"q\" \\ end'\n"
+             "LB_D=\"line 1\nline 2\"\nOTHER=\"x\nLB_EVIL='taken'\ny\"\nNOT_LB=1")
+    r = ltsp_init(tmp_path, vars_, readme_post_init_line(), SNMPLB_PICK=str(pick))
+    assert r.returncode == 0 and "SSH_SERVER=127.0.0.9" in r.stderr, r.stderr
+    assert not marker.exists()
+    got = dict(kv.split("=", 1) for kv in record.read_bytes().decode().split("\0") if kv.startswith("LB_"))
+    assert got == {"LB_A": "two words", "LB_B": "it's", "LB_C": f"$(touch {marker}) `touch {marker}` ; \"q\" \\ end",
+                   "LB_D": "line 1\nline 2"}
 
 
 def test_as_an_unprivileged_user_the_settings_come_from_session_conf(fleet, display):

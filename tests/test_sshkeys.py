@@ -126,3 +126,13 @@ def test_without_ssh_keyscan_says_so_and_writes_nothing(tmp_path):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "ssh-keyscan" in r.stderr and "Traceback" not in r.stderr
     assert known.read_bytes() == before
+
+
+def test_help_is_plain_text_for_a_terminal_and_help2man():
+    """Issue 21: the module docstring, which is --help's text (and the man page's, through help2man), had
+    reStructuredText's ``literal`` quotes."""
+    from snmplb.login.hostkeys import _parser
+
+    text = _parser().format_help()
+    assert "``" not in text and "[host]:port when ssh listens elsewhere than 22" in text
+    assert "--extraservers FILE" in text and "--timeout SECONDS" in text

@@ -8,6 +8,11 @@
 
 The change is written atomically to the admin file, which the agent re-reads
 at every sample: the next GET (within about a second) shows it.
+
+``show`` prints the settings the agent runs on. When the file has problems it
+cannot: the agent runs on the last good settings it read (which only it knows:
+lbAdminState, lbWeight and lbMaxSessions over SNMP), so show says that, what
+an agent started meanwhile runs on instead, and exits 1.
 """
 
 from __future__ import annotations
@@ -110,13 +115,28 @@ def _load(path: Path, changing: bool = False, force: bool = False) -> AdminReadi
     for p in reading.problems:
         print(f"snmplb-admin: warning: {p}", file=sys.stderr)
     if reading.empty:
-        print(f"snmplb-admin: warning: {path} sets nothing (empty): the defaults apply here; the agent keeps "
-              "the last good settings it read until the file is written again", file=sys.stderr)
+        print(f"snmplb-admin: warning: {path} sets nothing (empty): it reads as the defaults, but an agent "
+              "that read other settings from it keeps them until the file is written again", file=sys.stderr)
     if changing and reading.problems and not force:
         raise ConfigError(f"{path} has problems (above) and was left as it is: fix it by hand, or repeat "
                           f"with --force to rewrite it from what could be read (state={settings.state}, "
                           f"weight={settings.weight}, max_sessions={settings.max_sessions})")
     return reading
+
+
+def show(path: Path) -> int:
+    """Print the settings the agent runs on (0); for a file with problems, say what it runs on (1)."""
+    reading = _load(path)
+    s = reading.settings
+    if reading.problems:
+        print(f"snmplb-admin: {path} has problems: the agent keeps running on the last good settings it read "
+              "from it, whole, until the file is fixed (it logged them once; SNMP shows them: lbAdminState, "
+              "lbWeight, lbMaxSessions; `snmplb status` marks the server with !); an agent started since "
+              f"then has none and runs on state={s.state} weight={s.weight} max_sessions={s.max_sessions}",
+              file=sys.stderr)
+        return 1
+    print(f"state={s.state} weight={s.weight} max_sessions={s.max_sessions}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,15 +149,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         if args.command == "show":
-            new = _load(args.file).settings
-        else:
-            # Read, change and write under one lock: two admins at once never lose a change.
-            with exclusive_lock(lock_path(args.file), args.lock_timeout):
-                reading = _load(args.file, changing=True, force=args.force)
-                settings = reading.settings
-                new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
-                if new != settings or reading.blank:  # a blank file is written: the agent waits for it
-                    save_admin(args.file, new)
+            return show(args.file)
+        # Read, change and write under one lock: two admins at once never lose a change.
+        with exclusive_lock(lock_path(args.file), args.lock_timeout):
+            reading = _load(args.file, changing=True, force=args.force)
+            settings = reading.settings
+            new = change(settings, args.command, getattr(args, "value", None), int(time.time()))
+            if new != settings or reading.blank:  # a blank file is written: the agent waits for it
+                save_admin(args.file, new)
     except (SnmplbError, OSError) as exc:
         print(f"snmplb-admin: {exc}", file=sys.stderr)
         return 2

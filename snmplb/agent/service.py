@@ -19,6 +19,7 @@ import io
 import logging
 import logging.handlers
 import os
+import re
 import select
 import sys
 import threading
@@ -280,12 +281,57 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = _Parser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB (run by snmpd)")
-    ap.add_argument("--config", type=Path, default=None, help=f"key = value file (default {agentconf.DEFAULT_CONFIG} if present)")
+def _setting_help() -> dict[str, str]:
+    """Each setting's words from AgentConfig's docstring, its one description: a "name: text (default)."
+    line, continued on the more deeply indented lines below it."""
+    helps: dict[str, str] = {}
+    name = ""
+    for line in (AgentConfig.__doc__ or "").splitlines():
+        m = re.match(r"    (\w+): (.*)", line)
+        if m and m.group(1) in agentconf.KEYS:
+            name = m.group(1)
+            helps[name] = m.group(2)
+        elif name and line.startswith("        ") and line.strip():
+            helps[name] += " " + line.strip()
+        else:
+            name = ""
+    return helps
+
+
+def _parser() -> _Parser:
+    ap = _Parser(prog="snmplb-agent", description="pass_persist agent for SNMPLB-MIB, run by snmpd from its "
+                 "pass_persist line: it speaks the protocol on stdin and stdout, and logs to syslog (or log_file).",
+                 epilog="Each option is also a key = value line of the --config file, its name without the "
+                 "dashes and with _ for - (proc_root = /proc); the command line wins. A bad value is logged, and "
+                 "the one in force (the file's, else the default) stays.")
+    ap.add_argument("--config", type=Path, default=None, metavar="FILE",
+                    help=f"key = value file of these settings (default {agentconf.DEFAULT_CONFIG} if present)")
+    helps = _setting_help()
     for key in agentconf.KEYS:
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE")
-    return ap.parse_args(argv)
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE",
+                        help=helps[key].replace("%", "%%"))
+    return ap
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _terminal() -> int | None:
+    """A copy of stderr when it is a terminal (a person trying the agent by hand; snmpd never gives it one),
+    taken before stderr is silenced: what is wrong with the command line is said there too."""
+    try:
+        return os.dup(2) if os.isatty(2) else None
+    except OSError:
+        return None
+
+
+def _tell(terminal: int | None, text: str) -> None:
+    if terminal is not None:
+        try:
+            os.write(terminal, text.encode(errors="replace"))
+        except OSError:
+            pass
 
 
 def _option(argv: list[str], name: str) -> str | None:
@@ -316,16 +362,22 @@ def _log_bad_command_line(argv: list[str], message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    terminal = _terminal()
     _silence_stderr()
     try:
         args = _parse_args(argv)
     except ConfigError as exc:
         _log_bad_command_line(list(sys.argv[1:] if argv is None else argv), str(exc))
+        _tell(terminal, f"{_parser().format_usage()}snmplb-agent: error: {exc} (not started; see --help)\n")
         return 2
-    except SystemExit:  # --help (printed on stdout: for a person at a terminal, never snmpd)
-        return 2
+    except SystemExit as exc:  # --help (printed on stdout: for a person at a terminal, never snmpd)
+        return 0 if exc.code in (0, None) else 2
     overrides = {k: getattr(args, k) for k in agentconf.KEYS if getattr(args, k) is not None}
     config, problems = agentconf.load(args.config or agentconf.DEFAULT_CONFIG, overrides)
+    for p in problems:
+        _tell(terminal, f"snmplb-agent: {p}\n")
+    if terminal is not None:
+        os.close(terminal)
     try:
         _setup_logging(config.log_file)
     except OSError:

@@ -44,9 +44,16 @@ SHOWN = ("lbStatus", "lbLoadPerCpu", "lbMemAvailablePercent", "lbSwapping", "lbS
          "lbWeight", "lbAdminState", "lbRating")
 
 
+def _mibdirs() -> str:
+    """net-snmp's -M for the project's MIB: pysmi's search order reversed, since net-snmp takes a module
+    from the LAST directory that has it (snmpcmd(1)): the stand-ins first, so that real base modules
+    (the system's, where installed) win over them, and the project's MIB last."""
+    return ":".join(reversed(mibgen.mib_search_dirs()))
+
+
 def _snmp(tool: str, inst: Instance, env: dict[str, str], *args: str) -> str:
     """Run a net-snmp tool against ``inst`` with SNMPLB-MIB loaded; ``args`` are options then OIDs."""
-    cmd = [tool, "-M", ":".join(mibgen.mib_search_dirs()), "-m", mib.MODULE, "-v2c", "-c", COMMUNITY,
+    cmd = [tool, "-M", _mibdirs(), "-m", mib.MODULE, "-v2c", "-c", COMMUNITY,
            "-t1", "-r1", *(a for a in args if a.startswith("-")), inst.address,
            *(a for a in args if not a.startswith("-"))]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
@@ -67,9 +74,10 @@ def _table(fleet: Fleet, env: dict[str, str]) -> str:
 
 def run(base: Path, keep: bool) -> int:
     with Fleet(base, community=COMMUNITY) as fleet:
-        print(f"starting {len(SERVERS)} snmpd instances with snmplb-agent on 127.0.0.1 ...", flush=True)
+        print(f"starting {len(SERVERS)} snmpd instances with snmplb-agent on loopback ...", flush=True)
         for name, (load, admin) in SERVERS.items():
-            fleet.add(name, load, admin)
+            inst = fleet.add(name, load, admin)
+            print(f"  {name} on {inst.address}", flush=True)
         # app3 is swapping hard: its page counters climb while the demo runs.
         app3 = fleet.instances[2]
         load3 = SERVERS["app3"][0]
@@ -99,9 +107,8 @@ def run(base: Path, keep: bool) -> int:
                            capture_output=True, text=True, timeout=30)
         print(r.stdout, end="")
         if keep:
-            mibdirs = ":".join(mibgen.mib_search_dirs())
             print("\nThe fleet keeps running until Ctrl-C. Try, for example:")
-            print(f"  MIBS= snmpwalk -M {shlex.quote(mibdirs)} -m {mib.MODULE} -v2c -c {COMMUNITY} "
+            print(f"  snmpwalk -M {shlex.quote(_mibdirs())} -m {mib.MODULE} -v2c -c {COMMUNITY} "
                   f"{first.address} snmplbObjects")
             print(f"  {Path(sys.executable).parent / 'snmplb-admin'} --file {first.admin_file} drain")
             print(f"  LB_SERVERS='{servers}' LB_SNMP_COMMUNITY={COMMUNITY} SNMPLB_PYTHON={sys.executable} {get_hosts}")

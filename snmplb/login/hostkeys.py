@@ -2,9 +2,9 @@
 
 LDM logs in over ssh, so the chroot's /etc/ssh/ssh_known_hosts must hold every
 application server's host key, under the name get_hosts prints (the host as
-written in LB_SERVERS; ``[host]:port`` when ssh listens elsewhere than 22).
+written in LB_SERVERS; [host]:port when ssh listens elsewhere than 22).
 In the spirit of LTSP's ltsp-update-sshkeys: read /etc/ltsp/extraservers (one
-``host`` or ``host:port`` per line, the ssh port; comments and blank lines
+host or host:port per line, the ssh port; comments and blank lines
 allowed), scan each server with ssh-keyscan (rsa, ecdsa, ed25519; bounded
 timeout), and merge the keys into each chroot's file: a scanned server's old
 keys are replaced (plain or hashed entries), everything else is kept, and the
@@ -185,11 +185,13 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     ap.add_argument("servers", nargs="*", help="host or host:port to scan besides the extraservers file")
-    ap.add_argument("--extraservers", type=Path, default=EXTRASERVERS, help=f"default {EXTRASERVERS}")
-    ap.add_argument("--chroot", type=Path, action="append", default=[],
+    ap.add_argument("--extraservers", type=Path, default=EXTRASERVERS, metavar="FILE",
+                    help=f"the servers to scan, one a line (default {EXTRASERVERS})")
+    ap.add_argument("--chroot", type=Path, action="append", default=[], metavar="DIR",
                     help=f"an LTSP chroot (repeatable; default: every chroot under {LTSP_ROOT})")
-    ap.add_argument("--known-hosts", type=Path, action="append", default=[], help="a known_hosts file to update")
-    ap.add_argument("--timeout", type=int, default=5, help="ssh-keyscan timeout per server, seconds (5)")
+    ap.add_argument("--known-hosts", type=Path, action="append", default=[], metavar="FILE",
+                    help="a known_hosts file to update (repeatable)")
+    ap.add_argument("--timeout", type=int, default=5, metavar="SECONDS", help="ssh-keyscan timeout per server, seconds (5)")
     ap.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     return ap
 
