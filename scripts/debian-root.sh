@@ -13,7 +13,7 @@
 # and /sys for apt) and every process is in a private mount and PID namespace (unshare): they end with it,
 # also when a step's time bound (timeout) kills it; nothing is left mounted on this machine.
 #
-# Exit status: 0 made or reused, 3 the archive cannot be reached (nothing was changed), other: failed.
+# Exit status: 0 made or reused, 3 the archive cannot be reached (no root made), other: failed.
 set -euo pipefail
 
 PACKAGES=(build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
@@ -68,7 +68,7 @@ KEY="suite=$SUITE mirror=$MIRROR packages=${PACKAGES[*]}"
 
 mkdir -p "$(dirname "$DIR")"
 exec 9>"$DIR.lock"
-flock -w 3600 9 || { echo "debian-root: another run holds $DIR.lock" >&2; exit 2; }
+flock -w 2800 9 || { echo "debian-root: another run holds $DIR.lock" >&2; exit 2; }
 if [ -f "$DIR/.snmplb-root" ] && [ "$(cat "$DIR/.snmplb-root")" = "$KEY" ]; then
     echo "debian-root: reusing $DIR ($SUITE from $MIRROR)"
     exit 0
