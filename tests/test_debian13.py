@@ -27,6 +27,7 @@ import ctypes
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -96,6 +97,8 @@ class Root:
             env=CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=_die_with_parent)
         try:
+            ready, _, _ = select.select([self.holder.stdout], [], [], 60)
+            assert ready, "the namespace's mounts took more than 60 s"
             line = self.holder.stdout.readline()  # the mounts are done (or sh failed: EOF)
             assert line == "ready\n", f"the namespace's mounts failed: {self.holder.stderr.read()}"
             children = Path(f"/proc/{self.holder.pid}/task/{self.holder.pid}/children").read_text().split()
