@@ -187,9 +187,14 @@ class Built:
 @pytest.fixture(scope="module")
 def built(root: Root) -> Built:
     """The packages, built in the root by dpkg-buildpackage (the release's debhelper, dh-python, python3)."""
-    src = root.path("/build/snmplb")
-    shutil.copytree(PROJECT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".pybuild", "build", "dist"))
+    anywhere = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".pybuild")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        # build/ and dist/ of a local build, at the top only: snmplb/build (the generators) is source
+        top = {"build", "dist"} & set(names) if Path(directory) == PROJECT else set()
+        return set(anywhere(directory, names)) | top
+
+    shutil.copytree(PROJECT, root.path("/build/snmplb"), symlinks=True, ignore=ignore)
     # The build dependencies (build-essential included) are in the root: apt would install nothing.
     plan = root.run(["apt-get", "build-dep", "-s", "-q", "/build/snmplb"], env=APT_ENV, timeout=120).stdout
     missing = re.findall(r"^Inst (\S+)", plan, re.M)
