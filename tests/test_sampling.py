@@ -195,6 +195,7 @@ def test_the_weighted_draw_balances_four_sizes_where_the_uniform_one_swaps():
 
 
 # -- get_hosts end to end, real agents -------------------------------------------------------------------------
+# (Where entries disagree with lbWeight, get_hosts keeps the finding: in the test's own directory, never /run.)
 
 
 def test_get_hosts_polls_a_big_server_in_proportion_to_its_weight(fleet):
@@ -238,7 +239,8 @@ def test_get_hosts_hedges_past_a_heavy_silent_sample_within_the_deadline(fleet):
         weights = " ".join(f"127.0.0.8{i}=1000" for i in range(2))  # the silent two are nearly always the sample
         for seed in range(6):
             t0 = time.monotonic()
-            r = get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed), LB_TIMEOUT_MS="6000")
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed), LB_TIMEOUT_MS="6000",
+                          SNMPLB_STATE_DIR=str(fleet.base / "run"))
             took = time.monotonic() - t0
             got = hosts_of(r)
             assert got and set(got) <= {i.host for i in live}, (seed, got, r.stderr)
@@ -255,7 +257,7 @@ def test_get_hosts_hedges_past_a_heavy_sample_that_fails_the_thresholds(fleet):
     weights = " ".join(f"{b.host}=1000" for b in busy)
     for seed in range(6):
         got = hosts_of(get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed),
-                                 LB_TIMEOUT_MS="6000"))
+                                 LB_TIMEOUT_MS="6000", SNMPLB_STATE_DIR=str(fleet.base / "run")))
         assert got[0] in {i.host for i in idle}, (seed, got)
 
 
