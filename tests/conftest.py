@@ -55,6 +55,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_connect.py": ("login",),
     "test_core.py": ("agent", "admin", "client"),
     "test_debian.py": ("client", "login", "agent", "admin", "nms"),  # the packages of these roles
+    "test_debian13.py": ("client", "login", "agent", "admin", "nms"),  # the packages, built in Debian 13 and 12
     "test_feed.py": ("login",),
     "test_feed_header.py": ("login",),  # the feed's C header for greeters
     "test_fuzz.py": ("client", "agent"),

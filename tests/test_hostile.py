@@ -143,6 +143,125 @@ def test_fleet_rate_keeps_honest_sums_and_caps_a_storm_nobody_else_sees():
     assert fleet_rate(lab + [liar]) <= fleet_rate(lab) + 12 / 60  # the floor, when nobody else sees logins
 
 
+# -- liars about the fleet-wide figures: every figure `balanced` estimates from all the rows ---------------------
+
+_MiB = 8_000_000  # row()'s lbMemTotal
+# Twelve servers in a storm, two sizes, four of them with more than three quarters of their memory in use (so
+# that memory counts: memory_loads): name, weight, sessions, memory available %, logins/min, figures' age (ms).
+_STORM = [("a", 100, 14, 40, 38, 300), ("b", 100, 18, 35, 42, 800), ("c", 100, 22, 30, 40, 1500),
+          ("m1", 100, 10, 23, 41, 600), ("m2", 100, 16, 18, 39, 200), ("d", 100, 20, 45, 37, 1000),
+          ("e", 100, 25, 38, 44, 400), ("f", 100, 17, 24, 40, 1300), ("B1", 200, 30, 40, 80, 700),
+          ("B2", 200, 42, 33, 78, 1200), ("Bm", 200, 26, 20, 82, 900), ("B3", 200, 36, 42, 79, 500)]
+FLEET_WIDE_LIES = {  # each one figure (or a few) that `balanced` pools across the fleet
+    "sessions 60": dict(lbSessions=60), "sessions 2000": dict(lbSessions=2000),
+    "sessions 2^32-1": dict(lbSessions=2**32 - 1), "ssh connections 2^32-1": dict(lbSshConnections=2**32 - 1),
+    "memory all free": dict(lbMemAvailable=_MiB, lbMemAvailablePercent=100),
+    "memory 89 % used": dict(lbMemAvailable=_MiB * 11 // 100, lbMemAvailablePercent=11),
+    "memory 4 TiB, 89 % used": dict(lbMemTotal=2**32 - 1, lbMemAvailable=(2**32 - 1) * 11 // 100,
+                                    lbMemAvailablePercent=11),
+    "login rate 0": dict(lbLoginRate=0), "login rate 400/min": dict(lbLoginRate=400),
+    "login rate 2^32-1": dict(lbLoginRate=2**32 - 1), "figures 0 s old": dict(lbDataAge=0),
+    "figures 30 s old": dict(lbDataAge=30_000), "weight 1": dict(lbWeight=1), "just in service": dict(lbInService=0),
+    "all at once": dict(lbSessions=2000, lbLoginRate=2**32 - 1, lbDataAge=30_000, lbMemAvailable=_MiB,
+                        lbMemAvailablePercent=100),
+}
+
+
+def _storm_fleet() -> list[ServerState]:
+    return [_with(up(n, sessions=s, users=0, weight=w, mem_pct=m, age=a), lbLoginRate=r) for n, w, s, m, r, a in _STORM]
+
+
+def _twin(name: str, sessions: int = 30) -> ServerState:
+    """An honest server a little fuller than the fleet (30 sessions per 100 weight): it takes no login of
+    its own, so that what its lies do to the others is all that moves."""
+    return _with(up(name, sessions=sessions, users=0, mem_pct=38, age=500), lbLoginRate=40)
+
+
+def _shares(fleet: list[ServerState]) -> list[float]:
+    return login_shares(fleet, fleet_rate(fleet), ClientSettings())
+
+
+@pytest.mark.parametrize("liars", [1, 2], ids=["one liar", "two colluding"])
+@pytest.mark.parametrize("lie", list(FLEET_WIDE_LIES.values()), ids=list(FLEET_WIDE_LIES))
+def test_liars_about_fleet_wide_figures_move_the_honest_shares_by_a_few_percent_at_most(lie, liars):
+    """The same fleet with the same servers telling the truth, then lying: every honest server's share of the
+    logins moves by at most 2.5 points per liar. (The plain mean of the loads let one agent claiming 60
+    sessions take a memory-heavy honest server from its share to none; the others' mean as the rate's cap let
+    two agents claiming the same storm lift each other's.)"""
+    honest = _storm_fleet()
+    twins = [_twin(f"liar{i}") for i in range(liars)]
+    before = _shares(honest + twins)
+    after = _shares(honest + [_with(t, **lie) for t in twins])
+    for b, a, s in zip(before, after, honest):
+        assert abs(a - b) <= 0.025 * liars, (s.name, b, a)
+    assert sum(after[len(honest):]) <= sum(before[len(honest):]) + 1e-9  # claiming to be fuller gains nothing
+
+
+@pytest.mark.parametrize("liars", [1, 2], ids=["one liar", "two colluding"])
+@pytest.mark.parametrize("lie", [dict(lbSessions=0), dict(lbSessions=0, lbLoginRate=0, lbDataAge=0),
+                                 dict(lbWeight=200), dict(lbWeight=10000)],
+                         ids=["sessions 0", "empty and fresh", "weight 200", "weight 10000"])
+def test_a_liar_claiming_room_draws_logins_to_itself_only(lie, liars):
+    """A server that claims to be empty, or bigger than it is, draws logins to itself (which no client can
+    tell from the truth): at most twice its claimed capacity share, and only from the honest servers' shares,
+    none of which grows by more than 1.5 points per liar (a plain mean of the loads pulled down by a claimed
+    0 made the memory-heavy servers look emptier: they gained up to 4.5 points)."""
+    honest = _storm_fleet()
+    twins = [_twin(f"liar{i}") for i in range(liars)]
+    before = _shares(honest + twins)
+    lying = [_with(t, **lie) for t in twins]
+    after = _shares(honest + lying)
+    capacity = sum(max(1, s.weight) for s in honest + lying)
+    for a, s in zip(after[len(honest):], lying):
+        assert a <= 2 * s.weight / capacity + 1e-9, (a, s.weight)
+    for b, a, s in zip(before, after, honest):
+        assert a <= b + 0.015 * liars, (s.name, b, a)
+
+
+@pytest.mark.parametrize("liars", [1, 2], ids=["one liar", "two colluding"])
+def test_a_liar_about_its_weight_moves_the_other_honest_shares_relative_to_each_other_a_few_percent(liars):
+    """An agent claiming twice its weight (200), its count scaled to match so that it still takes no login:
+    what its weight does to the fleet-wide figures (the caps, the logins since each row, the rate, the level)
+    moves the honest servers' shares relative to each other by at most 2.5 points per liar. A claim far above
+    the fleet's sizes makes every honest server's cap (twice its capacity share of the total, the claim
+    included) bind: docs/algorithms.md says so, and no client can tell the claim from the truth."""
+    honest = _storm_fleet()
+    twins = [_twin(f"liar{i}") for i in range(liars)]
+    before = _shares(honest + twins)[:len(honest)]
+    after = _shares(honest + [_with(t, lbWeight=200, lbSessions=60) for t in twins])[:len(honest)]
+    for b, a, s in zip(before, after, honest):
+        assert abs(a / sum(after) - b / sum(before)) <= 0.025 * liars, (s.name, b, a)
+
+
+def test_another_servers_count_never_takes_a_memory_heavy_server_from_its_share_to_none():
+    """"m" holds 8 sessions with 76 % of its memory in use, among servers at 74 % with 20 sessions: it counts
+    as full as its memory says, relative to the pool's typical load. Another server's count - an honest server
+    getting fuller, a liar claiming 60 or 2^32-1 sessions - only takes that server's own logins away (m's share
+    grows), and beyond the others' range it moves nothing at all; small changes make small moves (no cliff).
+    With the plain mean of the loads as the pool's level, 60 sessions on one server took m from 39 % to none."""
+    def m_share(c: int) -> float:
+        fleet = [_with(up(n, sessions=k, users=0, mem_pct=p, age=1000), lbLoginRate=40)
+                 for n, k, p in (("m", 8, 24), ("a", 20, 26), ("b", 20, 26), ("c", c, 26))]
+        return _shares(fleet)[0]
+
+    base = m_share(20)
+    assert base > 0.15
+    for c in (21, 25, 30, 40, 60, 2000, 2**32 - 1):
+        assert m_share(c) >= base - 0.01, (c, m_share(c), base)
+    assert m_share(40) == pytest.approx(m_share(60), abs=1e-3) == pytest.approx(m_share(2**32 - 1), abs=1e-3)
+    steps = [abs(m_share(c + 1) - m_share(c)) for c in range(0, 80)]
+    assert max(steps) <= 0.05, max(steps)
+    # The same through decide(): how often m comes first with a liar claiming 2000 sessions.
+    fleet = [_with(up(n, sessions=k, users=0, mem_pct=p, age=1000), lbLoginRate=40)
+             for n, k, p in (("m", 8, 24), ("a", 20, 26), ("b", 20, 26), ("liar", 2000, 26))]
+    assert _first_counts(fleet, 2000).get("m", 0.0) >= base - 0.04
+
+
+def test_trimmed_mean_drops_two_colluders_among_eight():
+    assert trimmed_mean([1.0] * 6 + [1e12, 1e12]) == 1.0 and trimmed_mean([1.0] * 6 + [0.0, 0.0]) == 1.0
+    assert trimmed_mean([1.0, 2.0, 3.0, 4.0, 100.0]) == 3.0  # one each end below eight
+
+
 # -- issue 22: spoofed SNMPv3 reports (the real-process form is in test_v3_spoof.py) --------------------------
 
 REAL_ENGINE = b"\x80\x00\x1f\x88\x04real-engine"

@@ -33,7 +33,7 @@ NOT_INSTALLED = {"snmplb-demo"}  # debian/not-installed: the lab
 # Where each page's SNMPLB_* variables are read: a shell script's $SNMPLB_..., a module's "SNMPLB_..." literal.
 READERS = {
     "get_hosts.8": ["chroot/get_hosts", "snmplb/client/*.py"],
-    "snmplb.1": ["snmplb/client/*.py", "snmplb/login/command.py", "snmplb/login/pick.py", "snmplb/login/feed.py",
+    "snmplb.1": ["snmplb/client/[!g]*.py", "snmplb/login/command.py",  # client/ but gethosts.py (LDM's entry) "snmplb/login/pick.py", "snmplb/login/feed.py",
                  "snmplb/login/connect.py", "snmplb/login/mqueue.py", "snmplb/login/feedformat.py"],
     "snmplb-chooser.1": ["snmplb/client/clientconf.py", "snmplb/client/sources.py", "snmplb/login/chooser.py",
                          "snmplb/login/feed.py"],  # it polls by itself with driver.select and deadline.after

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from netfixtures import Silent
 from snmplb.adminfile import AdminSettings
 from snmplb.client.sampling import inclusion, sample_servers, weight_drift
@@ -135,6 +136,25 @@ def test_weight_drift_is_reported_only_when_two_answers_prove_it():
     assert weight_drift([up("a", weight=110), up("b", weight=100)], [100, 100]) == ""  # within 25 %
 
 
+def test_a_drift_finding_is_news_once_and_again_when_it_changes():
+    from snmplb.client.selection import Drift
+
+    config = "a:161=100 b:161=100 big:161=100"
+    first = Drift("p", config, (("a:161", 100), ("big:161", 400)))
+    news, kept = first.news("")
+    assert news and kept.startswith("config ") and "big" not in kept and "400" in kept  # digests, and weights
+    assert first.news(kept) == (False, kept)  # the same finding: said already
+    other_pair = Drift("p", config, (("b:161", 100), ("big:161", 400)))
+    news, kept2 = other_pair.news(kept)
+    assert not news and len(kept2.splitlines()) == 4  # another pair of the same fleet: only kept
+    assert Drift("p", config, (("big:161", 800), ("a:161", 100))).news(kept2)[0]  # an lbWeight changed
+    assert Drift("p", "a:161=100 b:161=100 big:161=400", first.seen).news(kept2)[0]  # the entries changed
+    assert Drift("p", config, first.seen).news("junk\n\x00" * 10)[0]  # an unreadable state: said again
+    junk = kept.splitlines()[0] + "\nzz \ufffd\n" + "x" * 99 + "\n"
+    news, kept3 = first.news(junk)  # a state this did not write (but its configuration line): the junk dropped
+    assert not news and kept3.isascii() and "zz" not in kept3 and len(kept3.splitlines()) == 3
+
+
 # -- the sampled mode's guarantees with weights (issue 10), on tables -------------------------------------------
 
 
@@ -175,6 +195,7 @@ def test_the_weighted_draw_balances_four_sizes_where_the_uniform_one_swaps():
 
 
 # -- get_hosts end to end, real agents -------------------------------------------------------------------------
+# (Where entries disagree with lbWeight, get_hosts keeps the finding: in the test's own directory, never /run.)
 
 
 def test_get_hosts_polls_a_big_server_in_proportion_to_its_weight(fleet):
@@ -182,10 +203,13 @@ def test_get_hosts_polls_a_big_server_in_proportion_to_its_weight(fleet):
     small = [fleet.add(f"small{i}", IDLE) for i in range(8)]
     servers = " ".join(i.address for i in [*small, big])
     runs = 24
+    # No state can be kept (its directory's parent is missing): the drift is said at every login, the fallback.
+    nowhere = str(fleet.base / "missing" / "state")
     for mode, env in (("uniform", {}), ("weighted", {"LB_SAMPLE_WEIGHTS": f"{big.host}=900"})):
         clean = with_big = 0
         for seed in range(runs):
-            r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="5000", **env)
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="5000", SNMPLB_STATE_DIR=nowhere,
+                          **env)
             got = hosts_of(r)
             assert got, r.stderr
             if mode == "weighted":
@@ -215,7 +239,8 @@ def test_get_hosts_hedges_past_a_heavy_silent_sample_within_the_deadline(fleet):
         weights = " ".join(f"127.0.0.8{i}=1000" for i in range(2))  # the silent two are nearly always the sample
         for seed in range(6):
             t0 = time.monotonic()
-            r = get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed), LB_TIMEOUT_MS="6000")
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed), LB_TIMEOUT_MS="6000",
+                          SNMPLB_STATE_DIR=str(fleet.base / "run"))
             took = time.monotonic() - t0
             got = hosts_of(r)
             assert got and set(got) <= {i.host for i in live}, (seed, got, r.stderr)
@@ -232,5 +257,56 @@ def test_get_hosts_hedges_past_a_heavy_sample_that_fails_the_thresholds(fleet):
     weights = " ".join(f"{b.host}=1000" for b in busy)
     for seed in range(6):
         got = hosts_of(get_hosts(servers, LB_SAMPLE="2", LB_SAMPLE_WEIGHTS=weights, LB_SEED=str(seed),
-                                 LB_TIMEOUT_MS="6000"))
+                                 LB_TIMEOUT_MS="6000", SNMPLB_STATE_DIR=str(fleet.base / "run")))
         assert got[0] in {i.host for i in idle}, (seed, got)
+
+
+def test_get_hosts_says_a_weight_drift_once_per_change_not_at_every_login(fleet, tmp_path):
+    """Two sizes without LB_SAMPLE_WEIGHTS: most logins' samples hold both and prove the drift. get_hosts
+    is a new process at every login; it says the finding once, then again only when it changes."""
+    big = [fleet.add(f"big{i}", IDLE, AdminSettings(weight=300)) for i in range(2)]
+    small = [fleet.add(f"small{i}", IDLE) for i in range(2)]
+    servers = " ".join(i.address for i in [*small, *big])
+    state = tmp_path / "run" / "snmplb"
+    (tmp_path / "run").mkdir(mode=0o755)
+    published = {i.host: 300 for i in big} | {i.host: 100 for i in small}
+
+    def logins(seeds: range, entries: dict[str, int] | None = None) -> tuple[int, int]:
+        """(logins whose answers prove a drift, logins that said it), with LB_SAMPLE_WEIGHTS ``entries``"""
+        env = {"LB_SAMPLE_WEIGHTS": " ".join(f"{h}={w}" for h, w in entries.items())} if entries else {}
+        proved = said = 0
+        for seed in seeds:
+            r = get_hosts(servers, LB_SAMPLE="2", LB_SEED=str(seed), LB_TIMEOUT_MS="5000",
+                          SNMPLB_STATE_DIR=str(state), **env)
+            got = hosts_of(r)
+            assert got, r.stderr
+            ratios = [published[h] / (entries or {}).get(h, 100) for h in got]
+            proved += max(ratios) > 1.25 * min(ratios)
+            said += r.stderr.count("LB_SAMPLE_WEIGHTS:")
+        return proved, said
+
+    proved, said = logins(range(20))
+    assert proved >= 5 and said == 1, (proved, said)  # before: said at every one of the `proved` logins
+    assert logins(range(20, 30)) == (logins(range(20, 30))[0], 0)  # the same finding: not again
+    assert state.stat().st_mode & 0o777 == 0o755 and (state / "get_hosts-drift").stat().st_mode & 0o777 == 0o600
+    kept = (state / "get_hosts-drift").read_text()
+    assert not any(i.host in kept for i in big + small)  # digests, not names
+    # A changed finding is said again, once: other (still wrong) entries...
+    wrong = {big[0].host: 300}
+    proved, said = logins(range(30, 50), wrong)
+    assert proved >= 2 and said == 1, (proved, said)
+    # ...and a server that publishes another lbWeight.
+    big[0].set_admin(AdminSettings(weight=600))
+    published[big[0].host] = 600
+    assert wait_for(lambda: logins(range(50, 62), wrong)[1] == 1, timeout=30, step=0.5)
+    assert logins(range(62, 72), wrong)[1] == 0
+    # A state directory that is a symbolic link, or not root's own, is not trusted: said at every login.
+    state.rename(tmp_path / "real")
+    state.symlink_to(tmp_path / "real")
+    proved, said = logins(range(20))
+    assert said == proved >= 5, (proved, said)
+    state.unlink()
+    state.mkdir()
+    state.chmod(0o777)  # writable by anyone: anyone could have written it
+    proved, said = logins(range(20))
+    assert said == proved >= 5, (proved, said)

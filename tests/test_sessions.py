@@ -184,6 +184,35 @@ def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
     assert r.returncode == 2 and "SNMPLB_RDP_PORT is not a TCP port" in r.stderr
 
 
+def test_a_port_with_leading_zeros_is_the_same_number(tmp_path):
+    """SNMPLB_RDP_PORT=003389 is port 3389 and SNMPLB_X2GO_SSH_PORT=0022 port 22, as the admin meant; the
+    range is still 1-65535. Stand-ins for pick and the client (this is about the script's parsing): the
+    client records the arguments it was given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    args = tmp_path / "args"
+    for name in ("fakerdp", "fakex2go"):
+        (bin_dir / name).write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {args}\n')
+    (bin_dir / "fakepick").write_text("#!/bin/sh\necho 127.0.0.1\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "USER": "tester", "SNMPLB_SESSION_CONF": "/nonexistent",
+           "SNMPLB_PICK": str(bin_dir / "fakepick"), "SNMPLB_RDP_CLIENT": "fakerdp", "SNMPLB_X2GO_CLIENT": "fakex2go"}
+    for given, port in (("003389", 3389), ("03390", 3390), ("0001", 1), ("00000000000065535", 65535)):
+        args.unlink(missing_ok=True)
+        r = run_session("rdp", {**env, "SNMPLB_RDP_PORT": given})
+        assert r.returncode == 0 and f"tester: fakerdp on 127.0.0.1 (port {port})" in r.stderr, (given, r.stderr)
+        got = args.read_text().splitlines()
+        assert [a for a in got if a.startswith("/port:")] == ([] if port == 3389 else [f"/port:{port}"]), got
+    r = run_session("x2go", {**env, "SNMPLB_X2GO_SSH_PORT": "0022"})
+    assert r.returncode == 0 and "(port 22)" in r.stderr, r.stderr
+    got = args.read_text().splitlines()
+    assert got[got.index("-p") + 1] == "22", got
+    for bad in ("0", "000", "065536", "99999", "12a", "-1", "3389 "):
+        r = run_session("rdp", {**env, "SNMPLB_RDP_PORT": bad})
+        assert r.returncode == 2 and "SNMPLB_RDP_PORT is not a TCP port (1-65535)" in r.stderr, (bad, r.stderr)
+
+
 def test_x2go_session_starts_real_pyhoca_cli_on_the_server_pick_chose(fleet, display, tmp_path):
     """Real pyhoca-cli (Debian's X2Go command-line client). No X2Go server (an sshd with x2goserver) runs
     here; it logs whom it connects to, fails, and exits 0 all the same (pyhoca-cli's own behaviour: the

@@ -186,6 +186,40 @@ def test_a_bad_value_in_client_conf_is_named_never_quoted(tmp_path):
     assert [s.host for s in settings.servers] == ["app1", "app2"] and settings.max_load == 2.0
 
 
+def test_lts_conf_lines_ltsp_ignores_are_reported_by_number_never_quoted(tmp_path):
+    """Junk lines and variables before the first section are ignored, as getltscfg ignores them, and each
+    is named by its line number (the status view and pick show these problems): the text never appears."""
+    text = ("LB_SNMP_AUTH_PASSPHRASE = hunter2hunter2\n"  # before any section
+            "# a comment\n"
+            "[Default]\n"
+            "    LB_SERVERS = app1 app2\n"
+            "hunter2 pasted here by mistake\n"
+            "= s3cret\n"
+            "[pc7]\n"
+            "    LB_MAX_LOAD = 3\n")
+    env, problems = ltsconf.resolve(text, ["pc7"])
+    assert env == {"LB_SERVERS": "app1 app2", "LB_MAX_LOAD": "3"}
+    assert [p.split(":", 1)[0] for p in problems] == ["line 1", "line 5", "line 6"], problems
+    assert "before the first [section]" in problems[0] and all("ignored" in p for p in problems)
+    joined = " ".join(problems)
+    assert not any(w in joined for w in ("hunter2", "unter", "s3cret", "pasted", "PASSPHRASE")), problems
+    # A file of junk is summed up, not listed line by line; clean files have no problem.
+    many = "".join(f"junk {i}\n" for i in range(40)) + "[Default]\nX = 1\n"
+    env, problems = ltsconf.resolve(many, [])
+    assert env == {"X": "1"} and len(problems) == ltsconf.MAX_REPORTED + 1 and "35 more" in problems[-1]
+    assert ltsconf.resolve(LTS_CONF, ["pc7"])[1] == []
+    # Through the settings' one way in (`--lts-conf FILE`, as `snmplb status` and pick read it): named by file.
+    from snmplb.client.sources import load as settings_for
+
+    conf = tmp_path / "lts.conf"
+    conf.write_text(text)
+    settings, problems = settings_for({"SNMPLB_CLIENT_CONF": "/nonexistent"}, lts_conf=str(conf), clients=["pc7"])
+    assert [s.host for s in settings.servers] == ["app1", "app2"] and settings.max_load == 3.0
+    assert [p for p in problems if p.startswith(f"{conf}: line ")] == [f"{conf}: {p}" for p in
+                                                                        ltsconf.resolve(text, ["pc7"])[1]]
+    assert "hunter2" not in " ".join(problems)
+
+
 def test_lts_conf_says_when_it_stops_following_like():
     chain = "[Default]\nLIKE = s1\n" + "".join(f"[s{i}]\nLIKE = s{i + 1}\nV{i} = {i}\n" for i in range(1, 9))
     env, problems = ltsconf.resolve(chain, [])

@@ -307,9 +307,13 @@ def _parser() -> _Parser:
     ap.add_argument("--config", type=Path, default=None, metavar="FILE",
                     help=f"key = value file of these settings (default {agentconf.DEFAULT_CONFIG} if present)")
     helps = _setting_help()
-    for key in agentconf.KEYS:
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, default=None, metavar="VALUE",
-                        help=helps[key].replace("%", "%%"))
+    for field in agentconf.FIELDS:
+        words = helps[field.name]
+        default = str(field.default)
+        if default:  # the docstring's "(/proc)." as "(default /proc)": the manual page reads the same words
+            words = words.removesuffix(f" ({default}).").removesuffix(f" ({default})") + f" (default {default})."
+        ap.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None, metavar="VALUE",
+                        help=words.replace("%", "%%"))
     return ap
 
 

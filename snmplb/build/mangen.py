@@ -746,6 +746,9 @@ def commands() -> list[Command]:
                                   "when that venv holds snmplb's client, else /usr/bin/python3 (the package's)."),
                 (deadline.WRAPPER_PID, "Set by the script for the Python part, so that `LB_TIMEOUT_MS` counts "
                                        "from the script's start; not to be set by hand."),
+                ("SNMPLB_STATE_DIR", "Where get_hosts remembers, between logins, the `LB_SAMPLE_WEIGHTS` finding it "
+                                     "last reported, so that one is said once, not at every login (default "
+                                     "/run/snmplb; trusted only when root's own and writable by nobody else)."),
             ],
             files=[(GET_HOSTS, "The script; /usr/lib/ltsp/get_hosts is a link to it (LDM looks at one or the "
                                "other)."),

@@ -190,12 +190,19 @@ def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence
     """``load`` (sessions and logins on their way, per server), raised where memory is the tighter limit.
 
     Sessions are not all alike: a few users with big browsers fill a server's memory while it holds no
-    more sessions per capacity than the others, and swapping is a matter of memory (docs/balance.md, the working day). Once at
-    least MEM_HEED of server i's memory is in use (lbMemTotal - lbMemAvailable), it counts at least as
-    full as its memory says relative to the pool: (its share of memory in use / the pool's) times the
-    pool's load per capacity, times its weight ``w``. So it takes fewer logins than its count alone would
-    give it; never more (a server claiming little memory in use gains nothing). The pool's share is a
-    trimmed mean: one agent lying about its memory barely moves it.
+    more sessions per capacity than the others, and swapping is a matter of memory (docs/balance.md, the
+    working day). Once at least MEM_HEED of server i's memory is in use (lbMemTotal - lbMemAvailable), it
+    counts at least as full as its memory says relative to the pool: (its share of memory in use / the
+    pool's) times the pool's load per capacity, times its weight ``w``. So it takes fewer logins than its
+    count alone would give it; never more (a server claiming little memory in use gains nothing).
+
+    Both pool figures are trimmed means (``trimmed_mean``), of the shares of memory in use and of the
+    loads per capacity (load_i / w_i): a server's level does not follow any single other server's figures.
+    A plain mean of the loads would let one agent claiming thousands of sessions (or claiming a tiny
+    weight), or one honest server far fuller than the rest, raise every memory-heavy server's count above
+    everyone's and take it from its share of the logins to none; trimmed, a server outside the others'
+    range moves the level no further than the edge of that range, and a small change of one server's
+    figures moves it at most as much.
 
     A session's memory shows over its first minute, so in a storm this sees what was placed a minute
     before; in a working day, where sessions come and go, it keeps the servers of big sessions out of
@@ -204,12 +211,12 @@ def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence
     Bounds against agents that lie about their memory: with fewer than MEM_POOL_MIN servers there is no
     pool to compare with (of two, the trimmed mean is the lower one: a liar claiming an empty memory
     would make its peer count as full as it likes), and a server counts at most MEM_FACTOR_MAX times the
-    pool's level: agents that collude to claim empty memories can push an honest server only that far.
+    pool's level: agents that collude beyond what the trimming drops can push an honest server only that far.
     """
     if len(pool) < MEM_POOL_MIN:
         return list(load)
     share = [1.0 - x.values["lbMemAvailable"] / x.values["lbMemTotal"] for x in pool]
-    pool_share, level = trimmed_mean(share), sum(load) / sum(w)
+    pool_share, level = trimmed_mean(share), trimmed_mean([ld / wi for ld, wi in zip(load, w)])
     if not pool_share > 0 or not level > 0:
         return list(load)
     return [max(ld, min(MEM_FACTOR_MAX, f / pool_share) * level * wi) if f >= MEM_HEED else ld
@@ -222,40 +229,52 @@ def horizon(pool: Sequence[ServerState]) -> float:
     return 2 * trimmed_mean([x.data_age_s for x in pool]) + HORIZON_PAD_S
 
 
-TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end, at least one each (3 or more)
+TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end (``trimmed_mean``),
+TRIM_MIN = (3, 1), (8, 2)  # but at least this many at each end with this many servers or more
 
 
 def trimmed_mean(xs: Sequence[float]) -> float:
-    """The mean of ``xs`` without the highest and the lowest TRIM of them (at least one of each
-    when there are 3 or more; the smaller of two): one server cannot move it beyond the others' range.
+    """The mean of ``xs`` without the highest and the lowest TRIM of them, and at least one of each
+    with 3 or more, two of each with 8 or more (TRIM_MIN); the smaller of two. No server, and no two
+    among eight or more, can move it beyond the others' range, and one server's figure moves it at most
+    as much as that figure moved, divided by the number of figures kept.
 
-    The figures' mean age, which every server contributes to, is estimated this way, so that one
-    lying or broken agent (lbDataAge at 30 s among fresh ones) cannot stretch every client's horizon.
+    Every fleet-wide figure that each server contributes to is estimated this way: the figures' mean
+    age (one lying or broken agent at lbDataAge 30 s among fresh ones cannot stretch every client's
+    horizon), the bound on the others' mean login rate that caps each server's (``fleet_rate``), and the
+    pool's memory in use and load per capacity (``memory_loads``).
     """
     s = sorted(xs)
     if len(s) <= 2:
         return s[0] if s else 0.0
-    k = max(1, int(len(s) * TRIM))
+    k = max([int(len(s) * TRIM)] + [least for n, least in TRIM_MIN if len(s) >= n])
     kept = s[k:len(s) - k]
     return sum(kept) / len(kept)
 
 
 RATE_FACTOR = 2.0  # one server's login rate (per capacity) counts up to this multiple of the others' mean,
 RATE_FLOOR = 12 / 60 / 100  # or up to 12 logins/min per 100 weight (a small lab's real bursts), if more
+RATE_SPREAD = 2.0  # the others' mean counts up to this multiple of the fleet's trimmed mean (colluders)
 
 
 def fleet_rate(servers: Sequence[ServerState]) -> float:
     """The logins per second arriving at the fleet: the sum of the servers' login rates, each one
     capped at RATE_FACTOR times the mean of the others' (per unit of capacity) or RATE_FLOOR,
-    whichever is higher.
+    whichever is higher; the others' mean itself counts at most RATE_SPREAD times the fleet's
+    trimmed mean (``trimmed_mean``).
 
     Honest servers in a storm see similar rates per capacity, so the cap leaves their sum alone (a
     small lab's uneven bursts stay under the floor); one lying or broken agent claiming a storm
     nobody else sees adds at most twice the others' mean rate per unit of capacity, times its own
     weight, however absurd its rate (uncapped, one agent publishing lbLoginRate 2^32-1 would
-    invert `balanced` fleet-wide). The weight is not capped: a big honest server sees more logins, and an
-    agent that lies about its weight draws the logins to itself by that weight anyway, which no
-    estimate of the rate can prevent (the admin sets lbWeight; see docs/algorithms.md).
+    invert `balanced` fleet-wide). Two agents claiming the same storm would lift each other's cap
+    (each one is among the other's "others"): the bound on the others' mean keeps each at most
+    RATE_FACTOR * RATE_SPREAD times the fleet's typical rate, the trimmed mean dropping both among eight
+    servers or more. Where honest rates reach that bound they are sparse (most servers at 0, the
+    trimmed mean 0): the floor, not the others' mean, caps them there. The weight is not capped: a
+    big honest server sees more logins, and an agent that lies about its weight draws the logins to
+    itself by that weight anyway, which no estimate of the rate can prevent (the admin sets lbWeight;
+    see docs/algorithms.md).
 
     Only the freshest rows (taken within RATE_WINDOW_S of the youngest) are summed, scaled up to
     the whole fleet's capacity: a row taken before a storm began reads 0 and would hide the storm
@@ -274,7 +293,9 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
         # One fresh row alone (a liar claiming age 0, an agent restarted mid-storm and reading 0) would
         # set the fleet's rate by itself, uncapped: too few fresh figures to stand for the fleet.
         fresh = list(range(len(servers)))
-    capped = [_capped(rho[i], max(_others_mean(rho, i, fresh), _others_mean(rho, i, range(len(rho)))))
+    every = range(len(rho))
+    among_fresh, among_all = _spread_bound(rho, fresh), _spread_bound(rho, every)
+    capped = [_capped(rho[i], max(_others_mean(rho, i, fresh, among_fresh), _others_mean(rho, i, every, among_all)))
               for i in fresh]
     return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
 
@@ -284,7 +305,8 @@ def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     an absurd lbLoginRate cannot make a server look full of logins in progress either."""
     w, rho = _per_capacity(servers)
     every = range(len(rho))
-    return [wi * _capped(r, _others_mean(rho, i, every)) for i, (r, wi) in enumerate(zip(rho, w))]
+    bound = _spread_bound(rho, every)
+    return [wi * _capped(r, _others_mean(rho, i, every, bound)) for i, (r, wi) in enumerate(zip(rho, w))]
 
 
 def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
@@ -298,10 +320,17 @@ def _capped(rate: float, others: float) -> float:
     return min(rate, max(RATE_FACTOR * others, RATE_FLOOR))
 
 
-def _others_mean(values: Sequence[float], i: int, among: Sequence[int]) -> float:
-    """The mean of ``values`` at the indices ``among`` but ``i``; ``values[i]`` when there is no other."""
+def _spread_bound(values: Sequence[float], among: Sequence[int]) -> float:
+    """RATE_SPREAD times the trimmed mean of ``values`` at the indices ``among``: ``_others_mean``'s bound."""
+    return RATE_SPREAD * trimmed_mean([values[j] for j in among])
+
+
+def _others_mean(values: Sequence[float], i: int, among: Sequence[int], bound: float) -> float:
+    """The mean of ``values`` at the indices ``among`` but ``i``, at most ``bound`` (``_spread_bound``: two
+    outliers that lift each other's mean are held to the fleet's typical figure); ``values[i]`` when there
+    is no other."""
     others = [values[j] for j in among if j != i]
-    return sum(others) / len(others) if others else values[i]
+    return min(sum(others) / len(others), bound) if others else values[i]
 
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:

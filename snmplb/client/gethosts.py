@@ -24,9 +24,14 @@ TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the 
 if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_hosts' start-up does without
     from collections.abc import Iterable, Mapping
 
+    from snmplb.client.selection import Drift
     from snmplb.client.serverstate import ServerState
 
 IDENT = "snmplb-get_hosts"
+STATE_DIR = "/run/snmplb"  # what get_hosts remembers between logins (root's, on the thin client's tmpfs)
+STATE_DIR_VARIABLE = "SNMPLB_STATE_DIR"  # names another directory (tests)
+DRIFT_STATE = "get_hosts-drift"  # the LB_SAMPLE_WEIGHTS finding last said (selection.Drift.news)
+MAX_STATE = 256 * 1024  # bytes read back from it
 
 
 def report(message: str, level: str = "warning") -> None:
@@ -55,7 +60,7 @@ def run(env: Mapping[str, str]) -> str:
     result, _choice, why = select(selection_for(settings), deadline=deadline)
     servers, decision = result.states, result.decision
     for p in (why, *result.problems):
-        if p:
+        if p and not (result.drift is not None and p == result.drift.problem and said_before(result.drift, env)):
             report(p)
     failed = _grouped(servers)
     if not any(s.ok for s in servers):
@@ -74,6 +79,64 @@ def _grouped(servers: Iterable[ServerState]) -> list[str]:
         if not s.ok:
             by_reason.setdefault(s.reason, []).append(f"{s.name}:{s.port}")
     return [f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()]
+
+
+def said_before(drift: Drift, env: Mapping[str, str]) -> bool:
+    """Whether an earlier login already said this LB_SAMPLE_WEIGHTS finding (``Drift.news`` decides what
+    is news), keeping what this one saw in STATE_DIR/DRIFT_STATE ($SNMPLB_STATE_DIR names another
+    directory). A one-shot process at every login remembers nothing else: without this, the same warning
+    would reach the log at most logins of a fleet with missing entries.
+
+    The state is trusted only where nobody but this user could have written it: the directory is created
+    0755 if missing, and both it and the file (0600, opened without following a symbolic link) must be
+    this user's own (root's, as LDM runs get_hosts), neither writable by anyone else, the file a plain
+    file with one link. Whenever that does not hold, or anything fails, the answer is False: the finding
+    is said again, as at every login before.
+    """
+    directory = env.get(STATE_DIR_VARIABLE) or STATE_DIR
+    try:
+        fd = _state_file(directory, DRIFT_STATE)
+    except OSError:
+        return False
+    if fd is None:
+        return False
+    try:
+        kept = os.read(fd, MAX_STATE).decode("ascii", "replace")
+        news, keep = drift.news(kept)
+        if keep != kept:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, keep.encode("ascii"), 0)
+        return not news
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+
+
+def _state_file(directory: str, name: str) -> int | None:
+    """A read-write descriptor of ``directory``/``name``, created 0600 if missing, or None when either
+    is not this user's own and private (``said_before``'s rule)."""
+    import stat
+
+    try:
+        os.mkdir(directory, 0o755)
+    except FileExistsError:
+        pass
+    uid = os.geteuid()
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(dfd)
+        if st.st_uid != uid or st.st_mode & 0o022:
+            return None
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600,
+                     dir_fd=dfd)
+    finally:
+        os.close(dfd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022 or st.st_nlink != 1:
+        os.close(fd)
+        return None
+    return fd
 
 
 def main() -> int:

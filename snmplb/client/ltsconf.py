@@ -7,29 +7,48 @@ section`` pulls another section in, as LTSP's getltscfg does, at most
 followed. Values may be quoted; ``#`` after a blank (outside quotes) starts a
 comment, as in the shell that finally reads these variables; a UTF-8 BOM is
 ignored. The result is what LDM would export into get_hosts' environment.
+
+Lines that LTSP ignores (no ``VAR = value`` pair, or a pair before the first
+section) are ignored here too, and reported by line number: the reports never
+quote a line, whatever it holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from snmplb.kvfile import LTS_CONF, read_entries, text_lines
+from snmplb.kvfile import LTS_CONF, by_line, read_entries, summarise, text_lines
 
 MAX_LIKE_DEPTH = 5
+MAX_REPORTED = 5  # ignored lines reported one by one; the rest counted in one more problem
+_DIALECT = LTS_CONF._replace(quote=False)  # a junk line is named by its number, never quoted
+
+
+def read(text: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Sections (names lower-cased) of ``VAR = value`` pairs (names upper-cased), read by the one
+    key = value reader (kvfile, LTS_CONF dialect), and the lines ignored on the way.
+
+    Lines that are no pair, and pairs before the first section, are not LTSP's: they are ignored,
+    as getltscfg ignores them, and each is reported by its line number (at most MAX_REPORTED, then a
+    count), never by its text: a stray line may hold anything.
+    """
+    sections: dict[str, dict[str, str]] = {}
+    entries, problems = read_entries(text_lines(text), _DIALECT)
+    problems = [p + "; ignored" for p in problems]
+    for e in entries:
+        if e.section is None:
+            problems.append(f"line {e.number}: a variable before the first [section]; ignored "
+                            "(LTSP reads variables only in [Default] or a client's section)")
+            continue
+        values = sections.setdefault(e.section, {})
+        if e.key:  # not the header itself
+            values[e.key] = e.value
+    return sections, summarise(sorted(problems, key=by_line), MAX_REPORTED)
 
 
 def parse(text: str) -> dict[str, dict[str, str]]:
-    """Sections (names lower-cased) of ``VAR = value`` pairs (names upper-cased), read by the one
-    key = value reader (kvfile, LTS_CONF dialect). Lines that are no pair, and pairs before the first
-    section, are not LTSP's and are left alone, as getltscfg does."""
-    sections: dict[str, dict[str, str]] = {}
-    entries, _ = read_entries(text_lines(text), LTS_CONF)
-    for e in entries:
-        if e.section is not None:
-            values = sections.setdefault(e.section, {})
-            if e.key:  # not the header itself
-                values[e.key] = e.value
-    return sections
+    """``read``'s sections, without its problems."""
+    return read(text)[0]
 
 
 def _section(sections: dict[str, dict[str, str]], name: str, problems: list[str]) -> dict[str, str]:
@@ -59,9 +78,9 @@ def _section(sections: dict[str, dict[str, str]], name: str, problems: list[str]
 
 def resolve(text: str, identities: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """Variables for a client known by ``identities`` (host name, IP, MAC: lowest to highest priority),
-    and the problems met on the way (LIKE loops, chains too deep, missing sections)."""
-    sections = parse(text)
-    problems: list[str] = []
+    and the problems met on the way: the file's ignored lines (``read``), then LIKE loops, chains too
+    deep and missing sections."""
+    sections, problems = read(text)
     out = _section(sections, "default", problems)
     for ident in identities:
         if ident:

@@ -43,9 +43,56 @@ class Plan(record("Plan", "polled hedge early ask_lbserver refused")):
     __slots__ = ()
 
 
-class Result(record("Result", "states decision problems")):
-    """A login's outcome: states (the polled servers', in configured order), decision (a Decision), and
-    problems (tuple of str) the poll revealed about the settings: LB_SAMPLE_WEIGHTS drifting from lbWeight."""
+class Drift(record("Drift", "problem config seen")):
+    """LB_SAMPLE_WEIGHTS disagreeing with the polled lbWeight, as a finding a front end can remember.
+
+    problem (str): the message (also in Result.problems). config (str): each configured server's sample
+    weight, ``host:port=weight`` in configured order: what the admin sets. seen (tuple of (str, int)):
+    each polled server that answered with a weight, as ``host:port`` and its lbWeight. Host names and
+    weights only: nothing here is a secret.
+    """
+
+    __slots__ = ()
+
+    def news(self, kept: str) -> tuple[bool, str]:
+        """Whether this finding is news against ``kept`` (what ``news`` returned at an earlier login; ""
+        for none), and what to keep now.
+
+        The rule: news when nothing was kept, when the configuration differs from the kept one (LB_SERVERS
+        or LB_SAMPLE_WEIGHTS changed), or when a polled server publishes another lbWeight than the one kept
+        for it. A server not kept yet, under the same configuration, is only added: the finding (these
+        entries disagree with what the fleet publishes) was said, and LB_SAMPLE polls a different pair at
+        each login. What is kept: one line for the configuration, one per server, each a short digest
+        (blake2b) of its text, and the server's lbWeight; at most MAX_KEPT lines are read back.
+        """
+        import hashlib
+
+        def digest(text: str) -> str:
+            return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+        lines = kept.splitlines()[:MAX_KEPT]
+        config = "config " + digest(self.config)
+        weights: dict[str, str] = {}
+        if lines[:1] == [config]:
+            for key, _, weight in (ln.partition(" ") for ln in lines[1:]):
+                if len(key) == 16 and key.isascii() and key.isalnum() and weight.isascii() and weight.isdigit():
+                    weights[key] = weight  # anything else is no line this wrote: dropped
+        news = not weights and lines[:1] != [config]
+        for server, weight in self.seen:
+            key = digest(server)
+            news = news or weights.get(key, str(weight)) != str(weight)
+            weights[key] = str(weight)
+        return news, "\n".join([config, *(f"{k} {w}" for k, w in list(weights.items())[-MAX_KEPT + 1:])]) + "\n"
+
+
+MAX_KEPT = 4096  # Drift.news: lines of an earlier login's state read back (a fleet's servers, and the configuration)
+
+
+class Result(record("Result", "states decision problems drift", defaults=(None,))):
+    """A login's outcome: states (the polled servers', in configured order), decision (a Decision),
+    problems (tuple of str) the poll revealed about the settings: LB_SAMPLE_WEIGHTS drifting from
+    lbWeight, and drift (a Drift, or None): that problem as a finding, for the front ends that say it
+    once per change rather than at every login (get_hosts)."""
 
     __slots__ = ()
 
@@ -127,9 +174,12 @@ class Selection:
             in_order = tuple(h for h in dict.fromkeys(x.host for x in s.servers) if h in listed)
             decision = Decision(in_order[:s.max_hosts] if s.max_hosts else in_order,
                                 decision.note + f"; {len(listed) - len(decision.hosts)} not polled")
-        problems: tuple[str, ...] = ()
         if plan.early:
-            drift = weight_drift(ordered, sample_weights_of(tuple(Server(x.name, x.port) for x in ordered),
-                                                            s.sample_weights))
-            problems = (drift,) if drift else ()
-        return Result(tuple(ordered), decision, problems)
+            weights = sample_weights_of(tuple(Server(x.name, x.port) for x in ordered), s.sample_weights)
+            problem = weight_drift(ordered, weights)
+            if problem:
+                config = " ".join(f"{x.host}:{x.port}={w}"
+                                  for x, w in zip(s.servers, sample_weights_of(s.servers, s.sample_weights)))
+                weights_seen = tuple((f"{x.name}:{x.port}", x.weight) for x in ordered if x.ok)
+                return Result(tuple(ordered), decision, (problem,), Drift(problem, config, weights_seen))
+        return Result(tuple(ordered), decision, ())

@@ -183,7 +183,10 @@ VARIABLES: tuple[Variable, ...] = (
              "`host=weight` entries separated by spaces (`host:port=weight` for one of several SNMP ports, "
              "`[v6addr]=weight`); a server not listed counts as 100, one at 0 is only polled with the hedge. "
              "The sample is drawn in proportion: a server at 200 is twice as likely to be polled as one at 100. "
-             "A weight that disagrees with the polled lbWeight is reported.", shown="(every server 100)"),
+             "A weight that disagrees with the polled lbWeight is reported, by get_hosts once and again only "
+             "when the finding changes (LB_SERVERS, LB_SAMPLE_WEIGHTS or a polled server's lbWeight): it keeps "
+             "digests of it in /run/snmplb/get_hosts-drift (root's own, 0600); where that file cannot be kept "
+             "safely, at every login.", shown="(every server 100)"),
     Variable("LB_SEED", "seed", _int(0, 2**63), None, "Seed of the random choices, for tests only.", shown="(random)"),
 )
 
