@@ -840,11 +840,14 @@ def commands() -> list[Command]:
             environment=[("SNMPLB_PICK", "The command that prints the chosen host (default `snmplb pick` from the "
                                          "PATH, /usr/bin/snmplb or /opt/snmplb/bin/snmplb)."),
                          ("SNMPLB_PAMLTSP_CONF", "The file to rewrite (default /etc/ltsp/pamltsp.conf)."),
+                         ("SNMPLB_LTSP_CONF", "LTSP's ltsp.conf, read only for the names of its `LB_*` lines, to "
+                                              "warn when they did not reach the script (default /etc/ltsp/ltsp.conf)."),
                          ("LB_*", "Settings of `snmplb pick`, over the file (snmplb-client.conf(5)).")],
             files=[("/etc/ltsp/pamltsp.conf", "pamltsp's settings; only its `SSH_SERVER=` line is replaced."),
                    (client_conf, "The settings of `snmplb pick` (snmplb-client.conf(5)).")],
-            examples=[P("In ltsp.conf's `[clients]` section:"),
-                      _example(f'POST_INIT_SNMPLB_SSH_SERVER="{LIBEXEC}/snmplb-ssh-server"')],
+            examples=[P("In ltsp.conf's `[clients]` section (with `--shell-vars`, the `LB_*` lines of ltsp.conf "
+                        "reach `snmplb pick`: LTSP keeps them as unexported shell variables):"),
+                      _example(f'POST_INIT_SNMPLB_SSH_SERVER="set | {LIBEXEC}/snmplb-ssh-server --shell-vars"')],
             see_also=["snmplb(1)", "snmplb-session(1)", "snmplb-client.conf(5)", "ltsp.conf(5)"],
         ),
         Command(
