@@ -284,17 +284,32 @@ class _Parser(argparse.ArgumentParser):
 def _setting_help() -> dict[str, str]:
     """Each setting's words from AgentConfig's docstring, its one description: a "name: text (default)."
     line, continued on the more deeply indented lines below it."""
+    import inspect
+
     helps: dict[str, str] = {}
     name = ""
-    for line in (AgentConfig.__doc__ or "").splitlines():
-        m = re.match(r"    (\w+): (.*)", line)
+    # cleandoc: Python 3.13 strips a docstring's indentation itself, 3.11 does not; both read alike here.
+    for line in inspect.cleandoc(AgentConfig.__doc__ or "").splitlines():
+        m = re.match(r"(\w+): (.*)", line)
         if m and m.group(1) in agentconf.KEYS:
             name = m.group(1)
             helps[name] = m.group(2)
-        elif name and line.startswith("        ") and line.strip():
+        elif name and line.startswith("    ") and line.strip():
             helps[name] += " " + line.strip()
         else:
             name = ""
+    return helps
+
+
+def _option_help() -> dict[str, str]:
+    """Each option's help: its setting's words (``_setting_help``) with the default said as the manual page
+    says it, "(default /proc)." (the docstring's "(/proc).")."""
+    helps = _setting_help()
+    for field in agentconf.FIELDS:
+        default = str(field.default)
+        if default:
+            words = helps[field.name].removesuffix(f" ({default}).").removesuffix(f" ({default})")
+            helps[field.name] = f"{words} (default {default})."
     return helps
 
 
@@ -306,14 +321,10 @@ def _parser() -> _Parser:
                  "the one in force (the file's, else the default) stays.")
     ap.add_argument("--config", type=Path, default=None, metavar="FILE",
                     help=f"key = value file of these settings (default {agentconf.DEFAULT_CONFIG} if present)")
-    helps = _setting_help()
+    helps = _option_help()
     for field in agentconf.FIELDS:
-        words = helps[field.name]
-        default = str(field.default)
-        if default:  # the docstring's "(/proc)." as "(default /proc)": the manual page reads the same words
-            words = words.removesuffix(f" ({default}).").removesuffix(f" ({default})") + f" (default {default})."
         ap.add_argument("--" + field.name.replace("_", "-"), dest=field.name, default=None, metavar="VALUE",
-                        help=words.replace("%", "%%"))
+                        help=helps[field.name].replace("%", "%%"))
     return ap
 
 
