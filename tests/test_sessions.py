@@ -100,18 +100,34 @@ def recording(tmp_path: Path, program: str) -> Path:
     return record
 
 
+def test_the_sessions_sort_after_every_desktop_session_ltsp_may_autologin_into():
+    """`ltsp init` gives SDDM's autologin plasma.desktop, else the first of /usr/share/xsessions/*.desktop
+    (LTSP's 55-display-manager.sh, configure_sddm): ours must never come first, in any collation."""
+    ours = sorted(f.name for f in (ROOT / "sessions" / "xsessions").glob("*.desktop"))
+    desktops = ["budgie-desktop.desktop", "cinnamon.desktop", "gnome.desktop", "i3.desktop", "LXDE.desktop",
+                "lxqt.desktop", "mate.desktop", "openbox.desktop", "plasma.desktop", "ubuntu.desktop",
+                "xfce.desktop", "xubuntu.desktop", "lightdm-xsession.desktop", "sway.desktop", "wmaker-common.desktop"]
+    for key in (str, str.lower):
+        first = sorted(desktops + ours, key=key)[0]
+        assert first not in ours, first
+        assert all(key(o) > key(d) for o in ours for d in desktops), key
+
+
 def test_desktop_files_are_valid_xsessions():
     need("desktop-file-validate")
     files = sorted((ROOT / "sessions" / "xsessions").glob("*.desktop"))
-    assert [f.name for f in files] == ["snmplb-rdp.desktop", "snmplb-x2go.desktop"]
+    assert [f.name for f in files] == ["zz-snmplb-rdp.desktop", "zz-snmplb-x2go.desktop"]
     for f in files:
         r = subprocess.run(["desktop-file-validate", str(f)], capture_output=True, text=True, timeout=60)
         assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), f
-        mode = f.stem.removeprefix("snmplb-")
+        mode = f.stem.removeprefix("zz-snmplb-")
         # The repository's copies are the venv route's (README: installed in /opt/snmplb/sessions); the
         # package rewrites them to /usr/libexec/snmplb (debian/rules; tests/test_debian.py runs those).
         assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
-        assert f"\nTryExec=/opt/snmplb/sessions/snmplb-session\n" in f.read_text()
+        # Offered where it can start: the wrapper for RDP (it tells the user when no client is there), the
+        # X2Go client itself for X2Go (pyhoca-cli is only suggested by the package).
+        try_exec = {"rdp": "/opt/snmplb/sessions/snmplb-session", "x2go": "pyhoca-cli"}[mode]
+        assert f"\nTryExec={try_exec}\n" in f.read_text()
         # The label promises what `snmplb pick` does: LB_ALGORITHM's choice (balanced by default spreads
         # the logins, sticky brings a user back), not "the least busy server".
         name = {"rdp": "RDP", "x2go": "X2Go"}[mode]
