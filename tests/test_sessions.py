@@ -162,15 +162,10 @@ def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, displa
     assert COMMUNITY not in out
 
 
-def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
-    """/port:N when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise, seen on the wire:
-    a plain TCP listener on the chosen address and port reads xfreerdp's first RDP packet (X.224
-    Connection Request, "Cookie: mstshash=USER"). It is no RDP server, so xfreerdp then waits on
-    a closed connection; the test ends the session (its process group) once the packet is in."""
-    need("xfreerdp")
-    a = fleet.add("a", IDLE)
-    listener = socket.create_server((a.host, 3390))
-    listener.settimeout(60)
+def first_packet(listener: socket.socket, accept_s: float) -> tuple[list[bytes], threading.Thread]:
+    """A thread that accepts one connection on ``listener`` (within ``accept_s``) and keeps its first read
+    (the client's first packet) in the returned list."""
+    listener.settimeout(accept_s)
     first: list[bytes] = []
 
     def serve() -> None:
@@ -182,6 +177,18 @@ def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return first, thread
+
+
+def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
+    """/port:N when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise, seen on the wire:
+    a plain TCP listener on the chosen address and port reads xfreerdp's first RDP packet (X.224
+    Connection Request, "Cookie: mstshash=USER"). It is no RDP server, so xfreerdp then waits on
+    a closed connection; the test ends the session (its process group) once the packet is in."""
+    need("xfreerdp")
+    a = fleet.add("a", IDLE)
+    listener = socket.create_server((a.host, 3390))
+    first, thread = first_packet(listener, 60)
     env = session_env(tmp_path, display, site_conf(a.address, SNMPLB_RDP_PORT="3390", SNMPLB_RDP_USER="alice",
                                                    SNMPLB_RDP_OPTIONS="/cert:ignore"),
                       SNMPLB_RDP_CLIENT="xfreerdp")
@@ -364,18 +371,7 @@ def test_rdp_to_an_ipv6_server_puts_the_address_in_brackets(display, tmp_path):
     [::1]:3390 reads xfreerdp's first RDP packet."""
     need("xfreerdp")
     listener = socket.create_server(("::1", 3390), family=socket.AF_INET6)
-    listener.settimeout(30)
-    first: list[bytes] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(30)
-                first.append(conn.recv(4096))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    first, thread = first_packet(listener, 30)
     env = session_env(tmp_path, display, "SNMPLB_RDP_PORT=3390\nSNMPLB_RDP_OPTIONS=/cert:ignore\n",
                       SNMPLB_RDP_CLIENT="xfreerdp", SNMPLB_PICK=stub_pick(tmp_path, "::1"))
     p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
