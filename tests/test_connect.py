@@ -116,6 +116,7 @@ def test_no_server_usable_or_reachable_is_a_clear_line_not_a_traceback(farm):
     r = subprocess.run([str(BIN / "snmplb"), "connect", str(farm.port)], env={"PATH": os.environ["PATH"], **farm.env},
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert r.returncode == NONE_USABLE and "no usable server" in r.stderr and "Traceback" not in r.stderr
+    assert "configured order" not in r.stderr  # connect never falls back to it (without --fallback)
 
 
 def test_a_large_transfer_survives_intact_both_ways(farm, tmp_path):

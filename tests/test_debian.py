@@ -58,7 +58,7 @@ MIB_ARGS = ["-m", "SNMPLB-MIB"]  # the stand-ins are found without -M: /usr/shar
 LIBEXEC = Path("/usr/libexec/snmplb")
 XSESSIONS = Path("/usr/share/xsessions")
 SESSION_FILES = ("/usr/libexec/snmplb/snmplb-session", "/usr/libexec/snmplb/snmplb-ssh-server",
-                 "/usr/share/xsessions/snmplb-rdp.desktop", "/usr/share/xsessions/snmplb-x2go.desktop")
+                 "/usr/share/xsessions/zz-snmplb-rdp.desktop", "/usr/share/xsessions/zz-snmplb-x2go.desktop")
 
 pytestmark = [
     pytest.mark.fleet,  # real processes: dpkg-buildpackage, apt, snmpd, the installed commands
@@ -497,9 +497,10 @@ def test_installed_sessions_find_the_installed_snmplb_and_poll_the_server(snmpd:
     assert not Path("/usr/bin/snmplb").is_symlink() and os.access("/usr/bin/snmplb", os.X_OK)
     commands = {}
     for mode in ("rdp", "x2go"):
-        desktop = XSESSIONS / f"snmplb-{mode}.desktop"
+        desktop = XSESSIONS / f"zz-snmplb-{mode}.desktop"
         entry = _desktop_entry(desktop)
-        assert entry["Exec"] == f"{LIBEXEC}/snmplb-session {mode}" and entry["TryExec"] == f"{LIBEXEC}/snmplb-session"
+        try_exec = f"{LIBEXEC}/snmplb-session" if mode == "rdp" else "pyhoca-cli"  # X2Go: offered with its client
+        assert entry["Exec"] == f"{LIBEXEC}/snmplb-session {mode}" and entry["TryExec"] == try_exec
         program = Path(entry["Exec"].split()[0])
         assert program.is_file() and os.access(program, os.X_OK), program
         commands[mode] = entry["Exec"].split()
@@ -628,7 +629,7 @@ def test_install_into_chroot_installs_the_client_package(built: Built, snmpd: Sn
 def test_xsessions_diverted_as_the_readme_says_stay_out_of_the_login_screen(installed: Install, built: Built):
     """README, "Current LTSP": an LTSP server whose own login screen must not offer the sessions diverts
     them to /usr/share/snmplb; a reinstall (an upgrade) then puts them there, not in /usr/share/xsessions."""
-    diverted = {XSESSIONS / f"snmplb-{mode}.desktop": Path(f"/usr/share/snmplb/snmplb-{mode}.desktop")
+    diverted = {XSESSIONS / f"zz-snmplb-{mode}.desktop": Path(f"/usr/share/snmplb/zz-snmplb-{mode}.desktop")
                 for mode in ("rdp", "x2go")}
     added: list[Path] = []
     try:
@@ -639,7 +640,7 @@ def test_xsessions_diverted_as_the_readme_says_stay_out_of_the_login_screen(inst
             timeout=300)
         for path, to in diverted.items():
             assert not path.exists(), path
-            assert _desktop_entry(to)["TryExec"] == f"{LIBEXEC}/snmplb-session", to
+            assert _desktop_entry(to)["Exec"].startswith(f"{LIBEXEC}/snmplb-session "), to
     finally:
         for path in added:
             run(["dpkg-divert", "--local", "--rename", "--remove", str(path)])

@@ -189,6 +189,8 @@ def test_a_dead_server_is_critical_even_with_t_at_or_below_the_snmp_deadline(tim
     waited = int(re.search(r"no answer within (\d+) ms", out).group(1))
     assert waited < int(plugin_timeout) * 1000, out  # the deadline it kept (stated, not measured)
     assert out.count("\n") == 1 and r.stderr == b"", r.stderr
+    # SNMPv2c's silence may be a wrong community or an address rocommunity does not allow: the line says so.
+    assert "wrong community" in out and "rocommunity" in out and "snmplb-ltsp" not in out, out
 
 
 def test_with_t_at_the_snmp_deadline_a_live_server_is_ok_and_a_stopped_one_critical(fleet):

@@ -100,18 +100,34 @@ def recording(tmp_path: Path, program: str) -> Path:
     return record
 
 
+def test_the_sessions_sort_after_every_desktop_session_ltsp_may_autologin_into():
+    """`ltsp init` gives SDDM's autologin plasma.desktop, else the first of /usr/share/xsessions/*.desktop
+    (LTSP's 55-display-manager.sh, configure_sddm): ours must never come first, in any collation."""
+    ours = sorted(f.name for f in (ROOT / "sessions" / "xsessions").glob("*.desktop"))
+    desktops = ["budgie-desktop.desktop", "cinnamon.desktop", "gnome.desktop", "i3.desktop", "LXDE.desktop",
+                "lxqt.desktop", "mate.desktop", "openbox.desktop", "plasma.desktop", "ubuntu.desktop",
+                "xfce.desktop", "xubuntu.desktop", "lightdm-xsession.desktop", "sway.desktop", "wmaker-common.desktop"]
+    for key in (str, str.lower):
+        first = sorted(desktops + ours, key=key)[0]
+        assert first not in ours, first
+        assert all(key(o) > key(d) for o in ours for d in desktops), key
+
+
 def test_desktop_files_are_valid_xsessions():
     need("desktop-file-validate")
     files = sorted((ROOT / "sessions" / "xsessions").glob("*.desktop"))
-    assert [f.name for f in files] == ["snmplb-rdp.desktop", "snmplb-x2go.desktop"]
+    assert [f.name for f in files] == ["zz-snmplb-rdp.desktop", "zz-snmplb-x2go.desktop"]
     for f in files:
         r = subprocess.run(["desktop-file-validate", str(f)], capture_output=True, text=True, timeout=60)
         assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), f
-        mode = f.stem.removeprefix("snmplb-")
+        mode = f.stem.removeprefix("zz-snmplb-")
         # The repository's copies are the venv route's (README: installed in /opt/snmplb/sessions); the
         # package rewrites them to /usr/libexec/snmplb (debian/rules; tests/test_debian.py runs those).
         assert f"\nExec=/opt/snmplb/sessions/snmplb-session {mode}\n" in f.read_text()
-        assert f"\nTryExec=/opt/snmplb/sessions/snmplb-session\n" in f.read_text()
+        # Offered where it can start: the wrapper for RDP (it tells the user when no client is there), the
+        # X2Go client itself for X2Go (pyhoca-cli is only suggested by the package).
+        try_exec = {"rdp": "/opt/snmplb/sessions/snmplb-session", "x2go": "pyhoca-cli"}[mode]
+        assert f"\nTryExec={try_exec}\n" in f.read_text()
         # The label promises what `snmplb pick` does: LB_ALGORITHM's choice (balanced by default spreads
         # the logins, sticky brings a user back), not "the least busy server".
         name = {"rdp": "RDP", "x2go": "X2Go"}[mode]
@@ -146,15 +162,10 @@ def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, displa
     assert COMMUNITY not in out
 
 
-def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
-    """/port:N when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise, seen on the wire:
-    a plain TCP listener on the chosen address and port reads xfreerdp's first RDP packet (X.224
-    Connection Request, "Cookie: mstshash=USER"). It is no RDP server, so xfreerdp then waits on
-    a closed connection; the test ends the session (its process group) once the packet is in."""
-    need("xfreerdp")
-    a = fleet.add("a", IDLE)
-    listener = socket.create_server((a.host, 3390))
-    listener.settimeout(60)
+def first_packet(listener: socket.socket, accept_s: float) -> tuple[list[bytes], threading.Thread]:
+    """A thread that accepts one connection on ``listener`` (within ``accept_s``) and keeps its first read
+    (the client's first packet) in the returned list."""
+    listener.settimeout(accept_s)
     first: list[bytes] = []
 
     def serve() -> None:
@@ -166,6 +177,18 @@ def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return first, thread
+
+
+def test_rdp_port_and_user_reach_the_chosen_server(fleet, display, tmp_path):
+    """/port:N when it is not 3389, /u: the user unless SNMPLB_RDP_USER says otherwise, seen on the wire:
+    a plain TCP listener on the chosen address and port reads xfreerdp's first RDP packet (X.224
+    Connection Request, "Cookie: mstshash=USER"). It is no RDP server, so xfreerdp then waits on
+    a closed connection; the test ends the session (its process group) once the packet is in."""
+    need("xfreerdp")
+    a = fleet.add("a", IDLE)
+    listener = socket.create_server((a.host, 3390))
+    first, thread = first_packet(listener, 60)
     env = session_env(tmp_path, display, site_conf(a.address, SNMPLB_RDP_PORT="3390", SNMPLB_RDP_USER="alice",
                                                    SNMPLB_RDP_OPTIONS="/cert:ignore"),
                       SNMPLB_RDP_CLIENT="xfreerdp")
@@ -348,18 +371,7 @@ def test_rdp_to_an_ipv6_server_puts_the_address_in_brackets(display, tmp_path):
     [::1]:3390 reads xfreerdp's first RDP packet."""
     need("xfreerdp")
     listener = socket.create_server(("::1", 3390), family=socket.AF_INET6)
-    listener.settimeout(30)
-    first: list[bytes] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(30)
-                first.append(conn.recv(4096))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    first, thread = first_packet(listener, 30)
     env = session_env(tmp_path, display, "SNMPLB_RDP_PORT=3390\nSNMPLB_RDP_OPTIONS=/cert:ignore\n",
                       SNMPLB_RDP_CLIENT="xfreerdp", SNMPLB_PICK=stub_pick(tmp_path, "::1"))
     p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

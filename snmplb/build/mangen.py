@@ -766,8 +766,8 @@ def commands() -> list[Command]:
             synopsis=[f"`{LIBEXEC}/snmplb-session rdp`", f"`{LIBEXEC}/snmplb-session x2go`"],
             description=[
                 P("The X session of a current-LTSP thin client (LTSP 19 and later, without LDM): the display "
-                  "manager logs the user in and runs it from /usr/share/xsessions/snmplb-rdp.desktop or "
-                  "snmplb-x2go.desktop. It asks `snmplb pick` (snmplb(1)) which application server takes the "
+                  "manager logs the user in and runs it from /usr/share/xsessions/zz-snmplb-rdp.desktop or "
+                  "zz-snmplb-x2go.desktop. It asks `snmplb pick` (snmplb(1)) which application server takes the "
                   "next session and starts the remote desktop client on it, full screen, in the foreground: "
                   "when the session ends, so does this script, and the login screen is back."),
                 items(("`rdp`", "xfreerdp3, else xfreerdp: `/v:`{host} $SNMPLB_RDP_OPTIONS [`/port:`{port}] "
@@ -813,8 +813,8 @@ def commands() -> list[Command]:
                 ("LB_*", "The settings of `snmplb pick` (snmplb-client.conf(5)), usually set in the file."),
             ],
             files=[(SESSION_CONF, "The session settings (shell syntax, readable by the users)."),
-                   ("/usr/share/xsessions/snmplb-rdp.desktop", "The RDP session, for the display manager."),
-                   ("/usr/share/xsessions/snmplb-x2go.desktop", "The X2Go session.")],
+                   ("/usr/share/xsessions/zz-snmplb-rdp.desktop", "The RDP session, for the display manager."),
+                   ("/usr/share/xsessions/zz-snmplb-x2go.desktop", "The X2Go session.")],
             examples=[P(f"A {SESSION_CONF}:"),
                       _example('LB_SERVERS="10.0.0.11 10.0.0.12 10.0.0.13"', "LB_ALGORITHM=sticky",
                                'SNMPLB_RDP_OPTIONS="/f /cert:tofu +auto-reconnect /sec:tls"')],

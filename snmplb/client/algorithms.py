@@ -169,7 +169,7 @@ def decide(name: str, servers: Sequence[ServerState], ctx: Context) -> Decision:
                   if s.ok and (s.admin_state in ("draining", "disabled") or s.status in CLOSED_TO_LDM)}
         hosts = _unique(s.name for s in servers if s.name not in closed) or _unique(s.name for s in servers)
         answered = sum(1 for s in servers if s.ok)
-        note = (f"no eligible server ({answered} of {len(servers)} answered): configured order"
+        note = (f"no eligible server ({answered} of {len(servers)} answered)"
                 + "".join(f"; {s.name}: {s.reason or s.status}" for s in servers))
     limit = ctx.settings.max_hosts
     return Decision(hosts[:limit] if limit else hosts, note)

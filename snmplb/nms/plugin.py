@@ -34,6 +34,10 @@ def poll_deadline(timeout_ms: int, plugin_timeout_s: int, now: float) -> float:
     return now + min(timeout_ms / 1000, max(0.0, plugin_timeout_s - RESERVE_S))
 
 
+SILENT_V2C = (" (SNMPv2c: also a wrong community (--secrets), this address not allowed by the agent's "
+              "rocommunity, or snmpd not listening on that address)")
+
+
 class RowResource(nagiosplugin.Resource):
     """Polls one server until ``deadline`` (``poll_deadline``) and turns its row into metrics."""
 
@@ -56,7 +60,12 @@ class RowResource(nagiosplugin.Resource):
             # The kind of failure, as the poller set it, decides: an agent not reached is CRITICAL; one that
             # answered without a usable row (or settings that forbid polling) is UNKNOWN (snmplb.nms.check).
             if state.failure in Failure.NOT_REACHED:
-                yield nagiosplugin.Metric("reachable", state.reason, context="reachable")
+                reason = state.reason
+                if settings.snmp_version == "2c" and state.failure == Failure.UNREACHABLE:
+                    # SNMPv2c answers a wrong community, or an address its rocommunity does not allow, with
+                    # silence: the words name those causes too (never the community itself).
+                    reason += SILENT_V2C
+                yield nagiosplugin.Metric("reachable", reason, context="reachable")
                 return
             if state.failure == Failure.STALE:  # older than any --age-critical can be: a hung agent
                 yield nagiosplugin.Metric("stale", state.reason, context="stale")
