@@ -43,9 +43,9 @@ def test_one_line_per_server_with_state_and_the_picks(fleet):
         idle_line = next(ln for ln in lines if ln.startswith(idle.address))
         assert " 0.20 " in idle_line and " 2 " in idle_line and " ms" in idle_line
         assert lines[0].split()[8] == "LOGINS/MIN" and idle_line.split()[8] == "18"  # 3 new ssh connections in 10 s
-        # The poll's own wait, counted from its start a moment after the deadline was set: 500 ms, or 499 when
-    # that moment passed half a millisecond.
-    assert re.search(r"no answer within (499|500) ms", lines[7]), lines[7]
+        # The poll's own wait, counted from its start a moment after the deadline was set: 500 ms, or 499
+        # when that moment passed half a millisecond.
+        assert re.search(r"no answer within (499|500) ms", lines[7]), lines[7]
         assert "6 of 7 answered" in r.stdout
         picks = {ln[3:].split()[0]: ln[3:].split()[1:] for ln in lines[10:]}  # " * name host host ..."
         assert set(picks) == set(ALGORITHMS)
