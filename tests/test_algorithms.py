@@ -456,3 +456,22 @@ def test_one_fresh_liar_among_stale_honest_rows_does_not_set_the_fleets_rate(cla
     assert 8.0 <= rate <= 12.0, rate  # 9 x 1/s honest, the liar capped at twice the others' mean
     shares = login_shares(honest + [liar], rate, ClientSettings())
     assert shares[0] > 2 * shares[8], shares  # the emptiest honest server still takes far more than the fullest
+
+
+def test_the_others_means_are_each_servers_mean_of_the_others_computed_once():
+    """``_others_means`` gives, for every server, the mean of the others' rates among a subset, bounded:
+    what a mean per server over the others gave, in one sum (linear in the fleet, not quadratic)."""
+    import random
+
+    from snmplb.client.balanced import _others_means
+
+    rng = random.Random(3)
+    for n in (1, 2, 3, 10, 57):
+        values = [rng.uniform(0, 5) for _ in range(n)]
+        for among in (range(n), sorted(rng.sample(range(n), max(1, n // 2))), []):
+            bound = rng.choice((0.5, 100.0))
+            got = _others_means(values, among, bound)
+            for i, v in enumerate(values):
+                others = [values[j] for j in among if j != i]
+                want = min(sum(others) / len(others), bound) if others else v
+                assert got[i] == pytest.approx(want, rel=1e-12, abs=1e-12), (n, i)

@@ -294,9 +294,9 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
         # set the fleet's rate by itself, uncapped: too few fresh figures to stand for the fleet.
         fresh = list(range(len(servers)))
     every = range(len(rho))
-    among_fresh, among_all = _spread_bound(rho, fresh), _spread_bound(rho, every)
-    capped = [_capped(rho[i], max(_others_mean(rho, i, fresh, among_fresh), _others_mean(rho, i, every, among_all)))
-              for i in fresh]
+    by_fresh = _others_means(rho, fresh, _spread_bound(rho, fresh))
+    by_all = _others_means(rho, every, _spread_bound(rho, every))
+    capped = [_capped(rho[i], max(by_fresh[i], by_all[i])) for i in fresh]
     return sum(c * w[i] for c, i in zip(capped, fresh)) * sum(w) / sum(w[i] for i in fresh)
 
 
@@ -305,8 +305,8 @@ def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     an absurd lbLoginRate cannot make a server look full of logins in progress either."""
     w, rho = _per_capacity(servers)
     every = range(len(rho))
-    bound = _spread_bound(rho, every)
-    return [wi * _capped(r, _others_mean(rho, i, every, bound)) for i, (r, wi) in enumerate(zip(rho, w))]
+    means = _others_means(rho, every, _spread_bound(rho, every))
+    return [wi * _capped(r, m) for r, wi, m in zip(rho, w, means)]
 
 
 def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
@@ -321,16 +321,23 @@ def _capped(rate: float, others: float) -> float:
 
 
 def _spread_bound(values: Sequence[float], among: Sequence[int]) -> float:
-    """RATE_SPREAD times the trimmed mean of ``values`` at the indices ``among``: ``_others_mean``'s bound."""
+    """RATE_SPREAD times the trimmed mean of ``values`` at the indices ``among``: ``_others_means``' bound."""
     return RATE_SPREAD * trimmed_mean([values[j] for j in among])
 
 
-def _others_mean(values: Sequence[float], i: int, among: Sequence[int], bound: float) -> float:
-    """The mean of ``values`` at the indices ``among`` but ``i``, at most ``bound`` (``_spread_bound``: two
-    outliers that lift each other's mean are held to the fleet's typical figure); ``values[i]`` when there
-    is no other."""
-    others = [values[j] for j in among if j != i]
-    return min(sum(others) / len(others), bound) if others else values[i]
+def _others_means(values: Sequence[float], among: Sequence[int], bound: float) -> list[float]:
+    """For every index i: the mean of ``values`` at the indices ``among`` but i, at most ``bound``
+    (``_spread_bound``: two outliers that lift each other's mean are held to the fleet's typical figure);
+    ``values[i]`` when there is no other. One sum for all of them: linear in the fleet's size (a mean per
+    server, each over the others, was quadratic: half of a decision's cost at 200 servers)."""
+    members = set(among)
+    n = len(members)
+    total = sum(values[j] for j in among)
+    out = []
+    for i, v in enumerate(values):
+        count, rest = (n - 1, total - v) if i in members else (n, total)
+        out.append(min(rest / count, bound) if count else v)
+    return out
 
 
 def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
