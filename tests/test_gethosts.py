@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import COMMUNITY, V3
+from conftest import BIN, COMMUNITY, V3
 from netfixtures import DelayProxy, FakeLbserver, HostileProxy, Silent
 from snmplb.adminfile import AdminSettings
 from snmplb.lab.fleet import PROJECT, FakeLoad
@@ -152,6 +153,34 @@ def test_snmpv3_authpriv_end_to_end_and_wrong_passphrase_reported(trio):
     assert "not-the-passphrase" not in r.stderr and V3.priv_pass not in r.stderr
     r = get_hosts(addrs(trio), **{**v3, "LB_SNMP_USER": "mallory"})
     assert "unknown SNMPv3 user name" in r.stderr
+
+
+def test_one_server_refusing_our_snmpv3_credentials_does_not_hold_the_login_to_the_deadline(fleet, tmp_path):
+    """A server whose snmpd has another passphrase for our user answers every GET with an unauthenticated
+    report. That is only a tentative reason (a forgery looks the same), but once the other servers have
+    answered, the poll waits only a few round trips more for a genuine answer, not LB_TIMEOUT_MS (here
+    20 s) at every login: get_hosts ends long before it (the subprocess's bound is a liveness check, not a
+    measurement) and still names the refused credentials."""
+    from snmplb.lab.fleet import Fleet, V3User
+
+    good = fleet.add("good", IDLE)
+    with Fleet(tmp_path / "other", community=COMMUNITY, v3_user=V3User(V3.name, "another-auth-9", "another-priv-9")) as other:
+        refusing = other.add("refusing", IDLE)
+        v3 = {"LB_SNMP_VERSION": "3", "LB_SNMP_USER": V3.name, "LB_SNMP_AUTH_PASSPHRASE": V3.auth_pass,
+              "LB_SNMP_PRIV_PASSPHRASE": V3.priv_pass, "LB_TIMEOUT_MS": "20000"}
+        get_hosts(addrs([good, refusing]), **v3)  # snmpd starts each agent at its first request
+        r = subprocess.run([sys.executable, "-I", "-c", "from snmplb.client.gethosts import main; main()"],
+                           env={"PATH": os.environ["PATH"], "LB_SERVERS": addrs([good, refusing]),
+                                "SNMPLB_CLIENT_CONF": "/nonexistent", **v3},
+                           capture_output=True, text=True, timeout=12)
+        assert r.stdout.split() == [good.host], (r.stdout, r.stderr)
+        # The reason, as pick --json shows it (get_hosts logs it to syslog only when another server answered).
+        p = subprocess.run([str(BIN / "snmplb"), "pick", "--json"], capture_output=True, text=True, timeout=12,
+                           env={"PATH": os.environ["PATH"], "LB_SERVERS": addrs([good, refusing]),
+                                "SNMPLB_CLIENT_CONF": "/nonexistent", **v3})
+    refused = next(s for s in json.loads(p.stdout)["servers"] if f"{s['host']}:{s['port']}" == refusing.address)
+    assert refused["reason"].startswith("wrong auth passphrase") and refused["failure"] == "auth", refused
+    assert "another-auth-9" not in p.stdout + p.stderr and V3.auth_pass not in p.stdout + p.stderr
 
 
 def test_sticky_keeps_the_choice_and_moves_only_the_dead_servers_clients(fleet):

@@ -230,6 +230,7 @@ class _Poll:
                     continue
             if not self.open:
                 return
+            self._settle_refused(now)
             if self.early and self.cut is None and self.fastest_usable is not None:
                 cut = now + settle_wait(self.fastest_usable)
                 if cut < self.deadline:
@@ -241,6 +242,25 @@ class _Poll:
             if not hedged and due is not None:  # (due is set, and not None, whenever hedged is still False)
                 wake = min(wake, due)
             self._wait(max(0.0, wake - now))
+
+    def _settle_refused(self, now: float) -> None:
+        """Stop waiting for servers that only sent unauthenticated SNMPv3 reports, once a usable answer is
+        in and every server still open is such a one.
+
+        Such a report is a refused user or passphrase, or a forgery racing the genuine answer
+        (``Query.tentative``): the query waits for an authenticated answer, but not to the deadline at
+        every login when one server's credentials are wrong. A genuine answer follows its forgery within
+        a round trip: ``settle_wait`` (of the fastest answer seen) after the last report, the queries end
+        with their reason.
+        """
+        if not self.any_usable or self.cut is not None:
+            return
+        heard = [e.query.tentative_at for e in self.open if e.query is not None]
+        if len(heard) < len(self.open) or any(t is None for t in heard):
+            return
+        settle = max(t for t in heard if t is not None) + settle_wait(self.fastest_rtt)
+        if settle < self.deadline:
+            self.cut = self.deadline = max(now, settle)
 
     def _sweep(self) -> None:
         """Count the results that came in since the last sweep; keep only the open entries."""

@@ -77,6 +77,7 @@ class Query:
         self.result: ServerState | None = None
         self.next_time: float | None = None
         self.tentative: tuple[str, str] | None = None
+        self.tentative_at: float | None = None  # when the tentative reason was last heard
 
     @property
     def done(self) -> bool:
@@ -290,6 +291,7 @@ class V3Query(Query):
         if match.engine_id:  # it answers a GET: refused by the server, or forged
             oid = pdu.varbinds[0][0] if pdu.varbinds else None
             self.tentative = (Failure.AUTH, snmpcodec.USM_REPORTS.get(oid, "SNMPv3 report"))
+            self.tentative_at = now
         if self.confirmed or len(self.engines) >= _MAX_ENGINES or any(e.id == engine_id for e in self.engines):
             return None
         engine = _Engine(engine_id, reply.usm.boots, reply.usm.time, now)

@@ -408,4 +408,11 @@ def main(args: argparse.Namespace, settings: ClientSettings, problems: list[str]
     if args.count < 0:
         log("--count must be 0 or more")
         return 2
-    return run(settings, args, log)
+    try:
+        return run(settings, args, log)
+    except QueueError as exc:  # the queue failed under us (EBADF, EAGAIN past the retries): said, not a traceback
+        log(f"queue {args.queue}: {exc}; stopped")
+        return 1
+    except Exception as exc:  # the command's outer edge; only the type: a message may quote a setting
+        log(f"internal error ({type(exc).__name__}); stopped")
+        return 1
