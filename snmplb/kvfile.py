@@ -239,6 +239,27 @@ def check(field: Field, raw: str) -> object:
         raise ConfigError(f"{field.name}: {exc}") from None
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """The ``name: meaning`` entries of a settings class's docstring (continuation lines indented): each
+    setting's one description, read by its command's --help and by its manual page (snmplb.build.mangen)."""
+    import inspect  # here: get_hosts imports this module at every login and never asks for words
+    import re
+
+    out: dict[str, str] = {}
+    current = None
+    # cleandoc: Python 3.13 strips a docstring's indentation itself, 3.11 does not; both read alike here.
+    for line in inspect.cleandoc(cls.__doc__ or "").splitlines()[1:]:
+        m = re.match(r"(\w+): (.*)", line)
+        if m:
+            current = m.group(1)
+            out[current] = m.group(2)
+        elif current and line.startswith(" ") and line.strip():
+            out[current] += " " + line.strip()
+        else:
+            current = None
+    return out
+
+
 # Parse functions: each takes the raw text and returns the value or raises ConfigError (without the
 # key's name: validate and check add it).
 

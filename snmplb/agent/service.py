@@ -19,7 +19,6 @@ import io
 import logging
 import logging.handlers
 import os
-import re
 import select
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import BinaryIO, NoReturn
 
 from snmplb.agent import config as agentconf
 from snmplb import mib
+from snmplb.kvfile import field_docs
 from snmplb.adminfile import UNREADABLE, AdminReading, AdminSettings, problem_line, read_admin, settle
 from snmplb.agent.config import AgentConfig
 from snmplb.errors import ConfigError
@@ -282,23 +282,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _setting_help() -> dict[str, str]:
-    """Each setting's words from AgentConfig's docstring, its one description: a "name: text (default)."
-    line, continued on the more deeply indented lines below it."""
-    import inspect
-
-    helps: dict[str, str] = {}
-    name = ""
-    # cleandoc: Python 3.13 strips a docstring's indentation itself, 3.11 does not; both read alike here.
-    for line in inspect.cleandoc(AgentConfig.__doc__ or "").splitlines():
-        m = re.match(r"(\w+): (.*)", line)
-        if m and m.group(1) in agentconf.KEYS:
-            name = m.group(1)
-            helps[name] = m.group(2)
-        elif name and line.startswith("    ") and line.strip():
-            helps[name] += " " + line.strip()
-        else:
-            name = ""
-    return helps
+    """Each setting's words from AgentConfig's docstring, its one description (``kvfile.field_docs``)."""
+    docs = field_docs(AgentConfig)
+    return {key: docs[key] for key in agentconf.KEYS if key in docs}
 
 
 def _option_help() -> dict[str, str]:

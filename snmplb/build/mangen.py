@@ -23,7 +23,6 @@ by man(1) without a warning.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import re
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import snmplb
-from snmplb import adminfile, kvfile, mib, usm
+from snmplb import adminfile, kvfile, mib
 from snmplb.admin import command as admin_command
 from snmplb.agent import config as agentconf
 from snmplb.agent import haproxycheck, service
@@ -248,22 +247,6 @@ def option_items(parser: argparse.ArgumentParser, more: Callable[[argparse.Actio
 
 
 # -- settings tables -----------------------------------------------------------------------------------
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The ``name: meaning`` entries of a settings class's docstring (continuation lines indented)."""
-    out: dict[str, str] = {}
-    current = None
-    for line in inspect.cleandoc(cls.__doc__ or "").splitlines()[1:]:
-        m = re.match(r"(\w+): (.*)", line)
-        if m:
-            current = m.group(1)
-            out[current] = m.group(2)
-        elif current and line.startswith(" ") and line.strip():
-            out[current] += " " + line.strip()
-        else:
-            current = None
-    return out
-
 
 def accepts(parse: object) -> str | None:
     """What a setting's parse function takes, in its own words (kvfile.accepting), if it says."""
@@ -950,7 +933,7 @@ def settings_pages() -> list[tuple[Page, str]]:
           "not read: the defaults stand; a junk file's problems are logged as the first five and a count. The "
           "file is read when the agent starts: snmpd restarts the agent after `systemctl restart snmpd`."),
     )
-    agent.add("KEYS", settings_items(agentconf.FIELDS, field_docs(agentconf.AgentConfig), "agent.conf"))
+    agent.add("KEYS", settings_items(agentconf.FIELDS, kvfile.field_docs(agentconf.AgentConfig), "agent.conf"))
     agent.add("FILES", items((str(agentconf.DEFAULT_CONFIG), "This file.")))
     agent.add("EXAMPLES",
               P("An xrdp farm, where \"listening\" must mean xrdp's port, and /home on NFS that may hang:"),
@@ -975,7 +958,7 @@ def settings_pages() -> list[tuple[Page, str]]:
           "for the rest, and the state is draining unless a valid `state` line says otherwise; a file present "
           "but unreadable counts as draining."),
     )
-    admin.add("KEYS", settings_items(adminfile.FIELDS, field_docs(adminfile.AdminSettings), "admin.conf"))
+    admin.add("KEYS", settings_items(adminfile.FIELDS, kvfile.field_docs(adminfile.AdminSettings), "admin.conf"))
     admin.add("FILES", items((str(admin_command.DEFAULT_FILE), "This file."),
                              (str(kvfile.lock_path(admin_command.DEFAULT_FILE)), "snmplb-admin's lock.")))
     admin.add("EXAMPLES", _example(*adminfile.render_admin(adminfile.AdminSettings(weight=200)).splitlines()))
