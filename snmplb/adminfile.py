@@ -186,12 +186,6 @@ def read_admin(path: Path) -> AdminReading:
     return AdminReading(settings, tuple(f"{path}: {p}" for p in problems))
 
 
-def load_admin(path: Path) -> tuple[AdminSettings, list[str]]:
-    """The admin file's conservative settings and its problems (for snmplb-admin)."""
-    reading = read_admin(path)
-    return reading.settings, list(reading.problems)
-
-
 def save_admin(path: Path, settings: AdminSettings) -> None:
     """Write the admin file atomically (world-readable: snmpd's user reads it).
 

@@ -10,7 +10,7 @@ import pytest
 from snmplb.agent import config
 from snmplb.agent import verdict
 from snmplb import mib
-from snmplb.adminfile import AdminSettings, load_admin, parse_admin_bytes, render_admin
+from snmplb.adminfile import AdminSettings, parse_admin_bytes, read_admin, render_admin
 from snmplb.kvfile import parse_kv, write_atomic
 from snmplb.agent.procfs import (ProcError, ProcSample, parse_cpu_count, parse_loadavg, parse_meminfo,
                               parse_vmstat, swap_rates)
@@ -171,7 +171,8 @@ def test_admin_settings_bad_values_fall_back_and_are_named(tmp_path):
     assert any("colour" in p for p in problems)
     good = AdminSettings("draining", 250, 40)
     assert parse_admin(render_admin(good)) == (good, [])
-    assert load_admin(tmp_path / "missing") == (AdminSettings(), [])
+    missing = read_admin(tmp_path / "missing")
+    assert (missing.settings, list(missing.problems)) == (AdminSettings(), [])
 
 
 def test_admin_states_are_the_mibs_and_each_is_read_written_and_published():

@@ -89,11 +89,6 @@ def metric_type(o: mib.MibObject) -> str:
     return "counter" if o.base.startswith("Counter") else "gauge"
 
 
-def exported_names() -> frozenset[str]:
-    """Every series name the module exposes (an EnumAsInfo object's name gains ``_info``)."""
-    return frozenset(metric_name(o) + ("_info" if metric_type(o) == "EnumAsInfo" else "") for o in exported())
-
-
 def _help(o: mib.MibObject) -> str:
     text = " ".join(o.description.split())
     return text + " Exported divided by 100: the real number." if o.hint == "d-2" else text
