@@ -53,7 +53,15 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
   later 30 % of the clients log out and back in within 60 s;
 - moves: every client chooses once on the settled fleet; then one server dies
   and they choose again (which clients move?), and a second day (who keeps
-  their server?).
+  their server?);
+- reconnect (issue 19): after Rudolfo's storm has settled, a network blip: 40 %
+  of the users come back within a minute, their xrdp/X2Go sessions waiting on
+  their servers, while 140 new users log in. With affinity each returning
+  login asks the user's question, and each server's state carries its agent's
+  answer (lbUserSessions, lbUserWaiting) built from the simulator's own
+  bookkeeping of who has a session where, from the same sample as its row;
+  without, they choose afresh, and a session left behind keeps its memory.
+  Landing on one's own server resumes the session either way.
 Each scenario compares the default with the prototype, random, weighted, two
 choices, sticky, and "perfect placement by counts": every login to the server
 with the fewest sessions per capacity at that instant (the simulator's
@@ -67,14 +75,17 @@ memory figures can avoid at best.
     .venv/bin/python bench/storm.py --jobs 2        # full report: docs/balance.md, .json and docs/balance-*.png
     .venv/bin/python bench/storm.py --seeds 2 --no-plots --out /tmp/x.md   # quick look
     .venv/bin/python bench/storm.py --scenarios-only --seeds 3 --periods 10 --out /tmp/s.md  # the site shapes
+    .venv/bin/python bench/storm.py --reconnect-only --seeds 10 --periods 10 --out bench/results/reconnect.md
 
 Measures, per algorithm and staleness T: max/mean (the fullest live server's
 sessions per unit of capacity over the fleet's average), the worst peak memory
 (over 100 % = swapping) and how many servers swapped, the share of logins
 started on a server that was overloaded at that moment (swapping, or load per
 CPU above 2), logins to the dead and to the slow server, the newcomer's share
-of the wave against its fair (capacity) share, and for the moves, the share of
-clients that moved against the dead server's own share.
+of the wave against its fair (capacity) share, for the moves, the share of
+clients that moved against the dead server's own share, and for the reconnect
+wave, the returning users who got their session back and the sessions left
+waiting.
 """
 
 from __future__ import annotations
@@ -93,11 +104,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from snmplb import mib  # noqa: E402
 from snmplb.adminfile import AdminSettings  # noqa: E402
-from snmplb.client.selection import Selection  # noqa: E402
+from snmplb.client.selection import Selection, User  # noqa: E402
 from snmplb.client.balanced import IN_TIME_SHARE  # noqa: E402
 from snmplb.agent.verdict import HealthPolicy  # noqa: E402
 from snmplb.agent.procfs import ProcSample, swap_rates  # noqa: E402
 from snmplb.agent.logins import SessionCount  # noqa: E402
+from snmplb.agent.usersessions import UserSessions  # noqa: E402
+from snmplb.affinity import QUESTION_SIZE  # noqa: E402
 from snmplb.client.settings import ClientSettings, Server  # noqa: E402
 from snmplb.agent.values import compute_values  # noqa: E402
 from snmplb.client.serverstate import ServerState  # noqa: E402
@@ -117,6 +130,12 @@ LOGNORMAL_SIGMA = 0.6  # lognormal session memory: a few users with big browsers
 LOGNORMAL_MAX = 8192.0  # MiB: one session's memory, at most
 TYPICAL_MEM = statistics.fmean(SESSION_MEM)  # a session's mean memory, either distribution
 DAY_SESSION_S, DAY_MIN_SESSION_S, DAY_STEP_S = 1800.0, 200.0, 30.0  # the working day (Sim.day)
+# The reconnect wave (reconnect_metrics): at BLIP_AT, after the storm has settled, a network blip disconnects
+# BLIP_SHARE of the users; they come back within BLIP_S, and RECONNECT_NEW new users log in within the same BLIP_S.
+BLIP_AT, BLIP_SHARE, BLIP_S, RECONNECT_NEW = 3600.0, 0.4, 60.0, 140
+# The question a returning user's login asks (its bytes never matter here: each server's answer is built from the
+# simulator's bookkeeping, ``SimServer.user_answer``, as the agent's ``usersessions.Answers`` would give it).
+SIM_QUESTION = bytes(QUESTION_SIZE)
 
 
 @dataclass(frozen=True)
@@ -172,6 +191,11 @@ class SimServer:
     base_mem: float = BASE_MEM
     background: int = 0  # steady ssh connections that are not logins (admins, rsync, monitoring)
     mem_of: dict[str, float] = field(default_factory=dict)  # each client's session memory
+    waiting: set[str] = field(default_factory=set)  # users whose session here waits for a reconnect (disconnected)
+    # Each user's sessions as of the last published row (the agent answers lbUserTable from the same sample as
+    # lbRow): the users with a session that has appeared, and those of them waiting. Kept only when the run
+    # asks users' questions (Sim.users).
+    published_users: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
@@ -221,11 +245,34 @@ class SimServer:
     def overloaded(self) -> bool:
         return self.mem > self.ram or self.loads[0] / self.cpus > OVERLOAD_LOAD
 
-    def publish(self, t: float, login_rate: bool = True, ssh_connections: bool = True) -> None:
-        """The row a poll would return now, made by the agent's own code."""
+    def user_sessions_now(self, t: float) -> frozenset[str]:
+        """The users with a session here at time t as logind shows them: a login's session appears only
+        ``appear`` after its choice (usersessions.collect counts logind's sessions)."""
+        pending = {s.client for s in self.ramping if s.appear > t}
+        return frozenset(c for c in self.clients if c not in pending)
+
+    def user_table(self) -> dict[str, UserSessions]:
+        """Each user's sessions here as the agent's sampler collected them with the last published row:
+        what ``usersessions.Answers`` answers questions from (one session per user per server here; waiting:
+        disconnected, as xrdp and X2Go keep a session after a network blip)."""
+        present, waiting = self.published_users
+        return {u: UserSessions(1, int(u in waiting)) for u in present}
+
+    def user_answer(self, user: str) -> dict[str, int]:
+        """lbUserSessions and lbUserWaiting for ``user``'s question, as the agent answers it from the last
+        published sample (``Answers.answer`` on ``user_table``: 0 and 0 for a user with no session here),
+        without an HMAC per user and server."""
+        present, waiting = self.published_users
+        return {"lbUserSessions": int(user in present), "lbUserWaiting": int(user in present and user in waiting)}
+
+    def publish(self, t: float, login_rate: bool = True, ssh_connections: bool = True, users: bool = False) -> None:
+        """The row a poll would return now, made by the agent's own code; ``users``: keep each user's
+        sessions of the same sample too (``published_users``)."""
         if self.dead:
             self.published = ServerState(self.name, 161, None, "no answer within 1000 ms")
             return
+        if users:
+            self.published_users = (self.user_sessions_now(t), frozenset(self.waiting))
         proc = ProcSample(t, *self.loads, self.cpus, int(self.ram * 1024), int(max(0.0, self.ram - self.mem) * 1024),
                           8 << 20, 8 << 20, self.pswp, self.pswp, t - self.joined_at)
         self.history = (self.history + [proc])[-12:]
@@ -254,6 +301,7 @@ class SimServer:
     def logout(self, client: str) -> None:
         """The client's session ends (steady by then)."""
         self.clients.discard(client)
+        self.waiting.discard(client)
         self.steady -= 1
         self.steady_mem -= self.mem_of.pop(client)
 
@@ -385,6 +433,13 @@ class Sim:
         self.bad_starts = 0
         self.to_silent = 0
         self.settings = self._settings()
+        # The reconnect wave (``reconnect``): whether logins of returning users ask their question (affinity),
+        # whether the servers keep each user's sessions with their rows (set when users are asked about),
+        # the users coming back, and each return: (time, user, server, went home).
+        self.affinity = False
+        self.users = False
+        self.coming_back: set[str] = set()
+        self.returns: list[tuple[float, str, str, bool]] = []
 
     def _settings(self) -> ClientSettings:
         return ClientSettings(servers=tuple(Server(s.name) for s in self.fleet), algorithm=self.variant.algorithm,
@@ -395,7 +450,7 @@ class Sim:
         server.phase = 0.0 if self.synchronized or not self.period else float(self.rng.randrange(int(self.period)))
 
     def _publish(self, server: SimServer, t: float) -> None:
-        server.publish(t, self.variant.login_rate, self.model.ssh_connections)
+        server.publish(t, self.variant.login_rate, self.model.ssh_connections, self.users)
 
     def add_server(self, server: SimServer) -> None:
         self._phase(server)
@@ -422,6 +477,11 @@ class Sim:
             if plan.hedge and selection.needs_hedge(states):
                 states += [self._aged(self.by_name[s.host]) for s in plan.hedge]
             server = self.by_name[selection.decide(plan, states).decision.hosts[0]]
+        self._start(server, client)
+        return server.name
+
+    def _start(self, server: SimServer, client: str) -> None:
+        """A new session for ``client`` on ``server``, chosen now."""
         self.bad_starts += server.overloaded()
         self.to_silent += self.silent(server)
         appear = self.t + self.rng.uniform(*self.model.appear)  # draws in this order: seeds repeat across versions
@@ -430,7 +490,58 @@ class Sim:
         server.clients.add(client)
         server.mem_of[client] = mem
         self.logins.append((self.t, client, server.name))
+
+    def blip(self, users: list[str]) -> None:
+        """A network blip: each of ``users`` loses its connection, and its session waits on its server for a
+        reconnect (xrdp and X2Go keep it until a timeout, by default none); they will come back
+        (``coming_back``: ``run_until`` sends their arrivals to ``reconnect``)."""
+        for s in self.fleet:
+            for u in users:
+                if u in s.clients:
+                    s.waiting.add(u)
+        self.coming_back.update(users)
+
+    def reconnect(self, user: str) -> str:
+        """A user back after the blip, from the same thin client, their session waiting on one server.
+
+        With affinity the login asks the user's question, and each answering server's state carries its
+        agent's answer (``asked``): the real Selection then sends the user home (``Selection.affinity``).
+        Without, the login is a new one, as get_hosts' (no user). Either way, landing on the server where the
+        session waits resumes it (xrdp-sesman and X2Go reconnect a user's disconnected session: no new
+        session, no new memory); anywhere else a new session starts, and the old one keeps its memory.
+        The references go home with affinity when home is up, else place as for a new login."""
+        self.coming_back.discard(user)
+        home = next((s for s in self.fleet if user in s.waiting), None)
+        if self.variant.algorithm in (ORACLE, ORACLE_MEM):
+            if self.affinity and home is not None and home in self._live():
+                server = home
+            else:
+                server = self._by_counts() if self.variant.algorithm == ORACLE else self._by_memory()
+        else:
+            who = User(user, (), SIM_QUESTION) if self.affinity else None
+            selection = Selection(self.settings, self.rng, user, who)
+            plan = selection.plan()
+            states = [self.asked(self.by_name[s.host], user) if who else self._aged(self.by_name[s.host])
+                      for s in plan.polled]
+            if plan.hedge and selection.needs_hedge(states):
+                states += [self._aged(self.by_name[s.host]) for s in plan.hedge]
+            server = self.by_name[selection.decide(plan, states).decision.hosts[0]]
+        went_home = server is home
+        self.returns.append((self.t, user, server.name, went_home))
+        if went_home:
+            server.waiting.discard(user)
+        else:
+            self._start(server, user)
         return server.name
+
+    def asked(self, server: SimServer, user: str) -> ServerState:
+        """The state a poll asking ``user``'s question sees: the aged row, and when the agent answered, its
+        lbUserSessions and lbUserWaiting for the user (``SimServer.user_answer``; serverquery.row_from_pdu
+        puts them in the same values)."""
+        st = self._aged(server)
+        if not st.ok:
+            return st
+        return st._replace(values={**st.values, **server.user_answer(user)})
 
     def _by_counts(self) -> SimServer:
         """The reference: every login to the live server with the fewest sessions per capacity right now
@@ -468,7 +579,10 @@ class Sim:
                 elif s.published is None or self.period == 0 or (self.t - s.phase) % self.period == 0:
                     self._publish(s, self.t)
             while i < len(queue) and queue[i][0] <= self.t:
-                self.login(queue[i][1])
+                if queue[i][1] in self.coming_back:
+                    self.reconnect(queue[i][1])
+                else:
+                    self.login(queue[i][1])
                 i += 1
             self.t += 1.0
 
@@ -508,10 +622,13 @@ class Sim:
                 later.append((t + DAY_MIN_SESSION_S + self.rng.expovariate(1 / DAY_SESSION_S), c))
             ends = later
 
-    def max_over_mean(self) -> float:
+    def max_over_mean(self, in_use: bool = False) -> float:
+        """The fullest live server's sessions per capacity over the fleet's; ``in_use``: without the sessions
+        waiting for a reconnect (those the reconnect wave left behind)."""
         live = [s for s in self.fleet if not s.dead]
-        total = sum(len(s.clients) for s in live) / sum(s.weight for s in live)
-        return max(len(s.clients) / s.weight for s in live) / total
+        held = {s.name: len(s.clients) - (len(s.waiting) if in_use else 0) for s in live}
+        total = sum(held.values()) / sum(s.weight for s in live)
+        return max(held[s.name] / s.weight for s in live) / total
 
 
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
@@ -557,6 +674,44 @@ def wave_metrics(variant: Variant, period: float, seed: int, model: Model = Mode
     got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
     return {"new_share": got / (newcomer.weight / live_weight), "max_mean": sim.max_over_mean(),
             "swapping": sum(1 for s in sim.fleet if s.peak > 1.0)}
+
+
+def reconnect_metrics(variant: Variant, period: float, seed: int, affinity: bool, model: Model = Model()) -> dict:
+    """Issue 19's reconnect wave: after Rudolfo's storm has settled (fast-forwarded to BLIP_AT), a network
+    blip disconnects BLIP_SHARE of the users, whose sessions wait on their servers; they come back within
+    BLIP_S while RECONNECT_NEW new users log in within the same BLIP_S. ``affinity``: the returning users'
+    logins ask their question (LB_AFFINITY with a site key); without, they choose afresh and a session left
+    behind keeps its memory. The same seed draws the same storm, blip and arrivals with or without affinity.
+
+    home: the returning users who got their session back; max_mean: sessions held per capacity at the end
+    (those left waiting included: they hold memory), fullest live server over the fleet's mean;
+    max_mean_in_use: the same without the sessions left waiting (the users' own sessions only);
+    swapping, peak_mem: from the blip on; left_waiting: sessions still waiting for a reconnect at the end
+    (left behind); to_dead: logins sent to the dead server."""
+    sim = Sim(rudolfo_fleet(), variant, period, seed, model=model)
+    sim.users, sim.affinity = True, affinity
+    clients = [f"c{i:04d}" for i in range(1400)]
+    sim.storm(clients, 0.0)
+    for s in sim.fleet:
+        s.fast_forward(sim.t, BLIP_AT)
+    sim.t = BLIP_AT
+    sim.run_until(BLIP_AT + 29, [])  # the rows of the settled fleet, published on each agent's clock
+    start = sim.t
+    back = sim.rng.sample(clients, int(BLIP_SHARE * len(clients)))
+    fresh = [f"n{i:04d}" for i in range(RECONNECT_NEW)]
+    arrivals = [(start + sim.rng.uniform(0, BLIP_S), c) for c in back + fresh]
+    for s in sim.fleet:
+        s.peak = 0.0
+    sim.blip(back)
+    before = len(sim.logins)
+    sim.run_until(start + SETTLE_S, arrivals)
+    dead = {s.name for s in sim.fleet if s.dead}
+    return {"home": sum(r[3] for r in sim.returns) / len(back), "max_mean": sim.max_over_mean(),
+            "max_mean_in_use": sim.max_over_mean(in_use=True),
+            "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
+            "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
+            "left_waiting": sum(len(s.waiting) for s in sim.fleet),
+            "to_dead": sum(1 for _, _, s in sim.logins[before:] if s in dead)}
 
 
 def move_metrics(variant: Variant, seed: int) -> dict:
@@ -632,6 +787,9 @@ def _job(job: tuple) -> tuple[tuple, dict]:
     if kind == "wave":
         label, T, seed = rest
         return job, wave_metrics(BY_LABEL[label], T, seed)
+    if kind == "reconnect":
+        label, T, seed, with_affinity = rest
+        return job, reconnect_metrics(BY_LABEL[label], T, seed, with_affinity)
     label, seed = rest
     return job, move_metrics(BY_LABEL[label], seed)
 
@@ -661,6 +819,65 @@ def scenario_seeds(sc: Scenario, seeds: int) -> int:
     return 10 * seeds if sc.small else seeds
 
 
+def reconnect_jobs(seeds: int, periods: list[float]) -> list[tuple]:
+    """The reconnect wave's runs: every compared algorithm with and without affinity, at T = 10 s (the
+    reference staleness; the first period asked when 10 is not among them)."""
+    return [("reconnect", label, T, s, aff) for label in COMPARED for T in reconnect_periods(periods)
+            for aff in (True, False) for s in range(seeds)]
+
+
+def reconnect_periods(periods: list[float]) -> list[float]:
+    return [T for T in periods if T == 10.0] or periods[:1]
+
+
+def reconnect_section(done: dict[tuple, dict], seeds: int, periods: list[float]) -> list[str]:
+    """The reconnect wave's tables (``reconnect_metrics``), from the runs in ``done``."""
+    lines = ["", "## Reconnect wave (issue 19): a network blip, 40 % of the users back within a minute", "",
+             f"After Rudolfo's storm has settled, a network blip disconnects {BLIP_SHARE:.0%} of the 1400 users; "
+             f"their xrdp/X2Go sessions wait on their servers. They come back within {BLIP_S:g} s while "
+             f"{RECONNECT_NEW} new users log in within the same {BLIP_S:g} s. With affinity each returning "
+             "user's login asks their question, and every server's answer (lbUserSessions, lbUserWaiting) is "
+             "built from the simulator's bookkeeping as its agent would give it, from the same sample as its "
+             "row; without, returning users choose afresh (a session left behind keeps holding its memory: "
+             "xrdp and X2Go keep it until a timeout, by default none), and one who happens to land on their "
+             "own server resumes their session. Home: returning users who got their session back. max/mean: "
+             "sessions held per capacity at the end, those left waiting included (they hold memory, and logind "
+             "and lbSessions count them); in use: without them. Swapping and peak memory "
+             f"from the blip on. Means of {seeds} seeds; the same seed draws the same storm, blip and arrivals "
+             "with and without affinity.", ""]
+    for T in reconnect_periods(periods):
+        lines += [f"### Stats published every {T:g} s", "",
+                  "| algorithm | affinity | returning users home | max/mean | max/mean, sessions in use "
+                  "| servers swapping | worst peak memory | sessions left waiting | logins to the dead server |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for label in COMPARED:
+            for aff in (True, False):
+                r = [done[("reconnect", label, T, s, aff)] for s in range(seeds)]
+                lines.append(f"| {label} | {'yes' if aff else 'no'} | {_mean(r, 'home'):.1%} | "
+                             f"{_mean(r, 'max_mean'):.3f} | {_mean(r, 'max_mean_in_use'):.3f} | "
+                             f"{_mean(r, 'swapping'):.1f} | {_mean(r, 'peak_mem'):.0%} | "
+                             f"{_mean(r, 'left_waiting'):.0f} | {sum(x['to_dead'] for x in r)} |")
+        lines.append("")
+        def worse(label: str) -> list[str]:
+            """Where affinity is worse than none for ``label``, at the tables' precision."""
+            a = [done[("reconnect", label, T, s, True)] for s in range(seeds)]
+            b = [done[("reconnect", label, T, s, False)] for s in range(seeds)]
+            return [f"{name} {_mean(a, key):.{d}f} against {_mean(b, key):.{d}f}"
+                    for key, name, d in (("max_mean", "max/mean", 3), ("swapping", "servers swapping", 1))
+                    if round(_mean(a, key), d) > round(_mean(b, key), d)]
+
+        own = worse("balanced")
+        others = [f"{label}: {'; '.join(w)}" for label in COMPARED if label != "balanced" for w in [worse(label)] if w]
+        lines += ["Target for the default (issue 19): with affinity no worse than without in max/mean and servers "
+                  "swapping: " + ("**met**." if not own else "**not met**: " + "; ".join(own) + "."),
+                  "", "Other rows where affinity is worse than none: " + ("; ".join(others) or "none") + ". "
+                  f"Without affinity each returning user who lands elsewhere is one more login the algorithm places "
+                  f"(about {int(BLIP_SHARE * 1400) + RECONNECT_NEW} instead of {RECONNECT_NEW}) and leaves a session "
+                  "behind: more placements let it even out what the storm left (max/mean of sessions held falls "
+                  "towards 1), while the memory held swaps more servers.", ""]
+    return lines
+
+
 def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: int = 1,
            scenarios_only: bool = False, cache: Path | None = None) -> str:
     t0 = time.monotonic()
@@ -684,6 +901,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     jobs += [("storm", "rudolfo", v.label, T, s, True) for v in VARIANTS for T in worst_periods for s in range(seeds)]
     jobs += [("wave", v.label, T, s) for v in VARIANTS for T in periods for s in range(seeds)]
     jobs += [("moves", v.label, s) for v in VARIANTS for s in range(min(seeds, 3))]
+    jobs += reconnect_jobs(seeds, periods)
     done = run_all(jobs, workers, cache)
 
     def runs(key: str, label: str, T: float, sync: bool = False) -> list[dict]:
@@ -740,6 +958,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     for v in VARIANTS:
         r = moves[v.label]
         lines.append(f"| {v.label} | {_mean(r, 'moved'):.1%} | {_mean(r, 'ideal'):.1%} | {_mean(r, 'kept'):.1%} |")
+    lines += reconnect_section(done, seeds, periods)
     def mm(label: str, T: float, digits: int = 2) -> str:
         return f"{_mean(rud[(label, T)], 'max_mean'):.{digits}f}" if (label, T) in rud else "n/a"
 
@@ -822,6 +1041,10 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
            "margot": {f"{label} @ T={T:g}": _mean(r, "max_mean") for (label, T), r in mar.items()},
            "wave": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]} for (label, T), r in wave.items()},
            "moves": {label: {k: _mean(r, k) for k in r[0]} for label, r in moves.items()},
+           "reconnect": {f"{label} @ T={T:g}, affinity {'yes' if aff else 'no'}":
+                         {k: _mean(r, k) for k in r[0]}
+                         for T in reconnect_periods(periods) for label in COMPARED for aff in (True, False)
+                         for r in [[done[("reconnect", label, T, s, aff)] for s in range(seeds)]]},
            "rudolfo_synchronized": {f"{label} @ T={T:g}": {k: _mean(r, k) for k in r[0]}
                                     for (label, T), r in sync.items()},
            "blind_floor": {f"T={T:g}{' synchronized' if sy else ''}": f for (T, sy), f in floors.items()},
@@ -952,7 +1175,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="processes to run the simulations in")
     ap.add_argument("--scenarios-only", action="store_true", help="only the site shapes' tables (no JSON, no plots)")
     ap.add_argument("--cache", type=Path, help="reuse and keep the runs' metrics in this file (see run_all)")
+    ap.add_argument("--reconnect-only", action="store_true",
+                    help="only the reconnect wave's tables (issue 19; T = 10 s when among --periods)")
     args = ap.parse_args(argv)
+    if args.reconnect_only:
+        t0 = time.monotonic()
+        done = run_all(reconnect_jobs(args.seeds, args.periods), args.jobs, args.cache)
+        text = "\n".join(["# The reconnect wave (bench/storm.py --reconnect-only)", "",
+                          f"Generated by `.venv/bin/python bench/storm.py --reconnect-only --seeds {args.seeds} "
+                          f"--periods {' '.join(f'{T:g}' for T in args.periods)} --out {args.out}`."]
+                         + reconnect_section(done, args.seeds, args.periods)
+                         + [f"({time.monotonic() - t0:.0f} s to compute.)", ""])
+        args.out.write_text(text)
+        print(text)
+        return 0
     text = report(args.seeds, args.periods, not args.no_plots, args.out, args.jobs, args.scenarios_only, args.cache)
     args.out.write_text(text)
     print(text)

@@ -143,3 +143,87 @@ def test_memory_keeps_more_servers_out_of_swap_in_a_working_day_than_placement_b
     by_counts = sum(runs.one("day", storm.ORACLE, 10.0, s)["swapping"] for s in seeds)
     assert own < by_counts, (own, by_counts)
     assert all(runs.one("day", "balanced", 10.0, s)["to_dead"] == 0 for s in seeds)
+
+
+# The reconnect wave (issue 19): the simulator builds each server's answer to a returning user's question.
+
+def _small_sim(affinity: bool) -> "storm.Sim":
+    """Three live servers at T = 0, user u1's session waiting on the second: no storm, just the bookkeeping."""
+    fleet = [storm.SimServer(f"s{i}", 8, 32768, 100) for i in range(3)]
+    sim = storm.Sim(fleet, BY_LABEL["balanced"], 0.0, 0)
+    sim.users, sim.affinity = True, affinity
+    for name, users in (("s0", ["u0"]), ("s1", ["u1", "u2"]), ("s2", [])):
+        server = sim.by_name[name]
+        for u in users:
+            server.clients.add(u)
+            server.mem_of[u] = 700.0
+            server.steady += 1
+            server.steady_mem += 700.0
+    sim.blip(["u1"])
+    for s in fleet:
+        s.step(sim.t)
+        sim._publish(s, sim.t)
+    return sim
+
+
+def test_each_servers_answer_is_what_its_agent_would_answer_from_the_same_sample():
+    from snmplb import affinity
+    from snmplb.agent.usersessions import Answers
+
+    sim = _small_sim(True)
+    key = b"a-site-key-of-sixteen-or-more"
+    for server in sim.fleet:
+        answers = Answers(key, server.user_table())
+        for user in ("u0", "u1", "u2", "nobody"):
+            asked = affinity.question(key, user, b"\x01" * affinity.NONCE_SIZE)
+            real = {col: answers.answer(col, asked) for col in ("lbUserSessions", "lbUserWaiting")}
+            assert server.user_answer(user) == real, (server.name, user)
+    assert sim.by_name["s1"].user_answer("u1") == {"lbUserSessions": 1, "lbUserWaiting": 1}
+    assert sim.by_name["s1"].user_answer("u2") == {"lbUserSessions": 1, "lbUserWaiting": 0}
+    # The poll's state carries them beside the row, as serverquery.row_from_pdu puts them.
+    state = sim.asked(sim.by_name["s1"], "u1")
+    assert (state.user_sessions, state.user_waiting, state.takes_reconnect) == (1, 1, True)
+    assert sim.asked(sim.by_name["s2"], "u1").user_sessions == 0
+
+
+def test_the_answers_are_those_of_the_last_published_sample_and_a_session_counts_once_it_shows():
+    sim = _small_sim(True)
+    s2 = sim.by_name["s2"]
+    sim._start(s2, "u9")  # a login now: its session shows on logind 3-8 s later
+    sim._publish(s2, sim.t)
+    assert s2.user_answer("u9")["lbUserSessions"] == 0
+    sim.t = 10.0
+    assert s2.user_answer("u9")["lbUserSessions"] == 0  # not republished yet: the old sample's answer
+    sim._publish(s2, sim.t)
+    assert s2.user_answer("u9")["lbUserSessions"] == 1
+
+
+def test_a_returning_user_goes_home_with_affinity_and_resumes_the_waiting_session():
+    sim = _small_sim(True)
+    mem_before = {s.name: s.steady_mem for s in sim.fleet}
+    for _ in range(20):  # s1 is the fullest: balanced alone would rarely choose it
+        sim.coming_back.add("u1")
+        sim.by_name["s1"].waiting.add("u1")
+        assert sim.reconnect("u1") == "s1"
+    assert all(r[2:] == ("s1", True) for r in sim.returns)
+    assert "u1" not in sim.by_name["s1"].waiting and not sim.coming_back
+    assert {s.name: s.steady_mem for s in sim.fleet} == mem_before and all(not s.ramping for s in sim.fleet)
+
+
+def test_without_affinity_a_returning_user_chooses_afresh_and_the_old_session_keeps_its_memory():
+    sim = _small_sim(False)
+    where = sim.reconnect("u1")
+    assert where != "s1"  # s1 holds two sessions, the others one and none: balanced takes another at T = 0
+    assert sim.returns == [(0.0, "u1", where, False)]
+    assert "u1" in sim.by_name["s1"].waiting and sim.by_name["s1"].steady_mem == 1400.0  # left behind
+    assert "u1" in sim.by_name[where].clients and len(sim.by_name[where].ramping) == 1  # a new session
+    assert sum(len(s.clients) for s in sim.fleet) == 4  # three in use, one left waiting: both held
+
+
+def test_the_reconnect_wave_sends_the_returning_users_home_only_with_affinity():
+    with_aff = storm.reconnect_metrics(BY_LABEL["balanced"], 10.0, 0, True)
+    without = storm.reconnect_metrics(BY_LABEL["balanced"], 10.0, 0, False)
+    assert with_aff["home"] == 1.0 and with_aff["left_waiting"] == 0
+    assert without["home"] < 0.2 and without["left_waiting"] == round(560 * (1 - without["home"]))
+    assert with_aff["max_mean"] <= without["max_mean"] and with_aff["swapping"] <= without["swapping"]
+    assert with_aff["to_dead"] == without["to_dead"] == 0
