@@ -27,7 +27,8 @@ from snmplb import mib
 
 TYPE_CHECKING = False  # typing's flag without importing typing; mypy knows the name
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    import hashlib
+    from collections.abc import Callable, Iterable
 
 QUESTION = mib.COLUMN_BY_NAME["lbUserQuery"]
 SESSIONS = mib.COLUMN_BY_NAME["lbUserSessions"]
@@ -40,27 +41,74 @@ MAX_KEY_BYTES = 4096
 MAX_USER_BYTES = 256  # a user name longer than this is no user of ours (utmp keeps 32, NSS far less)
 
 
+_BLOCK = 64  # SHA-256's block size (RFC 2104's B)
+
+
+def _sha256() -> Callable[[bytes], hashlib._Hash]:
+    """SHA-256's constructor from the interpreter's own module, not hashlib's: hashlib (and hmac, which
+    imports it) loads OpenSSL's libcrypto, about 3 ms of every `pick --user` on a quiet machine, more
+    than the rest of the question costs (docs/benchmarks.md). hashlib only where neither exists."""
+    try:
+        # typeshed has no stubs for the private modules; hashlib's sha256 is the same type.
+        from _sha2 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]  # Python 3.10, 3.11
+        except ImportError:
+            from hashlib import sha256
+    constructor: Callable[[bytes], hashlib._Hash] = sha256
+    return constructor
+
+
+class Keyed:
+    """HMAC-SHA-256 (RFC 2104) under one key, the key's two padded blocks hashed once: each MAC then
+    costs two copies of a hash state and two short updates. The agent builds one per sample (``Answers``)
+    and computes one MAC per user of its own for each question; a client, one MAC per login."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        sha256 = _sha256()
+        if len(key) > _BLOCK:
+            key = sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = sha256(bytes(b ^ 0x5C for b in key))
+
+    def mac(self, message: bytes) -> bytes:
+        """HMAC-SHA-256(key, message), the whole 32 octets."""
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        digest: bytes = outer.digest()
+        return digest
+
+    def question(self, user: str, nonce: bytes) -> bytes:
+        """The 24 octets that ask about ``user`` with this ``nonce`` (NONCE_SIZE octets)."""
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError("nonce size")
+        return nonce + self.mac(nonce + user.encode("utf-8", "surrogateescape"))[:MAC_SIZE]
+
+
 def question(key: bytes, user: str, nonce: bytes) -> bytes:
     """The 24 octets that ask about ``user`` under ``key`` with this ``nonce`` (NONCE_SIZE octets)."""
-    import hashlib
-    import hmac
-
-    if len(nonce) != NONCE_SIZE:
-        raise ValueError("nonce size")
-    return nonce + hmac.new(key, nonce + user.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:MAC_SIZE]
+    return Keyed(key).question(user, nonce)
 
 
-def who(key: bytes, asked: bytes, users: Iterable[str]) -> str | None:
-    """Which of ``users`` the question ``asked`` is about (None: none of them, or not a question)."""
+def who(key: bytes | Keyed, asked: bytes, users: Iterable[str]) -> str | None:
+    """Which of ``users`` the question ``asked`` is about (None: none of them, or not a question).
+    ``key``: the site key, or a ``Keyed`` made of it once for many questions."""
     import hmac
 
     if len(asked) != QUESTION_SIZE:
         return None
+    keyed = key if isinstance(key, Keyed) else Keyed(key)
     nonce = asked[:NONCE_SIZE]
     found = None
     for user in users:
         # Every user is compared, in constant time each: the answer's timing says nothing about which one.
-        if hmac.compare_digest(question(key, user, nonce), asked) and found is None:
+        if hmac.compare_digest(keyed.question(user, nonce), asked) and found is None:
             found = user
     return found
 

@@ -58,17 +58,18 @@ class Answers:
     """The answers of one sample: the site key and each user's sessions. Immutable once built, apart
     from a small memo of questions already matched (a GET carries the same question twice)."""
 
-    __slots__ = ("key", "users", "_memo")
+    __slots__ = ("key", "users", "_memo", "_keyed")
 
     def __init__(self, key: bytes, users: dict[str, UserSessions]) -> None:
         self.key, self.users = key, users
+        self._keyed = affinity.Keyed(key)  # the key's padded blocks hashed once per sample, not per user
         self._memo: dict[bytes, UserSessions] = {}
 
     def answer(self, column: str, asked: bytes) -> int:
         """lbUserSessions or lbUserWaiting (``column``) for the question ``asked``: 0 for no user of ours."""
         found = self._memo.get(asked)
         if found is None:
-            user = affinity.who(self.key, asked, self.users)
+            user = affinity.who(self._keyed, asked, self.users)
             found = self.users[user] if user is not None else UserSessions()
             if len(self._memo) >= _MAX_REMEMBERED:
                 self._memo.clear()
