@@ -58,10 +58,11 @@ USER = "alice"
 LAUNCH = "import sys; sys.argv[0] = 'snmplb'; from snmplb.login.command import main; sys.exit(main())"
 
 
-def measure_cpu(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """Wall seconds, CPU seconds (user + system of the process) and stdout."""
+def measure_cpu(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system of the process) and stdout. ``cwd``: a directory without
+    a package (``python -c`` puts it first on sys.path, before PYTHONPATH)."""
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=cwd)
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
     secs = time.perf_counter() - t0
@@ -101,15 +102,21 @@ def pick_rounds(fleet: Fleet, key_file: Path, rounds: int, home: str, baseline: 
         rev, tree = baseline
         contenders[f"pick ({rev})"] = (pick, dict(env, PYTHONPATH=str(tree)))
         contenders[f"pick --user ({rev})"] = (pick + ["--user", USER], dict(env, PYTHONPATH=str(tree)))
+    check = "import snmplb, sys; print(snmplb.__file__)"
+    for cmd, cenv in contenders.values():  # each contender runs the package it names
+        where = subprocess.run([sys.executable, "-c", check], env=cenv, cwd=fleet.client_dir, capture_output=True,
+                               text=True, check=True).stdout
+        if not where.startswith(cenv["PYTHONPATH"] + "/"):
+            raise SystemExit(f"{cmd} runs {where}")
     for cmd, cenv in contenders.values():  # warm: every agent started, the page cache full
-        measure_cpu(cmd, cenv)
+        measure_cpu(cmd, cenv, fleet.client_dir)
     walls: dict[str, list[float]] = {k: [] for k in contenders}
     cpus: dict[str, list[float]] = {k: [] for k in contenders}
     order = list(contenders)
     for r in range(rounds):
         for name in order[r % len(order):] + order[:r % len(order)]:
             cmd, cenv = contenders[name]
-            secs, cpu, out = measure_cpu(cmd, cenv)
+            secs, cpu, out = measure_cpu(cmd, cenv, fleet.client_dir)
             if name.startswith("pick --user") and "LB_AFFINITY=no" not in name and out.strip() != home:
                 raise SystemExit(f"pick --user chose {out.strip()!r}, not {USER}'s server {home}: no affinity")
             walls[name].append(secs)
