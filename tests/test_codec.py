@@ -51,6 +51,25 @@ def test_oids_round_trip_and_match_pyasn1(oid):
     assert ber.as_oid(ber.decode(ber.enc_oid(oid))) == oid
 
 
+def test_oids_decoded_and_encoded_once_per_process_give_the_same_answers_and_errors():
+    # A poll asks every server the same OIDs (a user's question: two of 38 arcs): both directions keep them.
+    from snmplb import affinity
+
+    oids = [ROW, *affinity.instances(bytes(range(200, 224)))]
+    fresh = [ber.enc_seq(ber.enc_oid(o), ber.enc_null()) for o in oids]
+    for rid in (1, 2):
+        pdu = snmpcodec.encode_pdu(ber.GET_REQUEST, rid, oids)
+        assert pdu == ber.enc_seq(ber.enc_int(rid), ber.enc_int(0), ber.enc_int(0), ber.enc_seq(b"".join(fresh)),
+                                  tag=ber.GET_REQUEST)
+        assert [o for o, _ in snmpcodec.decode_pdu(ber.decode(pdu)).varbinds] == oids
+    for _ in range(2):  # what fails to decode is never kept: it fails again
+        with pytest.raises(BerError):
+            ber.as_oid(ber.Tlv(ber.OID, b"\x2b\x86"))
+    many = [(1, 3, 6, 1, 4, 1, n) for n in range(200)]  # more than are kept: still right
+    assert [ber.as_oid(ber.decode(ber.enc_oid(o))) for o in many] == many
+    assert snmpcodec.decode_pdu(ber.decode(snmpcodec.encode_pdu(ber.GET_REQUEST, 3, many))).varbinds[-1][0] == many[-1]
+
+
 def test_v2c_get_is_what_pysnmp_decodes():
     data = snmpcodec.v2c_get(b"s3cret", 12345, [ROW, (1, 3, 6, 1, 2, 1, 1, 3, 0)])
     msg, rest = decoder.decode(data, asn1Spec=P.Message())

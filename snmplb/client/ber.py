@@ -162,18 +162,34 @@ def as_bytes(node: Tlv, tag: int = OCTET_STRING) -> bytes:
     return node.value
 
 
+_OIDS: dict[bytes, tuple[int, ...]] = {}  # decoded OIDs by their bytes: every server of a poll answers the same ones
+_MAX_OIDS_KEPT = 64
+
+
 def as_oid(node: Tlv) -> tuple[int, ...]:
     if node.tag != OID or not isinstance(node.value, bytes) or not node.value or len(node.value) > 256:
         raise BerError("expected an OID")
+    known = _OIDS.get(node.value)
+    if known is not None:  # only OIDs that decoded are kept: what fails, fails again each time
+        return known
+    oid = _as_oid(node.value)
+    if len(_OIDS) >= _MAX_OIDS_KEPT:
+        _OIDS.clear()
+    _OIDS[node.value] = oid
+    return oid
+
+
+def _as_oid(value: bytes) -> tuple[int, ...]:
+    """The arcs of an OID's content octets (a user's question adds two OIDs of 38 arcs to every answer)."""
     arcs, arc = [], 0
-    for i, byte in enumerate(node.value):
+    for i, byte in enumerate(value):
         if arc == 0 and byte == 0x80:
             raise BerError("non-minimal OID arc")
         arc = (arc << 7) | (byte & 0x7F)
         if not byte & 0x80:
             arcs.append(arc)
             arc = 0
-        elif i == len(node.value) - 1:
+        elif i == len(value) - 1:
             raise BerError("truncated OID arc")
     first = arcs[0]
     head = (0, first) if first < 40 else (1, first - 40) if first < 80 else (2, first - 80)

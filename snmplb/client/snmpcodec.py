@@ -43,8 +43,24 @@ class Pdu(record("Pdu", "tag request_id error_status error_index varbinds")):
 
 
 def encode_pdu(tag: int, request_id: int, oids: list[Oid]) -> bytes:
-    binds = b"".join(ber.enc_seq(ber.enc_oid(o), ber.enc_null()) for o in oids)
+    binds = b"".join(map(_varbind, oids))
     return ber.enc_seq(ber.enc_int(request_id), ber.enc_int(0), ber.enc_int(0), ber.enc_seq(binds), tag=tag)
+
+
+_VARBINDS: dict[Oid, bytes] = {}  # each OID's encoded varbind: a poll asks every server the same OIDs
+_MAX_VARBINDS_KEPT = 64  # a long-running front end (the feed) asks a new user's question now and then
+
+
+def _varbind(oid: Oid) -> bytes:
+    """``oid`` with a NULL value, encoded once per process: a user's question adds two OIDs of 38 arcs to
+    each server's GET (``serverquery.oids_asked``), and encoding them for each of 30 servers was most
+    of what the question cost a client's CPU (docs/benchmarks.md)."""
+    bound = _VARBINDS.get(oid)
+    if bound is None:
+        if len(_VARBINDS) >= _MAX_VARBINDS_KEPT:
+            _VARBINDS.clear()
+        bound = _VARBINDS[oid] = ber.enc_seq(ber.enc_oid(oid), ber.enc_null())
+    return bound
 
 
 def decode_pdu(node: Tlv) -> Pdu:
