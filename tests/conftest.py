@@ -51,6 +51,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_algorithms.py": ("client",),
     "test_chooser.py": ("login",),
     "test_cli.py": ("admin", "lab"),
+    "test_affinity.py": ("client", "agent"),  # the question (snmplb.affinity, shared) and the agent's answers
     "test_codec.py": ("client",),
     "test_connect.py": ("login",),
     "test_core.py": ("agent", "admin", "client"),
