@@ -45,13 +45,13 @@ ROLES_OF_PACKAGE = {
 }
 ALL_ROLES = tuple(ROLES_OF_PACKAGE)
 ROLES: dict[str, tuple[str, ...]] = {
+    "test_affinity.py": ("client", "agent"),  # the question (snmplb.affinity, shared) and the agent's answers
     "test_agent_process.py": ("agent",),
     "test_agent_robust.py": ("agent", "admin"),
     "test_agentcheck.py": ("agent",),
     "test_algorithms.py": ("client",),
     "test_chooser.py": ("login",),
     "test_cli.py": ("admin", "lab"),
-    "test_affinity.py": ("client", "agent"),  # the question (snmplb.affinity, shared) and the agent's answers
     "test_codec.py": ("client",),
     "test_connect.py": ("login",),
     "test_core.py": ("agent", "admin", "client"),
