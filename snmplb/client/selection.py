@@ -228,7 +228,8 @@ class Selection:
         max_hosts: int = self.settings.max_hosts
         home = homes[0]
         waiting = home.user_waiting or 0
-        why = (f"affinity: {self.user.name} has {home.user_sessions} session(s) on {home.name}"
+        count = home.user_sessions or 0
+        why = (f"affinity: {self.user.name} has {count} session{'s' if count != 1 else ''} on {home.name}"
                + (f", {waiting} waiting for a reconnect" if waiting else "")
                + (" (draining: it still takes its own sessions back)" if home.admin_state == "draining" else ""))
         return Decision(hosts[:max_hosts] if max_hosts else hosts, f"{why}; otherwise {decision.note}"), why
