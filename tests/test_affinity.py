@@ -232,7 +232,7 @@ def test_a_user_in_no_pool_with_every_server_pooled_is_told_so():
 
 
 def pick(*args: str, **env: str) -> subprocess.CompletedProcess:
-    full = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1500",
+    full = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "5000",
             "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf", **env}
     return subprocess.run([str(BIN / "snmplb"), "pick", *args], env=full, capture_output=True, text=True, timeout=60)
 
