@@ -267,6 +267,17 @@ def test_pick_sends_a_returning_user_home_and_a_newcomer_where_the_load_says(key
     assert pick(**env).stdout.strip() == idle.host  # no user (get_hosts' case): the load decides
     no_key = {k: v for k, v in env.items() if k != "LB_AFFINITY_KEY_FILE"}
     assert pick("--user", "ann", **no_key).stdout.strip() == idle.host  # no key on the client: nothing asked
+    # The admin's view says when affinity decides, for whom and where.
+    status = subprocess.run([str(BIN / "snmplb"), "status", "--user", "ann"], capture_output=True, text=True,
+                            timeout=60, env={"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY,
+                                             "LB_TIMEOUT_MS": "5000", "SNMPLB_CLIENT_CONF": "/nonexistent", **env})
+    assert f"affinity: ann has 1 session on {busy.host}: every algorithm's pick puts that server first" \
+        in status.stdout, status.stdout + status.stderr
+    as_json = subprocess.run([str(BIN / "snmplb"), "status", "--json", "--user", "bob"], capture_output=True,
+                             text=True, timeout=60, env={"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY,
+                                                         "SNMPLB_CLIENT_CONF": "/nonexistent", **env})
+    report = json.loads(as_json.stdout)
+    assert report["affinity"] is None and [s["user_sessions"] for s in report["servers"]] == [0, 0, 0]
 
 
 @pytest.mark.fleet
@@ -335,3 +346,19 @@ def test_ssh_through_connect_user_r_lands_where_the_users_session_runs(fleet, tm
                "LB_TIMEOUT_MS": "5000", "SNMPLB_CLIENT_CONF": "/nonexistent", "LB_AFFINITY_KEY_FILE": str(key)}
         assert farm.who(env) == "app3"  # the farm logs in as root (User root): root's session is on app3
         assert farm.who({**env, "LB_AFFINITY": "no"}) in ("app1", "app2")
+
+
+@pytest.mark.fleet
+def test_snmplb_admin_writes_a_key_both_sides_accept_and_never_shows_it(tmp_path):
+    path = tmp_path / "etc" / "affinity.key"
+    r = subprocess.run([str(BIN / "snmplb-admin"), "affinity-key", str(path), "--group", "root"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "wrote a new site key" in r.stdout, r.stderr
+    key = path.read_text().strip()
+    assert len(key) >= 40 and not leaks(r.stdout + r.stderr, key)
+    assert oct(path.stat().st_mode & 0o777) == "0o640" and path.stat().st_gid == 0
+    assert affinity.read_key(str(path), "affinity_key_file", agent=True) == (key.encode(), "")
+    assert affinity.read_key(str(path), "LB_AFFINITY_KEY_FILE", agent=False)[0] == key.encode()
+    again = subprocess.run([str(BIN / "snmplb-admin"), "affinity-key", str(path)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 2 and "--force" in again.stderr and path.read_text().strip() == key

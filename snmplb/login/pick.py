@@ -91,8 +91,6 @@ def render(result: Result, settings: ClientSettings, problems: Sequence[str], mo
         for s in servers:
             rec = server_record(s)
             rec["skipped"] = skip_reason(s, decision.hosts if ok else (), settings)
-            if s.user_sessions is not None:
-                rec["user_sessions"], rec["user_waiting"] = s.user_sessions, s.user_waiting
             records.append(rec)
         return json.dumps({"chosen": shown[0] if ok and shown else None, "hosts": shown,
                            "algorithm": settings.algorithm, "note": decision.note, "usable": ok,
