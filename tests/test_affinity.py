@@ -362,3 +362,40 @@ def test_snmplb_admin_writes_a_key_both_sides_accept_and_never_shows_it(tmp_path
     again = subprocess.run([str(BIN / "snmplb-admin"), "affinity-key", str(path)], capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 2 and "--force" in again.stderr and path.read_text().strip() == key
+
+
+@pytest.fixture
+def nss_user():
+    """A user in two groups, as NSS sees them (useradd/groupadd; removed after)."""
+    import pwd
+    import shutil as sh
+
+    if sh.which("useradd") is None or os.geteuid() != 0:
+        pytest.skip("needs root and useradd (passwd)")
+    user, groups = "snmplbtst-ann", ("snmplbtst-staff", "snmplbtst-lab")
+    for g in groups:
+        subprocess.run(["groupadd", "-f", g], check=True, capture_output=True)
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-N", "-G", ",".join(groups), "-s", "/usr/sbin/nologin", user],
+                       check=True, capture_output=True)
+    try:
+        yield user
+    finally:
+        subprocess.run(["userdel", user], capture_output=True)
+        for g in groups:
+            subprocess.run(["groupdel", g], capture_output=True)
+
+
+@pytest.mark.fleet
+def test_pools_follow_the_users_groups_as_nss_sees_them(fleet, nss_user):
+    a, b, c = fleet.add("a", IDLE), fleet.add("b", IDLE), fleet.add("c", FakeLoad(load1=3.0, cpus=4))
+    env = {"LB_SERVERS": " ".join(_addr(i) for i in (a, b, c)), "LB_ALGORITHM": "best",
+           "LB_POOLS": f"snmplbtst-staff: {c.host}; students: {a.host}; *: {b.host}"}
+    r = pick("--user", nss_user, "--all", **env)
+    assert (r.returncode, r.stdout.split()) == (0, [c.host]), r.stderr  # staff: c only, busy or not
+    assert pick("--user", "root", "--all", **env).stdout.split() == [b.host]  # in no pool: '*'
+    r = pick("--user", "snmplbtst-nobody-here", "--all", **env)
+    assert r.stdout.split() == [b.host] and "not known to NSS" in r.stderr
+    assert pick("--all", **env).stdout.split()[0] == a.host  # no user (get_hosts' case): every server
