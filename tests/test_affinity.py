@@ -399,3 +399,28 @@ def test_pools_follow_the_users_groups_as_nss_sees_them(fleet, nss_user):
     r = pick("--user", "snmplbtst-nobody-here", "--all", **env)
     assert r.stdout.split() == [b.host] and "not known to NSS" in r.stderr
     assert pick("--all", **env).stdout.split()[0] == a.host  # no user (get_hosts' case): every server
+
+
+# --- review: hostile and slow surroundings -------------------------------------------------------------
+
+
+@pytest.mark.fleet
+def test_a_hanging_nss_lookup_does_not_hold_the_login_beyond_lb_timeout_ms(tmp_path):
+    """LDAP or sssd that does not answer: the user's groups are looked up within the login's deadline
+    (the user is then in no group), and the poll still has its time."""
+    import sys
+    import time
+
+    hang = ("import sys, time\n"
+            "import snmplb.client.driver as d\n"
+            "d.groups_of = lambda name: (time.sleep(30), ((), ''))[1]  # NSS asking a directory that is down\n"
+            "from snmplb.login.command import main\n"
+            "sys.exit(main(['pick', '--all', '--user', 'ann']))\n")
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1500",
+           "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf", "LB_SERVERS": "127.0.0.1:9 127.0.0.2:9",
+           "LB_POOLS": "staff: 127.0.0.1; *: 127.0.0.2"}
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", hang], env=env, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - start
+    assert took < 3.0, (took, r.stderr)
+    assert "LB_POOLS: user 'ann'" in r.stderr and "NSS" in r.stderr

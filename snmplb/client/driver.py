@@ -68,11 +68,28 @@ def groups_of(name: str) -> tuple[tuple[str, ...], str]:
     return tuple(names), ""
 
 
-def user_for(settings: ClientSettings, name: str) -> tuple[User, list[str]]:
+def groups_within(name: str, seconds: float) -> tuple[tuple[str, ...], str]:
+    """``groups_of``, waited for at most ``seconds``: NSS may ask a directory (LDAP, sssd) that does not
+    answer, and the login's deadline holds for it too. A lookup that has not returned by then is left
+    to finish on its own (a daemon thread: it never holds the exit)."""
+    import threading
+
+    found: list[tuple[tuple[str, ...], str]] = []
+    lookup = threading.Thread(target=lambda: found.append(groups_of(name)), name="nss", daemon=True)
+    lookup.start()
+    lookup.join(max(0.0, seconds))
+    if not found:
+        return (), f"not known to NSS on this computer within {seconds * 1000:.0f} ms (no answer)"
+    return found[0]
+
+
+def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
+             clock: Callable[[], float] = time.monotonic) -> tuple[User, list[str]]:
     """The ``User`` of a login for ``name``: their groups (NSS, for LB_POOLS) and their question (asked
     when LB_AFFINITY is yes and LB_AFFINITY_KEY_FILE holds a usable key), with the problems met on the
     way, named by their setting. A fresh nonce per login (the system's random source, not LB_SEED's:
-    the same question twice would tell a listener that two logins were one user's)."""
+    the same question twice would tell a listener that two logins were one user's). ``deadline``: the
+    login's (a ``clock()`` time); the NSS lookup gets at most half of the time left, the poll the rest."""
     import os
 
     from snmplb import affinity
@@ -80,7 +97,10 @@ def user_for(settings: ClientSettings, name: str) -> tuple[User, list[str]]:
     problems = []
     groups: tuple[str, ...] = ()
     if settings.pools:
-        groups, why = groups_of(name)
+        if deadline is None:
+            groups, why = groups_of(name)
+        else:
+            groups, why = groups_within(name, (deadline - clock()) / 2)
         if why:
             problems.append(f"LB_POOLS: user {name!r} is {why}: in no group")
     if not settings.affinity:

@@ -62,15 +62,16 @@ def status_once(settings: ClientSettings, problems: list[str], as_json: bool,
     would pick on those states, and when the user's sessions decide instead."""
     if not settings.servers:
         return "\n".join(problems) or "no servers configured", 1
+    deadline = after(settings.timeout_ms)
     who = None
     if user:
         from snmplb.client.driver import user_for
 
-        who, more = user_for(settings, user)
+        who, more = user_for(settings, user, deadline)
         problems = problems + more
     selection = selection_for(settings, every_algorithm=True, user=who)
     plan = selection.plan(every=True, ask_lbserver=True)
-    states, choice, why = gather(selection, plan, deadline=after(settings.timeout_ms))
+    states, choice, why = gather(selection, plan, deadline=deadline)
     problems = problems + ([why] if why else [])
     results = {name: selection.decide(plan, states, choice, algorithm=name) for name in REGISTRY}
     picks = {name: r.decision for name, r in results.items()}
