@@ -50,6 +50,17 @@ def question(key: bytes, user: str, nonce: bytes) -> bytes:
     return nonce + hmac.new(key, nonce + user.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:MAC_SIZE]
 
 
+def with_decoy(question: bytes) -> tuple[bytes, bytes]:
+    """``question`` and a decoy, in random order: the decoy is random octets of a question's size, which
+    nobody can tell from a user's question without the key. An honest agent answers it 0 (no user of
+    its matches it); one that answers it with a session says yes to any question: a liar drawing every
+    user's login to itself. Drawn from the system's random source, as the nonce."""
+    import os
+
+    decoy = os.urandom(QUESTION_SIZE)
+    return (question, decoy) if os.urandom(1)[0] & 1 else (decoy, question)
+
+
 def who(key: bytes, asked: bytes, users: Iterable[str]) -> str | None:
     """Which of ``users`` the question ``asked`` is about (None: none of them, or not a question)."""
     import hmac

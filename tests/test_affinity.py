@@ -133,7 +133,7 @@ def test_the_question_goes_in_the_one_datagram_of_each_request():
 
     message, _ = decoder.decode(datagram, asn1Spec=v2c.Message())
     names = [tuple(vb[0]) for vb in v2c.apiPDU.get_varbinds(v2c.apiMessage.get_pdu(message))]
-    assert names == oids_asked(question)
+    assert names == q.oids and names[:1] == oids_asked() and set(oids_asked(question)) <= set(names)  # and a decoy
     assert b"ann" not in datagram and KEY.encode()[:4] not in datagram
 
 
@@ -424,3 +424,37 @@ def test_a_hanging_nss_lookup_does_not_hold_the_login_beyond_lb_timeout_ms(tmp_p
     took = time.monotonic() - start
     assert took < 3.0, (took, r.stderr)
     assert "LB_POOLS: user 'ann'" in r.stderr and "NSS" in r.stderr
+
+
+def _answered_by(table, oids):
+    """The reply an agent's pass_persist ``table`` makes to a GET of ``oids`` (noSuchInstance for NONE)."""
+    binds = []
+    for oid in oids[1:]:
+        entry = table.get(oid)
+        binds.append(ber.Tlv(ber.NO_SUCH_INSTANCE, b"") if entry is None else _gauge(entry.value))
+    return _reply(oids, binds)
+
+
+def test_an_agent_that_says_every_user_has_a_waiting_session_here_is_caught_and_not_chosen():
+    """Without the key an agent cannot tell one question from another, so a liar drawing every user's
+    login to itself says yes to all of them: the client asks a decoy beside the real question (random
+    octets, in random order), which an honest agent answers 0 (no user of its matches it)."""
+    from snmplb.agent.passpersist import Table
+    from snmplb.agent.usersessions import Answers, UserSessions
+
+    question = affinity.question(KEY.encode(), "ann", b"\x07" * 8)
+    settings, _ = from_env({"LB_SERVERS": "127.0.0.1", "LB_SNMP_COMMUNITY": COMMUNITY})
+    for seed in range(8):
+        q = V2cQuery(Server("127.0.0.1"), settings, random.Random(seed), interval=0.25, max_sends=2,
+                     question=question)
+        q.start(0.0)
+        assert len(q.oids) == 5 and set(affinity.instances(question)) <= set(q.oids)  # still one datagram
+        honest = Table((), Answers(KEY.encode(), {"ann": UserSessions(2, 1), "bob": UserSessions(1, 0)}))
+        values, failure, _ = row_from_pdu(_answered_by(honest, q.oids), q.oids, question)
+        assert (failure, values["lbUserSessions"], values["lbUserWaiting"]) == ("", 2, 1)
+        liar = _reply(q.oids, [_gauge(1)] * 4)  # "a waiting session here", whatever the question
+        values, failure, reason = row_from_pdu(liar, q.oids, question)
+        assert (values, failure) == (None, Failure.IMPLAUSIBLE) and "decoy" in reason
+    # A key-less or older agent answers nothing to either: no affinity, the row stands.
+    values, failure, _ = row_from_pdu(_answered_by(Table(()), q.oids), q.oids, question)
+    assert failure == "" and "lbUserSessions" not in values
