@@ -304,7 +304,8 @@ def test_an_agent_without_the_key_or_with_another_answers_nothing_and_no_walk_li
     wrong = fleet.add("wrong", FakeLoad(load1=6.0, cpus=4, sessions=sessions), settings={"affinity_key_file": str(other)})
     idle = fleet.add("idle", IDLE)
     key = key_file(tmp_path)
-    env = {"LB_SERVERS": " ".join(_addr(i) for i in (plain, wrong, idle)), "LB_AFFINITY_KEY_FILE": str(key)}
+    env = {"LB_SERVERS": " ".join(_addr(i) for i in (plain, wrong, idle)), "LB_AFFINITY_KEY_FILE": str(key),
+           "LB_ALGORITHM": "best"}  # deterministic: the idle one, unless affinity decided
     r = pick("--user", "ann", "--json", **env)
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["chosen"] == idle.host and out["affinity"] is None
@@ -398,7 +399,7 @@ def test_pools_follow_the_users_groups_as_nss_sees_them(fleet, nss_user):
     assert pick("--user", "root", "--all", **env).stdout.split() == [b.host]  # in no pool: '*'
     r = pick("--user", "snmplbtst-nobody-here", "--all", **env)
     assert r.stdout.split() == [b.host] and "not known to NSS" in r.stderr
-    assert pick("--all", **env).stdout.split()[0] == a.host  # no user (get_hosts' case): every server
+    assert set(pick("--all", **env).stdout.split()) == {a.host, b.host, c.host}  # no user (get_hosts' case): every server
 
 
 # --- review: hostile and slow surroundings -------------------------------------------------------------
