@@ -50,14 +50,16 @@ def question(key: bytes, user: str, nonce: bytes) -> bytes:
     return nonce + hmac.new(key, nonce + user.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:MAC_SIZE]
 
 
-def with_decoy(question: bytes) -> tuple[bytes, bytes]:
-    """``question`` and a decoy, in random order: the decoy is random octets of a question's size, which
-    nobody can tell from a user's question without the key. An honest agent answers it 0 (no user of
-    its matches it); one that answers it with a session says yes to any question: a liar drawing every
-    user's login to itself. Drawn from the system's random source, as the nonce."""
+def with_decoy(question: bytes, decoy: bytes = b"") -> tuple[bytes, bytes]:
+    """``question`` and a ``decoy`` (drawn here when not given), in random order: the decoy is random
+    octets of a question's size, which nobody can tell from a user's question without the key. An
+    honest agent answers it 0 (no user of its matches it); one that answers it with a session says yes
+    to any question: a liar drawing every user's login to itself. One decoy per login, as there is one
+    question: a liar that sees the GETs to other servers too finds both in each of them. Drawn from the
+    system's random source, as the nonce."""
     import os
 
-    decoy = os.urandom(QUESTION_SIZE)
+    decoy = decoy or os.urandom(QUESTION_SIZE)
     return (question, decoy) if os.urandom(1)[0] & 1 else (decoy, question)
 
 

@@ -456,6 +456,14 @@ def test_an_agent_that_says_every_user_has_a_waiting_session_here_is_caught_and_
         liar = _reply(q.oids, [_gauge(1)] * 4)  # "a waiting session here", whatever the question
         values, failure, reason = row_from_pdu(liar, q.oids, question)
         assert (values, failure) == (None, Failure.IMPLAUSIBLE) and "decoy" in reason
+    # One decoy per login: a liar that also sees the GETs to the other servers finds the same two there.
+    from snmplb.client.poller import _Poll
+
+    run = _Poll(settings, random.Random(1), lambda: 0.0, False, 1.0, lambda s: s.eligible, question)
+    assert len(run.decoy) == 24 and run.decoy != question
+    sets = {frozenset(V2cQuery(Server(f"10.0.0.{i}"), settings, random.Random(i), 0.25, 2, question, run.decoy).oids)
+            for i in range(6)}
+    assert sets == {frozenset(oids_asked(question, run.decoy))}
     # A key-less or older agent answers nothing to either: no affinity, the row stands.
     values, failure, _ = row_from_pdu(_answered_by(Table(()), q.oids), q.oids, question)
     assert failure == "" and "lbUserSessions" not in values

@@ -112,13 +112,13 @@ class Query:
     """
 
     def __init__(self, server: Server, rng: random.Random, interval: float, max_sends: int,
-                 question: bytes = b"") -> None:
+                 question: bytes = b"", decoy: bytes = b"") -> None:
         self.server = server
         self.question = question
         if question:
             from snmplb import affinity
 
-            self.oids = oids_asked(*affinity.with_decoy(question))
+            self.oids = oids_asked(*affinity.with_decoy(question, decoy))
         else:
             self.oids = [ROW_OID]
         self.rng = rng
@@ -181,8 +181,8 @@ class V2cQuery(Query):
     """SNMPv2c: one GET of lbRow, retransmitted with a fresh request id."""
 
     def __init__(self, server: Server, settings: ClientSettings, rng: random.Random,
-                 interval: float, max_sends: int, question: bytes = b"") -> None:
-        super().__init__(server, rng, interval, max_sends, question)
+                 interval: float, max_sends: int, question: bytes = b"", decoy: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question, decoy)
         self.community = settings.community.encode()
 
     def start(self, now: float) -> bytes:
@@ -261,8 +261,8 @@ class V3Query(Query):
     """
 
     def __init__(self, server: Server, creds: Credentials, rng: random.Random,
-                 interval: float, max_sends: int, question: bytes = b"") -> None:
-        super().__init__(server, rng, interval, max_sends, question)
+                 interval: float, max_sends: int, question: bytes = b"", decoy: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question, decoy)
         self.creds = creds
         self.engines: list[_Engine] = []  # candidates, in the order learnt
         self.confirmed = False  # an authenticated message came: engines holds its engine id alone
