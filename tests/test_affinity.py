@@ -467,3 +467,32 @@ def test_an_agent_that_says_every_user_has_a_waiting_session_here_is_caught_and_
     # A key-less or older agent answers nothing to either: no affinity, the row stands.
     values, failure, _ = row_from_pdu(_answered_by(Table(()), q.oids), q.oids, question)
     assert failure == "" and "lbUserSessions" not in values
+
+
+def test_a_flood_of_distinct_questions_cannot_hold_snmpd_on_the_agents_hmacs():
+    """Each distinct question costs one HMAC per user with sessions here, and snmpd waits on every answer:
+    a GET of a thousand questions (one datagram, with the community) held snmpd for most of a second.
+    The agent spends at most a budget of HMACs per second on them; past it a question is answered
+    noSuchInstance (the client decides without affinity), and the budget comes back with time."""
+    import os
+    import time
+
+    from snmplb.agent.passpersist import Protocol, Table
+    from snmplb.agent.usersessions import Answers, QuestionBudget, UserSessions
+
+    now = [100.0]
+    budget = QuestionBudget(clock=lambda: now[0])
+    users = {f"user{i}": UserSessions(1, 0) for i in range(99)} | {"ann": UserSessions(2, 1)}
+    table = Table((), Answers(KEY.encode(), users, budget))
+    proto = Protocol()
+    start = time.perf_counter()
+    answered = 0
+    for _ in range(1400):  # what one datagram of 64 KiB carries
+        sessions, _ = affinity.instances(os.urandom(24))
+        proto.feed("get", table, 0.0)
+        answered += proto.feed(mib.oid_str(sessions), table, 0.0) != "NONE\n"
+    assert time.perf_counter() - start < 0.35 and 0 < answered < 1400
+    real = affinity.question(KEY.encode(), "ann", b"\x05" * 8)
+    assert table.get(affinity.instances(real)[0]) is None  # over budget: no answer, rather than a late one
+    now[0] += 1.0
+    assert table.get(affinity.instances(real)[0]).value == 2  # a second later: answered again
