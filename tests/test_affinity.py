@@ -496,3 +496,27 @@ def test_a_flood_of_distinct_questions_cannot_hold_snmpd_on_the_agents_hmacs():
     assert table.get(affinity.instances(real)[0]) is None  # over budget: no answer, rather than a late one
     now[0] += 1.0
     assert table.get(affinity.instances(real)[0]).value == 2  # a second later: answered again
+
+
+def test_a_new_sample_between_the_two_answers_of_one_question_does_not_split_them(tmp_path):
+    """snmpd asks pass_persist one varbind at a time: lbUserSessions from one sample's table and
+    lbUserWaiting from the next. With the same sessions, the next sample's answers are the same object
+    (its memo holds the question, and the budget is not spent again), so the pair stays whole."""
+    from snmplb.agent.config import AgentConfig
+    from snmplb.agent.service import Sampler
+    from snmplb.agent.usersessions import Answers
+
+    (tmp_path / "sessions").mkdir()
+    (tmp_path / "sessions" / "7").write_text("USER=ann\nREMOTE=1\nCLASS=user\nSTATE=active\n")
+    sampler = Sampler(AgentConfig(sessions_dir=tmp_path / "sessions", affinity_key_file=str(key_file(tmp_path))))
+    first = sampler._user_answers()
+    assert isinstance(first, Answers)
+    sampler.table = sampler.table.__class__((), first)
+    question = affinity.question(KEY.encode(), "ann", b"\x09" * 8)
+    sessions, waiting = affinity.instances(question)
+    assert sampler.table.get(sessions).value == 1
+    budget = sampler._question_budget
+    at = budget._at
+    budget.clock, budget._left = (lambda: at), 0  # spent by a flood meanwhile
+    sampler.table = sampler.table.__class__((), sampler._user_answers())  # the next sample
+    assert sampler.table.get(waiting) is not None and sampler.table.users is first

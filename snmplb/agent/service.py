@@ -198,7 +198,13 @@ class Sampler:
             self.warn(problem)
         if key is None:
             return None
-        return Answers(key, collect_user_sessions(cfg.sessions_dir), self._question_budget)
+        users = collect_user_sessions(cfg.sessions_dir)
+        last = self.table.users
+        if last is not None and last.key == key and last.users == users:
+            # The same answers: kept whole, memo included. snmpd asks one varbind at a time, and a
+            # question's lbUserWaiting may come after a new sample than its lbUserSessions.
+            return last
+        return Answers(key, users, self._question_budget)
 
     def guarded_sample(self) -> None:
         """``sample``, with any failure logged (rate-limited) and the last table kept."""
