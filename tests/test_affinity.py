@@ -520,3 +520,28 @@ def test_a_new_sample_between_the_two_answers_of_one_question_does_not_split_the
     budget.clock, budget._left = (lambda: at), 0  # spent by a flood meanwhile
     sampler.table = sampler.table.__class__((), sampler._user_answers())  # the next sample
     assert sampler.table.get(waiting) is not None and sampler.table.users is first
+
+
+@pytest.mark.fleet
+def test_a_group_lookup_that_hangs_in_c_does_not_hold_the_login_either(tmp_path):
+    """The real lookup, not a stand-in: /etc/group a FIFO that nobody writes (in a mount namespace of
+    the test's own), so that NSS's group lookup hangs as on a dead directory. CPython's os.getgrouplist
+    holds the GIL while it waits, which no thread-and-timeout can get around."""
+    import shutil
+    import sys
+    import time
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root (a mount namespace)")
+    fifo = tmp_path / "group"
+    os.mkfifo(fifo)
+    script = (f"mount --bind {fifo} /etc/group && exec timeout -s KILL 20 {sys.executable} "
+              f"{BIN / 'snmplb'} pick --all --user root")
+    env = {"PATH": os.environ["PATH"], "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "1500",
+           "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf", "LB_SERVERS": "127.0.0.1:9 127.0.0.2:9",
+           "LB_POOLS": "staff: 127.0.0.1; *: 127.0.0.2"}
+    start = time.monotonic()
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - start
+    assert took < 3.0, (took, r.stderr)
+    assert "LB_POOLS: user 'root'" in r.stderr and "NSS" in r.stderr

@@ -48,6 +48,25 @@ def selection_for(settings: ClientSettings, every_algorithm: bool = False, user:
     return Selection(settings, new_rng(settings), client_id(settings, every_algorithm), user)
 
 
+def _grouplist(name: str, gid: int) -> list[int]:
+    """``os.getgrouplist``, with the GIL released while NSS answers: CPython's holds it for the whole
+    call, so a lookup hanging on a dead directory would hold every thread, ``groups_within``'s timeout
+    included (ctypes releases it)."""
+    import ctypes
+
+    if "\0" in name:
+        raise ValueError("NUL in a user name")
+    getgrouplist = ctypes.CDLL(None, use_errno=True).getgrouplist
+    size = 64
+    while True:
+        groups, count = (ctypes.c_uint * size)(), ctypes.c_int(size)
+        if getgrouplist(name.encode("utf-8", "surrogateescape"), ctypes.c_uint(gid), groups, ctypes.byref(count)) >= 0:
+            return list(groups[:count.value])
+        if count.value <= size or size >= 1 << 16:
+            raise OSError(ctypes.get_errno(), "getgrouplist failed")
+        size = count.value
+
+
 def groups_of(name: str) -> tuple[tuple[str, ...], str]:
     """The groups of user ``name`` as NSS sees them here (primary first), and "" ; or () and why not."""
     import grp
@@ -56,7 +75,7 @@ def groups_of(name: str) -> tuple[tuple[str, ...], str]:
 
     try:
         gid = pwd.getpwnam(name).pw_gid
-        gids = os.getgrouplist(name, gid)
+        gids = _grouplist(name, gid)
     except (KeyError, OSError, ValueError):  # ValueError: a NUL in the name
         return (), "not known to NSS on this computer"
     names = []
