@@ -6,7 +6,9 @@ lbUserSessions and lbUserWaiting at the instance of a question (lbUserQuery):
 8 octets of nonce, drawn afresh for each login, then the first 16 octets of
 HMAC-SHA-256(site key, nonce + user name in UTF-8). The agent answers by
 computing the same for each user it has sessions of (a few dozen HMACs) and
-answering the one that matches; 0 and 0 when none does.
+answering the one that matches; 0 and 0 when none does. Beside it the client
+asks the same of a decoy (``with_decoy``: random octets, which an honest agent
+answers 0), so that an agent saying yes to every question is caught.
 
 So a host without the site key cannot ask about a user by name, and a
 question it sees (in clear under SNMPv2c) tells it nothing: not the name, not
