@@ -545,3 +545,13 @@ def test_a_group_lookup_that_hangs_in_c_does_not_hold_the_login_either(tmp_path)
     took = time.monotonic() - start
     assert took < 3.0, (took, r.stderr)
     assert "LB_POOLS: user 'root'" in r.stderr and "NSS" in r.stderr
+
+
+def test_a_start_up_that_spent_the_deadline_still_leaves_a_quick_nss_its_answer():
+    import time
+
+    from snmplb.client.driver import user_for
+
+    settings, _ = from_env({"LB_SERVERS": "s1 s2", "LB_POOLS": "root: s1"})
+    user, problems = user_for(settings, "root", deadline=time.monotonic() - 5)
+    assert "root" in user.groups and problems == []

@@ -108,7 +108,8 @@ def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
     when LB_AFFINITY is yes and LB_AFFINITY_KEY_FILE holds a usable key), with the problems met on the
     way, named by their setting. A fresh nonce per login (the system's random source, not LB_SEED's:
     the same question twice would tell a listener that two logins were one user's). ``deadline``: the
-    login's (a ``clock()`` time); the NSS lookup gets at most half of the time left, the poll the rest."""
+    login's (a ``clock()`` time); the NSS lookup gets at most half of the time left (50 ms at least:
+    a slow start-up may have spent it all), the poll the rest."""
     import os
 
     from snmplb import affinity
@@ -119,7 +120,7 @@ def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
         if deadline is None:
             groups, why = groups_of(name)
         else:
-            groups, why = groups_within(name, (deadline - clock()) / 2)
+            groups, why = groups_within(name, max(0.05, (deadline - clock()) / 2))  # files, sssd's cache: < 1 ms
         if why:
             problems.append(f"LB_POOLS: user {name!r} is {why}: in no group")
     if not settings.affinity:
