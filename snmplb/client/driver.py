@@ -116,6 +116,13 @@ def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
 
     problems = []
     groups: tuple[str, ...] = ()
+    if not name.isprintable() or len(name.encode("utf-8", "surrogateescape")) > affinity.MAX_USER_BYTES:
+        # Typed at a login screen (the PAM hook): never printed as it came, never asked about.
+        from snmplb.kvfile import shown
+
+        return User(shown(name[:40]), ()), [f"--user: {shown(name[:40])} is not a user name (a control "
+                                            f"character, or longer than {affinity.MAX_USER_BYTES} bytes): "
+                                            "in no pool, no affinity"]
     if settings.pools:
         if deadline is None:
             groups, why = groups_of(name)
@@ -127,8 +134,6 @@ def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
         return User(name, groups), problems
     if not settings.affinity_key_file:
         return User(name, groups), problems
-    if len(name.encode("utf-8", "surrogateescape")) > affinity.MAX_USER_BYTES:
-        return User(name[:40], groups), problems + ["--user: the name is too long to be a user; affinity is off"]
     key, problem = affinity.read_key(settings.affinity_key_file, "LB_AFFINITY_KEY_FILE", agent=False)
     if key is None:
         return User(name, groups), problems + ([problem] if problem else [])
