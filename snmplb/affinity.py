@@ -37,7 +37,7 @@ WAITING = mib.COLUMN_BY_NAME["lbUserWaiting"]
 QUESTION_SIZE: int = QUESTION.range[1]  # the MIB's fixed size: 24
 NONCE_SIZE = 8
 MAC_SIZE = QUESTION_SIZE - NONCE_SIZE
-MIN_KEY_CHARS = 16
+MIN_KEY_CHARS = 32  # a hand-written passphrase this short would fall to offline guessing from captured questions
 MAX_KEY_BYTES = 4096
 MAX_USER_BYTES = 256  # a user name longer than this is no user of ours (utmp keeps 32, NSS far less)
 

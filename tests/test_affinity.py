@@ -28,7 +28,7 @@ from snmplb.client.settings import Server, from_env, pool_of
 from snmplb.lab.fleet import FakeLoad
 from support import row
 
-KEY = "Zq7^Xw9!Vb2~Kp4|Mn8@Jh"  # test key: a reader of a message must never see a run of it
+KEY = "Zq7^Xw9!Vb2~Kp4|Mn8@JhRt5%Gf3*Cd1="  # test key: a reader of a message must never see a run of it
 
 
 def key_file(tmp_path: Path, text: str = KEY, mode: int = 0o600, name: str = "affinity.key") -> Path:
@@ -80,7 +80,7 @@ def test_the_key_files_rules_and_messages_that_never_quote_it(tmp_path, mode, ag
 def test_a_short_a_binary_a_missing_or_a_linked_key_is_refused_by_name_and_without_a_character(tmp_path):
     for text in ("Qz9^Wx", KEY[:10] + "\x01" + KEY[10:]):
         key, said = affinity.read_key(str(key_file(tmp_path, text)), "LB_AFFINITY_KEY_FILE", agent=False)
-        assert key is None and "at least 16 printable characters" in said and "LB_AFFINITY_KEY_FILE" in said
+        assert key is None and "at least 32 printable characters" in said and "LB_AFFINITY_KEY_FILE" in said
         assert not leaks(said, text)
     key, said = affinity.read_key(str(tmp_path / "absent"), "LB_AFFINITY_KEY_FILE", agent=False)
     assert key is None and "cannot be read" in said
@@ -305,7 +305,7 @@ def test_a_draining_home_takes_its_user_back_a_disabled_one_does_not(keyed):
 @pytest.mark.fleet
 def test_an_agent_without_the_key_or_with_another_answers_nothing_and_no_walk_lists_a_question(fleet, tmp_path,
                                                                                                   netsnmp):
-    other = key_file(tmp_path, "Yy6^Oo3!Uu1~Ee5|Aa0@Ii", name="other.key")
+    other = key_file(tmp_path, "Yy6^Oo3!Uu1~Ee5|Aa0@IiPp8%Ll2*Kk4=", name="other.key")
     sessions = (("ann", "10.0.0.7"),)
     plain = fleet.add("plain", FakeLoad(load1=6.0, cpus=4, sessions=sessions))
     wrong = fleet.add("wrong", FakeLoad(load1=6.0, cpus=4, sessions=sessions), settings={"affinity_key_file": str(other)})
