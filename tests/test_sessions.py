@@ -1384,3 +1384,19 @@ def test_rdp_fails_over_past_no_route_and_a_connect_timeout_within_the_time_boun
     assert "xfreerdp on 10.99.0.1" not in r.stderr
     assert "The remote desktop could not be opened within 10 seconds:" in r.stderr
     assert r.returncode == 141
+
+
+def test_pick_is_asked_for_every_usable_server_for_this_user(tmp_path):
+    """The wrapper asks pick for the whole order (--all: the next servers to fail over to) and names the user
+    (--user: their pool, back to a session of theirs; snmplb pick's own tests and test_affinity.py run the
+    real decision). A stand-in pick records its arguments; the client is `true` (a session that ended)."""
+    record = tmp_path / "args"
+    pick = tmp_path / "pick"
+    pick.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\necho 127.0.0.1\n")
+    pick.chmod(0o755)
+    for mode, client in (("rdp", "SNMPLB_RDP_CLIENT"), ("x2go", "SNMPLB_X2GO_CLIENT")):
+        env = {"PATH": os.environ["PATH"], "USER": "o'brien x", "SNMPLB_SESSION_CONF": "/nonexistent",
+               "SNMPLB_PICK": str(pick), client: "true", "TMPDIR": str(tmp_path)}
+        r = subprocess.run([str(SESSION), mode], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert record.read_text().splitlines() == ["--all", "--user", "o'brien x"], record.read_text()

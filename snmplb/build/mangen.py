@@ -764,7 +764,8 @@ def commands() -> list[Command]:
                   "that `LB_ALGORITHM = sticky` brings a user back to the server holding their session. No "
                   "password ever goes on a command line: the RDP or X2Go server asks for it (or ssh keys or "
                   "Kerberos do without)."),
-                P("It asks `snmplb pick --all` for every usable server, preferred first, and starts the client on "
+                P("It asks `snmplb pick --all --user` $USER for every usable server, preferred first (the user's pool, and "
+                  "a server holding a session of theirs first: snmplb(1)), and starts the client on "
                   "the first. When the client could not connect, or the session did not start, it goes on to the "
                   "next server in that order, logging each step (\"host A: could not connect (...), trying B\"); "
                   "no new client starts once $SNMPLB_SESSION_TRY_SECONDS have passed since the first. A client "
@@ -799,7 +800,7 @@ def commands() -> list[Command]:
             environment=[
                 ("SNMPLB_SESSION_CONF", f"The settings file (default {SESSION_CONF})."),
                 ("SNMPLB_PICK", "The command that prints the usable hosts, preferred first, one per line; it is "
-                                "given `--all` (default `snmplb pick` from the PATH, /usr/bin/snmplb or "
+                                "given `--all --user` $USER (default `snmplb pick` from the PATH, /usr/bin/snmplb or "
                                 "/opt/snmplb/bin/snmplb)."),
                 ("SNMPLB_SESSION_TRY_SECONDS", "No client is started on a next server once this many seconds have "
                                                "passed since the first started (default 60; 0: the first server "
