@@ -1231,7 +1231,8 @@ def _x2go_keys(tmp_path: Path, home: Path) -> tuple[Path, Path]:
 def test_x2go_fails_over_past_a_closed_port_and_a_server_without_x2go_and_stops_at_a_refused_login(
         fleet, display, tmp_path):
     """Real agents in the configured order, real pyhoca-cli, real sshd: the first server's port is closed
-    (could not connect); the second is an sshd that takes the user's key where the X2Go session cannot
+    (could not connect); the next accepts and closes at once (a stand-in: "Error reading SSH protocol
+    banner", could not connect); the second is an sshd that takes the user's key where the X2Go session cannot
     start (without x2goserver installed, pyhoca-cli says so; with it, the session start fails at its sftp
     step, which this sshd does not offer: a traceback, status 1, within seconds); the third refuses the key,
     and pyhoca-cli, which would then ask for a password, has no terminal to ask on (as under a display
@@ -1241,9 +1242,10 @@ def test_x2go_fails_over_past_a_closed_port_and_a_server_without_x2go_and_stops_
         pytest.skip("the sshd logs root in with a key in a file of its own: needs root")
     from farm import free_port, stop_sshd
 
-    a, b, c, d = (fleet.add(n, IDLE) for n in "abcd")
-    port = free_port([a.host, b.host, c.host, d.host])
-    env = session_env(tmp_path, display, site_conf(addrs([a, b, c, d]), LB_ALGORITHM="fixed",
+    a, e, b, c, d = (fleet.add(n, IDLE) for n in "aebcd")
+    port = free_port([a.host, e.host, b.host, c.host, d.host])
+    closer, closed, _ = _closing_server(e.host, port)
+    env = session_env(tmp_path, display, site_conf(addrs([a, e, b, c, d]), LB_ALGORITHM="fixed",
                                                    SNMPLB_X2GO_SSH_PORT=str(port)), USER="root", TMPDIR=str(tmp_path))
     mine, other = _x2go_keys(tmp_path, Path(env["HOME"]))
     no_x2go, no_x2go_log = _x2go_sshd(tmp_path, "b-sshd", b.host, port, mine)
@@ -1256,8 +1258,11 @@ def test_x2go_fails_over_past_a_closed_port_and_a_server_without_x2go_and_stops_
     finally:
         stop_sshd(no_x2go)
         stop_sshd(refusing)
+        closer.close()
     assert (f"host {a.host}: could not connect (pyhoca-cli: a socket error occured while establishing the "
-            f"connection: [Errno None] Unable to connect to port {port} on {a.host}), trying {b.host}\n") in r.stderr, r.stderr
+            f"connection: [Errno None] Unable to connect to port {port} on {a.host}), trying {e.host}\n") in r.stderr, r.stderr
+    assert (f"host {e.host}: could not connect (pyhoca-cli: Error reading SSH protocol banner), trying {b.host}\n"
+            in r.stderr) and closed, r.stderr
     if shutil.which("x2goversion"):  # x2goserver is installed: the session start fails at its sftp step
         assert (f"host {b.host}: the session did not start (pyhoca-cli exit status 1: "
                 f"paramiko.ssh_exception.SSHException: Channel closed.), trying {c.host}\n") in r.stderr, r.stderr
