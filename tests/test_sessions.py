@@ -1,10 +1,14 @@
 """Current LTSP (19+, no LDM): the xsession wrapper and the boot-time SSH_SERVER, run against real agents.
 
 sessions/snmplb-session runs as the logged-in user under the display manager; here it runs under a real
-X server (Xvfb) with the real clients: xfreerdp (freerdp2-x11) and pyhoca-cli (X2Go). There is no RDP or
-X2Go server here, and nothing listens on 127.0.0.x port 3389: each client is observed trying to connect
-to the server `snmplb pick` chose, from its own log ("connecting to peer HOST", "connecting to
-[HOST]:22"), then failing to connect. That is as far as a session can go without a server.
+X server (Xvfb) with the real clients: xfreerdp (freerdp2-x11) and pyhoca-cli (X2Go). Nothing listens on
+127.0.0.x port 3389: each client is observed trying to connect to the servers `snmplb pick --all` gives,
+in order, from its own log ("connecting to peer HOST", "connecting to [HOST]:22"), then failing to
+connect. Failing over (issue 19) is run against real servers where they can run here: Debian's xrdp (in
+a mount namespace of the test's, on loopback) for a refused password, real sshd for X2Go's ssh leg,
+closed ports, network namespaces for no route and a dropped SYN, and stand-ins only for a server that
+accepts and closes and for one that reads the client's first packets. No desktop session starts (no X
+backend for xrdp; X2Go's sessions need nxagent and a desktop).
 The user's message is a real xmessage window on the Xvfb display, found by its title with xdotool.
 
 sessions/snmplb-ssh-server runs at boot under `ltsp init` (PID 1, before systemd), which cannot run
