@@ -79,7 +79,7 @@ static void parse_options(pam_handle_t *pamh, int argc, const char **argv, struc
                 pam_syslog(pamh, LOG_ERR, "timeout_ms= must be 1 to %d (ms): the default %d is used",
                            MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS);
         } else {
-            pam_syslog(pamh, LOG_ERR, "unknown option ignored (options: hook=PATH, timeout_ms=N)");
+            pam_syslog(pamh, LOG_ERR, "unknown option %.40s ignored (options: hook=PATH, timeout_ms=N)", a);
         }
     }
 }
