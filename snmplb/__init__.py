@@ -15,6 +15,8 @@ Shared by every role (top level)
     adminfile       admin.conf: written by snmplb-admin, read by the agent
     record          immutable records with named fields (namedtuple without its start-up cost)
     argtypes        argparse types shared by the command lines
+    affinity        the keyed question about one user's sessions (lbUserTable): asked by
+                    the client, answered by the agent; the site key's rules
 
 client/   the thin client's poll and decision: get_hosts' whole import set; uses no other role
     gethosts (LDM's get_hosts: the entry point, imported only by its script and shim),
@@ -35,7 +37,8 @@ login/    thin-client ways to log in beyond get_hosts; uses client
 agent/    the application server's pass_persist agent and HAProxy agent-check; uses no other role
     service (snmplb-agent), passpersist (the protocol), config (agent.conf),
     values (samples -> MIB values), verdict (lbStatus/lbRating rules), procfs,
-    logins, tcpconns, loginpaths, haproxycheck (snmplb-agent-check)
+    logins, usersessions (each user's sessions, for lbUserTable), tcpconns, loginpaths,
+    haproxycheck (snmplb-agent-check)
 admin/    snmplb-admin (command) and SNMPv3 user creation (v3user); uses no other role
 nms/      check_snmplb for Nagios/Icinga (check: edges, plugin: the check); uses client
 build/    generators run at build time or by an admin: mibgen (_mibdata from the MIB),

@@ -429,3 +429,41 @@ SCALARS = ({'name': 'lbLoad1',
   'access': 'read-only',
   'description': "What is wrong with the admin file, on one line: the file's path, the first "
                  'problem and how many more; the empty string when lbAdminFileStatus is ok.'})
+COLUMNS = ({'name': 'lbUserQuery',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 1),
+  'base': 'OCTET STRING',
+  'tc': '',
+  'enums': {},
+  'range': (24, 24),
+  'units': '',
+  'hint': '',
+  'access': 'not-accessible',
+  'description': 'The question: 8 octets of nonce, chosen at random for each login, then the first '
+                 '16 octets of HMAC-SHA-256 under the site key of the nonce followed by the user '
+                 "name in UTF-8. Of fixed size, so its 24 octets are the instance's 24 "
+                 'sub-identifiers (RFC 2578 section 7.7).'},
+ {'name': 'lbUserSessions',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 2),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 4294967295),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': "The user's sessions on this server that a reconnect could go back to: logind's "
+                 "remote sessions that are not closing (ssh, xrdp-sesman), and X2Go's running and "
+                 "suspended sessions, each counted once (docs/sessions.md in snmplb's source says "
+                 'what each login path leaves behind).'},
+ {'name': 'lbUserWaiting',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 3),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 4294967295),
+  'units': '',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'Of lbUserSessions, those that wait for a reconnect: an xrdp session whose client '
+                 'is disconnected, a suspended X2Go session. A client sends the user to a server '
+                 'with a waiting session before one where the sessions are all in use.'})

@@ -53,6 +53,10 @@ ROOT: Oid = _mibdata.ROOT
 OBJECTS: tuple[MibObject, ...] = tuple(MibObject(**d) for d in _mibdata.SCALARS)
 BY_NAME: dict[str, MibObject] = {o.name: o for o in OBJECTS}
 ROW = BY_NAME["lbRow"]
+# The columns of lbUserTable (affinity.py asks them), its index lbUserQuery among them; not in OBJECTS:
+# no walk lists them, and lbRow does not carry them.
+COLUMNS: tuple[MibObject, ...] = tuple(MibObject(**d) for d in _mibdata.COLUMNS)
+COLUMN_BY_NAME: dict[str, MibObject] = {o.name: o for o in COLUMNS}
 # lbRow's fields: every integer-valued scalar, in OID order (its DESCRIPTION in the MIB).
 ROW_FIELDS: tuple[MibObject, ...] = tuple(o for o in OBJECTS if o.base != "OCTET STRING")
 

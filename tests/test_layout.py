@@ -23,7 +23,8 @@ from snmplb.lab.fleet import PROJECT, FakeLoad, Fleet
 
 PACKAGE = PROJECT / "snmplb"
 TOP = {"snmplb", "snmplb.mib", "snmplb._mibdata", "snmplb.errors", "snmplb.record", "snmplb.kvfile",
-       "snmplb.safefile", "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm"}
+       "snmplb.safefile", "snmplb.adminfile", "snmplb.argtypes", "snmplb.usm",
+       "snmplb.affinity"}
 # What each role may import besides the shared top level and itself.
 MAY_IMPORT = {"client": set(), "login": {"client"}, "nms": {"client"}, "agent": set(), "admin": set(),
               "build": {"client", "agent", "admin", "login", "nms"}, "lab": {"client", "agent", "admin", "build", "login", "nms"}}

@@ -81,8 +81,11 @@ def _netsnmp(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 def test_net_snmp_parses_the_mib_strictly_and_resolves_every_name(tmp_path):
     r = _netsnmp("-m", mib.MODULE, "-Pw", "-PW", "-Tp", f"{mib.MODULE}::snmplbMIB", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
+    # net-snmp's parser has no translation for a table's row type (SEQUENCE): it says so for every
+    # table of every module (NET-SNMP-AGENT-MIB's NsCacheEntry too), and only for that.
+    row_types = [f"Warning: No known translation for type ({t}): " for t in ("SnmplbUserEntry",)]
     problems = [ln for ln in r.stderr.splitlines() if ln.strip() and "parsed and ignored" not in ln
-                and not ln.startswith("Created directory")]
+                and not ln.startswith("Created directory") and not any(ln.startswith(t) for t in row_types)]
     assert problems == []
     for o in mib.OBJECTS:
         r = _netsnmp("-m", mib.MODULE, "-On", f"{mib.MODULE}::{o.name}.0", tmp=tmp_path)
@@ -204,7 +207,8 @@ def test_one_current_compliance_statement_requires_every_object_through_current_
     assert all(g["class"] == "objectgroup" and g["status"] == "current" for g in groups), \
         [(g["name"], g["status"]) for g in groups]
     members = [o["object"] for g in groups for o in g["objects"]]
-    assert sorted(members) == sorted(o.name for o in mib.OBJECTS)  # every object, in one group each
+    columns = [o.name for o in mib.COLUMNS if o.access != "not-accessible"]  # a table's index is in no group
+    assert sorted(members) == sorted([o.name for o in mib.OBJECTS] + columns)  # every object, in one group each
     for g in (d for d in doc.values() if isinstance(d, dict) and d.get("class") == "objectgroup"):
         if g["status"] == "current":
             assert g["name"] in {x["name"] for x in groups}, f"{g['name']} is current but required by no one"

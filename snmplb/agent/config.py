@@ -42,6 +42,10 @@ class AgentConfig:
     min_free_inodes_percent: free inodes, in percent, below which a login path is full (1; 0: no check).
     login_path_timeout: seconds after which a login path whose statvfs has not returned (a hung network
         filesystem) counts as not usable (3).
+    affinity_key_file: the site key that clients' questions about a user's sessions are hashed with
+        (lbUserTable; the clients' LB_AFFINITY_KEY_FILE holds the same key). Owned by root or the agent's
+        user, writable by nobody else, not readable by every user (0640 root:Debian-snmp). Empty: no
+        key, every question is answered noSuchInstance and affinity is off ("").
     """
 
     proc_root: Path = Path("/proc")
@@ -59,6 +63,7 @@ class AgentConfig:
     min_free_mb: int = 100
     min_free_inodes_percent: int = 1
     login_path_timeout: float = 3.0
+    affinity_key_file: str = ""
 
     @property
     def policy(self) -> HealthPolicy:
@@ -92,6 +97,12 @@ def _login_paths(raw: str) -> str:
     return " ".join(paths)
 
 
+def _absolute_or_empty(raw: str) -> str:
+    if raw and not raw.startswith("/"):
+        raise ConfigError(f"{shown(raw)} is not an absolute path")
+    return raw
+
+
 # How each setting is parsed and checked (the one validation, kvfile.validate); a field of AgentConfig
 # missing here stops the import, so none goes unchecked.
 _PARSE = {
@@ -106,6 +117,7 @@ _PARSE = {
     "min_free_mb": whole(0, 10**9),
     "min_free_inodes_percent": whole(0, 100),
     "login_path_timeout": number(0.5, 600.0),
+    "affinity_key_file": _absolute_or_empty,
 }
 FIELDS = tuple(Field(f.name, f.name, _PARSE[f.name], str(f.default)) for f in fields(AgentConfig))
 KEYS = tuple(f.name for f in FIELDS)

@@ -85,7 +85,7 @@ def _read_nonblocking(path: str | Path, limit: int) -> bytes:
         raise OSError(str(exc)) from None
 
 
-def _read_logind_dir(directory: Path) -> Iterable[dict[str, str]]:
+def read_logind_dir(directory: Path) -> Iterable[dict[str, str]]:
     # Only regular files: logind keeps FIFOs (*.ref) there, and opening a FIFO
     # for reading blocks until a writer appears, which would freeze snmpd.
     with os.scandir(directory) as it:
@@ -105,7 +105,7 @@ def count_sessions(logind_dir: Path, utmp_file: Path) -> SessionCount:
     """Count from logind when its session directory exists, else from utmp, else none."""
     if logind_dir.is_dir():
         try:
-            return count_logind(list(_read_logind_dir(logind_dir)))
+            return count_logind(list(read_logind_dir(logind_dir)))
         except OSError:
             pass
     try:

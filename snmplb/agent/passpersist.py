@@ -24,8 +24,13 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from snmplb import affinity
 from snmplb.mib import Oid, oid_str, parse_oid
 from snmplb.agent.values import Dynamic, DataAge, Row
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from snmplb.agent.usersessions import Answers
 
 _COMMANDS = frozenset({"ping", "get", "getnext", "set"})
 NONE = "NONE\n"
@@ -47,9 +52,13 @@ class Table:
 
     Answers of static entries are rendered once here, when the sampler builds
     the table, not at every request: snmpd waits on each answer.
+
+    ``users``: the answers to lbUserTable's questions (None: no site key, every question is
+    answered NONE). A question is only ever answered to a get: getnext never lists one.
     """
 
-    def __init__(self, entries: Iterable[Entry]) -> None:
+    def __init__(self, entries: Iterable[Entry], users: Answers | None = None) -> None:
+        self.users = users
         ordered = sorted(entries, key=lambda e: e.oid)
         self._entries = tuple(ordered)
         self._oids = [e.oid for e in ordered]
@@ -58,7 +67,12 @@ class Table:
         self._static = {e.oid: render(e, 0.0) for e in ordered if not isinstance(e.value, Dynamic)}
 
     def get(self, oid: Oid) -> Entry | None:
-        return self._by_oid.get(oid)
+        entry = self._by_oid.get(oid)
+        if entry is None and self.users is not None:
+            asked = affinity.parse_instance(oid)
+            if asked is not None:
+                return Entry(oid, "gauge", self.users.answer(*asked))
+        return entry
 
     def get_text(self, text: str) -> Entry | None:
         """Exact match on the OID as snmpd writes it (leading dot): the fast path of get."""

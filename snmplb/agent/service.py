@@ -38,7 +38,9 @@ from snmplb.agent.loginpaths import PathChecker, assess
 from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
 from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
+from snmplb import affinity
 from snmplb.agent.logins import count_sessions
+from snmplb.agent.usersessions import Answers, collect as collect_user_sessions
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
@@ -135,9 +137,10 @@ class AdminWatch:
         return settings, problem, note
 
 
-def build_table(values: dict[str, int | str | DataAge | Row]) -> Table:
-    """The pass_persist table of the MIB's objects from their values by name."""
-    return Table(Entry(o.instance, o.pass_type, values[o.name]) for o in mib.OBJECTS)
+def build_table(values: dict[str, int | str | DataAge | Row], users: Answers | None = None) -> Table:
+    """The pass_persist table of the MIB's objects from their values by name, and the answers to
+    lbUserTable's questions (``users``; None: no site key)."""
+    return Table((Entry(o.instance, o.pass_type, values[o.name]) for o in mib.OBJECTS), users)
 
 
 class Sampler:
@@ -182,7 +185,19 @@ class Sampler:
         if paths.state != "usable":
             self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
-                                                len(conns or ()), login_rate, listening, paths, admin_problem))
+                                                len(conns or ()), login_rate, listening, paths, admin_problem),
+                                 self._user_answers())
+
+    def _user_answers(self) -> Answers | None:
+        """This sample's answers to lbUserTable's questions: None (every question NONE) without a usable
+        site key (affinity_key_file; read at every sample, so that a new key is taken at once)."""
+        cfg = self.config
+        key, problem = affinity.read_key(cfg.affinity_key_file, "affinity_key_file", agent=True)
+        if problem:
+            self.warn(problem)
+        if key is None:
+            return None
+        return Answers(key, collect_user_sessions(cfg.sessions_dir))
 
     def guarded_sample(self) -> None:
         """``sample``, with any failure logged (rate-limited) and the last table kept."""

@@ -115,11 +115,12 @@ def _range(doc: dict[str, Any], syntax: dict[str, Any], base: str) -> tuple[int,
     return _BASE_RANGE[base]
 
 
-def scalars_from_json(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The MIB's scalar objects in OID order, as plain dicts for _mibdata.py."""
+def scalars_from_json(doc: dict[str, Any], nodetype: str = "scalar") -> list[dict[str, Any]]:
+    """The MIB's scalar objects (``nodetype`` "column": its tables' columns, index columns included)
+    in OID order, as plain dicts for _mibdata.py."""
     out = []
     for entry in doc.values():
-        if not isinstance(entry, dict) or entry.get("nodetype") != "scalar":
+        if not isinstance(entry, dict) or entry.get("nodetype") != nodetype:
             continue
         base, tc, enums, hint = _resolve_syntax(doc, entry["syntax"])
         out.append({
@@ -147,6 +148,7 @@ def render(doc: dict[str, Any]) -> str:
         f"MODULE = {MODULE!r}\n"
         f"ROOT = {root!r}\n"
         f"SCALARS = {pprint.pformat(tuple(scalars), width=100, sort_dicts=False)}\n"
+        f"COLUMNS = {pprint.pformat(tuple(scalars_from_json(doc, 'column')), width=100, sort_dicts=False)}\n"
     )
 
 

@@ -15,7 +15,7 @@ import random
 import time
 
 from snmplb.client.poller import poll
-from snmplb.client.selection import Plan, Result, Selection
+from snmplb.client.selection import Plan, Result, Selection, User
 from snmplb.client.settings import ClientSettings
 from snmplb.client.serverstate import ServerState
 
@@ -42,9 +42,57 @@ def client_id(settings: ClientSettings, always: bool = False) -> str:
     return default_mac()
 
 
-def selection_for(settings: ClientSettings, every_algorithm: bool = False) -> Selection:
-    """The Selection of a login on this thin client: its rng (``new_rng``) and identity (``client_id``)."""
-    return Selection(settings, new_rng(settings), client_id(settings, every_algorithm))
+def selection_for(settings: ClientSettings, every_algorithm: bool = False, user: User | None = None) -> Selection:
+    """The Selection of a login on this thin client: its rng (``new_rng``) and identity (``client_id``),
+    and the ``user`` where known (``user_for``)."""
+    return Selection(settings, new_rng(settings), client_id(settings, every_algorithm), user)
+
+
+def groups_of(name: str) -> tuple[tuple[str, ...], str]:
+    """The groups of user ``name`` as NSS sees them here (primary first), and "" ; or () and why not."""
+    import grp
+    import os
+    import pwd
+
+    try:
+        gid = pwd.getpwnam(name).pw_gid
+        gids = os.getgrouplist(name, gid)
+    except (KeyError, OSError, ValueError):  # ValueError: a NUL in the name
+        return (), "not known to NSS on this computer"
+    names = []
+    for g in dict.fromkeys([gid, *gids]):
+        try:
+            names.append(grp.getgrgid(g).gr_name)
+        except KeyError:
+            continue  # a gid without a name: no pool names it
+    return tuple(names), ""
+
+
+def user_for(settings: ClientSettings, name: str) -> tuple[User, list[str]]:
+    """The ``User`` of a login for ``name``: their groups (NSS, for LB_POOLS) and their question (asked
+    when LB_AFFINITY is yes and LB_AFFINITY_KEY_FILE holds a usable key), with the problems met on the
+    way, named by their setting. A fresh nonce per login (the system's random source, not LB_SEED's:
+    the same question twice would tell a listener that two logins were one user's)."""
+    import os
+
+    from snmplb import affinity
+
+    problems = []
+    groups: tuple[str, ...] = ()
+    if settings.pools:
+        groups, why = groups_of(name)
+        if why:
+            problems.append(f"LB_POOLS: user {name!r} is {why}: in no group")
+    if not settings.affinity:
+        return User(name, groups), problems
+    if not settings.affinity_key_file:
+        return User(name, groups), problems
+    if len(name.encode("utf-8", "surrogateescape")) > affinity.MAX_USER_BYTES:
+        return User(name[:40], groups), problems + ["--user: the name is too long to be a user; affinity is off"]
+    key, problem = affinity.read_key(settings.affinity_key_file, "LB_AFFINITY_KEY_FILE", agent=False)
+    if key is None:
+        return User(name, groups), problems + ([problem] if problem else [])
+    return User(name, groups, affinity.question(key, name, os.urandom(affinity.NONCE_SIZE))), problems
 
 
 def gather(selection: Selection, plan: Plan, *, deadline: float, clock: Callable[[], float] = time.monotonic
@@ -58,7 +106,7 @@ def gather(selection: Selection, plan: Plan, *, deadline: float, clock: Callable
 
     def our_poll() -> list[ServerState]:
         return poll(settings, selection.rng, clock, plan.early, deadline=deadline, hedge=plan.hedge,
-                    usable=selection.usable)
+                    usable=selection.usable, question=plan.question)
 
     if not plan.ask_lbserver:
         return our_poll(), None, ""

@@ -98,7 +98,7 @@ def _key(family: int, addr: Address) -> tuple[int, bytes, int] | None:
 
 def poll(settings: ClientSettings, rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
          early: bool = False, *, deadline: float, hedge: Sequence[Server] = (),
-         usable: Usable | None = None) -> list[ServerState]:
+         usable: Usable | None = None, question: bytes = b"") -> list[ServerState]:
     """Poll ``settings.servers`` until ``deadline``: a ``clock()`` time that the caller's edge computed
     once (``snmplb.client.deadline``); the poll never derives one from LB_TIMEOUT_MS itself.
 
@@ -108,8 +108,10 @@ def poll(settings: ClientSettings, rng: random.Random | None = None, clock: Call
     ``early`` (the sampled mode): once one server has a usable answer, wait for
     the others only ``settle_wait`` of its round trip more, so that a silent
     server in a small sample does not hold the login until the deadline.
+    ``question``: a user's (``snmplb.affinity``), asked in the same GET of every server.
     """
-    run = _Poll(settings, rng or random.SystemRandom(), clock, early, deadline, usable or (lambda s: s.eligible))
+    run = _Poll(settings, rng or random.SystemRandom(), clock, early, deadline, usable or (lambda s: s.eligible),
+                question)
     try:
         run.add(settings.servers)
         run.loop(tuple(hedge))
@@ -147,8 +149,9 @@ class _Poll:
     """One poll's state: the sockets, the servers by address, the lookups, the deadline."""
 
     def __init__(self, settings: ClientSettings, rng: random.Random, clock: Callable[[], float], early: bool,
-                 deadline: float, usable: Usable) -> None:
+                 deadline: float, usable: Usable, question: bytes = b"") -> None:
         self.settings, self.rng, self.clock, self.early, self.usable = settings, rng, clock, early, usable
+        self.question = question
         self.start = clock()
         self.deadline = deadline
         self.cut: float | None = None  # when the early rule ended the wait
@@ -193,9 +196,9 @@ class _Poll:
         now = self.clock()
         interval = max(0.02, (self.deadline - now) / self.max_sends)  # from the time actually left
         if self.creds is not None:
-            entry.query = V3Query(entry.server, self.creds, self.rng, interval, self.max_sends)
+            entry.query = V3Query(entry.server, self.creds, self.rng, interval, self.max_sends, self.question)
         else:
-            entry.query = V2cQuery(entry.server, self.settings, self.rng, interval, self.max_sends)
+            entry.query = V2cQuery(entry.server, self.settings, self.rng, interval, self.max_sends, self.question)
         entry.family, entry.addr = family, addr
         if family not in self.socks:
             try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from snmplb.client.algorithms import Context, Decision, decide, passes_thresholds
 from snmplb.client.sampling import sample_servers, weight_drift
-from snmplb.client.settings import ClientSettings, Server, refusal, sample_weights_of
+from snmplb.client.settings import ClientSettings, Server, pool_of, refusal, sample_weights_of
 from snmplb.client.serverstate import Failure, ServerState
 from snmplb.record import record
 
@@ -28,7 +28,18 @@ if TYPE_CHECKING:  # annotations only: collections.abc imports collections, get_
     from collections.abc import Sequence
 
 
-class Plan(record("Plan", "polled hedge early ask_lbserver refused")):
+class User(record("User", "name groups question", defaults=((), b""))):
+    """The user a login is for, where it is known (pick/connect --user, the session wrappers, the PAM hook).
+
+    name (str); groups (tuple of str): theirs as NSS sees them on this client (LB_POOLS); question (bytes):
+    the question about their sessions (``snmplb.affinity.question``), b"" when none is asked (no site key,
+    or LB_AFFINITY=no).
+    """
+
+    __slots__ = ()
+
+
+class Plan(record("Plan", "polled hedge early ask_lbserver refused question", defaults=(b"",))):
     """What to poll for one login.
 
     polled (tuple of Server): the servers to poll at once, in configured order.
@@ -38,6 +49,7 @@ class Plan(record("Plan", "polled hedge early ask_lbserver refused")):
     usable answer, the others are waited for only a few of its round trips.
     ask_lbserver (bool): ask ltsp-cluster's lbserver (LB_LBSERVER_URL) alongside the poll.
     refused (str): why nothing may be polled with these settings ("" when it may: ``settings.refusal``).
+    question (bytes): the user's question, asked in each server's GET (b"": none).
     """
 
     __slots__ = ()
@@ -88,19 +100,20 @@ class Drift(record("Drift", "problem config seen")):
 MAX_KEPT = 4096  # Drift.news: lines of an earlier login's state read back (a fleet's servers, and the configuration)
 
 
-class Result(record("Result", "states decision problems drift", defaults=(None,))):
+class Result(record("Result", "states decision problems drift affinity", defaults=(None, ""))):
     """A login's outcome: states (the polled servers', in configured order), decision (a Decision),
     problems (tuple of str) the poll revealed about the settings: LB_SAMPLE_WEIGHTS drifting from
-    lbWeight, and drift (a Drift, or None): that problem as a finding, for the front ends that say it
-    once per change rather than at every login (get_hosts)."""
+    lbWeight, drift (a Drift, or None): that problem as a finding, for the front ends that say it
+    once per change rather than at every login (get_hosts), and affinity (str): how the user's sessions
+    decided ("" when they did not: no user, no question, or no session of theirs that may be resumed)."""
 
     __slots__ = ()
 
     @property
     def usable(self) -> bool:
-        """Whether the decision chose among servers that may take a login (when none is eligible, the
-        decision is the configured list, so that LDM can still try)."""
-        return any(s.eligible for s in self.states)
+        """Whether the decision chose among servers that may take a login, or sends the user back to a
+        session of theirs (when neither, the decision is the configured list, so that LDM can still try)."""
+        return any(s.eligible for s in self.states) or bool(self.affinity)
 
 
 class Selection:
@@ -108,12 +121,21 @@ class Selection:
 
     ``settings``: the login's ClientSettings (``sources.load``). ``rng``: every random draw (the sample,
     the algorithms). ``client_id``: `sticky`'s identity (the default route's MAC unless LB_CLIENT_ID).
+    ``user``: the user, where known (a ``User``): their pool (LB_POOLS) stands for LB_SERVERS in
+    everything below, and their question is asked of every server of it (no sample: the server that
+    holds their session must be asked).
     """
 
-    __slots__ = ("settings", "rng", "client_id")
+    __slots__ = ("settings", "rng", "client_id", "user", "pool")
 
-    def __init__(self, settings: ClientSettings, rng: random.Random, client_id: str = "") -> None:
-        self.settings, self.rng, self.client_id = settings, rng, client_id
+    def __init__(self, settings: ClientSettings, rng: random.Random, client_id: str = "",
+                 user: User | None = None) -> None:
+        self.rng, self.client_id, self.user = rng, client_id, user
+        self.pool = ""  # the user's pools' names ("" without pools, or without a user)
+        if user is not None:
+            servers, self.pool = pool_of(settings, user.groups)
+            settings = settings._replace(servers=servers)
+        self.settings = settings
 
     @property
     def sampled(self) -> bool:
@@ -132,8 +154,9 @@ class Selection:
         ask = (s.algorithm == "lbserver") if ask_lbserver is None else ask_lbserver
         ask = ask and bool(s.lbserver_url)
         refused = refusal(s)
-        if every or not self.sampled:
-            return Plan(s.servers, (), False, ask, refused)
+        question: bytes = self.user.question if self.user is not None else b""
+        if every or question or not self.sampled:
+            return Plan(s.servers, (), False, ask, refused, question)
         polled, unpolled = sample_servers(s.servers, s.sample, self.rng, sample_weights_of(s.servers, s.sample_weights))
         return Plan(tuple(polled), tuple(unpolled), True, ask, refused)
 
@@ -174,6 +197,9 @@ class Selection:
             in_order = tuple(h for h in dict.fromkeys(x.host for x in s.servers) if h in listed)
             decision = Decision(in_order[:s.max_hosts] if s.max_hosts else in_order,
                                 decision.note + f"; {len(listed) - len(decision.hosts)} not polled")
+        decision, why = self.affinity(decision, ordered)
+        if self.user is not None and not s.servers:
+            decision = Decision((), f"LB_POOLS: no server for {self.user.name} (in no pool, and every server is in one)")
         if plan.early:
             weights = sample_weights_of(tuple(Server(x.name, x.port) for x in ordered), s.sample_weights)
             problem = weight_drift(ordered, weights)
@@ -181,5 +207,29 @@ class Selection:
                 config = " ".join(f"{x.host}:{x.port}={w}"
                                   for x, w in zip(s.servers, sample_weights_of(s.servers, s.sample_weights)))
                 weights_seen = tuple((f"{x.name}:{x.port}", x.weight) for x in ordered if x.ok)
-                return Result(tuple(ordered), decision, (problem,), Drift(problem, config, weights_seen))
-        return Result(tuple(ordered), decision, ())
+                return Result(tuple(ordered), decision, (problem,), Drift(problem, config, weights_seen), why)
+        return Result(tuple(ordered), decision, (), None, why)
+
+    def affinity(self, decision: Decision, states: Sequence[ServerState]) -> tuple[Decision, str]:
+        """The decision with the user's own servers first, and why ("" when the user has none here).
+
+        A server holding a session of theirs that may be resumed (``takes_reconnect``: enabled or
+        draining, and able to take a login) comes before the algorithm's choice: one with a session
+        waiting for a reconnect first, then in configured order. LB_AFFINITY=no asks no question
+        (the driver's rule), and then no state carries an answer.
+        """
+        if self.user is None or not self.user.question or not self.settings.affinity:
+            return decision, ""
+        homes = [st for st in states if st.takes_reconnect and (st.user_sessions or 0) > 0]
+        if not homes:
+            return decision, ""
+        homes.sort(key=lambda st: 0 if (st.user_waiting or 0) > 0 else 1)  # stable: configured order kept
+        hosts = tuple(dict.fromkeys([*(st.name for st in homes), *decision.hosts]))
+        max_hosts: int = self.settings.max_hosts
+        home = homes[0]
+        waiting = home.user_waiting or 0
+        count = home.user_sessions or 0
+        why = (f"affinity: {self.user.name} has {count} session{'s' if count != 1 else ''} on {home.name}"
+               + (f", {waiting} waiting for a reconnect" if waiting else "")
+               + (" (draining: it still takes its own sessions back)" if home.admin_state == "draining" else ""))
+        return Decision(hosts[:max_hosts] if max_hosts else hosts, f"{why}; otherwise {decision.note}"), why

@@ -27,14 +27,30 @@ _NO_VALUE = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW)
 _ERRORS = {1: "tooBig", 2: "noSuchName", 5: "genErr", 6: "noAccess"}
 
 
-def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str, str]:
-    """(values, "", "") for a good lbRow response, else (None, its ``Failure`` kind, reason)."""
+def oids_asked(question: bytes = b"") -> list[mib.Oid]:
+    """What one GET asks: lbRow, and with a user's ``question`` (``snmplb.affinity``) lbUserSessions and
+    lbUserWaiting at its instance: still one datagram."""
+    if not question:
+        return [ROW_OID]
+    from snmplb import affinity  # only where a user is known: get_hosts never imports it
+
+    return [ROW_OID, *affinity.instances(question)]
+
+
+def row_from_pdu(pdu: snmpcodec.Pdu, oids: list[mib.Oid] | None = None) -> tuple[dict[str, int] | None, str, str]:
+    """(values, "", "") for a good response to a GET of ``oids`` (``oids_asked``; default lbRow alone),
+    else (None, its ``Failure`` kind, reason). The user's answers, when asked, are in the values under
+    their MIB names; absent when the agent has none (no site key, or older than lbUserTable)."""
+    oids = oids or [ROW_OID]
     if pdu.tag != ber.RESPONSE:
         return None, Failure.MALFORMED, f"unexpected PDU {pdu.tag:#x}"
     if pdu.error_status:
         return None, Failure.AGENT_ERROR, f"SNMP error {_ERRORS.get(pdu.error_status, pdu.error_status)}"
-    if len(pdu.varbinds) != 1 or pdu.varbinds[0][0] != ROW_OID:
-        return None, Failure.MALFORMED, "reply does not carry the OID asked"
+    if [oid for oid, _ in pdu.varbinds] != oids:
+        return None, Failure.MALFORMED, "reply does not carry every OID asked"
+    user = _user_answers(pdu.varbinds[1:]) if len(oids) > 1 else {}
+    if isinstance(user, str):
+        return None, Failure.MALFORMED if "type" in user else Failure.IMPLAUSIBLE, user
     value = pdu.varbinds[0][1]
     if value.tag in _NO_VALUE:
         return None, Failure.NO_ROW, "no snmplb row on this agent (noSuchObject: agent not installed or not in the view)"
@@ -44,7 +60,25 @@ def row_from_pdu(pdu: snmpcodec.Pdu) -> tuple[dict[str, int] | None, str, str]:
     if values is None:
         return None, Failure.MALFORMED, "partial, garbled or out-of-range row"
     failure, reason = check_row(values)
-    return (None, failure, reason) if failure else (values, "", "")
+    return (None, failure, reason) if failure else ({**values, **user}, "", "")
+
+
+def _user_answers(varbinds: tuple[tuple[mib.Oid, ber.Tlv], ...]) -> dict[str, int] | str:
+    """lbUserSessions and lbUserWaiting by name from their varbinds (absent: the agent has no answer,
+    no site key or older than lbUserTable), or why they cannot be true."""
+    from snmplb import affinity
+
+    user: dict[str, int] = {}
+    for (_, answer), column in zip(varbinds, (affinity.SESSIONS, affinity.WAITING)):
+        if answer.tag in _NO_VALUE:
+            continue
+        try:
+            user[column.name] = ber.as_int(answer, ber.GAUGE32, low=0)  # its range: Gauge32's
+        except BerError:
+            return f"{column.name} of the wrong type"
+    if len(user) == 1 or (user and user[affinity.WAITING.name] > user[affinity.SESSIONS.name]):
+        return "implausible user sessions"
+    return user
 
 
 class _Sent:
@@ -67,8 +101,10 @@ class Query:
     something did answer, and nothing better came.
     """
 
-    def __init__(self, server: Server, rng: random.Random, interval: float, max_sends: int) -> None:
+    def __init__(self, server: Server, rng: random.Random, interval: float, max_sends: int,
+                 question: bytes = b"") -> None:
         self.server = server
+        self.oids = oids_asked(question)
         self.rng = rng
         self.interval = interval
         self.max_sends = max_sends
@@ -98,7 +134,7 @@ class Query:
 
     def finish(self, pdu: snmpcodec.Pdu, rtt: float) -> None:
         """End the query with a genuine reply: its row, or why it is unusable."""
-        values, failure, reason = row_from_pdu(pdu)
+        values, failure, reason = row_from_pdu(pdu, self.oids)
         if values is None:
             self.fail(failure, reason)
         else:
@@ -129,15 +165,15 @@ class V2cQuery(Query):
     """SNMPv2c: one GET of lbRow, retransmitted with a fresh request id."""
 
     def __init__(self, server: Server, settings: ClientSettings, rng: random.Random,
-                 interval: float, max_sends: int) -> None:
-        super().__init__(server, rng, interval, max_sends)
+                 interval: float, max_sends: int, question: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question)
         self.community = settings.community.encode()
 
     def start(self, now: float) -> bytes:
         rid = self._id()
         self.sent.append(_Sent(now, rid))
         self._schedule(now)
-        return snmpcodec.v2c_get(self.community, rid, [ROW_OID])
+        return snmpcodec.v2c_get(self.community, rid, self.oids)
 
     def on_datagram(self, data: bytes, now: float) -> bytes | None:
         try:
@@ -209,8 +245,8 @@ class V3Query(Query):
     """
 
     def __init__(self, server: Server, creds: Credentials, rng: random.Random,
-                 interval: float, max_sends: int) -> None:
-        super().__init__(server, rng, interval, max_sends)
+                 interval: float, max_sends: int, question: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question)
         self.creds = creds
         self.engines: list[_Engine] = []  # candidates, in the order learnt
         self.confirmed = False  # an authenticated message came: engines holds its engine id alone
@@ -239,7 +275,7 @@ class V3Query(Query):
         self.sent.append(_Sent(now, rid, mid, engine.id))
         engine.last_sent = now
         auth_key, priv_key = self.creds.keys(engine.id)
-        return snmpcodec.v3_get(mid, rid, [ROW_OID], engine_id=engine.id, boots=engine.boots,
+        return snmpcodec.v3_get(mid, rid, self.oids, engine_id=engine.id, boots=engine.boots,
                                 time=engine.time + int(now - engine.learnt), user=self.creds.user,
                                 auth=self.creds.auth, auth_key=auth_key, priv_key=priv_key,
                                 salt=self.rng.getrandbits(64).to_bytes(8, "big"))

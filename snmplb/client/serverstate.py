@@ -136,6 +136,26 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return None if rate is None else mib.per_second("lbLoginRate", rate)
 
     @property
+    def user_sessions(self) -> int | None:
+        """The asked user's sessions here (lbUserSessions); None when not asked or not answered."""
+        row: dict[str, int] = self.values or {}
+        return row.get("lbUserSessions")
+
+    @property
+    def user_waiting(self) -> int | None:
+        """Of those, the ones waiting for a reconnect (lbUserWaiting); None when not asked or not answered."""
+        row: dict[str, int] = self.values or {}
+        return row.get("lbUserWaiting")
+
+    @property
+    def takes_reconnect(self) -> bool:
+        """May a user go back to a session of theirs here: answered, not disabled, and able to take a
+        login at all (not unavailable). Draining, full, swapping or weight 0 still do: a reconnect adds
+        no session, and that is what drain means (the existing sessions stay)."""
+        return (self.ok and self.admin_state in ("enabled", "draining")
+                and self.status in OPEN_STATUSES | {"full", "draining"})
+
+    @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
         return mib.seconds("lbDataAge", self.values["lbDataAge"])

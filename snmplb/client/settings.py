@@ -109,6 +109,13 @@ def parse_server(entry: str, default_port: int) -> Server:
     return Server(host, port)
 
 
+def _key_path(raw: str) -> str:
+    """LB_AFFINITY_KEY_FILE: an absolute path (what it holds is checked when it is read: affinity.read_key)."""
+    if not raw.startswith("/"):
+        raise ConfigError(f"{shown(raw)} is not an absolute path")
+    return raw
+
+
 class Variable(record("Variable", "name attr parse value doc if_bad shown", defaults=(None, None))):
     """One lts.conf variable: name, the ClientSettings field (attr), its parser (None: special), its
     default value (value: ClientSettings' default, written only here), its meaning (doc), what a bad
@@ -187,13 +194,30 @@ VARIABLES: tuple[Variable, ...] = (
              "when the finding changes (LB_SERVERS, LB_SAMPLE_WEIGHTS or a polled server's lbWeight): it keeps "
              "digests of it in /run/snmplb/get_hosts-drift (root's own, 0600); where that file cannot be kept "
              "safely, at every login.", shown="(every server 100)"),
+    Variable("LB_AFFINITY", "affinity", _bool, True,
+             "Where the user is known (`snmplb pick --user`, `snmplb connect --user`, the RDP and X2Go session "
+             "wrappers, the PAM hook; not get_hosts: LDM asks before anyone typed a name) and a site key is set "
+             "(LB_AFFINITY_KEY_FILE): a user with a session on a server that can take a reconnect (enabled or "
+             "draining, not disabled, down or unavailable) goes back there, to one with a session waiting for "
+             "a reconnect first; otherwise the algorithm decides. Every server of the user's pool is then "
+             "polled (LB_SAMPLE does not apply)."),
+    Variable("LB_AFFINITY_KEY_FILE", "affinity_key_file", _key_path, "",
+             "The site key that the question about a user's sessions is hashed with (the agents' "
+             "`affinity_key_file` holds the same): no user name crosses the network. Owned by root (or the "
+             "user running the client), writable by nobody else. Empty: no key, no affinity.", shown="(none)"),
+    Variable("LB_POOLS", "pools", None, (),
+             "Server pools by group, where the user is known: `group: host host ...` entries separated by "
+             "`;`, each host one of LB_SERVERS (as written there). A user in one or more of the groups (as NSS "
+             "sees them on this client) gets their pools' servers; a user in none gets the `*` entry's, else "
+             "the servers in no pool. A session in another pool is not followed (the pools are the admin's "
+             "boundary): get_hosts, which knows no user, keeps LB_SERVERS.", shown="(none)"),
     Variable("LB_SEED", "seed", _int(0, 2**63), None, "Seed of the random choices, for tests only.", shown="(random)"),
 )
 
 
 _FIELDS = ("servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version community user "
            "auth_protocol auth_passphrase priv_protocol priv_passphrase lbserver_url client_id snmp_port "
-           "retries max_hosts seed slow_start_s sample sample_weights")
+           "retries max_hosts seed slow_start_s sample sample_weights affinity affinity_key_file pools")
 _VALUE = {v.attr: v.value for v in VARIABLES}
 
 
@@ -203,7 +227,7 @@ class ClientSettings(record("ClientSettings",
                             "servers algorithm timeout_ms max_load max_response_ms skip_swapping snmp_version "
                             "community user auth_protocol auth_passphrase priv_protocol priv_passphrase "
                             "lbserver_url client_id snmp_port retries max_hosts seed slow_start_s sample "
-                            "sample_weights",
+                            "sample_weights affinity affinity_key_file pools",
                             defaults=tuple(_VALUE[f] for f in _FIELDS.split()))):  # type: ignore[misc]  # not a literal
     """Everything get_hosts and the status view need; VARIABLES documents each field and holds its default.
 
@@ -230,7 +254,9 @@ def from_env(env: Mapping[str, str], unquoted: frozenset[str] = frozenset()) -> 
     problems += _unquoted(more, "LB_SERVERS", unquoted)
     weights, more = parse_sample_weights(env.get("LB_SAMPLE_WEIGHTS", "").strip(), servers)
     problems += _unquoted(more, "LB_SAMPLE_WEIGHTS", unquoted)
-    settings = settings._replace(servers=servers, sample_weights=weights)
+    pools, more = parse_pools(env.get("LB_POOLS", "").strip(), servers)
+    problems += _unquoted(more, "LB_POOLS", unquoted)
+    settings = settings._replace(servers=servers, sample_weights=weights, pools=pools)
     refused = refusal(settings)
     if refused and settings.snmp_version in ("2c", "3"):  # a bad version was reported with its value above
         problems.append(refused)
@@ -239,6 +265,70 @@ def from_env(env: Mapping[str, str], unquoted: frozenset[str] = frozenset()) -> 
     if not servers:
         problems.append("LB_SERVERS: no server configured and SERVER is empty")
     return settings, problems
+
+
+Pools = tuple[tuple[str, tuple[Server, ...]], ...]  # LB_POOLS: (group, its servers in LB_SERVERS' order)
+DEFAULT_POOL = "*"
+
+
+def parse_pools(text: str, servers: tuple[Server, ...]) -> tuple[Pools, list[str]]:
+    """LB_POOLS: ``group: host host; group: ...`` as (group, servers) pairs. A host is matched to
+    ``servers`` as written there (``host`` for every SNMP port of it, ``host:port`` for one); an entry
+    naming no server of LB_SERVERS, a bad group name or a group given twice is reported and skipped."""
+    pools: list[tuple[str, tuple[Server, ...]]] = []
+    problems: list[str] = []
+    for entry in (e.strip() for e in text.split(";")):
+        if not entry:
+            continue
+        group, colon, hosts = entry.partition(":")
+        group = group.strip()
+        if not colon or not group or not (group == DEFAULT_POOL or _is_group(group)):
+            problems.append(f"LB_POOLS: {shown(entry)} is not 'group: host host ...'; skipped")
+            continue
+        if any(g == group for g, _ in pools):
+            problems.append(f"LB_POOLS: group {shown(group)} given twice; the first entry stands")
+            continue
+        members: list[Server] = []
+        for host in hosts.replace(",", " ").split():
+            try:
+                wanted = parse_server(host, 0)
+            except ConfigError as exc:
+                problems.append(f"LB_POOLS: {group}: {exc}; skipped")
+                continue
+            found = [s for s in servers if s.host == wanted.host and wanted.port in (0, s.port)]
+            if not found:
+                problems.append(f"LB_POOLS: {group}: {shown(host)} is not in LB_SERVERS; skipped")
+            members += [s for s in found if s not in members]
+        if not members:
+            problems.append(f"LB_POOLS: group {shown(group)} has no server of LB_SERVERS; skipped")
+            continue
+        order = {s: i for i, s in enumerate(servers)}
+        pools.append((group, tuple(sorted(members, key=order.__getitem__))))
+    return tuple(pools), problems[:_MAX_ENTRY_PROBLEMS * 2]
+
+
+def _is_group(name: str) -> bool:
+    """A group name as NSS may hold one: no ':' (/etc/group's separator), ';', space or control character."""
+    return len(name) <= 256 and all(c.isprintable() and c not in ":; \t" for c in name)
+
+
+def pool_of(settings: ClientSettings, groups: tuple[str, ...]) -> tuple[tuple[Server, ...], str]:
+    """The servers of a user in ``groups`` (LB_POOLS; LB_SERVERS without pools), and the pools' names
+    ("" without pools): their pools' servers, in LB_SERVERS' order; for a user in no pool, the ``*``
+    entry's, else the servers in no pool (which may be none)."""
+    pools: Pools = settings.pools
+    servers: tuple[Server, ...] = settings.servers
+    if not pools:
+        return servers, ""
+    mine = [(g, members) for g, members in pools if g != DEFAULT_POOL and g in groups]
+    if not mine:
+        default = [members for g, members in pools if g == DEFAULT_POOL]
+        pooled = {s for _, members in pools for s in members}
+        if default:
+            return default[0], DEFAULT_POOL
+        return tuple(s for s in servers if s not in pooled), "(no pool)"
+    chosen = {s for _, members in mine for s in members}
+    return tuple(s for s in servers if s in chosen), ", ".join(g for g, _ in mine)
 
 
 def _unquoted(problems: list[str], key: str, unquoted: frozenset[str]) -> list[str]:

@@ -60,8 +60,8 @@ def skip_reason(s: ServerState, chosen: Sequence[str], settings: ClientSettings)
     """Why ``s`` is not in the decision's list (None when it is)."""
     from snmplb.client.describe import state_label, unavailable_reason
 
-    if s.name in chosen and s.eligible:
-        return None
+    if s.name in chosen and (s.eligible or (s.takes_reconnect and (s.user_sessions or 0) > 0)):
+        return None  # chosen: may take a login, or holds a session of the user's (affinity)
     if not s.ok:
         return s.reason or "no answer"
     if not s.eligible:
@@ -94,6 +94,7 @@ def render(result: Result, settings: ClientSettings, problems: Sequence[str], mo
             records.append(rec)
         return json.dumps({"chosen": shown[0] if ok and shown else None, "hosts": shown,
                            "algorithm": settings.algorithm, "note": decision.note, "usable": ok,
+                           "affinity": result.affinity or None,
                            "servers": records, "problems": list(problems)}, indent=2), code
     if mode == "all":
         return "\n".join(shown), code
@@ -104,19 +105,23 @@ def render(result: Result, settings: ClientSettings, problems: Sequence[str], mo
 
 
 def decide_now(env: Mapping[str, str], lts_conf: Path | None = None, clients: Sequence[str] = (),
-               client_conf: Path | None = None) -> tuple[ClientSettings, Result, list[str]]:
+               client_conf: Path | None = None, user: str | None = None) -> tuple[ClientSettings, Result, list[str]]:
     """get_hosts' settings (``sources.load``), poll and decision; problems named by their key.
-    Raises OSError for an unreadable ``lts_conf``."""
+    ``user``: the login's user, where known (pools, affinity). Raises OSError for an unreadable ``lts_conf``."""
     from snmplb.client.deadline import login_deadline
-    from snmplb.client.driver import select, selection_for
+    from snmplb.client.driver import select, selection_for, user_for
     from snmplb.client.sources import load
 
     settings, problems = load(env, None if lts_conf is None else str(lts_conf), clients,
                               None if client_conf is None else str(client_conf))
+    who = None
+    if user is not None:
+        who, more = user_for(settings, user)
+        problems += more
     if not settings.servers:
         return settings, Result((), Decision((), "no servers configured (LB_SERVERS)"), ()), problems + [
             "no servers configured: set LB_SERVERS"]
-    result, _choice, why = select(selection_for(settings), deadline=login_deadline(settings.timeout_ms, env))
+    result, _choice, why = select(selection_for(settings, user=who), deadline=login_deadline(settings.timeout_ms, env))
     return settings, result, problems + ([why] if why else []) + list(result.problems)
 
 
@@ -132,6 +137,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a client's host name, IP or MAC: its lts.conf section applies (repeatable, last wins)")
     p.add_argument("--client-conf", type=Path, metavar="FILE",
                    help="the client settings file (default $SNMPLB_CLIENT_CONF or /etc/snmplb/client.conf)")
+    p.add_argument("--user", metavar="NAME",
+                   help="the user this login is for (ssh: %%r): their pool (LB_POOLS), and back to a session of "
+                        "theirs (LB_AFFINITY, LB_AFFINITY_KEY_FILE)")
     p.add_argument("--fallback", action="store_true",
                    help="when no server may be chosen, use the configured list as get_hosts does (exit status stays 3"
                         " for pick)")
@@ -155,6 +163,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cn.add_argument("--banner", choices=("auto", "ssh", "none"), default="auto",
                     help="what a server must send before it is used: ssh, a line starting SSH-; none, nothing (RDP"
                          " and other protocols where the client speaks first); auto (default), ssh's on port 22")
+
+
+def _user(name: str | None) -> str | None:
+    """--user's value; an empty one is no user (ssh's %r is never empty; a wrapper's unset variable is)."""
+    if name is None or not name.strip():
+        return None
+    return name.strip()
 
 
 def _say(message: str) -> None:
@@ -183,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        settings, result, problems = decide_now(os.environ, args.lts_conf, args.client, args.client_conf)
+        settings, result, problems = decide_now(os.environ, args.lts_conf, args.client, args.client_conf,
+                                                _user(args.user))
     except OSError as exc:
         _say(f"{args.lts_conf}: {exc.strerror}")
         return USAGE
