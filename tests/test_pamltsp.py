@@ -20,7 +20,6 @@ Which server took a login: the sshd whose log says ``Accepted password for USER`
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import select
 import shutil
@@ -51,11 +50,7 @@ LB_TIMEOUT_MS = 1500
 pytestmark = pytest.mark.fleet
 
 
-@functools.lru_cache(maxsize=1)
-def pick_has_user() -> bool:
-    """Whether this checkout's `snmplb pick` takes --user (the lead's affinity change)."""
-    r = subprocess.run([str(BIN / "snmplb"), "pick", "--help"], capture_output=True, text=True, env=CLEAN)
-    return "--user" in r.stdout
+AFFINITY_KEY = "Pq3~Lm8!Rt5^Wz1|Hd6@Ks"  # the site key of the test's agents and client (affinity)
 
 
 def _die_with_parent() -> None:
@@ -157,7 +152,12 @@ class Lab:
         self.module = base / "pam_snmplb.so"
         subprocess.run(["gcc", "-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-shared", "-o", str(self.module),
                         str(MODULE_SRC), "-lpam"], check=True, env=CLEAN)
-        self.insts = [fleet.add(f"app{i}", IDLE) for i in (1, 2, 3)]
+        # The agents know each user's sessions (logind's, here their fake session directory), asked by a
+        # keyed hash: the site key, root-only, on both sides.
+        agent_key = base / "affinity.key"
+        agent_key.write_text(AFFINITY_KEY + "\n")
+        agent_key.chmod(0o600)
+        self.insts = [fleet.add(f"app{i}", IDLE, settings={"affinity_key_file": str(agent_key)}) for i in (1, 2, 3)]
         host_key = base / "host_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True, env=CLEAN)
         # The servers: the users with a real password (the farm's accounts).
@@ -170,10 +170,7 @@ class Lab:
         opt = base / "opt"
         (opt / "snmplb" / "bin").mkdir(parents=True)
         wrapper = opt / "snmplb" / "bin" / "snmplb"
-        wrapper.write_text(f"#!/bin/sh\nexec {BIN / 'snmplb'} \"$@\"\n" if pick_has_user() else
-                           # Until `pick --user` exists (the lead's affinity change): the same pick without it.
-                           "#!/bin/sh\nif [ \"$1 $2\" = 'pick --user' ]; then shift 3; set -- pick \"$@\"; fi\n"
-                           f"exec {BIN / 'snmplb'} \"$@\"\n")
+        wrapper.write_text(f"#!/bin/sh\nexec {BIN / 'snmplb'} \"$@\"\n")
         wrapper.chmod(0o755)
         self.homes = base / "homes"
         self.homes.mkdir()
@@ -183,6 +180,9 @@ class Lab:
         for user, uid in USERS.items():
             c.sh('useradd -M -d "$3/$1" -s /bin/sh -u "$2" "$1"; usermod -p pamltsp "$1"', user, str(uid),
                  str(self.homes))
+        c.write("/etc/snmplb/affinity.key", AFFINITY_KEY + "\n", mode=0o600)
+        # Pools by group (NSS on the client): alice's group takes app2, bob's app3; carol is in none.
+        c.sh('groupadd snmplb-t-b && groupadd snmplb-t-c && usermod -aG snmplb-t-b alice && usermod -aG snmplb-t-c bob')
         c.write("/etc/resolv.conf", "nameserver 127.0.0.1\n")  # the namespace's own (nothing leaves it)
         c.write("/etc/ltsp/ssh_known_hosts", "".join(f"{s.host} {pub}\n" for s in self.servers))
         # What `ltsp init` writes at boot (54-pam.sh) with SSH_SERVER=app1 in ltsp.conf, then pamltsp's own
@@ -195,10 +195,12 @@ class Lab:
         self.set_client_conf()
         self.set_service()
 
-    def set_client_conf(self, timeout_ms: int = LB_TIMEOUT_MS, algorithm: str = "balanced") -> None:
+    def set_client_conf(self, timeout_ms: int = LB_TIMEOUT_MS, algorithm: str = "balanced", pools: str = "",
+                        affinity: str = "yes") -> None:
         servers = " ".join(f"{i.host}:{i.port}" for i in self.insts)
         self.client.write("/etc/snmplb/client.conf", f'LB_SERVERS="{servers}"\nLB_SNMP_COMMUNITY={COMMUNITY}\n'
-                          f"LB_TIMEOUT_MS={timeout_ms}\nLB_ALGORITHM={algorithm}\n", mode=0o600)
+                          f"LB_TIMEOUT_MS={timeout_ms}\nLB_ALGORITHM={algorithm}\nLB_AFFINITY={affinity}\n"
+                          f"LB_AFFINITY_KEY_FILE=/etc/snmplb/affinity.key\nLB_POOLS=\"{pools}\"\n", mode=0o600)
 
     def set_service(self, module_args: str = "", gate: bool = False) -> None:
         """The display manager's PAM file: pam_snmplb, then (optionally) the test's gate, then common-auth."""
@@ -450,13 +452,11 @@ def test_bad_module_options_and_a_hook_that_lies_never_stop_a_login(clean_lab: L
 
 
 def test_the_second_login_of_a_user_goes_back_to_their_running_session(clean_lab: Lab) -> None:
-    """Affinity (issue 19): needs `snmplb pick --user` that sends a user back to the server holding their
-    session. The first login lands somewhere; that server then holds alice's session (its logind
-    record, as the agent reads it) and is the busiest; her second login goes back to it, bob's goes
-    elsewhere."""
+    """Affinity through the PAM hook (`snmplb pick --user "$PAM_USER"`). alice's first login lands where the
+    load says; that server then holds her running session (her logind record there, as its agent reads it:
+    what an SSHFS home's ssh session leaves on a real server) and is the busiest; her second login goes
+    back to it, bob's, with no session anywhere, goes where the load says."""
     lab = clean_lab
-    if not pick_has_user():
-        pytest.skip("snmplb pick has no --user yet (the lead's affinity change)")
     before = lab.counts("alice")
     assert lab.login("alice").returncode == 0
     first = lab.since("alice", before)
@@ -480,3 +480,22 @@ def _wait(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return bool(predicate())
+
+
+def test_pools_by_group_two_users_at_once_each_in_their_own_pool(clean_lab: Lab) -> None:
+    """Two users logging in at the same moment on one client, in different pools (their groups, as NSS
+    sees them on the client): each lands in their own pool; a user in no pool gets the unpooled server."""
+    lab = clean_lab
+    app1, app2, app3 = lab.insts
+    lab.set_client_conf(pools=f"snmplb-t-b: {app2.host}; snmplb-t-c: {app3.host}")
+    before = {u: lab.counts(u) for u in ("alice", "bob", "carol")}
+    logins = {u: lab.start_login(u) for u in ("alice", "bob", "carol")}
+    try:
+        outs = {u: p.communicate(timeout=60)[0] for u, p in logins.items()}
+    finally:
+        for p in logins.values():
+            p.kill()
+    assert all(p.returncode == 0 for p in logins.values()), outs
+    assert lab.since("alice", before["alice"]) == ["app2"]
+    assert lab.since("bob", before["bob"]) == ["app3"]
+    assert lab.since("carol", before["carol"]) == ["app1"]
