@@ -191,7 +191,12 @@ class Lab:
                 f"SSH_SERVER='{self.servers[0].host}'\nSSH_OPTIONS=''\n")
         c.run(str(PAMLTSP), "install")
         assert "pamltsp pam_auth" in c.run("cat", "/etc/pam.d/common-auth").stdout
-        c.run(str(SSH_SERVER_SCRIPT), "--per-login")
+        # The README's ltsp.conf line, run as `ltsp init` runs a POST_INIT_x value (eval in its shell).
+        (line,) = [ln for ln in (PROJECT / "README.md").read_text().splitlines()
+                   if ln.startswith("POST_INIT_SNMPLB_PER_LOGIN=")]
+        line = line.replace("/usr/libexec/snmplb/snmplb-ssh-server", str(SSH_SERVER_SCRIPT))
+        c.sh(f'{line}\neval "$POST_INIT_SNMPLB_PER_LOGIN"')
+        assert c.run("tail", "-n", "1", "/etc/ltsp/pamltsp.conf").stdout.endswith("(pam_snmplb)\n")
         self.set_client_conf()
         self.set_service()
 

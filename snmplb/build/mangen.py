@@ -842,7 +842,7 @@ def commands() -> list[Command]:
                         "reach `snmplb pick`: LTSP keeps them as unexported shell variables):"),
                       _example(f'POST_INIT_SNMPLB_SSH_SERVER="set | {LIBEXEC}/snmplb-ssh-server --shell-vars"'),
                       P("A server per login instead (with pam_snmplb(8) in the display manager's PAM file):"),
-                      _example(f'POST_INIT_SNMPLB_SSH_SERVER="{LIBEXEC}/snmplb-ssh-server --per-login"')],
+                      _example(f'POST_INIT_SNMPLB_PER_LOGIN="{LIBEXEC}/snmplb-ssh-server --per-login"')],
             see_also=["snmplb(1)", "snmplb-session(1)", "snmplb-pam-ssh-server(8)", "pam_snmplb(8)",
                       "snmplb-client.conf(5)", "ltsp.conf(5)"],
         ),
