@@ -856,8 +856,8 @@ def commands() -> list[Command]:
                   "session still runs there, their group's pool) and prints the chosen host on its first line; "
                   "pam_snmplb puts it in that login's PAM environment, where pamltsp takes it as `SSH_SERVER` "
                   "(snmplb-ssh-server(8) `--per-login`). Run as root, `snmplb pick` reads the image's root-only "
-                  f"{client_conf} (snmplb-client.conf(5)): `LB_TIMEOUT_MS` bounds the poll, process start "
-                  "included."),
+                  f"{client_conf} (snmplb-client.conf(5)): `LB_TIMEOUT_MS` bounds the poll, counted from "
+                  "this script's start (it names pick's parent in `SNMPLB_WRAPPER_PID`)."),
                 P("It never sees the password: its standard input is /dev/null and its environment only "
                   "`PATH`, `PAM_USER`, `PAM_SERVICE` and `PAM_TYPE`. When nothing is usable, snmplb is missing "
                   "or pick answers no plain host name, it prints nothing, exits 1 and logs why (syslog, "
