@@ -121,7 +121,9 @@ static int good_host(const char *host)
     return 1;
 }
 
-static void child(const char *hook, const char *user, const char *service, const char *type, int out)
+/* After fork: only async-signal-safe calls (the application may have threads); everything else was
+ * prepared before the fork. */
+static void child(const char *hook, char *const envp[], long max_fd, int out)
 {
     /* Own process group, so that a timeout kills the hook and everything it started. */
     setpgid(0, 0);
@@ -134,16 +136,8 @@ static void child(const char *hook, const char *user, const char *service, const
     if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0 || dup2(null, 2) < 0)
         _exit(127);
     /* Every other descriptor of the application (sockets, the display manager's pipes) closed. */
-    long max = sysconf(_SC_OPEN_MAX);
-    if (max < 0 || max > 65536)
-        max = 65536;
-    for (int fd = 3; fd < max; fd++)
+    for (int fd = 3; fd < max_fd; fd++)
         close(fd);
-    char e_user[MAX_USER + 16], e_service[128], e_type[64];
-    snprintf(e_user, sizeof e_user, "PAM_USER=%s", user);
-    snprintf(e_service, sizeof e_service, "PAM_SERVICE=%s", service);
-    snprintf(e_type, sizeof e_type, "PAM_TYPE=%s", type);
-    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", e_user, e_service, e_type, NULL};
     char *argvp[] = {(char *)hook, NULL};
     execve(hook, argvp, envp);
     _exit(127);
@@ -172,6 +166,15 @@ static void choose(pam_handle_t *pamh, int argc, const char **argv, const char *
     if (pam_get_item(pamh, PAM_SERVICE, &item) == PAM_SUCCESS && item != NULL)
         service = item;
 
+    char e_user[MAX_USER + 16], e_service[128], e_type[64];
+    snprintf(e_user, sizeof e_user, "PAM_USER=%s", user);
+    snprintf(e_service, sizeof e_service, "PAM_SERVICE=%s", service);
+    snprintf(e_type, sizeof e_type, "PAM_TYPE=%s", type);
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", e_user, e_service, e_type, NULL};
+    long max_fd = sysconf(_SC_OPEN_MAX);
+    if (max_fd < 0 || max_fd > 65536)
+        max_fd = 65536;
+
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
         pam_putenv(pamh, ENV_NAME);
@@ -187,7 +190,7 @@ static void choose(pam_handle_t *pamh, int argc, const char **argv, const char *
     sigaction(SIGCHLD, &dfl, &old);
     pid_t pid = fork();
     if (pid == 0)
-        child(opt.hook, user, service, type, fds[1]);
+        child(opt.hook, envp, max_fd, fds[1]);
     close(fds[1]);
     if (pid < 0) {
         close(fds[0]);
