@@ -14,7 +14,9 @@ overlay on a tmpfs in a private mount namespace: the users the tests add (with `
 client's shadow, a real password hash in the servers') exist only there, and everything disappears
 with the namespaces; this machine's /etc, PAM configuration and users are never changed.
 
-Which server took a login: the sshd whose log says ``Accepted password for USER``.
+Which server took a login: the sshd whose log says ``Accepted password for USER``; and whose home pamltsp
+mounted (SSHFS, as on a real client: each server serves the homes from a directory of its own, with a file
+naming it).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class Side:
     """A private mount and PID namespace inside the test's network namespace, holding overlays of /etc
     and of what pamltsp and pam-auth-update write, on a tmpfs; ``close`` ends it and every mount."""
 
-    OVERLAID = ("/etc", "/usr/share/pam-configs", "/var/lib/pam")
+    # /usr/bin: before an SSHFS mount pamltsp removes /usr/bin/gnome-keyring-daemon (where one is installed).
+    OVERLAID = ("/etc", "/usr/share/pam-configs", "/var/lib/pam", "/usr/bin")
 
     def __init__(self, netns: str, name: str, extra: str = "") -> None:
         self.base = Path(tempfile.mkdtemp(prefix=f"snmplb-pam-{name}-"))
@@ -112,15 +115,23 @@ class Side:
 class Server:
     """One application server: the fleet's snmpd + agent at its address, and a real sshd on its port 22."""
 
-    def __init__(self, side: Side, inst: Instance, host_key: Path, base: Path) -> None:
+    def __init__(self, side: Side, inst: Instance, host_key: Path, base: Path, homes: Path) -> None:
         self.inst, self.side = inst, side
         self.host = inst.host
         self.log = base / f"sshd-{inst.name}.log"
+        # Each server serves the users' homes from a directory of its own, whose file served-by names it:
+        # an SSHFS home mounted by pamltsp says where it came from.
+        homes = homes / inst.name
+        for user, uid in USERS.items():
+            (homes / user).mkdir(parents=True)
+            (homes / user / "served-by").write_text(inst.name + "\n")
+            os.chown(homes / user, uid, uid)
         conf = base / f"sshd-{inst.name}.conf"
         conf.write_text(
             f"ListenAddress {self.host}:22\nPidFile none\nHostKey {host_key}\nUsePAM no\nStrictModes no\n"
             "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\n"
-            "PermitRootLogin no\nSubsystem sftp internal-sftp\nUseDNS no\nPrintMotd no\n")
+            f"PermitRootLogin no\nSubsystem sftp internal-sftp\nForceCommand internal-sftp -d {homes}/%u\n"
+            "UseDNS no\nPrintMotd no\n")
         self.proc = subprocess.Popen(side.cmd("/usr/sbin/sshd", "-D", "-e", "-f", str(conf)), env=CLEAN,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "ab"))
@@ -165,7 +176,10 @@ class Lab:
         for user, uid in USERS.items():
             self.server_side.sh('useradd -M -d /nonexistent -s /bin/sh -u "$2" "$1"; echo "$1:$3" | chpasswd',
                                 user, str(uid), PASSWORD)
-        self.servers = [Server(self.server_side, inst, host_key, base) for inst in self.insts]
+        # The servers' homes: where the users may reach them (pytest's own directories are root's alone).
+        self.server_homes = Path(tempfile.mkdtemp(prefix="snmplb-pam-homes-"))
+        self.server_homes.chmod(0o755)
+        self.servers = [Server(self.server_side, inst, host_key, base, self.server_homes) for inst in self.insts]
         # The client: snmplb as a venv install would put it (/opt/snmplb/bin/snmplb), this checkout's.
         opt = base / "opt"
         (opt / "snmplb" / "bin").mkdir(parents=True)
@@ -250,6 +264,17 @@ class Lab:
         p.stdin = None  # written and closed: communicate() only reads
         return p
 
+    def home_from(self, user: str) -> str:
+        """The server whose SSHFS home pamltsp mounted for ``user`` on the client ("" if none is mounted)."""
+        r = self.client.run("sh", "-c", 'mountpoint -q "$1" && cat "$1/served-by"', "sh", str(self.homes / user),
+                            check=False)
+        return r.stdout.strip()
+
+    def unmount_homes(self) -> None:
+        """As after a logout: no SSHFS home stays mounted (pamltsp's own unmount waits for systemd-run)."""
+        self.client.sh('for d in "$1"/*; do if mountpoint -q "$d"; then fusermount3 -u "$d" || umount -l "$d"; fi; done',
+                       str(self.homes))
+
     def counts(self, user: str) -> dict[str, int]:
         """How many password logins of ``user`` each server accepted so far."""
         return {s.inst.name: s.accepted(user) for s in self.servers}
@@ -261,9 +286,11 @@ class Lab:
     def close(self) -> None:
         for s in getattr(self, "servers", []):
             s.stop()
-        for side in ("client", "server_side"):
+        for side in ("client", "server_side"):  # the client's end takes its SSHFS mounts with it
             if hasattr(self, side):
                 getattr(self, side).close()
+        if hasattr(self, "server_homes"):
+            shutil.rmtree(self.server_homes, ignore_errors=True)
 
 
 def _missing() -> str:
@@ -302,6 +329,7 @@ def clean_lab(lab: Lab) -> Lab:
     lab.set_service()
     for f in lab.gates.iterdir():
         f.unlink()
+    lab.unmount_homes()
     time.sleep(0.6)  # the agents sample every 0.5 s
     return lab
 
@@ -321,6 +349,7 @@ def test_the_login_goes_to_the_server_snmplb_picks_not_to_pamltsps_default(clean
     r = lab.login("alice")
     assert r.returncode == 0, r.stdout + r.stderr
     assert lab.since("alice", before) == ["app3"]
+    assert lab.home_from("alice") == "app3"  # pamltsp mounted her home (SSHFS) from there
     # A wrong password is refused there too (pamltsp's answer is the login's, snmplb changes nothing).
     r = lab.login("alice", password="not-the-password")
     assert r.returncode != 0
@@ -373,6 +402,7 @@ def test_two_logins_at_once_keep_their_own_choice(clean_lab: Lab) -> None:
     assert a.returncode == 0 and b.returncode == 0, (out_a, out_b)
     assert lab.since("alice", before["alice"]) == ["app2"]
     assert lab.since("bob", before["bob"]) == ["app3"]
+    assert (lab.home_from("alice"), lab.home_from("bob")) == ("app2", "app3")
 
 
 def test_the_session_step_keeps_the_auth_steps_choice(clean_lab: Lab) -> None:
@@ -479,12 +509,15 @@ def test_the_second_login_of_a_user_goes_back_to_their_running_session(clean_lab
     first = lab.since("alice", before)
     assert len(first) == 1
     home = next(i for i in lab.insts if i.name == first[0])
+    assert lab.home_from("alice") == home.name
+    lab.unmount_homes()  # the second login comes as from another client: nothing mounted here
     for inst in lab.insts:
         inst.set_load(FakeLoad(load1=6.0, cpus=4, sessions=(("alice", "10.0.0.1"),)) if inst is home else IDLE)
     time.sleep(0.8)
     before = lab.counts("alice")
     assert lab.login("alice").returncode == 0
     assert lab.since("alice", before) == first
+    assert lab.home_from("alice") == home.name
     before = lab.counts("bob")
     assert lab.login("bob").returncode == 0
     assert lab.since("bob", before) not in ([], first)
@@ -520,6 +553,7 @@ def test_pools_by_group_two_users_at_once_each_in_their_own_pool(clean_lab: Lab)
     assert lab.since("alice", before["alice"]) == ["app2"]
     assert lab.since("bob", before["bob"]) == ["app3"]
     assert lab.since("carol", before["carol"]) == ["app1"]
+    assert [lab.home_from(u) for u in ("alice", "bob", "carol")] == ["app2", "app3", "app1"]
 
 
 def _ssh_server(conf: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
