@@ -19,7 +19,8 @@
  * session step runs the hook only when no auth step of the same handle ran it (autologin): one wait
  * per login at most, and the session keeps the server the password was checked on.
  *
- * The hook gets no secret: the module never reads PAM_AUTHTOK; the hook's standard input is
+ * The hook gets no secret: the module never reads PAM_AUTHTOK, never runs it for a user name that NSS
+ * does not know (a password typed in the name field would reach a command line); the hook's standard input is
  * /dev/null, its environment only PATH, PAM_USER, PAM_SERVICE and PAM_TYPE (never the application's
  * or the PAM handle's environment, which a user may influence), every other file descriptor closed.
  * It runs only as root (a display manager's login): as a user (a screen locker) it does nothing.
@@ -29,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +161,15 @@ static void choose(pam_handle_t *pamh, int argc, const char **argv, const char *
     if (pam_get_user(pamh, &user, NULL) != PAM_SUCCESS || user == NULL || !good_user(user)) {
         pam_putenv(pamh, ENV_NAME);
         pam_syslog(pamh, LOG_NOTICE, "no usable user name: pamltsp's SSH_SERVER applies");
+        return;
+    }
+    /* A name nobody has may be a password typed in the wrong field: it goes on no command line and into
+     * no log (pamltsp refuses the login by itself). */
+    struct passwd pw, *found = NULL;
+    char pwbuf[4096];
+    if (getpwnam_r(user, &pw, pwbuf, sizeof pwbuf, &found) != 0 || found == NULL) {
+        pam_putenv(pamh, ENV_NAME);
+        pam_syslog(pamh, LOG_NOTICE, "an unknown user: nothing chosen, pamltsp's SSH_SERVER applies");
         return;
     }
     const void *item = NULL;

@@ -371,6 +371,11 @@ def test_the_hook_gets_no_password_and_only_four_variables(clean_lab: Lab) -> No
     names = {line.split("=", 1)[0] for line in env.splitlines()}
     assert names - {"PWD", "SHLVL", "_"} == {"PATH", "PAM_USER", "PAM_SERVICE", "PAM_TYPE"}, env  # (sh adds those)
     assert "PAM_USER=alice" in env.splitlines() and "PAM_TYPE=auth" in env.splitlines()
+    # A name nobody has (a password typed in the name field) never reaches the hook; pamltsp refuses it.
+    seen.unlink()
+    r = lab.client.run("pamtester", "-v", SERVICE, "Not-a-user-but-a-password-1", "authenticate",
+                       input=PASSWORD + "\n", check=False)
+    assert r.returncode != 0 and not seen.exists()
 
 
 def test_two_logins_at_once_keep_their_own_choice(clean_lab: Lab) -> None:
@@ -604,7 +609,7 @@ def test_per_login_line_is_added_once_kept_last_and_takes_only_a_host(tmp_path: 
 
 
 def test_the_hook_prints_a_host_or_nothing_and_never_a_bad_answer(tmp_path: Path) -> None:
-    def hook(pick: str, user: str | None = "ann") -> subprocess.CompletedProcess:
+    def hook(pick: str, user: str | None = "root") -> subprocess.CompletedProcess:  # root: a user NSS knows
         env = {**CLEAN, "SNMPLB_PICK": pick} if user is None else {**CLEAN, "SNMPLB_PICK": pick, "PAM_USER": user}
         return subprocess.run([str(HOOK)], capture_output=True, text=True, timeout=60, env=env)
 
@@ -613,7 +618,7 @@ def test_the_hook_prints_a_host_or_nothing_and_never_a_bad_answer(tmp_path: Path
     fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {args}\necho app2\necho app3\necho "a message" >&2\n')
     fake.chmod(0o755)
     r = hook(str(fake))
-    assert (r.returncode, r.stdout) == (0, "app2\n") and args.read_text() == "--user\nann\n"
+    assert (r.returncode, r.stdout) == (0, "app2\n") and args.read_text() == "--user\nroot\n"
     assert (hook("printf app9").returncode, hook("printf app9").stdout) == (0, "app9\n")  # no last newline
     # pick's LB_TIMEOUT_MS counts from the hook's start: SNMPLB_WRAPPER_PID names pick's parent.
     parent = tmp_path / "parent-pick"
@@ -626,6 +631,8 @@ def test_the_hook_prints_a_host_or_nothing_and_never_a_bad_answer(tmp_path: Path
                          ("true", 1)):
         r = hook(pick)
         assert (r.returncode, r.stdout) == (status, ""), pick
-    for user in (None, "", "-x", "ann\nbob", "ann\tx"):
+    args.unlink()
+    for user in (None, "", "-x", "root\nbob", "root\tx", "Not-a-user-but-a-password-1"):
         r = hook(str(fake), user)
         assert (r.returncode, r.stdout) == (1, ""), repr(user)
+    assert not args.exists()  # pick never ran: an unknown name (a password typed there?) is on no command line
