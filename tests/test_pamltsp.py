@@ -205,6 +205,7 @@ class Lab:
                 f"SSH_SERVER='{self.servers[0].host}'\nSSH_OPTIONS=''\n")
         c.run(str(PAMLTSP), "install")
         assert "pamltsp pam_auth" in c.run("cat", "/etc/pam.d/common-auth").stdout
+        assert "pamltsp pam_session" in c.run("cat", "/etc/pam.d/common-session").stdout
         # The README's ltsp.conf line, run as `ltsp init` runs a POST_INIT_x value (eval in its shell).
         (line,) = [ln for ln in (PROJECT / "README.md").read_text().splitlines()
                    if ln.startswith("POST_INIT_SNMPLB_PER_LOGIN=")]
@@ -230,7 +231,8 @@ class Lab:
             lines.append(f"auth optional pam_exec.so quiet {self.base / 'gate'}")
         lines += ["@include common-auth", "account required pam_permit.so",
                   f"session optional {self.module} {args}",
-                  f"session optional pam_exec.so quiet {self.base / 'probe'}"]
+                  f"session optional pam_exec.so quiet {self.base / 'probe'}",
+                  "@include common-session"]  # pamltsp's session line (pam-auth-update put it there)
         self.client.write(f"/etc/pam.d/{SERVICE}", "\n".join(lines) + "\n")
         gate_script = self.base / "gate"
         # Records what this login's PAM environment holds, says it is here, and waits (at most 30 s) until
@@ -636,3 +638,21 @@ def test_the_hook_prints_a_host_or_nothing_and_never_a_bad_answer(tmp_path: Path
         r = hook(str(fake), user)
         assert (r.returncode, r.stdout) == (1, ""), repr(user)
     assert not args.exists()  # pick never ran: an unknown name (a password typed there?) is on no command line
+
+
+def test_an_autologin_session_without_auth_gets_its_own_server(clean_lab: Lab) -> None:
+    """LTSP's AUTOLOGIN: no auth step, pamltsp's session step logs in with the password that PASSWORDS_x
+    put in the client's shadow (`pamltsp=` base64), and mounts the home. pam_snmplb's session line
+    chooses for that login."""
+    lab = clean_lab
+    _only(lab.insts[1], lab)
+    lab.client.sh('usermod -p "pamltsp=$(printf %s "$2" | base64)" "$1"', "carol", PASSWORD)
+    try:
+        before = lab.counts("carol")
+        r = lab.client.run("pamtester", "-v", SERVICE, "carol", "open_session", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        lab.client.sh('usermod -p pamltsp "$1"', "carol")
+    assert lab.since("carol", before) == ["app2"]
+    assert lab.home_from("carol") == "app2"
+    assert (lab.gates / "session-carol").read_text() == f"{lab.insts[1].host}\n"
