@@ -52,7 +52,7 @@ LB_TIMEOUT_MS = 1500
 pytestmark = pytest.mark.fleet
 
 
-AFFINITY_KEY = "Pq3~Lm8!Rt5^Wz1|Hd6@Ks"  # the site key of the test's agents and client (affinity)
+AFFINITY_KEY = "Pq3~Lm8!Rt5^Wz1|Hd6@KsXv7%Nb2*Gj4="  # the site key of the test's agents and client (affinity; 32 characters at least)
 
 
 def _die_with_parent() -> None:
