@@ -53,7 +53,7 @@ from snmplb import affinity, mib  # noqa: E402
 from snmplb.lab.fleet import FakeLoad, Fleet, client_env  # noqa: E402
 
 COMMUNITY = "snmplb-ltsp"
-KEY = "bench-site-key-0123456789abcdef"
+KEY = "bench-site-key-0123456789abcdef-0123456789"
 USER = "alice"
 LAUNCH = "import sys; sys.argv[0] = 'snmplb'; from snmplb.login.command import main; sys.exit(main())"
 

@@ -26,6 +26,11 @@ elif [ "$mode" != "--minimal" ]; then
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
     # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils keyutils)
+    # A real RDP server that refuses a password (tests/test_sessions.py runs its own, in a mount namespace).
+    packages+=(xrdp)
+    # SSH_SERVER per login: Debian's real ltsp (pamltsp), a PAM conversation (pamtester), pam_snmplb's headers,
+    # sshfs (pamltsp mounts the home from the server it checked the password on).
+    packages+=(ltsp pamtester libpam0g-dev sshfs)
     # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
     # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
     packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db debootstrap)
@@ -44,6 +49,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests start their own xrdp on loopback: the system's service (every address, port 3389) that
+    # the package starts under systemd is not wanted on a test machine.
+    if [[ " ${missing[*]} " == *" xrdp "* ]] && [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now xrdp xrdp-sesman >/dev/null 2>&1 || true
+    fi
+    # Likewise ltsp's boot-time service (an LTSP server's): the tests only call its pamltsp.
+    if [[ " ${missing[*]} " == *" ltsp "* ]] && [ -d /run/systemd/system ]; then
+        $sudo systemctl disable ltsp >/dev/null 2>&1 || true
+    fi
 fi
 
 # The stamp says for which setup.cfg and pyproject.toml, and with which extras, .venv was made; a

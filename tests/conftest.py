@@ -45,7 +45,7 @@ ROLES_OF_PACKAGE = {
 }
 ALL_ROLES = tuple(ROLES_OF_PACKAGE)
 ROLES: dict[str, tuple[str, ...]] = {
-    "test_affinity.py": ("client", "agent"),  # the question (snmplb.affinity, shared) and the agent's answers
+    "test_affinity.py": ("client", "agent", "login"),
     "test_agent_process.py": ("agent",),
     "test_agent_robust.py": ("agent", "admin"),
     "test_agentcheck.py": ("agent",),
@@ -68,6 +68,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_manpages.py": ("build", "client", "login", "agent", "admin", "nms"),  # every installed page
     "test_mib.py": ("build", "agent"),
     "test_nms.py": ("nms", "build"),
+    "test_pamltsp.py": ("login",),  # SSH_SERVER per login: pam_snmplb before LTSP's real pamltsp
     "test_passpersist.py": ("agent",),
     "test_pick.py": ("login",),
     "test_poller.py": ("client",),

@@ -134,25 +134,3 @@ def test_a_bad_number_names_its_key_and_still_picks(fleet, bad):
     key, value = bad.split("=")
     r = pick(LB_SERVERS=a.address, **{key: value})
     assert r.returncode == 0 and r.stdout == f"{a.host}\n" and key in r.stderr
-
-
-def test_pick_user_goes_back_to_the_users_session_through_real_agents(fleet, tmp_path):
-    # Issue 19 against real snmpd: the question rides in each GET, every agent answers it from logind with
-    # the site key, and the user lands where their session is, over the idler servers (the answers were
-    # once read as the wrong type, and every server then failed).
-    key = tmp_path / "affinity.key"
-    key.write_text("a-site-key-of-more-than-sixteen\n")
-    key.chmod(0o600)
-    keyed = {"affinity_key_file": str(key)}
-    idle = fleet.add("idle", IDLE, settings=keyed)
-    home = fleet.add("home", FakeLoad(load1=3.0, cpus=4, sessions=(("ann", "10.0.0.1"), ("bob", "10.0.0.2"))),
-                     settings=keyed)
-    servers = addrs([idle, home])
-    env = dict(LB_SERVERS=servers, LB_ALGORITHM="best", LB_AFFINITY_KEY_FILE=str(key))
-    r = pick("--json", "--user", "ann", **env)
-    assert r.returncode == 0, r.stderr
-    j = json.loads(r.stdout)
-    assert j["chosen"] == home.host and "ann has 1 session(s)" in j["affinity"], j
-    assert {s["host"]: s.get("user_sessions") for s in j["servers"]} == {idle.host: 0, home.host: 1}
-    assert pick("--user", "carol", **env).stdout == idle.host + "\n"  # no session anywhere: the load decides
-    assert pick("--user", "ann", **dict(env, LB_AFFINITY="no")).stdout == idle.host + "\n"

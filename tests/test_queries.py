@@ -79,20 +79,3 @@ def test_row_from_pdu_accepts_longer_rows_from_newer_agents():
     pdu = snmpcodec.v2c_parse(reply(1, value=ber.enc_str(ROW_TEXT + b" 99 98")), b"c0mm")
     values, failure, why = row_from_pdu(pdu)
     assert failure == why == "" and values["lbSessionSource"] == 1
-
-
-def test_row_from_pdu_reads_the_users_answers_as_an_agent_encodes_them():
-    # lbUserSessions and lbUserWaiting come back as Gauge32 varbinds after lbRow (snmpd's encoding of the
-    # agent's "gauge"): their values are BER bytes, never ints. Every server was "of the wrong type" before.
-    from snmplb import affinity
-
-    oids = [mib.ROW.instance, *affinity.instances(bytes(range(affinity.QUESTION_SIZE)))]
-    user = b"".join(ber.enc_seq(ber.enc_oid(o), ber.enc_int(n, ber.GAUGE32)) for o, n in zip(oids[1:], (2, 1)))
-    pdu = snmpcodec.v2c_parse(reply(1, extra=user), b"c0mm")
-    values, failure, why = row_from_pdu(pdu, oids)
-    assert failure == why == "" and (values["lbUserSessions"], values["lbUserWaiting"]) == (2, 1)
-    none = b"".join(ber.enc_seq(ber.enc_oid(o), ber.tlv(ber.NO_SUCH_INSTANCE, b"")) for o in oids[1:])
-    values, failure, _ = row_from_pdu(snmpcodec.v2c_parse(reply(1, extra=none), b"c0mm"), oids)
-    assert failure == "" and "lbUserSessions" not in values  # an agent without a key: no answer, the row stands
-    wrong = b"".join(ber.enc_seq(ber.enc_oid(o), ber.enc_int(1)) for o in oids[1:])  # INTEGER, not Gauge32
-    assert row_from_pdu(snmpcodec.v2c_parse(reply(1, extra=wrong), b"c0mm"), oids)[1] == Failure.MALFORMED

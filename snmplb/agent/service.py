@@ -40,7 +40,7 @@ from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
 from snmplb.agent.logins import count_sessions
-from snmplb.agent.usersessions import Answers, collect as collect_user_sessions
+from snmplb.agent.usersessions import Answers, QuestionBudget, collect as collect_user_sessions
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
@@ -155,6 +155,7 @@ class Sampler:
         self._stop = threading.Event()
         self._logins = LoginRate()
         self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
+        self._question_budget = QuestionBudget()  # the questions' HMACs, over every sample's answers
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def warn(self, message: str, exc_info: bool = False) -> None:
@@ -197,7 +198,13 @@ class Sampler:
             self.warn(problem)
         if key is None:
             return None
-        return Answers(key, collect_user_sessions(cfg.sessions_dir))
+        users = collect_user_sessions(cfg.sessions_dir)
+        last = self.table.users
+        if last is not None and last.key == key and last.users == users:
+            # The same answers: kept whole, memo included. snmpd asks one varbind at a time, and a
+            # question's lbUserWaiting may come after a new sample than its lbUserSessions.
+            return last
+        return Answers(key, users, self._question_budget)
 
     def guarded_sample(self) -> None:
         """``sample``, with any failure logged (rate-limited) and the last table kept."""
