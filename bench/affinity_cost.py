@@ -7,8 +7,8 @@ LB_AFFINITY_KEY_FILE, LB_ALGORITHM=balanced) for every contender:
 
 - ``pick``: `snmplb pick`, no user (get_hosts' question: lbRow only);
 - ``pick --user``: `snmplb pick --user alice`: NSS's groups are not asked (no LB_POOLS), the key is read,
-  the question built, asked in each server's GET beside lbRow (still one datagram per server) and
-  answered by each agent; affinity decides (the output is alice's server: checked at every run);
+  the question built and asked with its decoy in each server's GET beside lbRow (still one datagram
+  per server: five varbinds) and answered by each agent; affinity decides (the output is alice's server: checked at every run);
 - ``pick --user, LB_AFFINITY=no``: the user known but no question (what --user costs besides it).
 
 With ``--baseline REV``, the same two picks of that revision's package too (``git archive``), in the
@@ -21,9 +21,9 @@ package byte-compiled first and the processes allowed to use it (PYTHONDONTWRITE
 an installed package is compiled (Debian's dh_python does it at install).
 
 Then the server side alone: on one of the agents, the round trip of one GET of lbRow against one of
-lbRow with the user's two varbinds (alternating, over one UDP socket, a fresh question each time:
-snmpd relays each varbind to the agent separately, and the agent computes one MAC per user of its
-own); and ``usersessions.Answers.answer`` alone with N users (a fresh question each time), in a
+lbRow with the question's and the decoy's four varbinds, as pick asks them (alternating, over one
+UDP socket, a fresh question and decoy each time: snmpd relays each varbind to the agent separately,
+and the agent computes one MAC per user of its own for each of the two); and ``usersessions.Answers.answer`` alone with N users (a fresh question each time), in a
 process per package tree.
 
     .venv/bin/python bench/affinity_cost.py [--servers 30] [--rounds 60] [--baseline REV] [--json docs/affinity_cost.json]
@@ -142,11 +142,13 @@ def get_rounds(address: str, rounds: int) -> dict:
 
     row = mib.oid_str(mib.ROW.instance)
 
-    def asking() -> list[str]:  # a fresh nonce at every GET, as every login draws one (no memo hit)
-        question = affinity.question(KEY.encode(), USER, os.urandom(affinity.NONCE_SIZE))
-        return [row, *(mib.oid_str(o) for o in affinity.instances(question))]
+    def asking() -> list[str]:  # a fresh nonce and decoy at every GET, as every login draws them (no memo hit)
+        from snmplb.client.serverquery import oids_asked
 
-    kinds = {"lbRow": lambda: [row], "lbRow + user": asking}
+        question = affinity.question(KEY.encode(), USER, os.urandom(affinity.NONCE_SIZE))
+        return [mib.oid_str(o) for o in oids_asked(*affinity.with_decoy(question))]
+
+    kinds = {"lbRow": lambda: [row], "lbRow + question + decoy": asking}
     host, port = address.rsplit(":", 1)
     times: dict[str, list[float]] = {k: [] for k in kinds}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -158,8 +160,9 @@ def get_rounds(address: str, rounds: int) -> dict:
                 if r >= 100:  # the first 100: warm-up
                     times[k].append(t)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"lbRow_ms": round(1000 * med["lbRow"], 3), "lbRow_user_ms": round(1000 * med["lbRow + user"], 3),
-            "ratio": round(med["lbRow + user"] / med["lbRow"], 3)}
+    asked = med["lbRow + question + decoy"]
+    return {"lbRow_ms": round(1000 * med["lbRow"], 3), "lbRow_question_decoy_ms": round(1000 * asked, 3),
+            "ratio": round(asked / med["lbRow"], 3)}
 
 
 ANSWER_COST = """
