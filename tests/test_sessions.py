@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -83,7 +84,7 @@ def session_env(tmp_path: Path, display: str, conf: str, **extra: str) -> dict[s
 
 
 def site_conf(servers: str, **more: str) -> str:
-    lines = [f'LB_SERVERS="{servers}"', f"LB_SNMP_COMMUNITY='{COMMUNITY}'", "LB_TIMEOUT_MS=800",
+    lines = [f'LB_SERVERS="{servers}"', f"LB_SNMP_COMMUNITY='{COMMUNITY}'", "LB_TIMEOUT_MS=3000",
              "LB_ALGORITHM=best"] + [f"{k}='{v}'" for k, v in more.items()]
     return "\n".join(lines) + "\n"
 
@@ -1268,8 +1269,11 @@ def test_x2go_fails_over_past_a_closed_port_and_a_server_without_x2go_and_stops_
         stop_sshd(no_x2go)
         stop_sshd(refusing)
         closer.close()
-    assert (f"host {a.host}: could not connect (pyhoca-cli: a socket error occured while establishing the "
-            f"connection: [Errno None] Unable to connect to port {port} on {a.host}), trying {e.host}\n") in r.stderr, r.stderr
+    # paramiko's words after "Unable to connect" vary with timing (an "[Errno 104] Connection reset by peer"
+    # may follow under load): the wrapper's own part of the line is what is checked.
+    assert re.search(rf"host {re.escape(a.host)}: could not connect \(pyhoca-cli: a socket error occured while "
+                     rf"establishing the connection: .*Unable to connect to port {port} on {re.escape(a.host)}.*\), "
+                     rf"trying {re.escape(e.host)}\n", r.stderr), r.stderr
     assert (f"host {e.host}: could not connect (pyhoca-cli: Error reading SSH protocol banner), trying {b.host}\n"
             in r.stderr) and closed, r.stderr
     if shutil.which("x2goversion"):  # x2goserver is installed: the session start fails at its sftp step
