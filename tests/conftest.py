@@ -81,6 +81,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_sshkeys.py": ("login",),
     "test_status.py": ("login",),
     "test_storm.py": ("client",),
+    "test_usersessions.py": ("agent",),
     "test_v3_spoof.py": ("client",),
     "test_zabbix_import.py": ("nms", "build"),
 }

@@ -40,7 +40,7 @@ from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
 from snmplb.agent.logins import count_sessions
-from snmplb.agent.usersessions import Answers, collect as collect_user_sessions
+from snmplb.agent.usersessions import Answers, Sources, UserNames, UserSessions, collect as collect_user_sessions
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
@@ -137,6 +137,29 @@ class AdminWatch:
         return settings, problem, note
 
 
+class UserSessionWatch:
+    """Each user's sessions (``usersessions.collect``), read in a worker and waited for at most ``timeout``
+    seconds: a process table, an NSS lookup or a database that hangs never holds up the sampler. Meanwhile
+    the last reading stays (at most one read outstanding)."""
+
+    def __init__(self, sources: Sources, timeout: float) -> None:
+        self.sources, self.timeout = sources, timeout
+        names = UserNames()
+        self._reader = TimedRead(lambda: collect_user_sessions(sources, names), timeout)
+        self.users: dict[str, UserSessions] = {}
+
+    def update(self) -> tuple[dict[str, UserSessions], list[str]]:
+        """(each user's sessions to answer with, problem lines to log)."""
+        done, got = self._reader.poll()
+        if not done:
+            return self.users, [f"reading user sessions takes longer than {self.timeout:g} s; "
+                                "the last reading stays"]
+        if got is None:
+            return self.users, ["reading user sessions failed; the last reading stays"]
+        self.users = got.users
+        return self.users, list(got.problems)
+
+
 def build_table(values: dict[str, int | str | DataAge | Row], users: Answers | None = None) -> Table:
     """The pass_persist table of the MIB's objects from their values by name, and the answers to
     lbUserTable's questions (``users``; None: no site key)."""
@@ -155,6 +178,9 @@ class Sampler:
         self._stop = threading.Event()
         self._logins = LoginRate()
         self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
+        self._user_sessions = UserSessionWatch(
+            Sources(logind_dir=str(config.sessions_dir), utmp=str(config.utmp), proc=config.session_proc,
+                    x2go_db=config.x2go_db), min(max(config.interval, 0.2), 0.5))
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def warn(self, message: str, exc_info: bool = False) -> None:
@@ -197,7 +223,10 @@ class Sampler:
             self.warn(problem)
         if key is None:
             return None
-        return Answers(key, collect_user_sessions(cfg.sessions_dir))
+        users, problems = self._user_sessions.update()
+        for p in problems:
+            self.warn(p)
+        return Answers(key, users)
 
     def guarded_sample(self) -> None:
         """``sample``, with any failure logged (rate-limited) and the last table kept."""

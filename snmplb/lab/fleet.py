@@ -234,6 +234,7 @@ class Fleet:
         conf_pairs = {"proc_root": inst.proc_root, "sessions_dir": inst.sessions_dir,
                       "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
                       "log_file": inst.dir / "agent.log", "login_paths": "",
+                      "session_proc": "", "x2go_db": "",  # the machine's own desktops never answer
                       **self.agent_settings, **(settings or {})}
         write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in conf_pairs.items()))
         conf = render_snmpd_conf(DROP_IN.read_text(), agent or agent_command(inst.agent_conf),
