@@ -56,6 +56,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_core.py": ("agent", "admin", "client"),
     "test_debian.py": ("client", "login", "agent", "admin", "nms"),  # the packages of these roles
     "test_debian13.py": ("client", "login", "agent", "admin", "nms"),  # the packages, built in Debian 13 and 12
+    "test_desktops.py": ("agent", "login"),  # real xrdp and X2Go servers, the session wrapper
     "test_feed.py": ("login",),
     "test_feed_header.py": ("login",),  # the feed's C header for greeters
     "test_fuzz.py": ("client", "agent"),

@@ -72,9 +72,10 @@ def _user_answers(varbinds: tuple[tuple[mib.Oid, ber.Tlv], ...]) -> dict[str, in
     for (_, answer), column in zip(varbinds, (affinity.SESSIONS, affinity.WAITING)):
         if answer.tag in _NO_VALUE:
             continue
-        if answer.tag != ber.GAUGE32 or not isinstance(answer.value, int):
+        try:
+            user[column.name] = ber.as_int(answer, ber.GAUGE32)  # a Tlv's value is its octets, never an int
+        except ber.BerError:
             return f"{column.name} of the wrong type"
-        user[column.name] = answer.value
     if len(user) == 1 or (user and user[affinity.WAITING.name] > user[affinity.SESSIONS.name]):
         return "implausible user sessions"
     return user
