@@ -107,6 +107,17 @@ class Server:
                 out[pid] = b" ".join(argv).decode(errors="replace").strip()
         return out
 
+    def host_pid(self, pid: int) -> int | None:
+        """The host's PID of this server's process ``pid`` (as its own /proc, and X2Go's database, say)."""
+        for host in self.pids():
+            try:
+                for line in Path(f"/proc/{host}/status").read_text().splitlines():
+                    if line.startswith("NSpid:") and line.split()[-1] == str(pid):
+                        return host
+            except OSError:
+                continue
+        return None
+
     def established(self, port: int) -> bool:
         r = run("ip", "netns", "exec", self.netns, "ss", "-Htn", "state", "established", f"( sport = :{port} )")
         return bool(r.stdout.strip())
@@ -205,7 +216,8 @@ class Site:
             run("pkill", "-KILL", "-u", user, check=False)
             wait_for(lambda user=user: run("pgrep", "-u", user, check=False).returncode != 0, timeout=10)
             run("userdel", "-r", user, check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not os.environ.get("SNMPLB_TEST_KEEP"):
+            shutil.rmtree(self.base, ignore_errors=True)
 
     # -- the thin client ----------------------------------------------------------------------------
 
@@ -362,3 +374,98 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
     assert not xvnc_of(a, bob)
     unplug(second)
     unplug(bob_session)
+
+
+def x2go_script(s_dir: Path, address: str) -> str:
+    """An X2Go server as Debian's x2goserver runs it: sshd (its own, on the server's address), a fresh
+    session database of its own (x2godbadmin --createdb, on a private /var/lib/x2go) and
+    x2gocleansessions, the daemon that x2goserver.service runs (it marks suspended sessions S)."""
+    s_dir.mkdir(exist_ok=True)
+    return ("mount -t tmpfs -o mode=0770 tmpfs /var/lib/x2go\n"
+            "chown root:x2gouser /var/lib/x2go\n"
+            f"x2godbadmin --createdb > {s_dir}/x2godb.out 2>&1\n"
+            f"x2gocleansessions --debug > {s_dir}/cleansessions.out 2>&1 &\n"
+            f"/usr/sbin/sshd -D -e -o ListenAddress={address} -o PidFile=none -o PasswordAuthentication=yes "
+            f"-o KbdInteractiveAuthentication=no > {s_dir}/sshd.out 2>&1 &\n")
+
+
+def x2go_sessions(server: Server) -> list[tuple[str, str, str, int]]:
+    """(session, user, status, agent PID) rows of the server's own X2Go session database."""
+    r = run(*server.enter, sys.executable, "-c",
+            "import sqlite3; c = sqlite3.connect('file:/var/lib/x2go/x2go_sessions?mode=ro', uri=True); "
+            "print(repr(c.execute('SELECT session_id, uname, status, agent_pid FROM sessions').fetchall()))")
+    import ast
+    return ast.literal_eval(r.stdout.strip())
+
+
+def test_x2go_a_suspended_session_is_resumed_on_its_server_while_a_new_user_follows_the_load(site, xvfb):
+    """Real x2goserver 4.1.0.3 (sshd, x2goagent, its SQLite session database, x2gocleansessions) on two
+    servers, real pyhoca-cli through sessions/snmplb-session (--try-resume, the wrapper's default):
+
+    1. carol starts a session: a is idle, b busy, so a;
+    2. her thin client is unplugged: x2goagent suspends the session (x2gocleansessions marks it S), and
+       the agent says one session, one waiting;
+    3. the loads turn; carol logs in again: back to a, where pyhoca-cli resumes the same session (same
+       session name and x2goagent) and the database says R again;
+    4. dave's first session goes where the load says: b.
+    """
+    need("x2goagent", "x2godbadmin", "x2gocleansessions", "pyhoca-cli", "xdotool", "/usr/sbin/sshd", "nsenter", "unshare")
+    a = site.add_server("a", 1, x2go_script(site.base / "a", "10.219.1.2"))
+    b = site.add_server("b", 2, x2go_script(site.base / "b", "10.219.2.2"))
+    for s in (a, b):
+        assert wait_for(lambda s=s: run("ip", "netns", "exec", s.netns, "ss", "-Hltn", "( sport = :22 )")
+                        .stdout.strip(), timeout=15), (s.dir / "sshd.out").read_text()
+    for s, load in ((a, IDLE), (b, BUSY)):
+        site.start_agent(s, load, x2go_db="/var/lib/x2go/x2go_sessions")
+    carol_pw = site.add_user(f"sdc{site.tag}")
+    dave_pw = site.add_user(f"sdd{site.tag}")
+    carol, dave = site.users
+
+    def env_of(user: str, password: str) -> dict[str, str]:
+        return site.session_env(user, xvfb, SNMPLB_X2GO_COMMAND="xev",  # one word: --try-resume matches it in the session name
+                                SNMPLB_X2GO_OPTIONS=f"--password {password} --force-password --add-to-known-hosts "
+                                                    "--try-resume -g 640x480")
+
+    # 1. carol's first session: the idle server.
+    env = env_of(carol, carol_pw)
+    first = site.wrapper("x2go", env, site.base / "carol-1.log")
+    running = wait_for(lambda: a.processes(carol, "x2goagent") and
+                       [r for r in x2go_sessions(a) if r[1] == carol and r[2] == "R"], timeout=60)
+    assert running, ((site.base / "carol-1.log").read_text()[-3000:], x2go_sessions(a))
+    (session, _, _, _), = running
+    assert wait_for(lambda: "Press CTRL+C to suspend" in (site.base / "carol-1.log").read_text(), timeout=30)
+    # The session is up when xev's window shows on the thin client's screen (through X2Go's NX link):
+    # pulling the plug while the session still starts is another story (X2Go may then end it).
+    assert wait_for(lambda: run("xdotool", "search", "--name", "Event Tester", check=False,
+                                env={"PATH": os.environ["PATH"], "DISPLAY": xvfb}).stdout.strip(), timeout=30)
+    assert x2go_sessions(b) == []
+
+    # 2. unplugged: the session is suspended, and waits.
+    unplug(first)
+    assert wait_for(lambda: [r[:3] for r in x2go_sessions(a)] == [(session, carol, "S")], timeout=40), \
+        x2go_sessions(a)
+    (_, _, _, agent_pid), = x2go_sessions(a)
+    agent = a.host_pid(agent_pid)  # the session's x2goagent (nxagent under X2Go's name), the database's agent_pid
+    assert agent in a.processes(carol, "x2goagent") and session in a.processes(carol, "x2goagent")[agent]
+    assert wait_for(lambda: [(s["user_sessions"], s["user_waiting"]) for s in site.pick_json(carol, env)["servers"]]
+                    == [(1, 1), (0, 0)], timeout=10), site.pick_json(carol, env)
+
+    # 3. the loads turn; carol is resumed on a.
+    a.agent.set_load(BUSY)
+    b.agent.set_load(IDLE)
+    assert wait_for(lambda: site.pick_json(dave, env)["chosen"] == b.address, timeout=10)
+    decision = site.pick_json(carol, env)
+    assert decision["chosen"] == a.address and decision["affinity"], decision
+    second = site.wrapper("x2go", env, site.base / "carol-2.log")
+    assert wait_for(lambda: x2go_sessions(a) == [(session, carol, "R", agent_pid)], timeout=60), \
+        (x2go_sessions(a), (site.base / "carol-2.log").read_text()[-3000:])
+    assert a.host_pid(agent_pid) == agent and agent in a.processes(carol, "x2goagent"), "not the same session"
+    assert x2go_sessions(b) == []
+
+    # 4. dave's first session follows the load.
+    dave_session = site.wrapper("x2go", env_of(dave, dave_pw), site.base / "dave-1.log")
+    assert wait_for(lambda: [r for r in x2go_sessions(b) if r[1] == dave], timeout=60), \
+        (site.base / "dave-1.log").read_text()[-3000:]
+    assert [r for r in x2go_sessions(a) if r[1] == dave] == []
+    unplug(second)
+    unplug(dave_session)
