@@ -15,6 +15,7 @@ the users the test created are removed. Traffic stays inside the namespaces; no 
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -250,6 +251,19 @@ class Site:
         return json.loads(r.stdout)
 
 
+def collect_as_snmpd_user(server: Server, *groups: str, x2go_db: str = "/var/lib/x2go/x2go_sessions"
+                          ) -> tuple[dict[str, tuple[int, int]], tuple[str, ...]]:
+    """What the agent's collect finds inside ``server`` run as snmpd's user (Debian-snmp), with only the
+    supplementary ``groups`` given: the permissions the agent has on a Debian server."""
+    code = ("import snmplb.agent.usersessions as u; "
+            f"r = u.collect(u.Sources('', '', '/proc', {x2go_db!r})); "
+            "print(repr(({k: (v.sessions, v.waiting) for k, v in r.users.items()}, r.problems)))")
+    extra = ["--groups", ",".join(groups)] if groups else ["--clear-groups"]
+    r = run(*server.enter, "setpriv", "--reuid", "Debian-snmp", "--regid", "Debian-snmp", *extra,
+            sys.executable, "-c", code, cwd="/")
+    return ast.literal_eval(r.stdout.strip())
+
+
 def unplug(p: subprocess.Popen) -> None:
     """The thin client goes away (power cut, network lost): its wrapper and client are killed, no goodbye."""
     try:
@@ -322,7 +336,7 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
        display; sesman logs "reconnected session"), and the agent says it no longer waits;
     4. bob's first login goes where the load says: b.
     """
-    need("xrdp", "xrdp-sesman", "Xvnc", "xfreerdp", "nsenter", "unshare")
+    need("xrdp", "xrdp-sesman", "Xvnc", "xfreerdp", "nsenter", "unshare", "setpriv")
     a = site.add_server("a", 1, xrdp_script(site.base / "a"))
     b = site.add_server("b", 2, xrdp_script(site.base / "b"))
     for s in (a, b):
@@ -352,6 +366,8 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
     answer = wait_for(lambda: [(s["user_sessions"], s["user_waiting"]) for s in site.pick_json(alice, env)["servers"]]
                       == [(1, 1), (0, 0)] and site.pick_json(alice, env), timeout=10)
     assert answer, site.pick_json(alice, env)
+    # What the agent reads needs no privilege: snmpd's user, without any group, finds the same.
+    assert collect_as_snmpd_user(a, x2go_db="") == ({alice: (1, 1)}, ())
 
     # 3. the loads turn; alice comes back to a, to the very same Xvnc.
     a.agent.set_load(BUSY)
@@ -394,7 +410,6 @@ def x2go_sessions(server: Server) -> list[tuple[str, str, str, int]]:
     r = run(*server.enter, sys.executable, "-c",
             "import sqlite3; c = sqlite3.connect('file:/var/lib/x2go/x2go_sessions?mode=ro', uri=True); "
             "print(repr(c.execute('SELECT session_id, uname, status, agent_pid FROM sessions').fetchall()))")
-    import ast
     return ast.literal_eval(r.stdout.strip())
 
 
@@ -409,7 +424,7 @@ def test_x2go_a_suspended_session_is_resumed_on_its_server_while_a_new_user_foll
        session name and x2goagent) and the database says R again;
     4. dave's first session goes where the load says: b.
     """
-    need("x2goagent", "x2godbadmin", "x2gocleansessions", "pyhoca-cli", "xdotool", "/usr/sbin/sshd", "nsenter", "unshare")
+    need("x2goagent", "x2godbadmin", "x2gocleansessions", "pyhoca-cli", "xdotool", "setpriv", "/usr/sbin/sshd", "nsenter", "unshare")
     a = site.add_server("a", 1, x2go_script(site.base / "a", "10.219.1.2"))
     b = site.add_server("b", 2, x2go_script(site.base / "b", "10.219.2.2"))
     for s in (a, b):
@@ -449,6 +464,10 @@ def test_x2go_a_suspended_session_is_resumed_on_its_server_while_a_new_user_foll
     assert agent in a.processes(carol, "x2goagent") and session in a.processes(carol, "x2goagent")[agent]
     assert wait_for(lambda: [(s["user_sessions"], s["user_waiting"]) for s in site.pick_json(carol, env)["servers"]]
                     == [(1, 1), (0, 0)], timeout=10), site.pick_json(carol, env)
+    # snmpd's user reads X2Go's database only as a member of x2gouser (what the package's postinst grants).
+    users, problems = collect_as_snmpd_user(a)
+    assert users == {} and "needs group x2gouser" in problems[0]
+    assert collect_as_snmpd_user(a, "x2gouser") == ({carol: (1, 1)}, ())
 
     # 3. the loads turn; carol is resumed on a.
     a.agent.set_load(BUSY)

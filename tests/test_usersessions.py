@@ -5,6 +5,7 @@ process table, utmp and an X2Go database laid out in a directory, and garbage in
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import struct
 import threading
@@ -245,7 +246,7 @@ def test_a_collection_that_hangs_never_holds_the_sampler_and_the_last_reading_st
     release = threading.Event()
     readings = iter([us.Collected({"us1": UserSessions(1, 1)}), None])
 
-    def fake_collect(sources, names):
+    def fake_collect(sources, names, scan):
         got = next(readings)
         if got is None:
             release.wait(10)
@@ -286,3 +287,18 @@ def test_the_clients_reading_of_the_answers_gauge32_octets():
     assert serverquery._user_answers(((oid, ber.Tlv(ber.INTEGER, b"\x01")), (oid, gauge(0)))) == \
         f"{affinity.SESSIONS.name} of the wrong type"
     assert serverquery._user_answers(((oid, ber.Tlv(ber.NO_SUCH_INSTANCE, b"")),) * 2) == {}
+
+
+def test_the_process_table_is_scanned_again_only_every_few_seconds_and_gone_servers_drop_at_once(tmp_path):
+    proc = fake_proc(tmp_path / "proc", {10: (XVNC, 1001)}, tcp=TCP_DISCONNECTED)
+    now = [0.0]
+    scan = us.XServerScan(rescan=5.0, clock=lambda: now[0])
+    src = Sources("", "", str(proc), "")
+    assert us.collect(src, NAMES, scan).users == {"us1": UserSessions(1, 1)}
+    fake_proc(proc, {11: (["Xvnc", ":71", "-rfbauth", "/h/.vnc/sesman_passwd-us2@vm:71"], 1002)})
+    (proc / "net" / "tcp").write_text(TCP_CONNECTED)          # xrdp connected again: seen at once
+    assert us.collect(src, NAMES, scan).users == {"us1": UserSessions(1, 0)}
+    now[0] = 5.0                                               # the new session: at the next scan
+    assert us.collect(src, NAMES, scan).users == {"us1": UserSessions(1, 0), "us2": UserSessions(1, 1)}
+    shutil.rmtree(proc / "10")                                 # a session that ended: at once
+    assert us.collect(src, NAMES, scan).users == {"us2": UserSessions(1, 1)}

@@ -40,7 +40,8 @@ from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
 from snmplb.agent.logins import count_sessions
-from snmplb.agent.usersessions import Answers, Sources, UserNames, UserSessions, collect as collect_user_sessions
+from snmplb.agent.usersessions import (Answers, Sources, UserNames, UserSessions, XServerScan,
+                                       collect as collect_user_sessions)
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
@@ -144,8 +145,8 @@ class UserSessionWatch:
 
     def __init__(self, sources: Sources, timeout: float) -> None:
         self.sources, self.timeout = sources, timeout
-        names = UserNames()
-        self._reader = TimedRead(lambda: collect_user_sessions(sources, names), timeout)
+        names, scan = UserNames(), XServerScan()
+        self._reader = TimedRead(lambda: collect_user_sessions(sources, names, scan), timeout)
         self.users: dict[str, UserSessions] = {}
 
     def update(self) -> tuple[dict[str, UserSessions], list[str]]:
