@@ -488,3 +488,75 @@ def test_x2go_a_suspended_session_is_resumed_on_its_server_while_a_new_user_foll
     assert [r for r in x2go_sessions(a) if r[1] == dave] == []
     unplug(second)
     unplug(dave_session)
+
+
+def ssh_script(s_dir: Path, address: str) -> str:
+    """sshd on the server's address, and a utmp of the server's own (a private /run): no logind here, so
+    the agent counts ssh logins by utmp, its fallback."""
+    s_dir.mkdir(exist_ok=True)
+    return ("mount -t tmpfs -o mode=0755 tmpfs /run\n"
+            "mkdir -p /run/sshd\n"
+            ": > /run/utmp && chgrp utmp /run/utmp && chmod 0664 /run/utmp\n"
+            f"/usr/sbin/sshd -D -e -o ListenAddress={address} -o PidFile=none -o PasswordAuthentication=no "
+            f"-o KbdInteractiveAuthentication=no > {s_dir}/sshd.out 2>&1 &\n")
+
+
+def test_ssh_a_returning_user_goes_back_to_the_server_of_their_login(site):
+    """Real sshd, real ssh with `ProxyCommand snmplb connect --user %r %p`: erin's interactive login (a pty:
+    a utmp record; no logind here) lands on the idle server a; the loads turn; her second login goes back
+    to a (one session there, none waiting: an ssh login is never waiting), frank's first to b; once erin
+    logged out, a has no session of hers."""
+    need("/usr/sbin/sshd", "ssh", "ssh-keygen", "nsenter", "unshare")
+    a = site.add_server("a", 1, ssh_script(site.base / "a", "10.219.1.2"))
+    b = site.add_server("b", 2, ssh_script(site.base / "b", "10.219.2.2"))
+    for s in (a, b):
+        assert wait_for(lambda s=s: run("ip", "netns", "exec", s.netns, "ss", "-Hltn", "( sport = :22 )")
+                        .stdout.strip(), timeout=15), (s.dir / "sshd.out").read_text()
+    for s, load in ((a, IDLE), (b, BUSY)):
+        site.start_agent(s, load, sessions_dir="/run/systemd/sessions", utmp="/var/run/utmp")
+    site.add_user(f"sde{site.tag}")
+    site.add_user(f"sdf{site.tag}")
+    erin, frank = site.users
+    key = site.base / "id_ed25519"
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    for user in (erin, frank):
+        ssh_dir = Path("/home") / user / ".ssh"
+        ssh_dir.mkdir(mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(Path(f"{key}.pub").read_text())
+        shutil.chown(ssh_dir, user, user)
+        shutil.chown(ssh_dir / "authorized_keys", user, user)
+    env = site.session_env(erin, "")
+    conf = dict(line.partition("=")[::2] for line in Path(env["SNMPLB_SESSION_CONF"]).read_text().splitlines())
+    env = {**env, **{k: v.strip('"') for k, v in conf.items()}}
+
+    def ssh(user: str, command: str, log: Path, tty: bool = False) -> subprocess.Popen:
+        p = subprocess.Popen(["ip", "netns", "exec", site.client_ns, "ssh", "-F", "/dev/null", "-i", str(key),
+                              *(["-tt"] if tty else ["-T"]), "-o", "BatchMode=yes",
+                              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                              "-o", f"ProxyCommand={BIN / 'snmplb'} connect --user %r %p",
+                              f"{user}@application-server", command],
+                             env=env, stdin=subprocess.PIPE if tty else subprocess.DEVNULL, stdout=open(log, "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        site.procs.append(p)
+        return p
+
+    def where(user: str, log: Path) -> str:
+        p = ssh(user, "echo addr=$(echo $SSH_CONNECTION | cut -d' ' -f3)", log)  # the server's address
+        p.wait(timeout=60)
+        text = log.read_text()
+        return next((w[5:] for w in text.split() if w.startswith("addr=")), text)
+
+    # erin's interactive login: the idle server.
+    login = ssh(erin, "sleep 300", site.base / "erin-1.log", tty=True)
+    assert wait_for(lambda: [(s["user_sessions"], s["user_waiting"]) for s in site.pick_json(erin, env)["servers"]]
+                    == [(1, 0), (0, 0)], timeout=30), ((site.base / "erin-1.log").read_text(), site.pick_json(erin, env))
+    # the loads turn: frank's first login goes to b, erin's second back to a.
+    a.agent.set_load(BUSY)
+    b.agent.set_load(IDLE)
+    assert wait_for(lambda: site.pick_json(frank, env)["chosen"] == b.address, timeout=10)
+    assert where(erin, site.base / "erin-2.log") == a.address
+    assert where(frank, site.base / "frank-1.log") == b.address
+    # erin logs out (her connection ends): no session of hers any more.
+    unplug(login)
+    assert wait_for(lambda: [s["user_sessions"] for s in site.pick_json(erin, env)["servers"]] == [0, 0],
+                    timeout=30), site.pick_json(erin, env)
