@@ -26,8 +26,8 @@ elif [ "$mode" != "--minimal" ]; then
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
     # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils keyutils)
-    # The servers they reach (tests/test_desktops.py): xrdp with its Xvnc backend, x2goserver (sshd above).
-    packages+=(xrdp tigervnc-standalone-server x2goserver)
+    # The servers they reach (tests/test_desktops.py): xrdp with both backends (Xvnc, xorgxrdp), x2goserver.
+    packages+=(xrdp tigervnc-standalone-server xorgxrdp x2goserver)
     # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
     # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
     packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db debootstrap)

@@ -300,13 +300,13 @@ def site() -> Iterator[Site]:
         s.close()
 
 
-def xrdp_script(s_dir: Path) -> str:
+def xrdp_script(s_dir: Path, backend: str = "Xvnc") -> str:
     """xrdp-sesman and xrdp from Debian's package with its own ini files: logs in the server's directory,
-    the Xvnc session type (the backend that runs here) chosen at once for a client that brings its
-    credentials; everything else as Debian ships it (display offset 10, KillDisconnected=false)."""
+    the session type ``backend`` (Xvnc: tigervnc's; Xorg: xorgxrdp's) chosen at once for a client that
+    brings its credentials; everything else as Debian ships it (display offset 10, KillDisconnected=false)."""
     s_dir.mkdir(exist_ok=True)
     xrdp_ini = Path("/etc/xrdp/xrdp.ini").read_text()
-    xrdp_ini = xrdp_ini.replace("\nautorun=\n", "\nautorun=Xvnc\n", 1)
+    xrdp_ini = xrdp_ini.replace("\nautorun=\n", f"\nautorun={backend}\n", 1)
     xrdp_ini = xrdp_ini.replace("\nLogFile=xrdp.log", f"\nLogFile={s_dir}/xrdp.log", 1)
     sesman = Path("/etc/xrdp/sesman.ini").read_text()
     sesman = sesman.replace("\nLogFile=xrdp-sesman.log", f"\nLogFile={s_dir}/sesman.log", 1)
@@ -318,27 +318,41 @@ def xrdp_script(s_dir: Path) -> str:
             f"xrdp -n -c {s_dir}/xrdp.ini > {s_dir}/xrdp.out 2>&1 &\n")
 
 
-def xvnc_of(server: Server, user: str) -> dict[int, str]:
-    return server.processes(user, "Xvnc")
-
-
 def display_of(cmdline: str) -> int:
     return int(next(w for w in cmdline.split() if w.startswith(":"))[1:])
 
 
-def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user_follows_the_load(site, xvfb):
-    """Real xrdp 0.9.21 + Xvnc on two servers, real xfreerdp through sessions/snmplb-session:
+def xrdp_connected(server: Server, backend: str, display: int) -> bool:
+    """Whether xrdp is connected to the X server of ``display``: Xvnc, a TCP connection on its RFB port;
+    xorgxrdp, a connected Unix socket on xrdp_display_N (as ss sees it in the server)."""
+    if backend == "Xvnc":
+        return server.established(5900 + display)
+    r = run(*server.enter, "ss", "-Hx", "state", "connected", "src", f"/run/xrdp/sockdir/xrdp_display_{display}")
+    return bool(r.stdout.strip())
 
-    1. alice logs in: server a is idle and b busy, so a; xrdp-sesman starts her Xvnc there;
-    2. her thin client is unplugged (wrapper and xfreerdp killed): the Xvnc stays and its agent says
-       one session, one waiting (no xrdp connected to its RFB port);
-    3. the loads turn: a busy, b idle; alice logs in again: back to a, to the same Xvnc (same PID and
+
+@pytest.mark.parametrize("backend", ["Xvnc", "Xorg"])
+def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user_follows_the_load(site, xvfb,
+                                                                                                   backend):
+    """Real xrdp 0.9.21 with each backend Debian ships that runs here (Xvnc from tigervnc-standalone-server,
+    Xorg with xorgxrdp) on two servers, real xfreerdp through sessions/snmplb-session:
+
+    1. alice logs in: server a is idle and b busy, so a; xrdp-sesman starts her X server there;
+    2. her thin client is unplugged (wrapper and xfreerdp killed): the X server stays and its agent says
+       one session, one waiting (no xrdp connected to it);
+    3. the loads turn: a busy, b idle; alice logs in again: back to a, to the same X server (same PID and
        display; sesman logs "reconnected session"), and the agent says it no longer waits;
     4. bob's first login goes where the load says: b.
     """
-    need("xrdp", "xrdp-sesman", "Xvnc", "xfreerdp", "nsenter", "unshare", "setpriv")
-    a = site.add_server("a", 1, xrdp_script(site.base / "a"))
-    b = site.add_server("b", 2, xrdp_script(site.base / "b"))
+    need("xrdp", "xrdp-sesman", "xfreerdp", "nsenter", "unshare", "setpriv",
+         "Xvnc" if backend == "Xvnc" else "/usr/lib/xorg/Xorg")
+    if backend == "Xorg" and not Path("/usr/lib/xorg/modules/drivers/xrdpdev_drv.so").exists():
+        pytest.skip("xorgxrdp is missing (scripts/setup.sh installs it)")
+
+    def x_server_of(server: Server, user: str) -> dict[int, str]:
+        return server.processes(user, backend)
+    a = site.add_server("a", 1, xrdp_script(site.base / "a", backend))
+    b = site.add_server("b", 2, xrdp_script(site.base / "b", backend))
     for s in (a, b):
         assert wait_for(lambda s=s: run("ip", "netns", "exec", s.netns, "ss", "-Hltn", "( sport = :3389 )")
                         .stdout.strip(), timeout=15), (s.dir / "xrdp.out").read_text()
@@ -352,17 +366,17 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
     # 1. alice's first login: the idle server.
     env = site.session_env(alice, xvfb, SNMPLB_RDP_OPTIONS=f"{options} /p:{alice_pw}")
     first = site.wrapper("rdp", env, site.base / "alice-1.log")
-    assert wait_for(lambda: xvnc_of(a, alice), timeout=40), (site.base / "alice-1.log").read_text()
-    (pid, cmdline), = xvnc_of(a, alice).items()
+    assert wait_for(lambda: x_server_of(a, alice), timeout=40), (site.base / "alice-1.log").read_text()
+    (pid, cmdline), = x_server_of(a, alice).items()
     display = display_of(cmdline)
-    assert wait_for(lambda: a.established(5900 + display), timeout=20), "xrdp never connected to Xvnc"
-    assert not xvnc_of(b, alice)
+    assert wait_for(lambda: xrdp_connected(a, backend, display), timeout=20), "xrdp never connected"
+    assert not x_server_of(b, alice)
     assert f"{alice}: xfreerdp on {a.address}" in (site.base / "alice-1.log").read_text()
 
     # 2. unplugged: the session stays, and waits.
     unplug(first)
-    assert wait_for(lambda: not a.established(5900 + display), timeout=20), "xrdp still connected"
-    assert xvnc_of(a, alice) == {pid: cmdline}
+    assert wait_for(lambda: not xrdp_connected(a, backend, display), timeout=20), "xrdp still connected"
+    assert x_server_of(a, alice) == {pid: cmdline}
     answer = wait_for(lambda: [(s["user_sessions"], s["user_waiting"]) for s in site.pick_json(alice, env)["servers"]]
                       == [(1, 1), (0, 0)] and site.pick_json(alice, env), timeout=10)
     assert answer, site.pick_json(alice, env)
@@ -376,9 +390,9 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
     decision = site.pick_json(alice, env)
     assert decision["chosen"] == a.address and decision["affinity"], decision
     second = site.wrapper("rdp", env, site.base / "alice-2.log")
-    assert wait_for(lambda: a.established(5900 + display), timeout=40), (site.base / "alice-2.log").read_text()
-    assert xvnc_of(a, alice) == {pid: cmdline}, "not the same session"
-    assert not xvnc_of(b, alice)
+    assert wait_for(lambda: xrdp_connected(a, backend, display), timeout=40), (site.base / "alice-2.log").read_text()
+    assert x_server_of(a, alice) == {pid: cmdline}, "not the same session"
+    assert not x_server_of(b, alice)
     assert wait_for(lambda: f"reconnected session: username {alice}, display :{display}.0"
                     in (a.dir / "sesman.log").read_text(), timeout=10)
     assert wait_for(lambda: [s["user_waiting"] for s in site.pick_json(alice, env)["servers"]] == [0, 0], timeout=10)
@@ -386,8 +400,8 @@ def test_xrdp_a_disconnected_user_goes_back_to_the_same_session_while_a_new_user
     # 4. bob's first login follows the load.
     bob_env = site.session_env(bob, xvfb, SNMPLB_RDP_OPTIONS=f"{options} /p:{bob_pw}")
     bob_session = site.wrapper("rdp", bob_env, site.base / "bob-1.log")
-    assert wait_for(lambda: xvnc_of(b, bob), timeout=40), (site.base / "bob-1.log").read_text()
-    assert not xvnc_of(a, bob)
+    assert wait_for(lambda: x_server_of(b, bob), timeout=40), (site.base / "bob-1.log").read_text()
+    assert not x_server_of(a, bob)
     unplug(second)
     unplug(bob_session)
 
