@@ -3,7 +3,8 @@
 What a client asks (``snmplb.affinity``): "has this user a session here that a
 reconnect could go back to, and does one wait for it?". The counts come from
 what each login path leaves behind; docs/sessions.md says what that is, as
-found on real servers (xrdp 0.9.21 with Xvnc, x2goserver 4.1.0.3, Debian 12).
+found on real servers (xrdp 0.9.21 with Xvnc and with xorgxrdp, x2goserver 4.1.0.3, sshd;
+Debian 12).
 
 - logind (``sessions_dir``, /run/systemd/sessions): every remote session that
   is not closing, by its USER (ssh and LDM logins, and what PAM registers for
