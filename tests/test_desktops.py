@@ -217,7 +217,7 @@ class Site:
             run("pkill", "-KILL", "-u", user, check=False)
             wait_for(lambda user=user: run("pgrep", "-u", user, check=False).returncode != 0, timeout=10)
             run("userdel", "-r", user, check=False)
-        if not os.environ.get("SNMPLB_TEST_KEEP"):
+        if not os.environ.get("SNMPLB_TEST_KEEP"):  # set: the logs stay in /var/tmp/snmplb-desktops-* to read
             shutil.rmtree(self.base, ignore_errors=True)
 
     # -- the thin client ----------------------------------------------------------------------------
