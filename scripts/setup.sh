@@ -26,7 +26,8 @@ elif [ "$mode" != "--minimal" ]; then
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
     # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils keyutils)
-    # The servers they reach (tests/test_desktops.py): xrdp with both backends (Xvnc, xorgxrdp), x2goserver.
+    # Real RDP and X2Go servers: xrdp with both backends (Xvnc, xorgxrdp), x2goserver (tests/test_sessions.py
+    # runs an xrdp that refuses a password; tests/test_desktops.py two servers of each in namespaces).
     packages+=(xrdp tigervnc-standalone-server xorgxrdp x2goserver)
     # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
     # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
@@ -46,6 +47,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests start their own xrdp on loopback: the system's service (every address, port 3389) that
+    # the package starts under systemd is not wanted on a test machine.
+    if [[ " ${missing[*]} " == *" xrdp "* ]] && [ -d /run/systemd/system ]; then
+        $sudo systemctl disable --now xrdp xrdp-sesman >/dev/null 2>&1 || true
+    fi
 fi
 
 # The stamp says for which setup.cfg and pyproject.toml, and with which extras, .venv was made; a

@@ -6,7 +6,9 @@ lbUserSessions and lbUserWaiting at the instance of a question (lbUserQuery):
 8 octets of nonce, drawn afresh for each login, then the first 16 octets of
 HMAC-SHA-256(site key, nonce + user name in UTF-8). The agent answers by
 computing the same for each user it has sessions of (a few dozen HMACs) and
-answering the one that matches; 0 and 0 when none does.
+answering the one that matches; 0 and 0 when none does. Beside it the client
+asks the same of a decoy (``with_decoy``: random octets, which an honest agent
+answers 0), so that an agent saying yes to every question is caught.
 
 So a host without the site key cannot ask about a user by name, and a
 question it sees (in clear under SNMPv2c) tells it nothing: not the name, not
@@ -35,7 +37,7 @@ WAITING = mib.COLUMN_BY_NAME["lbUserWaiting"]
 QUESTION_SIZE: int = QUESTION.range[1]  # the MIB's fixed size: 24
 NONCE_SIZE = 8
 MAC_SIZE = QUESTION_SIZE - NONCE_SIZE
-MIN_KEY_CHARS = 16
+MIN_KEY_CHARS = 32  # a hand-written passphrase this short would fall to offline guessing from captured questions
 MAX_KEY_BYTES = 4096
 MAX_USER_BYTES = 256  # a user name longer than this is no user of ours (utmp keeps 32, NSS far less)
 
@@ -48,6 +50,19 @@ def question(key: bytes, user: str, nonce: bytes) -> bytes:
     if len(nonce) != NONCE_SIZE:
         raise ValueError("nonce size")
     return nonce + hmac.new(key, nonce + user.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()[:MAC_SIZE]
+
+
+def with_decoy(question: bytes, decoy: bytes = b"") -> tuple[bytes, bytes]:
+    """``question`` and a ``decoy`` (drawn here when not given), in random order: the decoy is random
+    octets of a question's size, which nobody can tell from a user's question without the key. An
+    honest agent answers it 0 (no user of its matches it); one that answers it with a session says yes
+    to any question: a liar drawing every user's login to itself. One decoy per login, as there is one
+    question: a liar that sees the GETs to other servers too finds both in each of them. Drawn from the
+    system's random source, as the nonce."""
+    import os
+
+    decoy = decoy or os.urandom(QUESTION_SIZE)
+    return (question, decoy) if os.urandom(1)[0] & 1 else (decoy, question)
 
 
 def who(key: bytes, asked: bytes, users: Iterable[str]) -> str | None:

@@ -45,6 +45,7 @@ ROLES_OF_PACKAGE = {
 }
 ALL_ROLES = tuple(ROLES_OF_PACKAGE)
 ROLES: dict[str, tuple[str, ...]] = {
+    "test_affinity.py": ("client", "agent", "login"),
     "test_agent_process.py": ("agent",),
     "test_agent_robust.py": ("agent", "admin"),
     "test_agentcheck.py": ("agent",),

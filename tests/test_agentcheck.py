@@ -487,3 +487,18 @@ def test_same_numbers_as_the_mib_from_the_same_configuration(fleet, tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.fleet
+@needs_haproxy
+def test_the_readmes_rdp_persistence_configuration_is_valid_for_haproxy(tmp_path):
+    """README ("Users: back to their session", HAProxy farms): the stick table on mstshash beside the
+    agent-check, as written, is accepted by the real haproxy's configuration check."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    part = readme[readme.index("**HAProxy farms.** Behind HAProxy"):]
+    block = part[part.index("```\n") + 4:part.index("\n```", part.index("```\n") + 4)]
+    assert "stick on req.rdp_cookie(mstshash)" in block and "agent-check" in block
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text("defaults\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\n\n" + block + "\n")
+    r = subprocess.run([HAPROXY, "-c", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "Configuration file is valid" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -1,10 +1,14 @@
 """Current LTSP (19+, no LDM): the xsession wrapper and the boot-time SSH_SERVER, run against real agents.
 
 sessions/snmplb-session runs as the logged-in user under the display manager; here it runs under a real
-X server (Xvfb) with the real clients: xfreerdp (freerdp2-x11) and pyhoca-cli (X2Go). There is no RDP or
-X2Go server here, and nothing listens on 127.0.0.x port 3389: each client is observed trying to connect
-to the server `snmplb pick` chose, from its own log ("connecting to peer HOST", "connecting to
-[HOST]:22"), then failing to connect. That is as far as a session can go without a server.
+X server (Xvfb) with the real clients: xfreerdp (freerdp2-x11) and pyhoca-cli (X2Go). Nothing listens on
+127.0.0.x port 3389: each client is observed trying to connect to the servers `snmplb pick --all` gives,
+in order, from its own log ("connecting to peer HOST", "connecting to [HOST]:22"), then failing to
+connect. Failing over (issue 19) is run against real servers where they can run here: Debian's xrdp (in
+a mount namespace of the test's, on loopback) for a refused password, real sshd for X2Go's ssh leg,
+closed ports, network namespaces for no route and a dropped SYN, and stand-ins only for a server that
+accepts and closes and for one that reads the client's first packets. No desktop session starts (no X
+backend for xrdp; X2Go's sessions need nxagent and a desktop).
 The user's message is a real xmessage window on the Xvfb display, found by its title with xdotool.
 
 sessions/snmplb-ssh-server runs at boot under `ltsp init` (PID 1, before systemd), which cannot run
@@ -138,27 +142,38 @@ def test_desktop_files_are_valid_xsessions():
     assert subprocess.run(["sh", "-n", str(ROOT / "sessions" / "snmplb-pam-stash")], timeout=60).returncode == 0
 
 
-def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose(fleet, display, tmp_path):
-    """Real xfreerdp under Xvfb. No RDP server can run here, so it fails to connect (its status 147,
-    "transport failed") and the wrapper tells the user so; its DEBUG log shows whom it tried."""
+def test_rdp_session_starts_real_xfreerdp_on_the_server_pick_chose_then_the_next(fleet, display, tmp_path):
+    """Real xfreerdp under Xvfb, real agents. Nothing listens on port 3389 of these addresses, so xfreerdp
+    fails to connect (its status 147, "transport failed"): the wrapper goes on to the next server in the
+    decision's order (`snmplb pick --all`: the idle one first, then the busy one; never the draining one),
+    logs each step, and tells the user once none could open the session. xfreerdp's DEBUG log shows whom
+    it tried."""
     need("xfreerdp")
     busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
     drained = fleet.add("drained", IDLE, admin=AdminSettings(state="draining"))
     servers = addrs([drained, busy, idle])
-    chosen = subprocess.run([str(BIN / "snmplb"), "pick"], capture_output=True, text=True, timeout=60,
+    chosen = subprocess.run([str(BIN / "snmplb"), "pick", "--all"], capture_output=True, text=True, timeout=60,
                             env={"PATH": os.environ["PATH"], "LB_SERVERS": servers, "LB_ALGORITHM": "best",
                                  "LB_SNMP_COMMUNITY": COMMUNITY, "LB_TIMEOUT_MS": "800",
-                                 "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf"}).stdout.strip()
-    assert chosen == idle.host
+                                 "SNMPLB_CLIENT_CONF": "/nonexistent/client.conf"}).stdout.split()
+    assert chosen == [idle.host, busy.host]
     env = session_env(tmp_path, display, site_conf(servers, SNMPLB_RDP_OPTIONS="/cert:tofu /log-level:DEBUG"),
                       SNMPLB_RDP_CLIENT="xfreerdp")
     r = run_session("rdp", env)
     out = r.stdout + r.stderr
     assert f"tester: xfreerdp on {idle.host} (port 3389)" in r.stderr
     assert f"connecting to peer {idle.host}\n" in out, out[-3000:]
-    assert busy.host not in out.replace(servers, "") and drained.host not in out.replace(servers, "")
-    assert r.returncode >= 128, out[-2000:]
-    assert f"The remote desktop on {idle.host} could not be opened (xfreerdp exit status {r.returncode})" in r.stderr
+    assert (f"host {idle.host}: could not connect (xfreerdp exit status 147: transport failed: refused or "
+            f"closed), trying {busy.host}") in r.stderr, r.stderr
+    assert f"tester: xfreerdp on {busy.host} (port 3389)" in r.stderr
+    assert f"connecting to peer {busy.host}\n" in out
+    assert out.index(f"peer {idle.host}\n") < out.index(f"peer {busy.host}\n")
+    assert f"host {busy.host}: could not connect (xfreerdp exit status 147" in r.stderr
+    assert "no other server to try" in r.stderr
+    assert drained.host not in out.replace(servers, "")
+    assert r.returncode == 147, out[-2000:]
+    assert "The remote desktop could not be opened on any server:" in r.stderr
+    assert f"- {idle.host}: xfreerdp exit status 147" in r.stderr and f"- {busy.host}: xfreerdp exit status 147" in r.stderr
     assert COMMUNITY not in out
 
 
@@ -236,20 +251,25 @@ def test_a_port_with_leading_zeros_is_the_same_number(tmp_path):
         assert r.returncode == 2 and "SNMPLB_RDP_PORT is not a TCP port (1-65535)" in r.stderr, (bad, r.stderr)
 
 
-def test_x2go_session_starts_real_pyhoca_cli_on_the_server_pick_chose(fleet, display, tmp_path):
-    """Real pyhoca-cli (Debian's X2Go command-line client). No X2Go server (an sshd with x2goserver) runs
-    here; it logs whom it connects to, fails, and exits 0 all the same (pyhoca-cli's own behaviour: the
-    wrapper cannot tell a failed connection from a finished session, so it only logs the status)."""
+def test_x2go_session_starts_real_pyhoca_cli_on_the_server_pick_chose_then_the_next(fleet, display, tmp_path):
+    """Real pyhoca-cli (Debian's X2Go command-line client); nothing listens on port 22 of these addresses. It
+    logs whom it connects to, fails, and exits 0 all the same (pyhoca-cli's own behaviour): the wrapper
+    reads its error line ("a socket error occured while establishing the connection"), goes on to the next
+    server in the decision's order, and ends with status 1 once none could open the session."""
     need("pyhoca-cli")
     busy, idle = fleet.add("busy", BUSY), fleet.add("idle", IDLE)
     env = session_env(tmp_path, display, site_conf(addrs([busy, idle]), SNMPLB_X2GO_SSH_PORT="22",
-                                                   SNMPLB_X2GO_COMMAND="MATE"))
+                                                   SNMPLB_X2GO_COMMAND="MATE"), TMPDIR=str(tmp_path))
     r = run_session("x2go", env)
     out = r.stdout + r.stderr
     assert f"tester: pyhoca-cli on {idle.host} (port 22)" in r.stderr
     assert f"connecting to [{idle.host}]:22" in out, out[-3000:]
-    assert f"[{busy.host}]" not in out
+    assert f"host {idle.host}: could not connect (pyhoca-cli: a socket error occured" in r.stderr, r.stderr
+    assert f"trying {busy.host}\n" in r.stderr
+    assert out.index(f"connecting to [{idle.host}]:22") < out.index(f"connecting to [{busy.host}]:22")
+    assert r.returncode == 1 and "The remote desktop could not be opened on any server:" in r.stderr
     assert COMMUNITY not in out
+    assert not list(tmp_path.glob("snmplb-session.*"))  # its copy of the client's output is gone
 
 
 def _window_titled(display: str, title: str, seconds: float) -> bool:
@@ -895,3 +915,497 @@ def test_rdp_password_setting_is_checked_before_anything_runs(tmp_path):
     r = subprocess.run([str(SESSION), "x2go"], env={**env, "SNMPLB_X2GO_CLIENT": "true"}, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and (tmp_path / "picked").exists(), r
+
+
+# -- failing over (issue 19: a session that starts) ---------------------------------------------------------
+
+def _listening(host: str, port: int) -> socket.socket:
+    """A server that never answers: it only shows, afterwards, whether anybody connected (``_connected``)."""
+    s = socket.create_server((host, port), backlog=8)
+    s.setblocking(False)
+    return s
+
+
+def _connected(listener: socket.socket) -> bool:
+    """Whether a connection is waiting on ``listener`` (called once the session wrapper has ended, so that any
+    connection it made is already queued: no waiting involved)."""
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        return False
+    conn.close()
+    return True
+
+
+def _closing_server(host: str, port: int) -> tuple[socket.socket, list[int], threading.Thread]:
+    """A stand-in for a server whose service is broken: it accepts each connection and closes it at once
+    (at most 5 within 60 s); the list counts them."""
+    s = socket.create_server((host, port))
+    s.settimeout(60)
+    count: list[int] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            for _ in range(5):
+                conn, _ = s.accept()
+                conn.close()
+                count.append(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return s, count, thread
+
+
+def test_rdp_fails_over_past_a_refused_port_and_a_server_that_closes_to_the_one_that_answers(fleet, display,
+                                                                                            tmp_path):
+    """Real agents in the configured order (LB_ALGORITHM=fixed), real xfreerdp: the first server refuses the
+    port (nothing listens), the second accepts and closes at once (both xfreerdp status 147), the third
+    answers: its listener reads xfreerdp's first RDP packet, where the session goes on. A draining server
+    configured first is never tried. Each step is logged with the next server's name."""
+    need("xfreerdp")
+    from farm import free_port
+
+    drained = fleet.add("drained", IDLE, admin=AdminSettings(state="draining"))
+    a, b, c = fleet.add("a", IDLE), fleet.add("b", IDLE), fleet.add("c", IDLE)
+    port = free_port([drained.host, a.host, b.host, c.host])
+    closer, closed, closer_thread = _closing_server(b.host, port)
+    answer = socket.create_server((c.host, port))
+    first, thread = first_packet(answer, 60)
+    never = _listening(drained.host, port)
+    env = session_env(tmp_path, display, site_conf(addrs([drained, a, b, c]), LB_ALGORITHM="fixed",
+                                                   SNMPLB_RDP_PORT=str(port), SNMPLB_RDP_OPTIONS="/cert:ignore"),
+                      SNMPLB_RDP_CLIENT="xfreerdp")
+    p = subprocess.Popen([str(SESSION), "rdp"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        end = time.monotonic() + 90
+        while thread.is_alive() and p.poll() is None and time.monotonic() < end:
+            thread.join(timeout=0.2)
+        thread.join(timeout=2)
+        assert first and b"Cookie: mstshash=tester\r\n" in first[0], first
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+        closer.close()
+        answer.close()
+    assert f"tester: xfreerdp on {a.host} (port {port})" in err, err
+    assert (f"host {a.host}: could not connect (xfreerdp exit status 147: transport failed: refused or closed), "
+            f"trying {b.host}\n") in err, err
+    assert f"host {b.host}: could not connect (xfreerdp exit status 147" in err and f"trying {c.host}\n" in err, err
+    assert f"tester: xfreerdp on {c.host} (port {port})" in err
+    assert err.index(f"on {a.host} (") < err.index(f"on {b.host} (") < err.index(f"on {c.host} (")
+    assert closed  # (xfreerdp connects twice: its security negotiation tries again without NLA)
+    assert not _connected(never) and drained.host not in err.replace(addrs([drained, a, b, c]), "")
+    never.close()
+
+
+def test_rdp_failover_stops_when_its_time_is_spent_and_a_bad_setting_is_named(fleet, display, tmp_path):
+    """SNMPLB_SESSION_TRY_SECONDS=0: the first server is tried, no other (logged, naming the setting). A value
+    that is not a number of seconds is named and its default used: the failover goes on."""
+    need("xfreerdp")
+    from farm import free_port
+
+    a, b = fleet.add("a", IDLE), fleet.add("b", IDLE)
+    port = free_port([a.host, b.host])  # nothing listens there: each xfreerdp fails at once (147)
+    conf = site_conf(addrs([a, b]), LB_ALGORITHM="fixed", SNMPLB_RDP_PORT=str(port), SNMPLB_RDP_OPTIONS="/cert:ignore")
+    env = session_env(tmp_path, display, conf + "SNMPLB_SESSION_TRY_SECONDS=0\n", SNMPLB_RDP_CLIENT="xfreerdp")
+    r = run_session("rdp", env)
+    assert r.returncode == 147, r.stderr
+    assert f"tester: xfreerdp on {a.host} (port {port})" in r.stderr
+    assert (f"host {a.host}: could not connect (xfreerdp exit status 147: transport failed: refused or closed); "
+            f"not trying {b.host}: SNMPLB_SESSION_TRY_SECONDS (0 s) have passed") in r.stderr
+    assert f"xfreerdp on {b.host}" not in r.stderr
+    assert f"The remote desktop could not be opened within 0 seconds: - {a.host}: xfreerdp exit status 147" in r.stderr
+    for name, bad, default in (("SNMPLB_SESSION_TRY_SECONDS", "soon", 60), ("SNMPLB_SESSION_TRY_SECONDS", "-1", 60),
+                               ("SNMPLB_SESSION_START_SECONDS", "99999", 30), ("SNMPLB_SESSION_START_SECONDS", "2.5", 30)):
+        env = session_env(tmp_path, display, conf + f"{name}='{bad}'\n", SNMPLB_RDP_CLIENT="xfreerdp")
+        r = run_session("rdp", env)
+        assert (f"the session setting {name} is not a number of seconds from 0 to 3600: using {default}"
+                in r.stderr), (name, bad, r.stderr)
+        assert f"trying {b.host}\n" in r.stderr and f"tester: xfreerdp on {b.host}" in r.stderr, r.stderr
+
+
+class RealXrdp:
+    """Debian's own xrdp and xrdp-sesman (0.9.21; sesman checks passwords with PAM, this machine's accounts),
+    run as root in a private mount namespace (unshare) so that /etc/xrdp and /run/xrdp (its pid files and
+    sockets) are this test's copies: xrdp on ``host``:``port`` only, sesman on a free port of its own. No X
+    backend (xorgxrdp) is needed: the tests end at the password. ``require_credentials`` is xrdp.ini's
+    setting: a refused password ends the connection instead of showing xrdp's login screen again."""
+
+    def __init__(self, base: Path, host: str, port: int, require_credentials: bool) -> None:
+        from farm import free_port
+
+        d = base / "xrdp"
+        etc, run, self.logs = d / "etc", d / "run", d / "log"
+        shutil.copytree("/etc/xrdp", etc, symlinks=True)
+        (run / "sockdir").mkdir(parents=True)
+        (run / "sockdir").chmod(0o3777)
+        self.logs.mkdir()
+        sesman = free_port(["127.0.0.1"])
+        ini = (etc / "xrdp.ini").read_text().replace("\nport=3389\n", f"\nport=tcp://{host}:{port}\n")
+        ini = ini.replace("LogFile=xrdp.log", f"LogFile={self.logs / 'xrdp.log'}").replace("EnableSyslog=true",
+                                                                                          "EnableSyslog=false")
+        if require_credentials:
+            ini = ini.replace("#require_credentials=true", "require_credentials=true")
+        (etc / "xrdp.ini").write_text(ini)
+        ses = (etc / "sesman.ini").read_text().replace("ListenPort=3350", f"ListenPort={sesman}")
+        ses = ses.replace("LogFile=xrdp-sesman.log", f"LogFile={self.logs / 'sesman.log'}")
+        (etc / "sesman.ini").write_text(ses.replace("EnableSyslog=true", "EnableSyslog=false"))
+        script = d / "run.sh"
+        script.write_text(f"set -e\nmount --bind {etc} /etc/xrdp\nmount --bind {run} /run/xrdp\n"
+                          "xrdp-sesman -n &\nexec xrdp -n\n")
+        with open(d / "out", "wb") as out:
+            self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", str(script)],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+
+        def up() -> bool:
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return "starting xrdp-sesman" in self.log("sesman.log")
+            except OSError:
+                return False
+        if not wait_for(up, timeout=20, step=0.1):
+            self.stop()
+            raise AssertionError(f"xrdp did not start: {(d / 'out').read_text(errors='replace')[-2000:]}")
+
+    def log(self, name: str = "xrdp.log") -> str:
+        with contextlib.suppress(OSError):
+            return (self.logs / name).read_text(errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def _stash_for_nobody(secret: str) -> None:
+    """What the display manager's PAM stack does at nobody's login (see the test above)."""
+    _forget_nobody_key()
+    stash = subprocess.run(["keyctl", "session", "-", str(PAM_STASH)], input=secret.encode() + b"\0",
+                           env={"PAM_TYPE": "auth", "PAM_USER": "nobody", "PAM_SERVICE": "lightdm"},
+                           capture_output=True, timeout=60)
+    assert stash.returncode == 0, stash
+    assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode == 0, "no key for the session"
+
+
+def _nobody_rdp(base: Path, display: str, port: int, hosts: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The session command (as nobody, in a session keyring) and its environment: SNMPLB_RDP_PASSWORD=login,
+    these hosts in this order. The pick is a stand-in here: snmplb pick cannot run as nobody from this
+    machine's venv (under /root, mode 0700), and the order is what this is about."""
+    home = base / "home"
+    home.mkdir(exist_ok=True)
+    shutil.chown(home, "nobody")
+    conf = base / "session.conf"
+    conf.write_text(f"SNMPLB_RDP_PORT={port}\nSNMPLB_RDP_OPTIONS='/cert:ignore /sec:tls /log-level:ERROR'\n"
+                    "SNMPLB_RDP_PASSWORD=login\n")
+    conf.chmod(0o644)
+    pick = base / "pick"
+    pick.write_text("#!/bin/sh\nprintf '%s\\n' " + " ".join(hosts) + "\n")
+    pick.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "USER": "nobody", "DISPLAY": display,
+           "SNMPLB_SESSION_CONF": str(conf), "SNMPLB_PICK": str(pick), "SNMPLB_MESSAGE_TIMEOUT": "1",
+           "SNMPLB_RDP_CLIENT": "xfreerdp"}
+    session = ["keyctl", "session", "-", "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+               str(SESSION), "rdp"]
+    return session, env
+
+
+@pytest.mark.parametrize("require_credentials", [True, False], ids=["require_credentials", "login screen"])
+def test_a_password_xrdp_refuses_is_never_tried_on_another_server(display, require_credentials):
+    """Real xrdp (Debian's, sesman checking the password with PAM) refuses nobody's stashed password (nobody
+    has none that can match). With xrdp.ini's require_credentials=true it ends the connection at once
+    (xfreerdp status 12, "logged off"): the wrapper tells the user and never tries the next server. With
+    xrdp's default, its login screen comes back saying "login failed" (the user is told there, and may
+    type the password): xfreerdp stays connected, and nothing goes to the next server either. The next
+    server is a listener that shows whether anybody connected; the password shows in no output."""
+    need("xfreerdp", "setpriv", "keyctl", "xrdp", "xrdp-sesman", "unshare")
+    if os.geteuid() != 0:
+        pytest.skip("xrdp runs in a mount namespace of its own: needs root")
+    from farm import free_port
+
+    secret = "not nobody's password 'x' $HOME"
+    base = Path(tempfile.mkdtemp(prefix="snmplb-xrdp-"))
+    base.chmod(0o755)
+    port = free_port(["127.0.0.1", "127.0.0.2"])
+    xrdp = RealXrdp(base, "127.0.0.1", port, require_credentials)
+    other = _listening("127.0.0.2", port)
+    try:
+        session, env = _nobody_rdp(base, display, port, ["127.0.0.1", "127.0.0.2"])
+        _stash_for_nobody(secret)
+        p = subprocess.Popen(session, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=base, start_new_session=True)
+        try:
+            if require_credentials:
+                out, err = p.communicate(timeout=90)
+                assert p.returncode == 12, err
+                assert ("The remote desktop on 127.0.0.1 closed as soon as it opened (xfreerdp exit status 12: "
+                        "the user logged off)") in err, err
+            else:
+                assert wait_for(lambda: "login failed for user nobody" in xrdp.log(), timeout=60, step=0.2), xrdp.log()
+                assert p.poll() is None  # on xrdp's login screen, which says "login failed"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+        assert f"nobody: xfreerdp on 127.0.0.1 (port {port}), with the login's password" in err, err
+        assert "login failed for user nobody" in xrdp.log()
+        assert "AUTHFAIL: user=nobody" in xrdp.log("sesman.log")
+        assert "trying" not in err and "127.0.0.2" not in err
+        assert not _connected(other)
+        assert secret not in out + err + xrdp.log() + xrdp.log("sesman.log")
+        assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode != 0
+    finally:
+        xrdp.stop()
+        other.close()
+        shutil.rmtree(base)
+
+
+def test_after_a_failover_the_next_server_asks_for_the_password_itself(display):
+    """SNMPLB_RDP_PASSWORD=login: the stashed password is read once, into the first xfreerdp, and invalidated.
+    That server cannot be reached (nothing listens: 147); the next one (the Client Info stand-in above, as
+    far as xfreerdp's Client Info PDU) gets the user name and no password: it asks for it itself. A
+    password is never sent to a second server, whatever made the first one fail."""
+    need("xfreerdp", "setpriv", "keyctl")
+    secret = "Tr0ub4dor &3 'x' \\ $HOME"
+    base = Path(tempfile.mkdtemp(prefix="snmplb-rdp-fo-"))
+    server = None
+    try:
+        base.chmod(0o755)
+        (base / "certs").mkdir()
+        server = FakeRdpServer(base / "certs")
+        session, env = _nobody_rdp(base, display, server.port, ["127.0.0.2", "127.0.0.1"])
+        _stash_for_nobody(secret)
+        p = subprocess.Popen(session, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=base, start_new_session=True)
+        try:
+            assert server.info_in.wait(60) and server.error is None, server.error
+            assert "nobody".encode("utf-16-le") in server.info
+            assert secret.encode("utf-16-le") not in server.info
+            assert _as_nobody_key("search", "@u", "user", "snmplb:rdp").returncode != 0
+        finally:
+            server.release.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            out, err = p.communicate(timeout=60)
+        text = err.decode()
+        assert f"nobody: xfreerdp on 127.0.0.2 (port {server.port}), with the login's password" in text, text
+        assert f"host 127.0.0.2: could not connect (xfreerdp exit status 147" in text
+        assert ("nobody: the login's password went to 127.0.0.2 (it is handed on once): 127.0.0.1 asks for it"
+                in text), text
+        assert f"nobody: xfreerdp on 127.0.0.1 (port {server.port})\n" in text
+        assert secret.encode() not in out + err
+    finally:
+        if server is not None:
+            server.close()
+        shutil.rmtree(base)
+
+
+def _x2go_sshd(base: Path, name: str, host: str, port: int, authorized: Path, passwords: bool = False):
+    """A real sshd for X2Go's ssh leg (no x2goserver here: it is not installed, see below); root logs in with
+    a key (``authorized``) or, with ``passwords``, also by password (root's, which the test never knows)."""
+    from farm import keygen, start_sshd
+
+    d = base / name
+    d.mkdir()
+    keygen(d / "host")
+    conf = d / "sshd_config"
+    conf.write_text(f"ListenAddress {host}\nPort {port}\nPidFile {d / 'pid'}\nHostKey {d / 'host'}\n"
+                    f"AuthorizedKeysFile {authorized}\nUsePAM no\nStrictModes no\n"
+                    f"PasswordAuthentication {'yes' if passwords else 'no'}\nKbdInteractiveAuthentication no\n"
+                    f"PermitRootLogin {'yes' if passwords else 'prohibit-password'}\nPrintMotd no\nLogLevel VERBOSE\n")
+    return start_sshd(conf, host, port, d / "log"), d / "log"
+
+
+def _x2go_keys(tmp_path: Path, home: Path) -> tuple[Path, Path]:
+    """The user's key where pyhoca-cli looks for it (~/.ssh/id_ed25519: it discovers keys, -i is not used
+    by the wrapper), as an authorized_keys file; and an authorized_keys file with another key only."""
+    from farm import keygen
+
+    (home / ".ssh").mkdir(parents=True, exist_ok=True)
+    keygen(home / ".ssh" / "id_ed25519")
+    keygen(tmp_path / "other")
+    mine, other = tmp_path / "authorized-mine", tmp_path / "authorized-other"
+    shutil.copy(home / ".ssh" / "id_ed25519.pub", mine)
+    shutil.copy(tmp_path / "other.pub", other)
+    return mine, other
+
+
+def test_x2go_fails_over_past_a_closed_port_and_a_server_without_x2go_and_stops_at_a_refused_login(
+        fleet, display, tmp_path):
+    """Real agents in the configured order, real pyhoca-cli, real sshd: the first server's port is closed
+    (could not connect); the next accepts and closes at once (a stand-in: "Error reading SSH protocol
+    banner", could not connect); the second is an sshd that takes the user's key where the X2Go session cannot
+    start (without x2goserver installed, pyhoca-cli says so; with it, the session start fails at its sftp
+    step, which this sshd does not offer: a traceback, status 1, within seconds); the third refuses the key,
+    and pyhoca-cli, which would then ask for a password, has no terminal to ask on (as under a display
+    manager): a refused login, which the user is told of, and the fourth is never tried."""
+    need("pyhoca-cli", "ssh-keygen")
+    if os.geteuid() != 0:
+        pytest.skip("the sshd logs root in with a key in a file of its own: needs root")
+    from farm import free_port, stop_sshd
+
+    a, e, b, c, d = (fleet.add(n, IDLE) for n in "aebcd")
+    port = free_port([a.host, e.host, b.host, c.host, d.host])
+    closer, closed, _ = _closing_server(e.host, port)
+    env = session_env(tmp_path, display, site_conf(addrs([a, e, b, c, d]), LB_ALGORITHM="fixed",
+                                                   SNMPLB_X2GO_SSH_PORT=str(port)), USER="root", TMPDIR=str(tmp_path))
+    mine, other = _x2go_keys(tmp_path, Path(env["HOME"]))
+    no_x2go, no_x2go_log = _x2go_sshd(tmp_path, "b-sshd", b.host, port, mine)
+    refusing, refusing_log = _x2go_sshd(tmp_path, "c-sshd", c.host, port, other)
+    never = _listening(d.host, port)
+    try:
+        # No controlling terminal and no stdin, as under a display manager.
+        r = subprocess.run([str(SESSION), "x2go"], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=180, start_new_session=True)
+    finally:
+        stop_sshd(no_x2go)
+        stop_sshd(refusing)
+        closer.close()
+    assert (f"host {a.host}: could not connect (pyhoca-cli: a socket error occured while establishing the "
+            f"connection: [Errno None] Unable to connect to port {port} on {a.host}), trying {e.host}\n") in r.stderr, r.stderr
+    assert (f"host {e.host}: could not connect (pyhoca-cli: Error reading SSH protocol banner), trying {b.host}\n"
+            in r.stderr) and closed, r.stderr
+    if shutil.which("x2goversion"):  # x2goserver is installed: the session start fails at its sftp step
+        assert (f"host {b.host}: the session did not start (pyhoca-cli exit status 1: "
+                f"paramiko.ssh_exception.SSHException: Channel closed.), trying {c.host}\n") in r.stderr, r.stderr
+    else:
+        assert (f"host {b.host}: the session did not start (pyhoca-cli: the remote server does not have the X2Go "
+                f"Server software installed), trying {c.host}\n") in r.stderr, r.stderr
+    assert "Accepted publickey for root" in no_x2go_log.read_text()
+    assert (f"The X2Go server {c.host} did not accept your login (pyhoca-cli: no ssh key or ticket was accepted, "
+            "and there is no terminal to type a password on)") in r.stderr, r.stderr
+    assert "Accepted" not in refusing_log.read_text() and "root" in refusing_log.read_text()
+    assert f"trying {d.host}" not in r.stderr and f"on {d.host}" not in r.stderr
+    assert not _connected(never)
+    never.close()
+    assert r.returncode == 1
+    assert not list(tmp_path.glob("snmplb-session.*"))
+
+
+def test_x2go_a_password_sshd_refuses_is_not_tried_on_the_next_server(display, tmp_path):
+    """Real pyhoca-cli and sshd. Where pyhoca-cli has a terminal (a pty here, the test typing), a refused key
+    makes it ask for a password, three times: sshd refuses each ("Failed password": root's password is not
+    the one typed), pyhoca-cli says "authentication failed" (and exits 0), and the wrapper tells the user
+    and never tries the next server. The pick is a stand-in: this is about the wrapper's verdict."""
+    need("pyhoca-cli", "ssh-keygen")
+    if os.geteuid() != 0:
+        pytest.skip("the sshd checks root's password: needs root")
+    import pty
+    import select
+
+    from farm import free_port, stop_sshd
+
+    port = free_port(["127.0.0.1", "127.0.0.2"])
+    env = session_env(tmp_path, display, f"SNMPLB_X2GO_SSH_PORT={port}\n", USER="root", TMPDIR=str(tmp_path),
+                      SNMPLB_PICK=str(tmp_path / "pick"))
+    (tmp_path / "pick").write_text("#!/bin/sh\nprintf '127.0.0.1\\n127.0.0.2\\n'\n")
+    (tmp_path / "pick").chmod(0o755)
+    _, other = _x2go_keys(tmp_path, Path(env["HOME"]))
+    sshd, sshd_log = _x2go_sshd(tmp_path, "sshd", "127.0.0.1", port, other, passwords=True)
+    never = _listening("127.0.0.2", port)
+    typed = 0
+    text = b""
+    try:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: the wrapper, on the pty as its controlling terminal
+            os.execve(str(SESSION), [str(SESSION), "x2go"], env)
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the wrapper ended (EIO on the pty)
+                break
+            if not chunk:
+                break
+            text += chunk
+            if text.count(b"Password:") > typed and typed < 5:
+                typed += 1
+                os.write(fd, b"not-the-password\n")
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    finally:
+        stop_sshd(sshd)
+    out = text.decode(errors="replace")
+    assert typed == 3 and sshd_log.read_text().count("Failed password for root") == 3, (typed, out[-3000:])
+    assert ("The X2Go server 127.0.0.1 did not accept your login (pyhoca-cli: the password was refused "
+            "(authentication failed, too many failures during interactive login))") in out, out[-3000:]
+    assert "127.0.0.2" not in out and not _connected(never)
+    never.close()
+    assert os.waitstatus_to_exitcode(status) == 1
+
+
+@contextlib.contextmanager
+def _blackhole_namespace() -> Iterator[str]:
+    """A network namespace of the test's own (the machine's routes are never touched) where 10.98.0.0/24 is
+    unreachable (an `unreachable` route: connect fails at once) and 10.97.0.0/24 is routed to a second
+    namespace that does not forward (the SYN vanishes: connect times out), its own address 10.99.0.1."""
+    name = f"snmplb-fo-{os.getpid()}"
+    peer = f"{name}-b"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, timeout=30, capture_output=True)
+    try:
+        ip("netns", "add", name)
+        ip("netns", "add", peer)
+        ip("link", "add", "snmplb-fo-a", "netns", name, "type", "veth", "peer", "name", "snmplb-fo-b", "netns", peer)
+        ip("-n", name, "addr", "add", "10.99.0.1/24", "dev", "snmplb-fo-a")
+        ip("-n", peer, "addr", "add", "10.99.0.2/24", "dev", "snmplb-fo-b")
+        for ns, dev in ((name, "snmplb-fo-a"), (peer, "snmplb-fo-b")):
+            ip("-n", ns, "link", "set", "lo", "up")
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", name, "route", "add", "unreachable", "10.98.0.0/24")
+        ip("-n", name, "route", "add", "10.97.0.0/24", "via", "10.99.0.2")
+        subprocess.run(["ip", "netns", "exec", peer, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=True,
+                       timeout=30)
+        yield name
+    finally:
+        for ns in (name, peer):
+            subprocess.run(["ip", "netns", "del", ns], timeout=30, capture_output=True)
+
+
+def test_rdp_fails_over_past_no_route_and_a_connect_timeout_within_the_time_bound(display, tmp_path):
+    """Real xfreerdp in a network namespace the test creates: no route to the first server (xfreerdp status
+    141 at once), the second drops the connection's SYN (141 after FreeRDP's 15 s TCP connect timeout),
+    and then SNMPLB_SESSION_TRY_SECONDS=10 has passed: the third is not tried, and the user is told. The
+    pick is a stand-in: no agent can answer from inside that namespace, and the order is given."""
+    need("xfreerdp", "ip")
+    if os.geteuid() != 0:
+        pytest.skip("creating network namespaces needs root")
+    pick = tmp_path / "pick"
+    pick.write_text("#!/bin/sh\nprintf '10.98.0.5\\n10.97.0.5\\n10.99.0.1\\n'\n")
+    pick.chmod(0o755)
+    env = session_env(tmp_path, display, "SNMPLB_RDP_OPTIONS=/cert:ignore\nSNMPLB_SESSION_TRY_SECONDS=10\n",
+                      SNMPLB_RDP_CLIENT="xfreerdp", SNMPLB_PICK=str(pick))
+    with _blackhole_namespace() as ns:
+        r = subprocess.run(["ip", "netns", "exec", ns, str(SESSION), "rdp"], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)
+    assert ("host 10.98.0.5: could not connect (xfreerdp exit status 141: connect failed: no route, or no answer in "
+            "time), trying 10.97.0.5\n"
+            in r.stderr), r.stderr
+    assert ("host 10.97.0.5: could not connect (xfreerdp exit status 141: connect failed: no route, or no answer in "
+            "time); not trying 10.99.0.1: "
+            "SNMPLB_SESSION_TRY_SECONDS (10 s) have passed") in r.stderr, r.stderr
+    assert "xfreerdp on 10.99.0.1" not in r.stderr
+    assert "The remote desktop could not be opened within 10 seconds:" in r.stderr
+    assert r.returncode == 141
+
+
+def test_pick_is_asked_for_every_usable_server_for_this_user(tmp_path):
+    """The wrapper asks pick for the whole order (--all: the next servers to fail over to) and names the user
+    (--user: their pool, back to a session of theirs; snmplb pick's own tests and test_affinity.py run the
+    real decision). A stand-in pick records its arguments; the client is `true` (a session that ended)."""
+    record = tmp_path / "args"
+    pick = tmp_path / "pick"
+    pick.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {record}\necho 127.0.0.1\n")
+    pick.chmod(0o755)
+    for mode, client in (("rdp", "SNMPLB_RDP_CLIENT"), ("x2go", "SNMPLB_X2GO_CLIENT")):
+        env = {"PATH": os.environ["PATH"], "USER": "o'brien x", "SNMPLB_SESSION_CONF": "/nonexistent",
+               "SNMPLB_PICK": str(pick), client: "true", "TMPDIR": str(tmp_path)}
+        r = subprocess.run([str(SESSION), mode], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert record.read_text().splitlines() == ["--all", "--user", "o'brien x"], record.read_text()

@@ -273,22 +273,6 @@ def test_the_sources_are_settings_of_the_agent(tmp_path):
         ("/proc", "/var/lib/x2go/x2go_sessions")
 
 
-def test_the_clients_reading_of_the_answers_gauge32_octets():
-    """The answers as they come off the wire (a Gauge32's octets): read as numbers (main's first version
-    compared the octets with an int, and every answer was 'of the wrong type')."""
-    from snmplb.client import ber, serverquery
-
-    def gauge(n: int) -> ber.Tlv:
-        return ber.Tlv(ber.GAUGE32, n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big"))
-    oid = (1, 3)
-    assert serverquery._user_answers(((oid, gauge(2)), (oid, gauge(1)))) == \
-        {affinity.SESSIONS.name: 2, affinity.WAITING.name: 1}
-    assert serverquery._user_answers(((oid, gauge(0)), (oid, gauge(1)))) == "implausible user sessions"
-    assert serverquery._user_answers(((oid, ber.Tlv(ber.INTEGER, b"\x01")), (oid, gauge(0)))) == \
-        f"{affinity.SESSIONS.name} of the wrong type"
-    assert serverquery._user_answers(((oid, ber.Tlv(ber.NO_SUCH_INSTANCE, b"")),) * 2) == {}
-
-
 def test_the_process_table_is_scanned_again_only_every_few_seconds_and_gone_servers_drop_at_once(tmp_path):
     proc = fake_proc(tmp_path / "proc", {10: (XVNC, 1001)}, tcp=TCP_DISCONNECTED)
     now = [0.0]

@@ -5,6 +5,7 @@
     snmplb-admin weight 200
     snmplb-admin max-sessions 40
     snmplb-admin create-v3-user snmplb < passphrases   # two lines: auth, priv
+    snmplb-admin affinity-key /etc/snmplb/affinity.key  # a new site key (affinity), 0640 root:Debian-snmp
 
 The change is written atomically to the admin file, which the agent re-reads
 at every sample: the next GET (within about a second) shows it.
@@ -60,7 +61,38 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(usm.PRIV_PROTOCOLS)} (default {usm.DEFAULT_PRIV})")
     u.add_argument("--snmpd-file", type=Path, default=SNMPD_PERSISTENT,
                    help=f"file to append the createUser line to (default {SNMPD_PERSISTENT}; stop snmpd first)")
+    k = sub.add_parser("affinity-key", help="write a new site key for affinity (agent's affinity_key_file, "
+                                            "clients' LB_AFFINITY_KEY_FILE); never printed")
+    k.add_argument("path", type=Path, help="the key file to create (refused if it exists, unless --force)")
+    k.add_argument("--group", default=AGENT_GROUP,
+                   help=f"the group that may read it: the agent's user's (default {AGENT_GROUP}, when it exists)")
     return ap
+
+
+AGENT_GROUP = "Debian-snmp"  # snmpd's user on Debian: the pass_persist agent runs as it
+
+
+def write_affinity_key(path: Path, group: str, force: bool) -> str:
+    """Write a new random site key to ``path`` (mode 0640, root's or this user's, readable by ``group``
+    when it exists); returns what was done, in words. Never prints or logs the key."""
+    import base64
+    import grp
+    import secrets
+
+    from snmplb.kvfile import write_atomic
+
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists: a new key would cut every client that has the old one off "
+                          "affinity until they have the new one; repeat with --force to replace it")
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        gid = -1
+    key = base64.b64encode(secrets.token_bytes(32)).decode()  # 44 printable characters, 256 bits
+    write_atomic(path, key + "\n", mode=0o640 if gid >= 0 else 0o600, gid=gid)
+    readers = f"root and group {group}" if gid >= 0 else "its owner only (no group " + group + " here)"
+    return (f"wrote a new site key to {path}, readable by {readers}; copy it (the same file) to every server's "
+            "affinity_key_file and to the clients' LB_AFFINITY_KEY_FILE (the thin-client image)")
 
 
 def _read_passphrases() -> tuple[str, str]:
@@ -141,6 +173,13 @@ def show(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "affinity-key":
+        try:
+            print(write_affinity_key(args.path, args.group, args.force))
+            return 0
+        except (SnmplbError, OSError) as exc:
+            print(f"snmplb-admin: {exc}", file=sys.stderr)
+            return 2
     if args.command == "create-v3-user":
         try:
             return create_v3_user(args)

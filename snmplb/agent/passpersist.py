@@ -70,8 +70,9 @@ class Table:
         entry = self._by_oid.get(oid)
         if entry is None and self.users is not None:
             asked = affinity.parse_instance(oid)
-            if asked is not None:
-                return Entry(oid, "gauge", self.users.answer(*asked))
+            answer = None if asked is None else self.users.answer(*asked)
+            if answer is not None:
+                return Entry(oid, "gauge", answer)
         return entry
 
     def get_text(self, text: str) -> Entry | None:

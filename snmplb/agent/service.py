@@ -40,7 +40,7 @@ from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
 from snmplb.agent.logins import count_sessions
-from snmplb.agent.usersessions import (Answers, Sources, UserNames, UserSessions, XServerScan,
+from snmplb.agent.usersessions import (Answers, QuestionBudget, Sources, UserNames, UserSessions, XServerScan,
                                        collect as collect_user_sessions)
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
@@ -182,6 +182,7 @@ class Sampler:
         self._user_sessions = UserSessionWatch(
             Sources(logind_dir=str(config.sessions_dir), utmp=str(config.utmp), proc=config.session_proc,
                     x2go_db=config.x2go_db), min(max(config.interval, 0.2), 0.5))
+        self._question_budget = QuestionBudget()  # the questions' HMACs, over every sample's answers
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def warn(self, message: str, exc_info: bool = False) -> None:
@@ -227,7 +228,12 @@ class Sampler:
         users, problems = self._user_sessions.update()
         for p in problems:
             self.warn(p)
-        return Answers(key, users)
+        last = self.table.users
+        if last is not None and last.key == key and last.users == users:
+            # The same answers: kept whole, memo included. snmpd asks one varbind at a time, and a
+            # question's lbUserWaiting may come after a new sample than its lbUserSessions.
+            return last
+        return Answers(key, users, self._question_budget)
 
     def guarded_sample(self) -> None:
         """``sample``, with any failure logged (rate-limited) and the last table kept."""

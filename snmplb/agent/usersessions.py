@@ -395,22 +395,50 @@ def collect(sources: Sources, users: Callable[[int], str | None] | None = None,
 
 
 _MAX_REMEMBERED = 64  # questions answered per table (a login asks two varbinds with one question)
+HMACS_PER_SECOND = 20_000  # about a tenth of a slow server's core: 200 questions a second with 100 users
+
+
+class QuestionBudget:
+    """How many HMACs the agent spends on questions: ``rate`` a second, ``rate`` at once. A distinct
+    question costs one per user with sessions here, and snmpd waits on every answer: anyone with the
+    community could otherwise send a datagram of a thousand distinct questions and hold snmpd (every
+    login's GET included) for most of a second. Past the budget a question gets no answer (the client
+    decides without affinity); the budget comes back with time. Used by the answering thread only."""
+
+    __slots__ = ("rate", "clock", "_left", "_at")
+
+    def __init__(self, rate: float = HMACS_PER_SECOND, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.clock = rate, clock
+        self._left, self._at = rate, clock()
+
+    def spend(self, hmacs: int) -> bool:
+        """Whether ``hmacs`` may be spent now (then they are)."""
+        now = self.clock()
+        self._left, self._at = min(self.rate, self._left + (now - self._at) * self.rate), now
+        if hmacs > self._left:
+            return False
+        self._left -= hmacs
+        return True
 
 
 class Answers:
     """The answers of one sample: the site key and each user's sessions. Immutable once built, apart
-    from a small memo of questions already matched (a GET carries the same question twice)."""
+    from a small memo of questions already matched (a GET carries the same question twice) and the
+    agent's ``budget`` for them (shared by the samples' answers; None: unbounded)."""
 
-    __slots__ = ("key", "users", "_memo")
+    __slots__ = ("key", "users", "budget", "_memo")
 
-    def __init__(self, key: bytes, users: dict[str, UserSessions]) -> None:
-        self.key, self.users = key, users
+    def __init__(self, key: bytes, users: dict[str, UserSessions], budget: QuestionBudget | None = None) -> None:
+        self.key, self.users, self.budget = key, users, budget
         self._memo: dict[bytes, UserSessions] = {}
 
-    def answer(self, column: str, asked: bytes) -> int:
-        """lbUserSessions or lbUserWaiting (``column``) for the question ``asked``: 0 for no user of ours."""
+    def answer(self, column: str, asked: bytes) -> int | None:
+        """lbUserSessions or lbUserWaiting (``column``) for the question ``asked``: 0 for no user of ours;
+        None (no answer) past the budget."""
         found = self._memo.get(asked)
         if found is None:
+            if self.budget is not None and not self.budget.spend(max(1, len(self.users))):
+                return None
             user = affinity.who(self.key, asked, self.users)
             found = self.users[user] if user is not None else UserSessions()
             if len(self._memo) >= _MAX_REMEMBERED:

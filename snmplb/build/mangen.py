@@ -764,20 +764,53 @@ def commands() -> list[Command]:
                   "that `LB_ALGORITHM = sticky` brings a user back to the server holding their session. No "
                   "password ever goes on a command line: the RDP or X2Go server asks for it (or ssh keys or "
                   "Kerberos do without)."),
+                P("It asks `snmplb pick --all --user` $USER for every usable server, preferred first (the user's pool, and "
+                  "a server holding a session of theirs first: snmplb(1)), and starts the client on "
+                  "the first. When the client could not connect, or the session did not start, it goes on to the "
+                  "next server in that order, logging each step (\"host A: could not connect (...), trying B\"); "
+                  "no new client starts once $SNMPLB_SESSION_TRY_SECONDS have passed since the first. A client "
+                  "counts as failed only when it ends within $SNMPLB_SESSION_START_SECONDS of its own start: "
+                  "xfreerdp with a status of 128 and up (FreeRDP's \"could not connect\" codes, e.g. 147 "
+                  "refused or closed, 141 no route or no answer within 15 s, 131 connection failed or lost, 143 "
+                  "TLS failed) or 1 to 127 other than a "
+                  "logoff or the user's own disconnect (the server's ERRINFO: denied, out of memory, licensing); "
+                  "pyhoca-cli (which exits 0 on most failures) by its last `error:` line (a socket error, a host "
+                  "key that does not match, no X2Go server software, an unknown session command) or a "
+                  "traceback. Later, whatever the status, a session ran, and the script ends with it."),
+                P("A refused password or account is never tried on another server: the user is told (xfreerdp "
+                  "132, 134, 135, 148 to 159, 9, 10 and 144: authentication or logon failed, wrong password, "
+                  "account locked, disabled, expired or restricted, access denied; pyhoca-cli's "
+                  "\"authentication failed\", or a refused key with no terminal to type a password on). xrdp "
+                  "refuses a password on its own login screen (the client stays connected; the user may type "
+                  "it again there), or, with xrdp.ini's `require_credentials=true`, by logging the user off at "
+                  "once (status 12): a logoff within $SNMPLB_SESSION_START_SECONDS is told to the user and never "
+                  "tried elsewhere. With `SNMPLB_RDP_PASSWORD=login` the login's password goes to the first "
+                  "client only and is deleted at once; a server tried after it asks for the password itself."),
                 P("Every failure is shown to the user (zenity(1), else xmessage(1), else nothing) and logged "
                   "(syslog, tag `snmplb-session`, and standard error, which the display manager keeps in "
                   "~/.xsession-errors)."),
             ],
-            exit_status=[("0", "The session ran and ended normally. Once the client ran, its own status is "
+            exit_status=[("0", "The session ran and ended normally. Once a client ran, the last one's status is "
                                "passed on; with `rdp`, 128 and up are xfreerdp's codes for a session that could not "
-                               "be opened (the user is told)."),
+                               "be opened (the user is told); with `x2go`, 1 when no server could open it or the "
+                               "login was refused (pyhoca-cli itself exits 0)."),
                          ("2", "A usage error or a bad setting (named in the message)."),
                          (str(pick.NONE_USABLE), "No server can take a session (`snmplb pick`'s own status)."),
                          ("127", "The client program or snmplb is not installed.")],
             environment=[
                 ("SNMPLB_SESSION_CONF", f"The settings file (default {SESSION_CONF})."),
-                ("SNMPLB_PICK", "The command that prints the chosen host (default `snmplb pick` from the PATH, "
-                                "/usr/bin/snmplb or /opt/snmplb/bin/snmplb)."),
+                ("SNMPLB_PICK", "The command that prints the usable hosts, preferred first, one per line; it is "
+                                "given `--all --user` $USER (default `snmplb pick` from the PATH, /usr/bin/snmplb or "
+                                "/opt/snmplb/bin/snmplb)."),
+                ("SNMPLB_SESSION_TRY_SECONDS", "No client is started on a next server once this many seconds have "
+                                               "passed since the first started (default 60; 0: the first server "
+                                               "only). A value that is not 0 to 3600 is logged, naming it, and the "
+                                               "default used."),
+                ("SNMPLB_SESSION_START_SECONDS", "A client that ends within this many seconds of its start with a "
+                                                 "failure (above) did not connect or start the session: the next "
+                                                 "server is tried; later, a session ran (default 30, more than "
+                                                 "xfreerdp's own 15 s connect timeout; 0 to 3600, a bad value as "
+                                                 "above)."),
                 ("SNMPLB_RDP_CLIENT", "The RDP clients to look for, in order (default `xfreerdp3 xfreerdp`)."),
                 ("SNMPLB_RDP_PORT", "The RDP port (default 3389; given to the client when it is another)."),
                 ("SNMPLB_RDP_OPTIONS", "The client's options (default `/f /cert:tofu +auto-reconnect`)."),

@@ -79,6 +79,8 @@ def server_record(s: ServerState) -> dict[str, object]:
             # "problem": the agent keeps the last good settings; lbAdminFileProblem says what is wrong
             "admin_file": admin_file(s),
         })
+        if s.user_sessions is not None:  # a user's question was asked and answered (pick/status --user)
+            rec.update({"user_sessions": s.user_sessions, "user_waiting": s.user_waiting})
     return rec
 
 
@@ -94,11 +96,13 @@ def silence_hint(servers: Sequence[ServerState], snmp_version: str = "2c") -> st
             "or snmpd not listening on that address (agentAddress); SNMPv2c answers none of these.")
 
 
-def to_json(servers: Sequence[ServerState], picks: dict[str, Decision], problems: Sequence[str]) -> str:
+def to_json(servers: Sequence[ServerState], picks: dict[str, Decision], problems: Sequence[str],
+            affinity: str = "") -> str:
     return json.dumps({
         "servers": [server_record(s) for s in servers],
         "answered": sum(1 for s in servers if s.ok),
         "picks": {name: list(d.hosts) for name, d in picks.items()},
+        "affinity": affinity or None,  # how the user's sessions decided (status --user), else None
         "problems": list(problems),
     }, indent=2)
 

@@ -48,6 +48,25 @@ def selection_for(settings: ClientSettings, every_algorithm: bool = False, user:
     return Selection(settings, new_rng(settings), client_id(settings, every_algorithm), user)
 
 
+def _grouplist(name: str, gid: int) -> list[int]:
+    """``os.getgrouplist``, with the GIL released while NSS answers: CPython's holds it for the whole
+    call, so a lookup hanging on a dead directory would hold every thread, ``groups_within``'s timeout
+    included (ctypes releases it)."""
+    import ctypes
+
+    if "\0" in name:
+        raise ValueError("NUL in a user name")
+    getgrouplist = ctypes.CDLL(None, use_errno=True).getgrouplist
+    size = 64
+    while True:
+        groups, count = (ctypes.c_uint * size)(), ctypes.c_int(size)
+        if getgrouplist(name.encode("utf-8", "surrogateescape"), ctypes.c_uint(gid), groups, ctypes.byref(count)) >= 0:
+            return list(groups[:count.value])
+        if count.value <= size or size >= 1 << 16:
+            raise OSError(ctypes.get_errno(), "getgrouplist failed")
+        size = count.value
+
+
 def groups_of(name: str) -> tuple[tuple[str, ...], str]:
     """The groups of user ``name`` as NSS sees them here (primary first), and "" ; or () and why not."""
     import grp
@@ -56,7 +75,7 @@ def groups_of(name: str) -> tuple[tuple[str, ...], str]:
 
     try:
         gid = pwd.getpwnam(name).pw_gid
-        gids = os.getgrouplist(name, gid)
+        gids = _grouplist(name, gid)
     except (KeyError, OSError, ValueError):  # ValueError: a NUL in the name
         return (), "not known to NSS on this computer"
     names = []
@@ -68,27 +87,53 @@ def groups_of(name: str) -> tuple[tuple[str, ...], str]:
     return tuple(names), ""
 
 
-def user_for(settings: ClientSettings, name: str) -> tuple[User, list[str]]:
+def groups_within(name: str, seconds: float) -> tuple[tuple[str, ...], str]:
+    """``groups_of``, waited for at most ``seconds``: NSS may ask a directory (LDAP, sssd) that does not
+    answer, and the login's deadline holds for it too. A lookup that has not returned by then is left
+    to finish on its own (a daemon thread: it never holds the exit)."""
+    import threading
+
+    found: list[tuple[tuple[str, ...], str]] = []
+    lookup = threading.Thread(target=lambda: found.append(groups_of(name)), name="nss", daemon=True)
+    lookup.start()
+    lookup.join(max(0.0, seconds))
+    if not found:
+        return (), f"not known to NSS on this computer within {seconds * 1000:.0f} ms (no answer)"
+    return found[0]
+
+
+def user_for(settings: ClientSettings, name: str, deadline: float | None = None,
+             clock: Callable[[], float] = time.monotonic) -> tuple[User, list[str]]:
     """The ``User`` of a login for ``name``: their groups (NSS, for LB_POOLS) and their question (asked
     when LB_AFFINITY is yes and LB_AFFINITY_KEY_FILE holds a usable key), with the problems met on the
     way, named by their setting. A fresh nonce per login (the system's random source, not LB_SEED's:
-    the same question twice would tell a listener that two logins were one user's)."""
+    the same question twice would tell a listener that two logins were one user's). ``deadline``: the
+    login's (a ``clock()`` time); the NSS lookup gets at most half of the time left (50 ms at least:
+    a slow start-up may have spent it all), the poll the rest."""
     import os
 
     from snmplb import affinity
 
     problems = []
     groups: tuple[str, ...] = ()
+    if not name.isprintable() or len(name.encode("utf-8", "surrogateescape")) > affinity.MAX_USER_BYTES:
+        # Typed at a login screen (the PAM hook): never printed as it came, never asked about.
+        from snmplb.kvfile import shown
+
+        return User(shown(name[:40]), ()), [f"--user: {shown(name[:40])} is not a user name (a control "
+                                            f"character, or longer than {affinity.MAX_USER_BYTES} bytes): "
+                                            "in no pool, no affinity"]
     if settings.pools:
-        groups, why = groups_of(name)
+        if deadline is None:
+            groups, why = groups_of(name)
+        else:
+            groups, why = groups_within(name, max(0.05, (deadline - clock()) / 2))  # files, sssd's cache: < 1 ms
         if why:
             problems.append(f"LB_POOLS: user {name!r} is {why}: in no group")
     if not settings.affinity:
         return User(name, groups), problems
     if not settings.affinity_key_file:
         return User(name, groups), problems
-    if len(name.encode("utf-8", "surrogateescape")) > affinity.MAX_USER_BYTES:
-        return User(name[:40], groups), problems + ["--user: the name is too long to be a user; affinity is off"]
     key, problem = affinity.read_key(settings.affinity_key_file, "LB_AFFINITY_KEY_FILE", agent=False)
     if key is None:
         return User(name, groups), problems + ([problem] if problem else [])

@@ -152,6 +152,11 @@ class _Poll:
                  deadline: float, usable: Usable, question: bytes = b"") -> None:
         self.settings, self.rng, self.clock, self.early, self.usable = settings, rng, clock, early, usable
         self.question = question
+        self.decoy = b""  # beside the question, the same in every server's GET (snmplb.affinity.with_decoy)
+        if question:
+            import os
+
+            self.decoy = os.urandom(len(question))
         self.start = clock()
         self.deadline = deadline
         self.cut: float | None = None  # when the early rule ended the wait
@@ -196,9 +201,11 @@ class _Poll:
         now = self.clock()
         interval = max(0.02, (self.deadline - now) / self.max_sends)  # from the time actually left
         if self.creds is not None:
-            entry.query = V3Query(entry.server, self.creds, self.rng, interval, self.max_sends, self.question)
+            entry.query = V3Query(entry.server, self.creds, self.rng, interval, self.max_sends, self.question,
+                                  self.decoy)
         else:
-            entry.query = V2cQuery(entry.server, self.settings, self.rng, interval, self.max_sends, self.question)
+            entry.query = V2cQuery(entry.server, self.settings, self.rng, interval, self.max_sends, self.question,
+                                   self.decoy)
         entry.family, entry.addr = family, addr
         if family not in self.socks:
             try:

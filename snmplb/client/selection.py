@@ -213,14 +213,17 @@ class Selection:
     def affinity(self, decision: Decision, states: Sequence[ServerState]) -> tuple[Decision, str]:
         """The decision with the user's own servers first, and why ("" when the user has none here).
 
-        A server holding a session of theirs that may be resumed (``takes_reconnect``: enabled or
-        draining, and able to take a login) comes before the algorithm's choice: one with a session
-        waiting for a reconnect first, then in configured order. LB_AFFINITY=no asks no question
-        (the driver's rule), and then no state carries an answer.
+        A server holding a session of theirs comes before the algorithm's choice: one with a session
+        waiting for a reconnect first, then in configured order. A server that would take no new login
+        (draining, full, weight 0) but may still be reconnected to (``takes_reconnect``) counts only with
+        a session waiting: going back there resumes it, while a login next to a session in use (an ssh
+        session, an X2Go session running elsewhere) would be a new session, which drain forbids.
+        LB_AFFINITY=no asks no question (the driver's rule), and then no state carries an answer.
         """
         if self.user is None or not self.user.question or not self.settings.affinity:
             return decision, ""
-        homes = [st for st in states if st.takes_reconnect and (st.user_sessions or 0) > 0]
+        homes = [st for st in states if st.takes_reconnect and (st.user_sessions or 0) > 0
+                 and (st.eligible or (st.user_waiting or 0) > 0)]
         if not homes:
             return decision, ""
         homes.sort(key=lambda st: 0 if (st.user_waiting or 0) > 0 else 1)  # stable: configured order kept
@@ -228,7 +231,8 @@ class Selection:
         max_hosts: int = self.settings.max_hosts
         home = homes[0]
         waiting = home.user_waiting or 0
-        why = (f"affinity: {self.user.name} has {home.user_sessions} session(s) on {home.name}"
+        count = home.user_sessions or 0
+        why = (f"affinity: {self.user.name} has {count} session{'s' if count != 1 else ''} on {home.name}"
                + (f", {waiting} waiting for a reconnect" if waiting else "")
                + (" (draining: it still takes its own sessions back)" if home.admin_state == "draining" else ""))
         return Decision(hosts[:max_hosts] if max_hosts else hosts, f"{why}; otherwise {decision.note}"), why

@@ -27,20 +27,23 @@ _NO_VALUE = (ber.NO_SUCH_OBJECT, ber.NO_SUCH_INSTANCE, ber.END_OF_MIB_VIEW)
 _ERRORS = {1: "tooBig", 2: "noSuchName", 5: "genErr", 6: "noAccess"}
 
 
-def oids_asked(question: bytes = b"") -> list[mib.Oid]:
-    """What one GET asks: lbRow, and with a user's ``question`` (``snmplb.affinity``) lbUserSessions and
-    lbUserWaiting at its instance: still one datagram."""
-    if not question:
+def oids_asked(*questions: bytes) -> list[mib.Oid]:
+    """What one GET asks: lbRow, and for each of a user's ``questions`` (``snmplb.affinity``: the
+    question and its decoy) lbUserSessions and lbUserWaiting at its instance: still one datagram."""
+    if not any(questions):
         return [ROW_OID]
     from snmplb import affinity  # only where a user is known: get_hosts never imports it
 
-    return [ROW_OID, *affinity.instances(question)]
+    return [ROW_OID, *(oid for q in questions for oid in affinity.instances(q))]
 
 
-def row_from_pdu(pdu: snmpcodec.Pdu, oids: list[mib.Oid] | None = None) -> tuple[dict[str, int] | None, str, str]:
+def row_from_pdu(pdu: snmpcodec.Pdu, oids: list[mib.Oid] | None = None,
+                 question: bytes = b"") -> tuple[dict[str, int] | None, str, str]:
     """(values, "", "") for a good response to a GET of ``oids`` (``oids_asked``; default lbRow alone),
-    else (None, its ``Failure`` kind, reason). The user's answers, when asked, are in the values under
-    their MIB names; absent when the agent has none (no site key, or older than lbUserTable)."""
+    else (None, its ``Failure`` kind, reason). The answers to the user's ``question`` (default: the
+    first asked), when asked, are in the values under their MIB names; absent when the agent has none
+    (no site key, or older than lbUserTable). An answer of sessions to any other question (the decoy:
+    about nobody) is a lie."""
     oids = oids or [ROW_OID]
     if pdu.tag != ber.RESPONSE:
         return None, Failure.MALFORMED, f"unexpected PDU {pdu.tag:#x}"
@@ -48,7 +51,7 @@ def row_from_pdu(pdu: snmpcodec.Pdu, oids: list[mib.Oid] | None = None) -> tuple
         return None, Failure.AGENT_ERROR, f"SNMP error {_ERRORS.get(pdu.error_status, pdu.error_status)}"
     if [oid for oid, _ in pdu.varbinds] != oids:
         return None, Failure.MALFORMED, "reply does not carry every OID asked"
-    user = _user_answers(pdu.varbinds[1:]) if len(oids) > 1 else {}
+    user = _user_answers(pdu.varbinds[1:], question) if len(oids) > 1 else {}
     if isinstance(user, str):
         return None, Failure.MALFORMED if "type" in user else Failure.IMPLAUSIBLE, user
     value = pdu.varbinds[0][1]
@@ -63,19 +66,26 @@ def row_from_pdu(pdu: snmpcodec.Pdu, oids: list[mib.Oid] | None = None) -> tuple
     return (None, failure, reason) if failure else ({**values, **user}, "", "")
 
 
-def _user_answers(varbinds: tuple[tuple[mib.Oid, ber.Tlv], ...]) -> dict[str, int] | str:
-    """lbUserSessions and lbUserWaiting by name from their varbinds (absent: the agent has no answer,
-    no site key or older than lbUserTable), or why they cannot be true."""
+def _user_answers(varbinds: tuple[tuple[mib.Oid, ber.Tlv], ...], question: bytes = b"") -> dict[str, int] | str:
+    """lbUserSessions and lbUserWaiting by name from the varbinds of ``question`` (default: the first
+    two; absent: the agent has no answer, no site key or older than lbUserTable), or why they cannot
+    be true: a decoy's answered with a session among them."""
     from snmplb import affinity
 
+    mine = set(affinity.instances(question)) if question else {oid for oid, _ in varbinds[:2]}
     user: dict[str, int] = {}
-    for (_, answer), column in zip(varbinds, (affinity.SESSIONS, affinity.WAITING)):
+    for oid, answer in varbinds:
+        column = affinity.SESSIONS if oid[:len(affinity.SESSIONS.oid)] == affinity.SESSIONS.oid else affinity.WAITING
         if answer.tag in _NO_VALUE:
             continue
         try:
-            user[column.name] = ber.as_int(answer, ber.GAUGE32)  # a Tlv's value is its octets, never an int
-        except ber.BerError:
+            n = ber.as_int(answer, ber.GAUGE32, low=0)  # its range: Gauge32's
+        except BerError:
             return f"{column.name} of the wrong type"
+        if oid in mine:
+            user[column.name] = n
+        elif n:
+            return f"{column.name} {n} for a decoy (a question about nobody): a lying agent"
     if len(user) == 1 or (user and user[affinity.WAITING.name] > user[affinity.SESSIONS.name]):
         return "implausible user sessions"
     return user
@@ -102,9 +112,15 @@ class Query:
     """
 
     def __init__(self, server: Server, rng: random.Random, interval: float, max_sends: int,
-                 question: bytes = b"") -> None:
+                 question: bytes = b"", decoy: bytes = b"") -> None:
         self.server = server
-        self.oids = oids_asked(question)
+        self.question = question
+        if question:
+            from snmplb import affinity
+
+            self.oids = oids_asked(*affinity.with_decoy(question, decoy))
+        else:
+            self.oids = [ROW_OID]
         self.rng = rng
         self.interval = interval
         self.max_sends = max_sends
@@ -134,7 +150,7 @@ class Query:
 
     def finish(self, pdu: snmpcodec.Pdu, rtt: float) -> None:
         """End the query with a genuine reply: its row, or why it is unusable."""
-        values, failure, reason = row_from_pdu(pdu, self.oids)
+        values, failure, reason = row_from_pdu(pdu, self.oids, self.question)
         if values is None:
             self.fail(failure, reason)
         else:
@@ -165,8 +181,8 @@ class V2cQuery(Query):
     """SNMPv2c: one GET of lbRow, retransmitted with a fresh request id."""
 
     def __init__(self, server: Server, settings: ClientSettings, rng: random.Random,
-                 interval: float, max_sends: int, question: bytes = b"") -> None:
-        super().__init__(server, rng, interval, max_sends, question)
+                 interval: float, max_sends: int, question: bytes = b"", decoy: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question, decoy)
         self.community = settings.community.encode()
 
     def start(self, now: float) -> bytes:
@@ -245,8 +261,8 @@ class V3Query(Query):
     """
 
     def __init__(self, server: Server, creds: Credentials, rng: random.Random,
-                 interval: float, max_sends: int, question: bytes = b"") -> None:
-        super().__init__(server, rng, interval, max_sends, question)
+                 interval: float, max_sends: int, question: bytes = b"", decoy: bytes = b"") -> None:
+        super().__init__(server, rng, interval, max_sends, question, decoy)
         self.creds = creds
         self.engines: list[_Engine] = []  # candidates, in the order learnt
         self.confirmed = False  # an authenticated message came: engines holds its engine id alone

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output (for greeters and scripts)")
     st.add_argument("--watch", type=seconds(86400), metavar="SECONDS", help="refresh every SECONDS until interrupted")
     st.add_argument("--count", type=int, default=0, help="with --watch: stop after this many refreshes")
+    st.add_argument("--user", metavar="NAME",
+                    help="as for this user: their pool (LB_POOLS) and their sessions (LB_AFFINITY): say when "
+                         "affinity decides")
     fd = sub.add_parser("feed", help="publish the fleet's state for a greeter or snmplb-chooser (docs/feed.md)")
     fd.add_argument("--lts-conf", type=Path, help="read LB_* settings from this lts.conf instead of the environment")
     fd.add_argument("--client", action="append", default=[], metavar="ID",
@@ -52,20 +55,35 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def status_once(settings: ClientSettings, problems: list[str], as_json: bool) -> tuple[str, int]:
-    """The report's text and the exit status: every server polled (whatever LB_SAMPLE says), lbserver
-    asked, and what each algorithm would pick on those states."""
+def status_once(settings: ClientSettings, problems: list[str], as_json: bool,
+                user: str | None = None) -> tuple[str, int]:
+    """The report's text and the exit status: every server polled (whatever LB_SAMPLE says; with a
+    ``user``, every server of their pool, their question asked), lbserver asked, and what each algorithm
+    would pick on those states, and when the user's sessions decide instead."""
     if not settings.servers:
         return "\n".join(problems) or "no servers configured", 1
-    selection = selection_for(settings, every_algorithm=True)
+    deadline = after(settings.timeout_ms)
+    who = None
+    if user:
+        from snmplb.client.driver import user_for
+
+        who, more = user_for(settings, user, deadline)
+        problems = problems + more
+    selection = selection_for(settings, every_algorithm=True, user=who)
     plan = selection.plan(every=True, ask_lbserver=True)
-    states, choice, why = gather(selection, plan, deadline=after(settings.timeout_ms))
+    states, choice, why = gather(selection, plan, deadline=deadline)
     problems = problems + ([why] if why else [])
-    picks = {name: selection.decide(plan, states, choice, algorithm=name).decision for name in REGISTRY}
+    results = {name: selection.decide(plan, states, choice, algorithm=name) for name in REGISTRY}
+    picks = {name: r.decision for name, r in results.items()}
+    affinity = results[settings.algorithm].affinity
     code = 0 if any(s.ok for s in states) else 1
     if as_json:
-        return to_json(states, picks, problems), code
+        return to_json(states, picks, problems, affinity), code
     text = to_table(states, picks, settings.algorithm, settings.snmp_version)
+    if affinity:
+        text += f"\n{affinity}: every algorithm's pick puts that server first"
+    elif who is not None and who.question:
+        text += f"\nNo session of {who.name} that may be resumed: the algorithms decide"
     if problems:
         text += "\n\nSettings:\n" + "\n".join(f"  {p}" for p in problems)
     return text, code
@@ -85,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     code, n = 1, 0
     try:
         while True:
-            text, code = status_once(settings, problems, args.json)
+            text, code = status_once(settings, problems, args.json, args.user)
             if args.watch is not None and not args.json and sys.stdout.isatty():
                 sys.stdout.write(CLEAR)
             print(text, flush=True)

@@ -91,8 +91,6 @@ def render(result: Result, settings: ClientSettings, problems: Sequence[str], mo
         for s in servers:
             rec = server_record(s)
             rec["skipped"] = skip_reason(s, decision.hosts if ok else (), settings)
-            if s.user_sessions is not None:
-                rec["user_sessions"], rec["user_waiting"] = s.user_sessions, s.user_waiting
             records.append(rec)
         return json.dumps({"chosen": shown[0] if ok and shown else None, "hosts": shown,
                            "algorithm": settings.algorithm, "note": decision.note, "usable": ok,
@@ -116,14 +114,15 @@ def decide_now(env: Mapping[str, str], lts_conf: Path | None = None, clients: Se
 
     settings, problems = load(env, None if lts_conf is None else str(lts_conf), clients,
                               None if client_conf is None else str(client_conf))
+    deadline = login_deadline(settings.timeout_ms, env)
     who = None
     if user is not None:
-        who, more = user_for(settings, user)
+        who, more = user_for(settings, user, deadline)
         problems += more
     if not settings.servers:
         return settings, Result((), Decision((), "no servers configured (LB_SERVERS)"), ()), problems + [
             "no servers configured: set LB_SERVERS"]
-    result, _choice, why = select(selection_for(settings, user=who), deadline=login_deadline(settings.timeout_ms, env))
+    result, _choice, why = select(selection_for(settings, user=who), deadline=deadline)
     return settings, result, problems + ([why] if why else []) + list(result.problems)
 
 
