@@ -574,3 +574,47 @@ def test_ssh_a_returning_user_goes_back_to_the_server_of_their_login(site):
     unplug(login)
     assert wait_for(lambda: [s["user_sessions"] for s in site.pick_json(erin, env)["servers"]] == [0, 0],
                     timeout=30), site.pick_json(erin, env)
+
+
+def test_sources_on_a_hung_file_system_never_hold_up_the_agent(tmp_path):
+    """The new sources of the user sessions (the process table, X2Go's database) on a real FUSE mount
+    whose server never answers (a dead NFS server): snmpd still answers lbRow and the user's question at
+    once (no sessions known: 0 and 0), the sampler goes on, one stuck reading at most (not one more per
+    sample), and the log says why. (logind's directory and utmp are read on the sampler's own thread
+    too, by lbSessions' count_sessions, as before this change: on a hung mount they still stop the
+    sampler; they live on /run, a tmpfs.)"""
+    from test_agent_robust import HungMount
+
+    from snmplb import affinity, mib
+    from snmplb.lab.fleet import client_env
+
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("needs /dev/fuse to mount a file system that hangs")
+    try:
+        hung = HungMount(tmp_path / "hung")
+    except OSError as exc:
+        pytest.skip(f"cannot mount FUSE here: {exc}")
+    key = tmp_path / "site.key"
+    key.write_text(secrets.token_hex(24) + "\n")
+    key.chmod(0o600)
+    h = hung.target
+    try:
+        with Fleet(tmp_path / "fleet", agent_settings={
+                "affinity_key_file": str(key), "interval": "0.2", "session_proc": str(h / "proc"),
+                "x2go_db": str(h / "x2go")}) as fleet:
+            inst = fleet.add("a", IDLE)
+            question = affinity.question(key.read_text().strip().encode(), "alice", b"\1" * 8)
+            oids = [mib.oid_str(mib.ROW.instance), *map(mib.oid_str, affinity.instances(question))]
+            time.sleep(2)  # ten samples, each of which finds the reading still stuck
+            start = time.monotonic()
+            r = run("snmpget", "-v2c", "-c", fleet.community, "-r0", "-t3", "-On", inst.address, *oids,
+                    env=client_env(tmp_path), check=False)
+            assert time.monotonic() - start < 2.5 and r.returncode == 0, r.stdout + r.stderr
+            lines = r.stdout.splitlines()
+            assert len(lines) == 3 and "STRING" in lines[0] and lines[1].endswith("Gauge32: 0") \
+                and lines[2].endswith("Gauge32: 0"), r.stdout
+            pid, = inst.agent_pids()
+            assert len(os.listdir(f"/proc/{pid}/task")) <= 4  # main, sampler, ONE stuck reading (+ statvfs' none)
+            assert "reading user sessions takes longer than" in (inst.dir / "agent.log").read_text()
+    finally:
+        hung.release()
