@@ -577,12 +577,11 @@ def test_ssh_a_returning_user_goes_back_to_the_server_of_their_login(site):
 
 
 def test_sources_on_a_hung_file_system_never_hold_up_the_agent(tmp_path):
-    """The new sources of the user sessions (the process table, X2Go's database) on a real FUSE mount
-    whose server never answers (a dead NFS server): snmpd still answers lbRow and the user's question at
-    once (no sessions known: 0 and 0), the sampler goes on, one stuck reading at most (not one more per
-    sample), and the log says why. (logind's directory and utmp are read on the sampler's own thread
-    too, by lbSessions' count_sessions, as before this change: on a hung mount they still stop the
-    sampler; they live on /run, a tmpfs.)"""
+    """Every source of the sessions (logind's directory, utmp, the process table, X2Go's database) on a
+    real FUSE mount whose server never answers (a dead NFS server): snmpd still answers lbRow and the
+    user's question at once (no sessions known: 0 and 0), the sampler goes on, one stuck reading per
+    reader at most (not one more per sample), and the log says why. (Before this change, lbSessions'
+    count_sessions read logind's directory and utmp on the sampler's thread: the agent never answered.)"""
     from test_agent_robust import HungMount
 
     from snmplb import affinity, mib
@@ -600,8 +599,8 @@ def test_sources_on_a_hung_file_system_never_hold_up_the_agent(tmp_path):
     h = hung.target
     try:
         with Fleet(tmp_path / "fleet", agent_settings={
-                "affinity_key_file": str(key), "interval": "0.2", "session_proc": str(h / "proc"),
-                "x2go_db": str(h / "x2go")}) as fleet:
+                "affinity_key_file": str(key), "interval": "0.2", "sessions_dir": str(h / "sessions"),
+                "utmp": str(h / "utmp"), "session_proc": str(h / "proc"), "x2go_db": str(h / "x2go")}) as fleet:
             inst = fleet.add("a", IDLE)
             question = affinity.question(key.read_text().strip().encode(), "alice", b"\1" * 8)
             oids = [mib.oid_str(mib.ROW.instance), *map(mib.oid_str, affinity.instances(question))]
@@ -614,7 +613,9 @@ def test_sources_on_a_hung_file_system_never_hold_up_the_agent(tmp_path):
             assert len(lines) == 3 and "STRING" in lines[0] and lines[1].endswith("Gauge32: 0") \
                 and lines[2].endswith("Gauge32: 0"), r.stdout
             pid, = inst.agent_pids()
-            assert len(os.listdir(f"/proc/{pid}/task")) <= 4  # main, sampler, ONE stuck reading (+ statvfs' none)
-            assert "reading user sessions takes longer than" in (inst.dir / "agent.log").read_text()
+            # main, sampler, and ONE stuck reading each for lbSessions' count and the user sessions
+            assert len(os.listdir(f"/proc/{pid}/task")) <= 4
+            log = (inst.dir / "agent.log").read_text()
+            assert "reading user sessions takes longer than" in log and "counting sessions in" in log
     finally:
         hung.release()

@@ -39,7 +39,7 @@ from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
 from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
-from snmplb.agent.logins import count_sessions
+from snmplb.agent.logins import SessionCount, count_sessions
 from snmplb.agent.usersessions import (Answers, QuestionBudget, Sources, UserNames, UserSessions, XServerScan,
                                        collect as collect_user_sessions)
 from snmplb.agent.values import DataAge, Row, compute_values
@@ -183,6 +183,10 @@ class Sampler:
             Sources(logind_dir=str(config.sessions_dir), utmp=str(config.utmp), proc=config.session_proc,
                     x2go_db=config.x2go_db), min(max(config.interval, 0.2), 0.5))
         self._question_budget = QuestionBudget()  # the questions' HMACs, over every sample's answers
+        # lbSessions' count, read in a worker too: a sessions_dir or utmp on a hung mount never stops sampling.
+        self._session_count = TimedRead(lambda: count_sessions(config.sessions_dir, config.utmp),
+                                        min(max(config.interval, 0.2), 0.5))
+        self._last_count = SessionCount(0, 0, "none")
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def warn(self, message: str, exc_info: bool = False) -> None:
@@ -203,7 +207,13 @@ class Sampler:
         admin, admin_problem, note = self._admin.update()
         if note:
             self.warn(note)
-        sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
+        done, counted = self._session_count.poll()
+        if done and counted is not None:
+            self._last_count = counted
+        elif not done:
+            self.warn(f"counting sessions in {cfg.sessions_dir} or {cfg.utmp} takes longer than "
+                      f"{self._session_count.timeout:g} s; the last count stays")
+        sessions = self._last_count
         rates = swap_rates(self._history, cfg.rate_window)
         conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
