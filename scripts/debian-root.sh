@@ -17,7 +17,7 @@
 set -euo pipefail
 
 PACKAGES=(build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-          lintian snmpd snmp procps python3-nagiosplugin python3-cryptography keyutils)
+          lintian snmpd snmp procps python3-nagiosplugin python3-cryptography keyutils libpam0g-dev)
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 host_mirror() {

@@ -29,6 +29,9 @@ elif [ "$mode" != "--minimal" ]; then
     # Real RDP and X2Go servers: xrdp with both backends (Xvnc, xorgxrdp), x2goserver (tests/test_sessions.py
     # runs an xrdp that refuses a password; tests/test_desktops.py two servers of each in namespaces).
     packages+=(xrdp tigervnc-standalone-server xorgxrdp x2goserver)
+    # SSH_SERVER per login: Debian's real ltsp (pamltsp), a PAM conversation (pamtester), pam_snmplb's headers,
+    # sshfs (pamltsp mounts the home from the server it checked the password on).
+    packages+=(ltsp pamtester libpam0g-dev sshfs)
     # The .deb packages (debian/): their build, lintian, debootstrap for a client chroot, and every
     # package they depend on or recommend, so that the test's apt install adds nothing but snmplb's own.
     packages+=(dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db debootstrap)
@@ -51,6 +54,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     # the package starts under systemd is not wanted on a test machine.
     if [[ " ${missing[*]} " == *" xrdp "* ]] && [ -d /run/systemd/system ]; then
         $sudo systemctl disable --now xrdp xrdp-sesman >/dev/null 2>&1 || true
+    fi
+    # Likewise ltsp's boot-time service (an LTSP server's): the tests only call its pamltsp.
+    if [[ " ${missing[*]} " == *" ltsp "* ]] && [ -d /run/systemd/system ]; then
+        $sudo systemctl disable ltsp >/dev/null 2>&1 || true
     fi
 fi
 

@@ -69,6 +69,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_manpages.py": ("build", "client", "login", "agent", "admin", "nms"),  # every installed page
     "test_mib.py": ("build", "agent"),
     "test_nms.py": ("nms", "build"),
+    "test_pamltsp.py": ("login",),  # SSH_SERVER per login: pam_snmplb before LTSP's real pamltsp
     "test_passpersist.py": ("agent",),
     "test_pick.py": ("login",),
     "test_poller.py": ("client",),

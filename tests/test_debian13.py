@@ -46,7 +46,7 @@ SUITES = ("trixie", "bookworm")
 VERSION_ID = {"trixie": "13", "bookworm": "12"}
 # Where each release's systemd (and its snmpd package) keeps units: Debian 13 completed the merged /usr.
 UNIT_DIR = {"trixie": "/usr/lib/systemd/system", "bookworm": "/lib/systemd/system"}
-PACKAGES = ("python3-snmplb", "snmplb-agent", "snmplb-client", "snmplb-nms")
+PACKAGES = ("python3-snmplb", "snmplb-agent", "snmplb-client", "snmplb-nms", "libpam-snmplb")
 UNITS = ("snmplb-agent-check.service", "snmplb-agent-check.socket")
 ROOTS = Path(os.environ.get("SNMPLB_DEBIAN_ROOTS", "/var/cache/snmplb-test"))
 MAKE_ROOT = PROJECT / "scripts" / "debian-root.sh"

@@ -28,7 +28,9 @@ from snmplb.lab.fleet import PROJECT
 DEBIAN = PROJECT / "debian"
 # Commands installed besides the console scripts, and where they come from (debian/*.install).
 SCRIPTS = {"get_hosts": "chroot/get_hosts", "snmplb-session": "sessions/snmplb-session",
-           "snmplb-ssh-server": "sessions/snmplb-ssh-server", "check_snmplb": "nms/check_snmplb"}
+           "snmplb-ssh-server": "sessions/snmplb-ssh-server", "check_snmplb": "nms/check_snmplb",
+           "snmplb-pam-ssh-server": "sessions/snmplb-pam-ssh-server",
+           "pam_snmplb": "usr/lib/*/security/pam_snmplb.so"}  # built by debian/rules from sessions/pam_snmplb.c
 NOT_INSTALLED = {"snmplb-demo"}  # debian/not-installed: the lab
 # Where each page's SNMPLB_* variables are read: a shell script's $SNMPLB_..., a module's "SNMPLB_..." literal.
 READERS = {
@@ -40,6 +42,8 @@ READERS = {
     "snmplb-update-sshkeys.8": ["snmplb/login/hostkeys.py"],
     "snmplb-session.1": ["sessions/snmplb-session"],
     "snmplb-ssh-server.8": ["sessions/snmplb-ssh-server"],
+    "snmplb-pam-ssh-server.8": ["sessions/snmplb-pam-ssh-server"],
+    "pam_snmplb.8": ["sessions/pam_snmplb.c"],
     "check_snmplb.1": ["nms/check_snmplb", "snmplb/nms/*.py"],
     "snmplb-agent.8": ["snmplb/agent/*.py"],
     "snmplb-agent-check.8": ["snmplb/agent/*.py"],
@@ -195,7 +199,9 @@ def _variables_read(pattern: str) -> set[str]:
     found = set()
     for path in sorted(PROJECT.glob(pattern)):
         text = path.read_text()
-        if path.suffix == ".py":
+        if path.suffix == ".c":  # a C string literal naming the variable (pam_snmplb's ENV_NAME)
+            found |= set(re.findall(r'"(SNMPLB_[A-Z0-9_]+)"', text))
+        elif path.suffix == ".py":
             found |= {n.value for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Constant)
                       and isinstance(n.value, str) and re.fullmatch(r"SNMPLB_[A-Z0-9_]+", n.value)}
         else:

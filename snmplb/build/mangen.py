@@ -838,9 +838,10 @@ def commands() -> list[Command]:
                       "pyhoca-cli(1)"],
         ),
         Command(
-            "snmplb-ssh-server", 8, "snmplb-client", "point pamltsp at the server snmplb picks, at boot",
+            "snmplb-ssh-server", 8, "snmplb-client", "point pamltsp at the server snmplb picks, at boot or per login",
             None,
-            synopsis=[f"`{LIBEXEC}/snmplb-ssh-server`"],
+            synopsis=[f"`{LIBEXEC}/snmplb-ssh-server` [`--shell-vars`]",
+                      f"`{LIBEXEC}/snmplb-ssh-server --per-login`"],
             description=[
                 P("At a current-LTSP client's boot, `ltsp init` runs it as an ltsp.conf `POST_INIT_`{x} command, "
                   "as root, after LTSP wrote /etc/ltsp/pamltsp.conf. It asks `snmplb pick` (snmplb(1)) for a "
@@ -851,6 +852,12 @@ def commands() -> list[Command]:
                 P("Decided once per boot: every login on that client, until it reboots, goes to the server "
                   "that was chosen then. When nothing is usable or pick fails, the file is left as it is and "
                   "the reason is logged (syslog, tag `snmplb-ssh-server`, and standard error)."),
+                P("With `--per-login` it asks nothing at boot: it adds one line at the end of the file (marked, "
+                  "replaced on the next run) that sets `SSH_SERVER` from the login's own PAM environment, "
+                  "`SNMPLB_SSH_SERVER`, which pam_snmplb(8) sets at each login from snmplb-pam-ssh-server(8); "
+                  "when that is empty, the file's own `SSH_SERVER` stays (LTSP's, or one chosen at boot by a "
+                  "run without `--per-login`, which keeps the line last). `--shell-vars` reads LTSP's "
+                  "variables on standard input (`set |`) and hands the `LB_*` ones to `snmplb pick`."),
             ],
             exit_status=[("0", "Always: `ltsp init` stops the boot on a failing POST_INIT command.")],
             environment=[("SNMPLB_PICK", "The command that prints the chosen host (default `snmplb pick` from the "
@@ -858,13 +865,84 @@ def commands() -> list[Command]:
                          ("SNMPLB_PAMLTSP_CONF", "The file to rewrite (default /etc/ltsp/pamltsp.conf)."),
                          ("SNMPLB_LTSP_CONF", "LTSP's ltsp.conf, read only for the names of its `LB_*` lines, to "
                                               "warn when they did not reach the script (default /etc/ltsp/ltsp.conf)."),
+                         ("SNMPLB_SSH_SERVER", "Not read by this script: the `--per-login` line makes pamltsp read "
+                                               "it, from the login's PAM environment (pam_snmplb(8))."),
                          ("LB_*", "Settings of `snmplb pick`, over the file (snmplb-client.conf(5)).")],
-            files=[("/etc/ltsp/pamltsp.conf", "pamltsp's settings; only its `SSH_SERVER=` line is replaced."),
+            files=[("/etc/ltsp/pamltsp.conf", "pamltsp's settings; only its `SSH_SERVER=` line (and snmplb's "
+                                              "per-login line) is replaced."),
                    (client_conf, "The settings of `snmplb pick` (snmplb-client.conf(5)).")],
             examples=[P("In ltsp.conf's `[clients]` section (with `--shell-vars`, the `LB_*` lines of ltsp.conf "
                         "reach `snmplb pick`: LTSP keeps them as unexported shell variables):"),
-                      _example(f'POST_INIT_SNMPLB_SSH_SERVER="set | {LIBEXEC}/snmplb-ssh-server --shell-vars"')],
-            see_also=["snmplb(1)", "snmplb-session(1)", "snmplb-client.conf(5)", "ltsp.conf(5)"],
+                      _example(f'POST_INIT_SNMPLB_SSH_SERVER="set | {LIBEXEC}/snmplb-ssh-server --shell-vars"'),
+                      P("A server per login instead (with pam_snmplb(8) in the display manager's PAM file):"),
+                      _example(f'POST_INIT_SNMPLB_PER_LOGIN="{LIBEXEC}/snmplb-ssh-server --per-login"')],
+            see_also=["snmplb(1)", "snmplb-session(1)", "snmplb-pam-ssh-server(8)", "pam_snmplb(8)",
+                      "snmplb-client.conf(5)", "ltsp.conf(5)"],
+        ),
+        Command(
+            "snmplb-pam-ssh-server", 8, "snmplb-client", "the server for this login, for pam_snmplb and pamltsp",
+            None,
+            synopsis=[f"`{LIBEXEC}/snmplb-pam-ssh-server`"],
+            description=[
+                P("Run by pam_snmplb(8) at each login on a current-LTSP client, as root, before LTSP's pamltsp. "
+                  "It runs `snmplb pick --user \"$PAM_USER\"` (snmplb(1): the user's own server when their "
+                  "session still runs there, their group's pool) and prints the chosen host on its first line; "
+                  "pam_snmplb puts it in that login's PAM environment, where pamltsp takes it as `SSH_SERVER` "
+                  "(snmplb-ssh-server(8) `--per-login`). Run as root, `snmplb pick` reads the image's root-only "
+                  f"{client_conf} (snmplb-client.conf(5)): `LB_TIMEOUT_MS` bounds the poll, counted from "
+                  "this script's start (it names pick's parent in `SNMPLB_WRAPPER_PID`)."),
+                P("It never sees the password: its standard input is /dev/null and its environment only "
+                  "`PATH`, `PAM_USER`, `PAM_SERVICE` and `PAM_TYPE`. When nothing is usable, snmplb is missing "
+                  "or pick answers no plain host name, it prints nothing, exits 1 and logs why (syslog, "
+                  "authpriv, tag `snmplb-pam-ssh-server`, with pick's own messages): the login then goes to "
+                  "pamltsp's own `SSH_SERVER`."),
+            ],
+            exit_status=[("0", "A server was chosen (its host on the first line)."),
+                         ("1", "None: pamltsp's own SSH_SERVER applies.")],
+            environment=[("PAM_USER", "The user logging in (required)."),
+                         ("PAM_TYPE", "`auth` or `open_session` (only logged)."),
+                         ("SNMPLB_PICK", "The command that prints the chosen host (default `snmplb pick` from the "
+                                         "PATH, /usr/bin/snmplb or /opt/snmplb/bin/snmplb); pam_snmplb passes none.")],
+            files=[(client_conf, "The settings of `snmplb pick` (snmplb-client.conf(5)).")],
+            examples=[P("By hand, as root, to see what a login of ann would get:"),
+                      _example(f"PAM_USER=ann {LIBEXEC}/snmplb-pam-ssh-server")],
+            see_also=["pam_snmplb(8)", "snmplb-ssh-server(8)", "snmplb(1)", "snmplb-client.conf(5)"],
+        ),
+        Command(
+            "pam_snmplb", 8, "libpam-snmplb", "PAM module: pamltsp's SSH_SERVER chosen by snmplb, per login",
+            None,
+            synopsis=["`auth optional pam_snmplb.so` [`hook=`{path}] [`timeout_ms=`{n}]",
+                      "`session optional pam_snmplb.so` [`hook=`{path}] [`timeout_ms=`{n}]"],
+            description=[
+                P("LTSP's pamltsp (run by pam_exec) checks the password, and mounts an SSHFS home, over ssh to "
+                  "`SSH_SERVER`; pam_exec hands it the PAM handle's environment, which a program it runs cannot "
+                  "change. This module runs the hook (default " + LIBEXEC + "/snmplb-pam-ssh-server, "
+                  "snmplb-pam-ssh-server(8)) and puts the host it prints in the handle's environment as "
+                  "`SNMPLB_SSH_SERVER`; the line `snmplb-ssh-server --per-login` adds to /etc/ltsp/pamltsp.conf "
+                  "makes it pamltsp's `SSH_SERVER`. Each login has its own PAM handle: two logins at the same "
+                  "time on one client never mix their choices. The variable stays in the session's environment."),
+                P("It never fails a login (it returns PAM_IGNORE): when the hook prints no plain host name, "
+                  "exits non-zero, or runs longer than `timeout_ms` (it is then killed with its process group), "
+                  "the variable is removed and pamltsp's own `SSH_SERVER` applies. The hook gets no secret "
+                  "(the module never reads PAM_AUTHTOK; it never runs the hook for a user name NSS does not "
+                  "know, which may be a password typed in the wrong field; standard input /dev/null; only `PATH`, `PAM_USER`, "
+                  "`PAM_SERVICE`, `PAM_TYPE` in its environment, never the application's; its other file "
+                  "descriptors closed). It runs only as root (a display manager's login), not for a screen "
+                  "locker. The session step runs the hook only when no auth step of the same handle did "
+                  "(autologin), so a login waits once at most and its session keeps its server. Logs: syslog, "
+                  "authpriv. Options: `hook=`{path} (absolute), `timeout_ms=`{n} (1 to 60000, default 3000: "
+                  "keep it above `LB_TIMEOUT_MS`); a bad one is logged, naming it, and its default used."),
+            ],
+            exit_status=[("PAM_IGNORE", "Always, in every step.")],
+            environment=[("SNMPLB_SSH_SERVER", "Set in the PAM environment for this login (never read from the "
+                                               "process environment).")],
+            files=[("/etc/ltsp/pamltsp.conf", "pamltsp's settings, with snmplb-ssh-server(8)'s per-login line."),
+                   (LIBEXEC + "/snmplb-pam-ssh-server", "The default hook.")],
+            examples=[P("In the display manager's PAM file (e.g. /etc/pam.d/lightdm), before "
+                        "`@include common-auth` and `@include common-session`:"),
+                      _example("auth     optional  pam_snmplb.so timeout_ms=3000",
+                               "session  optional  pam_snmplb.so timeout_ms=3000")],
+            see_also=["snmplb-pam-ssh-server(8)", "snmplb-ssh-server(8)", "pam_exec(8)", "pam(7)"],
         ),
         Command(
             "check_snmplb", 1, "snmplb-nms", "Nagios/Icinga plugin for one snmplb application server",
