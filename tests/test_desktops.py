@@ -33,6 +33,7 @@ import pytest
 
 from snmplb.lab.fleet import FakeLoad, Fleet, Instance
 from conftest import wait_for
+from support import HungMount
 
 ROOT = Path(__file__).resolve().parent.parent
 SESSION = ROOT / "sessions" / "snmplb-session"
@@ -582,8 +583,6 @@ def test_sources_on_a_hung_file_system_never_hold_up_the_agent(tmp_path):
     user's question at once (no sessions known: 0 and 0), the sampler goes on, one stuck reading per
     reader at most (not one more per sample), and the log says why. (Before this change, lbSessions'
     count_sessions read logind's directory and utmp on the sampler's thread: the agent never answered.)"""
-    from test_agent_robust import HungMount
-
     from snmplb import affinity, mib
     from snmplb.lab.fleet import client_env
 
