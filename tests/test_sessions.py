@@ -1418,6 +1418,15 @@ def test_pick_is_asked_for_every_usable_server_for_this_user(tmp_path):
         r = subprocess.run([str(SESSION), mode], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert record.read_text().splitlines() == ["--all", "--user", "o'brien x"], record.read_text()
+    # RDP logs in as SNMPLB_RDP_USER: that is the user asked about; empty (a kiosk, the RDP server asks who):
+    # no user at all.
+    for rdp_user, expected in (("ann", ["--all", "--user", "ann"]), ("", ["--all"])):
+        conf = tmp_path / "session.conf"
+        conf.write_text(f"SNMPLB_RDP_USER='{rdp_user}'\n")
+        env = {"PATH": os.environ["PATH"], "USER": "seat01", "SNMPLB_SESSION_CONF": str(conf),
+               "SNMPLB_PICK": str(pick), "SNMPLB_RDP_CLIENT": "true", "TMPDIR": str(tmp_path)}
+        r = subprocess.run([str(SESSION), "rdp"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and record.read_text().splitlines() == expected, (rdp_user, r.stderr)
 
 
 # -- the window watchdog: a server that accepts and never answers ---------------------------------------------
