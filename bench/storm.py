@@ -239,10 +239,10 @@ class SimServer:
         values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
                                 AdminSettings(weight=self.weight), POLICY, wall_time=t,
                                 ssh_connections=self.connected(t) if ssh_connections else 0,
-                                login_rate=opened * 6)
+                                login_rate=opened * 6, login_rate_span=int(min(10.0, t - self.agent_start)))
         row = mib.decode_row(values["lbRow"].at(t))
         if not login_rate:
-            del row["lbLoginRate"]
+            del row["lbLoginRate"], row["lbLoginRateSpan"]
         self.published = ServerState(self.name, 161, row, "", self.rtt)
 
     def fast_forward(self, t_from: float, t_to: float) -> None:
