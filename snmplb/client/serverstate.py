@@ -136,6 +136,13 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return None if rate is None else mib.per_second("lbLoginRate", rate)
 
     @property
+    def login_rate_span(self) -> int | None:
+        """Seconds of lbLoginRate's 10 s window the agent had watched (lbLoginRateSpan: 0 just after it
+        started, when no rate is known yet); None from an agent too old to say (the whole window)."""
+        row: dict[str, int] = self.values
+        return row.get("lbLoginRateSpan")
+
+    @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
         return mib.seconds("lbDataAge", self.values["lbDataAge"])
