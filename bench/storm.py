@@ -30,8 +30,12 @@ mean and sigma 0.6), the login delay (``appear``), whether the agents' ssh
 connection count works (``ssh_connections``) and how many steady non-login
 ssh connections each server holds (``background_ssh``), whether the rows at
 the storm's start were taken at each agent's last refresh before it
-(``prestorm``; otherwise every agent refreshes as the storm starts), and a
-server that goes silent for a while (``silent``). In step or not: the report's
+(``prestorm``; otherwise every agent refreshes as the storm starts), a
+server that goes silent for a while (``silent``), every agent restarting at
+once (``restart_s``: a configuration push restarting snmpd; its first row has
+lbLoginRateSpan 0 and lbLoginRate 0, the next ones count only the connections
+opened since, and the agents refresh together from then on), and arrivals
+rising then falling (``rise_fall``: triangular, the peak at a third). In step or not: the report's
 synchronized tables (every agent refreshing at the same instants).
 
 Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
@@ -43,6 +47,9 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - lognormal, no-lbssh, background-ssh, slow-logins (sessions show 8-20 s
   after the choice), silent (a big server answers nothing from 20 s to 80 s):
   Rudolfo under those assumptions;
+- restart (issue 23): Rudolfo with every agent restarted at 30 s, in the middle
+  of the storm; rise-fall: Rudolfo's storm rising then falling, sessions
+  showing 5-20 s after the choice;
 - day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
   200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
   memory is in sight here, and what swaps is where the day's logins went;
