@@ -835,6 +835,13 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
               "- Issue 12, rows older than a flash crowd (1400 logins in 20 s, rows up to 30 s old taken before it): "
               f"`balanced` {sm('flash', 'balanced', 30.0)} at T = 30 s against capacity-weighted `sticky`'s "
               f"{sm('flash', 'sticky', 30.0)}; {sm('flash', 'balanced', T10)} at T = 10 s.",
+              "- Issue 23, every agent restarted 30 s into the storm (rows at each agent's first sample say "
+              "lbLoginRateSpan 0: the login rate not known yet): `balanced` "
+              f"{sm('restart', 'balanced', 30.0)} at T = 30 s with {sm('restart', 'balanced', 30.0, 'swapping')} "
+              f"servers swapping, against `sticky`'s {sm('restart', 'sticky', 30.0)} (read as no logins: 1.74 "
+              f"with 13.4 swapping); {sm('restart', 'balanced', T10)} at T = 10 s. A storm rising and falling "
+              f"with 5-20 s logins: {sm('rise-fall', 'balanced', T10)} at T = 10 s against two choices' "
+              f"{sm('rise-fall', TWO_CHOICES, T10)} (docs/algorithms.md, not met yet).",
               "- Issue 12, logins in progress: with 0-20 steady non-login ssh connections per server, "
               f"{sm('background-ssh', 'balanced', T10)} at T = 10 s; with no connection count at all (lbSshConnections "
               f"0), {sm('no-lbssh', 'balanced', T10)} (Rudolfo as modelled: {mm('balanced', T10)}).",
