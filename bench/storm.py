@@ -30,8 +30,12 @@ mean and sigma 0.6), the login delay (``appear``), whether the agents' ssh
 connection count works (``ssh_connections``) and how many steady non-login
 ssh connections each server holds (``background_ssh``), whether the rows at
 the storm's start were taken at each agent's last refresh before it
-(``prestorm``; otherwise every agent refreshes as the storm starts), and a
-server that goes silent for a while (``silent``). In step or not: the report's
+(``prestorm``; otherwise every agent refreshes as the storm starts), a
+server that goes silent for a while (``silent``), every agent restarting at
+once (``restart_s``: a configuration push restarting snmpd; its first row has
+lbLoginRateSpan 0 and lbLoginRate 0, the next ones count only the connections
+opened since, and the agents refresh together from then on), and arrivals
+rising then falling (``rise_fall``: triangular, the peak at a third). In step or not: the report's
 synchronized tables (every agent refreshing at the same instants).
 
 Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
@@ -43,6 +47,9 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - lognormal, no-lbssh, background-ssh, slow-logins (sessions show 8-20 s
   after the choice), silent (a big server answers nothing from 20 s to 80 s):
   Rudolfo under those assumptions;
+- restart (issue 23): Rudolfo with every agent restarted at 30 s, in the middle
+  of the storm; rise-fall: Rudolfo's storm rising then falling, sessions
+  showing 5-20 s after the choice;
 - day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
   200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
   memory is in sight here, and what swaps is where the day's logins went;
@@ -131,6 +138,8 @@ class Model:
     prestorm: bool = False  # True: each row at the storm's start was taken at its agent's last refresh before
     silent: tuple[str, float, float] = ("", 0.0, 0.0)  # (server, from, until): it answers nothing then
     day_s: float = 0.0  # > 0: after the morning storm, a working day this long of logins and logouts (Sim.day)
+    restart_s: float = 0.0  # > 0: every agent restarts at this second (a configuration push restarts snmpd)
+    rise_fall: bool = False  # True: arrivals rise then fall (triangular over storm_s, the peak at a third)
 
     def session_memory(self, rng: random.Random) -> float:
         if self.session_mem == "lognormal":
@@ -172,6 +181,7 @@ class SimServer:
     base_mem: float = BASE_MEM
     background: int = 0  # steady ssh connections that are not logins (admins, rsync, monitoring)
     mem_of: dict[str, float] = field(default_factory=dict)  # each client's session memory
+    agent_start: float = -86400.0  # when its agent started: connections before are not counted as new
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
@@ -231,14 +241,15 @@ class SimServer:
         self.history = (self.history + [proc])[-12:]
         self.published_at = t
         n = self.appeared(t)
-        opened = sum(1 for s in self.ramping if t - 10 < s.connect <= t)  # the agent's LoginRate, 10 s window
+        since = max(t - 10, self.agent_start)  # the agent's LoginRate: 10 s window, from its first sample on
+        opened = sum(1 for s in self.ramping if since < s.connect <= t)
         values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
                                 AdminSettings(weight=self.weight), POLICY, wall_time=t,
                                 ssh_connections=self.connected(t) if ssh_connections else 0,
-                                login_rate=opened * 6)
+                                login_rate=opened * 6, login_rate_span=int(min(10.0, t - self.agent_start)))
         row = mib.decode_row(values["lbRow"].at(t))
         if not login_rate:
-            del row["lbLoginRate"]
+            del row["lbLoginRate"], row["lbLoginRateSpan"]
         self.published = ServerState(self.name, 161, row, "", self.rtt)
 
     def fast_forward(self, t_from: float, t_to: float) -> None:
@@ -344,6 +355,13 @@ SCENARIOS = [
              "about half an hour) holding 1400 sessions, lognormal session memory (the fleet's memory about 80 % "
              "used); servers that swapped during that hour", rudolfo_fleet, 1400,
              Model(session_mem="lognormal", day_s=3600.0)),
+    Scenario("restart", "Rudolfo with every agent restarted at 30 s (a configuration push restarts snmpd "
+             "everywhere in the middle of the storm): rows just after it carry the login rate of the connections "
+             "opened since, 0 at first, and the agents refresh at the same instants from then on",
+             rudolfo_fleet, 1400, Model(restart_s=30.0)),
+    Scenario("rise-fall", "Rudolfo with arrivals rising then falling (triangular over 60 s, the peak at 20 s) "
+             "and slow logins: a session shows 5-20 s after the choice", rudolfo_fleet, 1400,
+             Model(rise_fall=True, appear=(5.0, 20.0))),
     Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
     Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
              margot_slow_fleet, 17, small=True),
@@ -462,6 +480,8 @@ class Sim:
         while self.t <= end:
             for s in self.fleet:
                 s.step(self.t)
+            if self.model.restart_s and self.t == self.model.restart_s:
+                self._restart()
             for s in self.fleet:
                 if s.published is None and self.model.prestorm and self.period and s.phase:
                     self._publish(s, s.phase - self.period)  # its last refresh before the storm (idle then)
@@ -472,8 +492,20 @@ class Sim:
                 i += 1
             self.t += 1.0
 
+    def _restart(self) -> None:
+        """Every agent restarts now (``Model.restart_s``): its first row at once (``run_until`` publishes
+        it), its login rate counting only the connections opened since, and from then on every agent
+        refreshes at the same instants."""
+        for s in self.fleet:
+            s.agent_start, s.phase = self.t, self.t
+
     def storm(self, clients: list[str], start: float) -> None:
-        self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, self.model.storm_s), c) for c in clients])
+        span = self.model.storm_s
+        if self.model.rise_fall:  # rising then falling, as bench/storm_alt.py's storm
+            times = [start + self.rng.triangular(0, span, span / 3) for _ in clients]
+        else:
+            times = [start + self.rng.uniform(0, span) for _ in clients]
+        self.run_until(start + SETTLE_S, list(zip(times, clients)))
 
     def day(self, clients: list[str], steady: int) -> None:
         """A working day after the morning storm (``clients`` logged in, each ending after an exponential
@@ -803,6 +835,13 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
               "- Issue 12, rows older than a flash crowd (1400 logins in 20 s, rows up to 30 s old taken before it): "
               f"`balanced` {sm('flash', 'balanced', 30.0)} at T = 30 s against capacity-weighted `sticky`'s "
               f"{sm('flash', 'sticky', 30.0)}; {sm('flash', 'balanced', T10)} at T = 10 s.",
+              "- Issue 23, every agent restarted 30 s into the storm (rows at each agent's first sample say "
+              "lbLoginRateSpan 0: the login rate not known yet): `balanced` "
+              f"{sm('restart', 'balanced', 30.0)} at T = 30 s with {sm('restart', 'balanced', 30.0, 'swapping')} "
+              f"servers swapping, against `sticky`'s {sm('restart', 'sticky', 30.0)} (read as no logins: 1.74 "
+              f"with 13.4 swapping); {sm('restart', 'balanced', T10)} at T = 10 s. A storm rising and falling "
+              f"with 5-20 s logins: {sm('rise-fall', 'balanced', T10)} at T = 10 s against two choices' "
+              f"{sm('rise-fall', TWO_CHOICES, T10)} (docs/algorithms.md, not met yet).",
               "- Issue 12, logins in progress: with 0-20 steady non-login ssh connections per server, "
               f"{sm('background-ssh', 'balanced', T10)} at T = 10 s; with no connection count at all (lbSshConnections "
               f"0), {sm('no-lbssh', 'balanced', T10)} (Rudolfo as modelled: {mm('balanced', T10)}).",

@@ -36,7 +36,8 @@ def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, m
                   lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,
                   lbUsers=users, lbWeight=weight, lbMaxSessions=max_sessions, lbAdminState=ADMIN[admin],
                   lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1, lbInService=in_service,
-                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2))
+                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2),
+                  lbLoginRateSpan=10)  # an agent that has watched its whole login-rate window
     return values
 
 

@@ -475,3 +475,52 @@ def test_the_others_means_are_each_servers_mean_of_the_others_computed_once():
                 others = [values[j] for j in among if j != i]
                 want = min(sum(others) / len(others), bound) if others else v
                 assert got[i] == pytest.approx(want, rel=1e-12, abs=1e-12), (n, i)
+
+
+def restarted(name, sessions, connecting, age_ms=0, weight=100) -> ServerState:
+    """A row taken just after its agent (re)started: lbLoginRateSpan 0, so lbLoginRate reads 0 whatever
+    arrives; its ssh connections (``connecting`` beyond the sessions) are current."""
+    return ServerState(name, 161, {**row(sessions=sessions, users=min(1, sessions), age=age_ms, weight=weight),
+                                   "lbLoginRate": 0, "lbLoginRateSpan": 0,
+                                   "lbSshConnections": sessions + connecting}, "", 1.0)
+
+
+def test_a_rate_not_known_yet_is_not_no_logins():
+    # Issue 23: a configuration push restarts every agent in a storm; rows 20 s old, every one taken at
+    # its agent's first sample. lbLoginRate 0 there means "not known yet": the fleet's rate comes from the
+    # logins in progress (5 per server over a login's usual LOGIN_LAG_S), and the logins that decide on
+    # these figures spread over the servers instead of piling onto the emptiest.
+    from snmplb.client.balanced import LOGIN_LAG_S, fleet_rate, known_rate, login_shares
+
+    fleet = [restarted(f"r{i}", 20 + i, 5, age_ms=20_000) for i in range(10)]
+    assert known_rate(fleet[0]) is None
+    rate = fleet_rate(fleet)
+    assert rate == pytest.approx(10 * 5 / LOGIN_LAG_S)  # read as no logins (0) before
+    shares = login_shares(fleet, rate, ClientSettings())
+    assert max(shares) < 0.25 and sum(s > 0.02 for s in shares) >= 6, shares  # the emptiest took 63 % before
+    assert shares == sorted(shares, reverse=True)  # the emptier still take more
+
+
+def test_restarted_agents_do_not_set_the_fleets_rate_to_zero():
+    # Half the agents restarted a moment ago (fresh rows, rate not known yet), half known, 15 s old, at
+    # 60 logins a minute each: the known ones stand for the whole fleet (before: the fresh rows read 0).
+    from snmplb.client.balanced import capped_rates, fleet_rate
+
+    known = [storming(f"k{i}", 20, 15_000, 60) for i in range(5)]
+    fresh = [restarted(f"r{i}", 20, 0) for i in range(5)]
+    assert fleet_rate(known + fresh) == pytest.approx(10.0)
+    assert capped_rates(known + fresh) == pytest.approx([1.0] * 10)  # the restarted ones at the fleet's rate
+
+
+def test_a_short_span_counts_its_own_connections_scaled_to_the_window():
+    from snmplb.client.balanced import known_rate
+
+    def with_span(span, per_minute):
+        return ServerState("s", 161, {**row(sessions=5, users=1), "lbLoginRate": per_minute,
+                                      "lbLoginRateSpan": span}, "", 1.0)
+
+    assert known_rate(with_span(2, 12)) == pytest.approx(1.0)  # 2 connections in 2 s: 1 a second
+    assert known_rate(with_span(10, 12)) == pytest.approx(0.2)
+    older = ServerState("o", 161, {k: v for k, v in with_span(10, 12).values.items() if k != "lbLoginRateSpan"},
+                        "", 1.0)
+    assert known_rate(older) == pytest.approx(0.2)  # an agent older than lbLoginRateSpan: the whole window

@@ -161,6 +161,8 @@ FLEET_WIDE_LIES = {  # each one figure (or a few) that `balanced` pools across t
                                     lbMemAvailablePercent=11),
     "login rate 0": dict(lbLoginRate=0), "login rate 400/min": dict(lbLoginRate=400),
     "login rate 2^32-1": dict(lbLoginRate=2**32 - 1), "figures 0 s old": dict(lbDataAge=0),
+    "rate not known yet": dict(lbLoginRate=0, lbLoginRateSpan=0),
+    "rate of a 1 s span, 2^32-1": dict(lbLoginRate=2**32 - 1, lbLoginRateSpan=1),
     "figures 30 s old": dict(lbDataAge=30_000), "weight 1": dict(lbWeight=1), "just in service": dict(lbInService=0),
     "all at once": dict(lbSessions=2000, lbLoginRate=2**32 - 1, lbDataAge=30_000, lbMemAvailable=_MiB,
                         lbMemAvailablePercent=100),

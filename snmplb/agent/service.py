@@ -223,7 +223,8 @@ class Sampler:
         if paths.state != "usable":
             self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
-                                                len(conns or ()), login_rate, listening, paths, admin_problem),
+                                                len(conns or ()), login_rate, self._logins.span(proc.taken_at),
+                                                listening, paths, admin_problem),
                                  self._user_answers())
 
     def _user_answers(self) -> Answers | None:

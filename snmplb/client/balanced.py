@@ -286,6 +286,11 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     """
     if not servers:
         return 0.0
+    known = [x for x in servers if known_rate(x) is not None]
+    if not known:
+        return rate_in_progress(servers)
+    if len(known) < len(servers):
+        return fleet_rate(known) * sum(max(1, x.weight) for x in servers) / sum(max(1, x.weight) for x in known)
     w, rho = _per_capacity(servers)
     youngest = min(x.data_age_s for x in servers)
     fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
@@ -302,7 +307,14 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
 
 def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
-    an absurd lbLoginRate cannot make a server look full of logins in progress either."""
+    an absurd lbLoginRate cannot make a server look full of logins in progress either. A server whose
+    rate is not known yet (``known_rate``) has the fleet's rate per capacity (``fleet_rate``), and the
+    known ones are capped against the known ones only."""
+    known = [x for x in servers if known_rate(x) is not None]
+    if len(known) < len(servers):
+        per_w = fleet_rate(servers) / sum(max(1, x.weight) for x in servers)
+        capped = iter(capped_rates(known))
+        return [next(capped) if known_rate(x) is not None else per_w * max(1, x.weight) for x in servers]
     w, rho = _per_capacity(servers)
     every = range(len(rho))
     means = _others_means(rho, every, _spread_bound(rho, every))
@@ -310,9 +322,34 @@ def capped_rates(servers: Sequence[ServerState]) -> list[float]:
 
 
 def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
-    """Each server's weight (at least 1) and its login rate per unit of that weight."""
+    """Each server's weight (at least 1) and its login rate (``known_rate``, 0 if not known) per unit of
+    that weight."""
     w = [max(1, x.weight) for x in servers]
-    return w, [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    return w, [(known_rate(x) or 0.0) / wi for x, wi in zip(servers, w)]
+
+
+def known_rate(s: ServerState) -> float | None:
+    """The server's login rate per second over lbLoginRate's whole window, or None when not known yet.
+
+    lbLoginRateSpan says how much of the window the agent has watched: 0 just after it started (a
+    configuration push restarting snmpd in a storm), when lbLoginRate reads 0 whatever arrives, so
+    "no rate seen" is not "no logins" (docs/balance.md, the "restart" scenario); a shorter span counts
+    only its own connections, scaled up to the window here. An agent too old to publish the span: its
+    rate as it is; too old to publish a rate: None, as ``ServerState.login_rate``.
+    """
+    rate, span = s.login_rate, s.login_rate_span
+    if rate is None or span is None or span >= RATE_WINDOW_S:
+        return rate
+    return rate * RATE_WINDOW_S / span if span > 0 else None
+
+
+def rate_in_progress(servers: Sequence[ServerState]) -> float:
+    """The fleet's login rate when no server knows its own yet (every agent just restarted): the logins
+    in progress (lbSshConnections beyond lbSessions) over the time a login takes to become a session
+    (LOGIN_LAG_S), per capacity as a trimmed mean (one liar moves it little), times the capacity."""
+    w = [max(1, x.weight) for x in servers]
+    per_w = [max(0, x.values.get("lbSshConnections", 0) - x.sessions) / wi for x, wi in zip(servers, w)]
+    return trimmed_mean(per_w) * sum(w) / LOGIN_LAG_S
 
 
 def _capped(rate: float, others: float) -> float:
