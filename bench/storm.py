@@ -117,6 +117,7 @@ LOGNORMAL_SIGMA = 0.6  # lognormal session memory: a few users with big browsers
 LOGNORMAL_MAX = 8192.0  # MiB: one session's memory, at most
 TYPICAL_MEM = statistics.fmean(SESSION_MEM)  # a session's mean memory, either distribution
 DAY_SESSION_S, DAY_MIN_SESSION_S, DAY_STEP_S = 1800.0, 200.0, 30.0  # the working day (Sim.day)
+DAY85_CLIENTS = 1490  # day85: the sessions that fill 85 % of Rudolfo's live memory (700 MiB each on average)
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,12 @@ class Model:
     prestorm: bool = False  # True: each row at the storm's start was taken at its agent's last refresh before
     silent: tuple[str, float, float] = ("", 0.0, 0.0)  # (server, from, until): it answers nothing then
     day_s: float = 0.0  # > 0: after the morning storm, a working day this long of logins and logouts (Sim.day)
+    sigma: float = LOGNORMAL_SIGMA  # the lognormal session memory's sigma (same mean whatever it is)
 
     def session_memory(self, rng: random.Random) -> float:
         if self.session_mem == "lognormal":
             mean = statistics.fmean(SESSION_MEM)
-            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - LOGNORMAL_SIGMA ** 2 / 2, LOGNORMAL_SIGMA))
+            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - self.sigma ** 2 / 2, self.sigma))
         return rng.uniform(*SESSION_MEM)
 
 
@@ -172,6 +174,13 @@ class SimServer:
     base_mem: float = BASE_MEM
     background: int = 0  # steady ssh connections that are not logins (admins, rsync, monitoring)
     mem_of: dict[str, float] = field(default_factory=dict)  # each client's session memory
+    hog: float = 0.0  # runnable tasks that are no session's (a backup, a runaway process), all the time
+    swap_s: float = 0.0  # seconds with memory beyond RAM (swapping), counted from the storm (or the day)
+
+    @property
+    def capacity_left(self) -> float:
+        """The capacity a hog leaves: its weight times the share of its CPUs the hog does not take."""
+        return self.weight * max(0.0, 1.0 - self.hog / self.cpus)
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
@@ -187,7 +196,7 @@ class SimServer:
             self.ramping.remove(s)
             self.steady += 1
             self.steady_mem += s.mem
-        mem, run = self.base_mem + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
+        mem, run = self.base_mem + self.steady_mem, BASE_RUN + self.hog + IDLE_CPU * self.steady
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
@@ -196,6 +205,7 @@ class SimServer:
         self.mem, self.run = mem, run
         overflow = max(0.0, mem - self.ram)
         self.pswp += int(overflow * SWAP_PAGES_PER_MB)
+        self.swap_s += overflow > 0
         if int(t) % 5 == 0:
             self.loads = [ld * e + run * (1 - e) for ld, e in zip(self.loads, EXP)]
         self.peak = max(self.peak, mem / self.ram)
@@ -263,6 +273,17 @@ def rudolfo_fleet() -> list[SimServer]:
     fleet += [SimServer(f"app{i:02d}", 8, 32768, 100) for i in range(20)]
     fleet[-1].dead = True
     fleet[-2].rtt = SLOW_RTT
+    return fleet
+
+
+def hogs_fleet() -> list[SimServer]:
+    """Rudolfo's fleet with CPU hogs on four live servers (a backup, a runaway process: runnable tasks that
+    are no session's, running since long before the storm): a big one at 0.5 per CPU, three normal ones at
+    0.25, 0.5 and 0.75 per CPU."""
+    fleet = rudolfo_fleet()
+    for s, per_cpu in zip((fleet[0], fleet[10], fleet[11], fleet[12]), (0.5, 0.25, 0.5, 0.75)):
+        s.hog = per_cpu * s.cpus
+        s.loads = [BASE_RUN + s.hog] * 3
     return fleet
 
 
@@ -344,6 +365,12 @@ SCENARIOS = [
              "about half an hour) holding 1400 sessions, lognormal session memory (the fleet's memory about 80 % "
              "used); servers that swapped during that hour", rudolfo_fleet, 1400,
              Model(session_mem="lognormal", day_s=3600.0)),
+    Scenario("day85", "A working day at 85 % of the fleet's memory: as day, with 1490 sessions and heavier-tailed "
+             "session memory (lognormal sigma 1.0, same mean); servers that swapped during that hour",
+             rudolfo_fleet, DAY85_CLIENTS, Model(session_mem="lognormal", day_s=3600.0, sigma=1.0)),
+    Scenario("hogs", "Rudolfo with CPU hogs on four servers (one big at 0.5 per CPU, three normal at 0.25, 0.5 and "
+             "0.75 per CPU: a backup, a runaway process); max/mean over the capacity the hogs leave",
+             hogs_fleet, 1400),
     Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
     Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
              margot_slow_fleet, 17, small=True),
@@ -435,7 +462,7 @@ class Sim:
     def _by_counts(self) -> SimServer:
         """The reference: every login to the live server with the fewest sessions per capacity right now
         (what no client can know), ties at random."""
-        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / max(1e-9, s.capacity_left), self.rng.random()))
 
     def _by_memory(self) -> SimServer:
         """The other reference (ORACLE_MEM): every login to the live server with the least memory in
@@ -484,7 +511,7 @@ class Sim:
         where = {c: name for _, c, name in self.logins}
         ends = [(self.t + self.rng.expovariate(1 / DAY_SESSION_S), c) for c in clients]
         for s in self.fleet:
-            s.peak = 0.0
+            s.peak, s.swap_s = 0.0, 0.0
         start, fresh = self.t, (f"d{i:05d}" for i in range(10 ** 6))
         rate = steady / (DAY_MIN_SESSION_S + DAY_SESSION_S)
         arrival = start + self.rng.expovariate(rate)
@@ -509,9 +536,11 @@ class Sim:
             ends = later
 
     def max_over_mean(self) -> float:
+        """The fullest live server's sessions per capacity over the fleet's: capacity is the weight, or
+        what a CPU hog leaves of it (``capacity_left``) where a server has one."""
         live = [s for s in self.fleet if not s.dead]
-        total = sum(len(s.clients) for s in live) / sum(s.weight for s in live)
-        return max(len(s.clients) / s.weight for s in live) / total
+        total = sum(len(s.clients) for s in live) / sum(s.capacity_left for s in live)
+        return max(len(s.clients) / max(1e-9, s.capacity_left) for s in live) / total
 
 
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
@@ -527,6 +556,7 @@ def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_cli
         "max_mean": sim.max_over_mean(),
         "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
         "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
+        "swap_minutes": sum(s.swap_s for s in sim.fleet) / 60,
         "bad_starts": sim.bad_starts / len(sim.logins),
         "to_dead": sum(1 for _, _, s in sim.logins if s in dead) + sim.to_silent,
         "to_slow": sum(1 for _, _, s in sim.logins if s in slow),
@@ -555,7 +585,11 @@ def wave_metrics(variant: Variant, period: float, seed: int, model: Model = Mode
     wave = sim.logins[before:]
     live_weight = sum(s.weight for s in sim.fleet if not s.dead)
     got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
-    return {"new_share": got / (newcomer.weight / live_weight), "max_mean": sim.max_over_mean(),
+    # The share that brings the newcomer to the fleet's level: the fleet's sessions per capacity after the
+    # wave, times its capacity, over the wave's logins (about 3.3 times its capacity share in Rudolfo's fleet).
+    level = sum(len(s.clients) for s in sim.fleet if not s.dead) / live_weight * newcomer.weight / len(wave)
+    return {"new_share": got / (newcomer.weight / live_weight), "new_level_share": got / level,
+            "max_mean": sim.max_over_mean(),
             "swapping": sum(1 for s in sim.fleet if s.peak > 1.0)}
 
 
@@ -727,13 +761,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
         lines.append(f"| {v.label} | " + " | ".join(f"{_mean(mar[(v.label, T)], 'max_mean'):.2f}" for T in periods)
                      + " |")
     lines += _scenario_section(scen, periods)
-    lines += ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
-              "The newcomer's share of the wave's logins over its fair (capacity) share; 1.0 is fair.", "",
-              "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
-              "|---|" + "---|" * (len(periods) + 1)]
-    for v in VARIANTS:
-        lines.append(f"| {v.label} | " + " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
-                     + f" | {_mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan'):.2f} |")
+    lines += _wave_section(wave, periods)
     lines += ["", "## Moves: one server dies; a second day", "",
               "| algorithm | clients that moved | ideal (the dead server's clients) | kept their server on a second day |",
               "|---|---|---|---|"]
@@ -838,6 +866,29 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     reused = ", the runs read from a --cache file" if cache else ""
     lines += ["", f"({time.monotonic() - t0:.0f} s to compute{reused}.)", ""]
     return "\n".join(lines)
+
+
+def _wave_section(wave: dict, periods: list[float]) -> list[str]:
+    """The newcomer's share of the wave, against its capacity share and against the share that would bring it
+    to the fleet's level; which of the two the slow start aims at."""
+    lines = ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
+             "The newcomer's share of the wave's logins over two references: its capacity share (its weight over "
+             "the fleet's: 1.0 takes the wave by capacity, as if the newcomer held the fleet's level already), and "
+             "the share that brings it to the fleet's level (the fleet's sessions per capacity after the wave, "
+             "times its weight; in Rudolfo's fleet about 3.3 times its capacity share: 1.0 fills it from empty "
+             "in this one wave). The slow start aims at the capacity share: the newcomer's weight grows from 10 % "
+             "to 100 % over LB_SLOW_START_S (300 s), so that an empty server does not take two capacity shares of "
+             "a storm, as it does without (`balanced, no slow start`); it fills to the fleet's level over the "
+             "following logins. About 0.3 of the level share is that aim met.", "",
+             "| algorithm | " + " | ".join(f"capacity share, T = {T:g} s" for T in periods) + " | "
+             + " | ".join(f"level share, T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
+             "|---|" + "---|" * (2 * len(periods) + 1)]
+    for v in VARIANTS:
+        cap = " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
+        lev = " | ".join(f"{_mean(wave[(v.label, T)], 'new_level_share'):.2f}" for T in periods)
+        after = _mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan')
+        lines.append(f"| {v.label} | {cap} | {lev} | {after:.2f} |")
+    return lines
 
 
 def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
