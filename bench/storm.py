@@ -619,10 +619,10 @@ def blind_floor(period: float, synchronized: bool, seeds: int = 2000, sc: Scenar
     sc = sc or SCENARIO["rudolfo"]
     rng = random.Random(1)
     fleet = sc.fleet()
-    usable = [s.weight for s in fleet if not s.dead and s.rtt != SLOW_RTT]
-    live = sum(s.weight for s in fleet if not s.dead)
+    usable = [s.capacity_left for s in fleet if not s.dead and s.rtt != SLOW_RTT]  # the weight, but hogs
+    live = sum(s.capacity_left for s in fleet if not s.dead)
     if sum(usable) < IN_TIME_SHARE * live:  # as balanced's _pool: the slow servers then keep their share
-        usable = [s.weight for s in fleet if not s.dead]
+        usable = [s.capacity_left for s in fleet if not s.dead]
     rate, n = sc.clients / sc.model.storm_s, sc.clients
     worst = []
     for _ in range(seeds):
