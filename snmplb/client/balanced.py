@@ -258,10 +258,13 @@ def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
     a + b * sessions per CPU (logins still connecting included), the slope b from the medians of the halves
     of the pool with the fewer and the more sessions per CPU, a as the median of what b leaves. A server's
     unexplained load is what lies above that line. Medians, not trimmed means: hogs only add load, and the
-    few servers that run one (which also hold fewer sessions) would pull a trimmed mean's line up to them. A load common to every server (a fleet-wide
-    daemon, or a fleet where load does not follow the sessions at all) is in a, not unexplained; one
-    server's figures move a and b no further than the edge of the others' range. With no spread of
-    sessions per CPU (an idle fleet), b is 0 and a is the pool's typical load.
+    few servers that run one (which also hold fewer sessions) would pull a trimmed mean's line up to them.
+    A load common to every server (a fleet-wide daemon, or a fleet where load does not follow the sessions
+    at all) is in a, not unexplained; one server's figures move a and b no further than the edge of the
+    others' range. With no spread of sessions per CPU (an idle fleet), b is 0 and a is the pool's typical
+    (lower median) load. Known weakness: ``balanced`` evens the sessions per CPU, so in a storm the slope
+    is poorly identified and comes out low; a hog on a server holding fewer sessions is then undercounted
+    by 10-30 % (docs/algorithms.md, not met yet).
     """
     x = [_count(s) / max(1, s.cpus) for s in pool]
     y = [sustained_load(s) for s in pool]
@@ -281,7 +284,7 @@ def cpu_left(pool: Sequence[ServerState]) -> list[float]:
 
     Load the sessions do not explain is capacity in use, past the noise of the fit (``_past_noise``: none up
     to LOAD_NOISE per CPU, all of it from twice that). Of an idle server and one at 1.7 per CPU with no
-    sessions, the busy one takes about 5 % of the logins, not half (issue 23); a server whose hog takes half
+    sessions, the busy one takes at most about 5 % of the logins, not half (issue 23); a server whose hog takes half
     its CPUs takes the logins of half its weight. A server claiming less load than its sessions explain
     gains nothing (at most 1); one claiming more only gives its own logins away.
     """
@@ -448,8 +451,8 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
        just came into service (lbInService), times the share of the CPU that
        load its sessions do not explain leaves (``cpu_left``).
     Rest: the pool by sessions per weight, then the servers that failed the
-    thresholds, by the same measure; exact ties by lbRating, highest first. Capacity-weighted two random choices
-    decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
+    thresholds, by the same measure; exact ties by lbRating, highest first.
+    Capacity-weighted two random choices decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
     little about where the fleet's logins go; in the simulator two choices
     balance better there) and when an agent does not publish lbLoginRate
     (older than this client).
