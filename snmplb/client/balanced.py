@@ -161,7 +161,8 @@ def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: 
     return takes(hi)
 
 
-def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
+def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings,
+                 left: Sequence[float] | None = None) -> list[float]:
     """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
 
     ``rate``: the logins per second arriving at the fleet (``fleet_rate``).
@@ -172,9 +173,11 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     servers from the emptiest up, none taking more than
     SHARE_CAP times its capacity share (``fill``); this login takes server i
     with the share m_i / sum(m). A server's capacity is its weight, slow-started (``ramp``), times
-    the share of it that load its sessions do not explain leaves (``cpu_left``).
+    the share of it that load its sessions do not explain leaves (``cpu_left``; ``left`` when the caller
+    has it already).
     """
-    w = [max(1, x.weight) * ramp(x, settings) * c for x, c in zip(pool, cpu_left(pool))]
+    left = cpu_left(pool) if left is None else left
+    w = [max(1, x.weight) * ramp(x, settings) * c for x, c in zip(pool, left)]
     total_w = sum(w)
     ages = [x.data_age_s for x in pool]
     own = capped_rates(pool)
@@ -460,11 +463,12 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
     pool = _pool(eligible, ctx.settings, sampled)
     rate = None if sampled or any(x.login_rate is None for x in eligible) else fleet_rate(eligible)
-    left = {id(x): c for x, c in zip(pool, cpu_left(pool))}
+    shares_left = cpu_left(pool)
+    left = {id(x): c for x, c in zip(pool, shares_left)}
     if rate is None:
         first = _two_choices(pool, ctx, left)
     else:
-        first = [pool[_draw(login_shares(pool, rate, ctx.settings), ctx.rng)]]
+        first = [pool[_draw(login_shares(pool, rate, ctx.settings, shares_left), ctx.rng)]]
     rest = sorted((x for x in pool if all(x is not f for f in first)), key=lambda x: _order_key(x, left[id(x)]))
     in_pool = {id(x) for x in pool}
     others = sorted((x for x in eligible if id(x) not in in_pool), key=_order_key)
