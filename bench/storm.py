@@ -46,6 +46,10 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
   200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
   memory is in sight here, and what swaps is where the day's logins went;
+- day85 (issue 23): the working day at 85 % of the fleet's memory (1490 sessions), lognormal sigma 1.0;
+- hogs (issue 23): Rudolfo with CPU hogs (runnable tasks that are no session's) on four servers, 0.25-0.75
+  per CPU; its max/mean, its blind-window floor and perfect placement by counts are over the capacity the
+  hogs leave (``capacity_left``: the weight times the share of the CPUs the hog leaves);
 - margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
   8 CPUs/16 GiB, weight 200); margot-slow and margot-slow-big: one small
   desktop, or the big one, answering in 800 ms;
@@ -70,10 +74,12 @@ memory figures can avoid at best.
 
 Measures, per algorithm and staleness T: max/mean (the fullest live server's
 sessions per unit of capacity over the fleet's average), the worst peak memory
-(over 100 % = swapping) and how many servers swapped, the share of logins
+(over 100 % = swapping) and how many servers swapped (and for how many server-minutes: swap_minutes,
+counted from the day's start in the working days), the share of logins
 started on a server that was overloaded at that moment (swapping, or load per
 CPU above 2), logins to the dead and to the slow server, the newcomer's share
-of the wave against its fair (capacity) share, and for the moves, the share of
+of the wave against its fair (capacity) share and against the share that brings it to the fleet's
+level (the slow start aims at the first), and for the moves, the share of
 clients that moved against the dead server's own share.
 """
 
