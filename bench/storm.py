@@ -914,6 +914,16 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             slow = _mean(scen[(sc.key, label, 10.0)], "to_slow") if 10.0 in periods else float("nan")
             lines.append(f"| {label} | {cells} | {dead} | {slow:.1f} |")
         lines.append("")
+    days = [sc for sc in SCENARIOS if sc.model.day_s]
+    lines += ["### Swapping server-minutes in the working days", "",
+              "Minutes each server spent with its memory beyond RAM during the day's hour, summed over the fleet "
+              "(issue 23's target for day85: half of what `balanced` left on main, 52.3 at T = 10 s).", "",
+              "| algorithm | " + " | ".join(f"{sc.key}, T = {T:g} s" for sc in days for T in periods) + " |",
+              "|---|" + "---|" * (len(days) * len(periods))]
+    for label in COMPARED:
+        lines.append(f"| {label} | " + " | ".join(f"{_mean(scen[(sc.key, label, T)], 'swap_minutes'):.1f}"
+                                                for sc in days for T in periods) + " |")
+    lines.append("")
     others = [label for label in COMPARED if label != "balanced" and label not in REFERENCES]
     lines += ["### The default against the best of the others, T at most 10 s", "",
               "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "
