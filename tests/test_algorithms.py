@@ -526,15 +526,19 @@ def test_a_load_common_to_every_server_changes_nothing():
     assert login_shares(loud, 0.5, ClientSettings()) == login_shares(quiet, 0.5, ClientSettings())
 
 
-def test_exact_ties_go_to_the_higher_rating():
-    """Two empty servers of the same size, agents without lbLoginRate (two choices): an exact tie in sessions
-    per capacity goes to the agent's higher lbRating (before: to the order of the random draw)."""
-    def old(name: str, rating: int) -> ServerState:
-        s = up(name, sessions=0, users=0, rating=rating)
-        return s._replace(values={k: v for k, v in s.values.items() if k != "lbLoginRate"})
-
-    servers = [old("low", 60), old("high", 90)]
-    assert {hosts("balanced", servers, ctx(seed))[0] for seed in range(40)} == {"high"}
+def test_exact_ties_after_the_first_choice_go_to_the_higher_rating():
+    """Three empty servers of the same size: after the drawn first one, an exact tie in sessions per capacity
+    goes to the agent's higher lbRating (before: to the configured order). The first choice stays a draw:
+    a tie-break that every client shares would herd them (two choices in Rudolfo's storm: 1.137 -> 1.184)."""
+    servers = [up("low", sessions=0, users=0, rating=60), up("mid", sessions=0, users=0, rating=75),
+               up("high", sessions=0, users=0, rating=90)]
+    firsts = set()
+    for seed in range(40):
+        got = hosts("balanced", servers, ctx(seed))
+        firsts.add(got[0])
+        rest = got[1:]
+        assert rest == sorted(rest, key=lambda h: {"low": 60, "mid": 75, "high": 90}[h], reverse=True), got
+    assert firsts == {"low", "mid", "high"}
 
 
 def test_the_agents_busy_is_where_the_client_sees_no_cpu_left():

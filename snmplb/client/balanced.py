@@ -87,8 +87,9 @@ def _load(s: ServerState, left: float = 1.0) -> float:
 
 
 def _order_key(s: ServerState, left: float = 1.0) -> tuple[float, int]:
-    """Emptiest first (``_load``); an exact tie goes to the higher lbRating (the agent's own verdict: of two
-    empty servers, the one with idle CPUs and free memory)."""
+    """The order of the servers after the first: emptiest first (``_load``); an exact tie goes to the higher
+    lbRating (the agent's own verdict: of two empty servers, the one with idle CPUs and free memory). Not
+    for the first choice, which is drawn: a rating shared by every client would herd them."""
     return _load(s, left), -s.rating
 
 
@@ -241,6 +242,7 @@ CPU_LEFT_FLOOR = 0.05  # cpu_left: a server whose CPUs other load takes keeps th
 # cpu_left: unexplained load per CPU up to this is noise (a small server's own daemons, the storm's desktops
 # starting at different times): counted fully only from twice this. Without it the four sizes' storm lost 0.03.
 LOAD_NOISE = 0.1
+FIT_POOL_MIN = 3  # unexplained_load: fewer servers than this are no pool to fit the sessions' load on
 
 
 def sustained_load(s: ServerState) -> float:
@@ -267,10 +269,15 @@ def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
     others' range. With no spread of sessions per CPU (an idle fleet), b is 0 and a is the pool's typical
     (lower median) load. Known weakness: ``balanced`` evens the sessions per CPU, so in a storm the slope
     is poorly identified and comes out low; a hog on a server holding fewer sessions is then undercounted
-    by 10-30 % (docs/algorithms.md, not met yet).
+    by 10-30 % (docs/algorithms.md, not met yet). Of fewer than FIT_POOL_MIN servers (LB_SAMPLE's two, a
+    pair of desktops) no line is fitted: a server without sessions has its load above the other's
+    unexplained, a server with sessions none (through two points, a storm's lagging load averages
+    looked like hogs: the sampled mode's four sizes lost balance).
     """
     x = [_count(s) / max(1, s.cpus) for s in pool]
     y = [sustained_load(s) for s in pool]
+    if len(pool) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
+        return [max(0.0, yi - min(y)) if xi == 0 else 0.0 for xi, yi in zip(x, y)]
     order = sorted(range(len(pool)), key=lambda i: x[i])
     low, high = order[:len(order) // 2], order[len(order) // 2:]
     dx = median([x[i] for i in high]) - median([x[i] for i in low]) if low else 0.0
@@ -431,7 +438,9 @@ def _two_choices(pool: list[ServerState], ctx: Context, left: dict[int, float]) 
     keyed = [(ctx.rng.random() ** (1.0 / (max(1, x.weight) * left[id(x)])), i) for i, x in enumerate(pool)]
     drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
     admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
-    return sorted(admitted[:2], key=lambda x: _order_key(x, left[id(x)]))  # stable: ties keep the draw's order
+    # Stable: ties keep the draw's order. Not the rating: clients deciding on the same figures would all take
+    # the same one of two tied servers (Rudolfo's storm at T = 10 s: 1.137 -> 1.184, 3 seeds).
+    return sorted(admitted[:2], key=lambda x: _load(x, left[id(x)]))
 
 
 @algorithm("balanced")
@@ -454,7 +463,8 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
        just came into service (lbInService), times the share of the CPU that
        load its sessions do not explain leaves (``cpu_left``).
     Rest: the pool by sessions per weight, then the servers that failed the
-    thresholds, by the same measure; exact ties by lbRating, highest first.
+    thresholds, by the same measure; exact ties by lbRating, highest first (in
+    this order only: the first choice is drawn, so that clients do not herd).
     Capacity-weighted two random choices decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
     little about where the fleet's logins go; in the simulator two choices
     balance better there) and when an agent does not publish lbLoginRate
