@@ -53,6 +53,10 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
   200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
   memory is in sight here, and what swaps is where the day's logins went;
+- day85 (issue 23): the working day at 85 % of the fleet's memory (1490 sessions), lognormal sigma 1.0;
+- hogs (issue 23): Rudolfo with CPU hogs (runnable tasks that are no session's) on four servers, 0.25-0.75
+  per CPU; its max/mean, its blind-window floor and perfect placement by counts are over the capacity the
+  hogs leave (``capacity_left``: the weight times the share of the CPUs the hog leaves);
 - margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
   8 CPUs/16 GiB, weight 200); margot-slow and margot-slow-big: one small
   desktop, or the big one, answering in 800 ms;
@@ -77,10 +81,12 @@ memory figures can avoid at best.
 
 Measures, per algorithm and staleness T: max/mean (the fullest live server's
 sessions per unit of capacity over the fleet's average), the worst peak memory
-(over 100 % = swapping) and how many servers swapped, the share of logins
+(over 100 % = swapping) and how many servers swapped (and for how many server-minutes: swap_minutes,
+counted from the day's start in the working days), the share of logins
 started on a server that was overloaded at that moment (swapping, or load per
 CPU above 2), logins to the dead and to the slow server, the newcomer's share
-of the wave against its fair (capacity) share, and for the moves, the share of
+of the wave against its fair (capacity) share and against the share that brings it to the fleet's
+level (the slow start aims at the first), and for the moves, the share of
 clients that moved against the dead server's own share.
 """
 
@@ -124,6 +130,7 @@ LOGNORMAL_SIGMA = 0.6  # lognormal session memory: a few users with big browsers
 LOGNORMAL_MAX = 8192.0  # MiB: one session's memory, at most
 TYPICAL_MEM = statistics.fmean(SESSION_MEM)  # a session's mean memory, either distribution
 DAY_SESSION_S, DAY_MIN_SESSION_S, DAY_STEP_S = 1800.0, 200.0, 30.0  # the working day (Sim.day)
+DAY85_CLIENTS = 1490  # day85: the sessions that fill 85 % of Rudolfo's live memory (700 MiB each on average)
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,12 @@ class Model:
     day_s: float = 0.0  # > 0: after the morning storm, a working day this long of logins and logouts (Sim.day)
     restart_s: float = 0.0  # > 0: every agent restarts at this second (a configuration push restarts snmpd)
     rise_fall: bool = False  # True: arrivals rise then fall (triangular over storm_s, the peak at a third)
+    sigma: float = LOGNORMAL_SIGMA  # the lognormal session memory's sigma (same mean whatever it is)
 
     def session_memory(self, rng: random.Random) -> float:
         if self.session_mem == "lognormal":
             mean = statistics.fmean(SESSION_MEM)
-            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - LOGNORMAL_SIGMA ** 2 / 2, LOGNORMAL_SIGMA))
+            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - self.sigma ** 2 / 2, self.sigma))
         return rng.uniform(*SESSION_MEM)
 
 
@@ -182,6 +190,13 @@ class SimServer:
     background: int = 0  # steady ssh connections that are not logins (admins, rsync, monitoring)
     mem_of: dict[str, float] = field(default_factory=dict)  # each client's session memory
     agent_start: float = -86400.0  # when its agent started: connections before are not counted as new
+    hog: float = 0.0  # runnable tasks that are no session's (a backup, a runaway process), all the time
+    swap_s: float = 0.0  # seconds with memory beyond RAM (swapping), counted from the storm (or the day)
+
+    @property
+    def capacity_left(self) -> float:
+        """The capacity a hog leaves: its weight times the share of its CPUs the hog does not take."""
+        return self.weight * max(0.0, 1.0 - self.hog / self.cpus)
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
@@ -197,7 +212,7 @@ class SimServer:
             self.ramping.remove(s)
             self.steady += 1
             self.steady_mem += s.mem
-        mem, run = self.base_mem + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
+        mem, run = self.base_mem + self.steady_mem, BASE_RUN + self.hog + IDLE_CPU * self.steady
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
@@ -206,6 +221,7 @@ class SimServer:
         self.mem, self.run = mem, run
         overflow = max(0.0, mem - self.ram)
         self.pswp += int(overflow * SWAP_PAGES_PER_MB)
+        self.swap_s += overflow > 0
         if int(t) % 5 == 0:
             self.loads = [ld * e + run * (1 - e) for ld, e in zip(self.loads, EXP)]
         self.peak = max(self.peak, mem / self.ram)
@@ -274,6 +290,17 @@ def rudolfo_fleet() -> list[SimServer]:
     fleet += [SimServer(f"app{i:02d}", 8, 32768, 100) for i in range(20)]
     fleet[-1].dead = True
     fleet[-2].rtt = SLOW_RTT
+    return fleet
+
+
+def hogs_fleet() -> list[SimServer]:
+    """Rudolfo's fleet with CPU hogs on four live servers (a backup, a runaway process: runnable tasks that
+    are no session's, running since long before the storm): a big one at 0.5 per CPU, three normal ones at
+    0.25, 0.5 and 0.75 per CPU."""
+    fleet = rudolfo_fleet()
+    for s, per_cpu in zip((fleet[0], fleet[10], fleet[11], fleet[12]), (0.5, 0.25, 0.5, 0.75)):
+        s.hog = per_cpu * s.cpus
+        s.loads = [BASE_RUN + s.hog] * 3
     return fleet
 
 
@@ -362,6 +389,12 @@ SCENARIOS = [
     Scenario("rise-fall", "Rudolfo with arrivals rising then falling (triangular over 60 s, the peak at 20 s) "
              "and slow logins: a session shows 5-20 s after the choice", rudolfo_fleet, 1400,
              Model(rise_fall=True, appear=(5.0, 20.0))),
+    Scenario("day85", "A working day at 85 % of the fleet's memory: as day, with 1490 sessions and heavier-tailed "
+             "session memory (lognormal sigma 1.0, same mean); servers that swapped during that hour",
+             rudolfo_fleet, DAY85_CLIENTS, Model(session_mem="lognormal", day_s=3600.0, sigma=1.0)),
+    Scenario("hogs", "Rudolfo with CPU hogs on four servers (one big at 0.5 per CPU, three normal at 0.25, 0.5 and "
+             "0.75 per CPU: a backup, a runaway process); max/mean over the capacity the hogs leave",
+             hogs_fleet, 1400),
     Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
     Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
              margot_slow_fleet, 17, small=True),
@@ -453,7 +486,7 @@ class Sim:
     def _by_counts(self) -> SimServer:
         """The reference: every login to the live server with the fewest sessions per capacity right now
         (what no client can know), ties at random."""
-        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / max(1e-9, s.capacity_left), self.rng.random()))
 
     def _by_memory(self) -> SimServer:
         """The other reference (ORACLE_MEM): every login to the live server with the least memory in
@@ -516,7 +549,7 @@ class Sim:
         where = {c: name for _, c, name in self.logins}
         ends = [(self.t + self.rng.expovariate(1 / DAY_SESSION_S), c) for c in clients]
         for s in self.fleet:
-            s.peak = 0.0
+            s.peak, s.swap_s = 0.0, 0.0
         start, fresh = self.t, (f"d{i:05d}" for i in range(10 ** 6))
         rate = steady / (DAY_MIN_SESSION_S + DAY_SESSION_S)
         arrival = start + self.rng.expovariate(rate)
@@ -541,9 +574,11 @@ class Sim:
             ends = later
 
     def max_over_mean(self) -> float:
+        """The fullest live server's sessions per capacity over the fleet's: capacity is the weight, or
+        what a CPU hog leaves of it (``capacity_left``) where a server has one."""
         live = [s for s in self.fleet if not s.dead]
-        total = sum(len(s.clients) for s in live) / sum(s.weight for s in live)
-        return max(len(s.clients) / s.weight for s in live) / total
+        total = sum(len(s.clients) for s in live) / sum(s.capacity_left for s in live)
+        return max(len(s.clients) / max(1e-9, s.capacity_left) for s in live) / total
 
 
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
@@ -559,6 +594,7 @@ def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_cli
         "max_mean": sim.max_over_mean(),
         "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
         "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
+        "swap_minutes": sum(s.swap_s for s in sim.fleet) / 60,
         "bad_starts": sim.bad_starts / len(sim.logins),
         "to_dead": sum(1 for _, _, s in sim.logins if s in dead) + sim.to_silent,
         "to_slow": sum(1 for _, _, s in sim.logins if s in slow),
@@ -587,7 +623,11 @@ def wave_metrics(variant: Variant, period: float, seed: int, model: Model = Mode
     wave = sim.logins[before:]
     live_weight = sum(s.weight for s in sim.fleet if not s.dead)
     got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
-    return {"new_share": got / (newcomer.weight / live_weight), "max_mean": sim.max_over_mean(),
+    # The share that brings the newcomer to the fleet's level: the fleet's sessions per capacity after the
+    # wave, times its capacity, over the wave's logins (about 3.3 times its capacity share in Rudolfo's fleet).
+    level = sum(len(s.clients) for s in sim.fleet if not s.dead) / live_weight * newcomer.weight / len(wave)
+    return {"new_share": got / (newcomer.weight / live_weight), "new_level_share": got / level,
+            "max_mean": sim.max_over_mean(),
             "swapping": sum(1 for s in sim.fleet if s.peak > 1.0)}
 
 
@@ -617,10 +657,10 @@ def blind_floor(period: float, synchronized: bool, seeds: int = 2000, sc: Scenar
     sc = sc or SCENARIO["rudolfo"]
     rng = random.Random(1)
     fleet = sc.fleet()
-    usable = [s.weight for s in fleet if not s.dead and s.rtt != SLOW_RTT]
-    live = sum(s.weight for s in fleet if not s.dead)
+    usable = [s.capacity_left for s in fleet if not s.dead and s.rtt != SLOW_RTT]  # the weight, but hogs
+    live = sum(s.capacity_left for s in fleet if not s.dead)
     if sum(usable) < IN_TIME_SHARE * live:  # as balanced's _pool: the slow servers then keep their share
-        usable = [s.weight for s in fleet if not s.dead]
+        usable = [s.capacity_left for s in fleet if not s.dead]
     rate, n = sc.clients / sc.model.storm_s, sc.clients
     worst = []
     for _ in range(seeds):
@@ -759,13 +799,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
         lines.append(f"| {v.label} | " + " | ".join(f"{_mean(mar[(v.label, T)], 'max_mean'):.2f}" for T in periods)
                      + " |")
     lines += _scenario_section(scen, periods)
-    lines += ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
-              "The newcomer's share of the wave's logins over its fair (capacity) share; 1.0 is fair.", "",
-              "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
-              "|---|" + "---|" * (len(periods) + 1)]
-    for v in VARIANTS:
-        lines.append(f"| {v.label} | " + " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
-                     + f" | {_mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan'):.2f} |")
+    lines += _wave_section(wave, periods)
     lines += ["", "## Moves: one server dies; a second day", "",
               "| algorithm | clients that moved | ideal (the dead server's clients) | kept their server on a second day |",
               "|---|---|---|---|"]
@@ -879,6 +913,29 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     return "\n".join(lines)
 
 
+def _wave_section(wave: dict, periods: list[float]) -> list[str]:
+    """The newcomer's share of the wave, against its capacity share and against the share that would bring it
+    to the fleet's level; which of the two the slow start aims at."""
+    lines = ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
+             "The newcomer's share of the wave's logins over two references: its capacity share (its weight over "
+             "the fleet's: 1.0 takes the wave by capacity, as if the newcomer held the fleet's level already), and "
+             "the share that brings it to the fleet's level (the fleet's sessions per capacity after the wave, "
+             "times its weight; in Rudolfo's fleet about 3.3 times its capacity share: 1.0 fills it from empty "
+             "in this one wave). The slow start aims at the capacity share: the newcomer's weight grows from 10 % "
+             "to 100 % over LB_SLOW_START_S (300 s), so that an empty server does not take two capacity shares of "
+             "a storm, as it does without (`balanced, no slow start`); it fills to the fleet's level over the "
+             "following logins. About 0.3 of the level share is that aim met.", "",
+             "| algorithm | " + " | ".join(f"capacity share, T = {T:g} s" for T in periods) + " | "
+             + " | ".join(f"level share, T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
+             "|---|" + "---|" * (2 * len(periods) + 1)]
+    for v in VARIANTS:
+        cap = " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
+        lev = " | ".join(f"{_mean(wave[(v.label, T)], 'new_level_share'):.2f}" for T in periods)
+        after = _mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan')
+        lines.append(f"| {v.label} | {cap} | {lev} | {after:.2f} |")
+    return lines
+
+
 def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
     """Every site shape's table, the default's distance to the best, and each algorithm's worst case."""
     lines = ["", "## Site shapes (issue 12): the default against the alternatives in every scenario", "",
@@ -896,6 +953,16 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             slow = _mean(scen[(sc.key, label, 10.0)], "to_slow") if 10.0 in periods else float("nan")
             lines.append(f"| {label} | {cells} | {dead} | {slow:.1f} |")
         lines.append("")
+    days = [sc for sc in SCENARIOS if sc.model.day_s]
+    lines += ["### Swapping server-minutes in the working days", "",
+              "Minutes each server spent with its memory beyond RAM during the day's hour, summed over the fleet "
+              "(issue 23's target for day85: half of what `balanced` left on main, 52.3 at T = 10 s).", "",
+              "| algorithm | " + " | ".join(f"{sc.key}, T = {T:g} s" for sc in days for T in periods) + " |",
+              "|---|" + "---|" * (len(days) * len(periods))]
+    for label in COMPARED:
+        lines.append(f"| {label} | " + " | ".join(f"{_mean(scen[(sc.key, label, T)], 'swap_minutes'):.1f}"
+                                                for sc in days for T in periods) + " |")
+    lines.append("")
     others = [label for label in COMPARED if label != "balanced" and label not in REFERENCES]
     lines += ["### The default against the best of the others, T at most 10 s", "",
               "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "

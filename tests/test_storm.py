@@ -152,3 +152,18 @@ def test_memory_keeps_more_servers_out_of_swap_in_a_working_day_than_placement_b
     by_counts = sum(runs.one("day", storm.ORACLE, 10.0, s)["swapping"] for s in seeds)
     assert own < by_counts, (own, by_counts)
     assert all(runs.one("day", "balanced", 10.0, s)["to_dead"] == 0 for s in seeds)
+
+
+def test_cpu_hogs_leave_their_servers_the_logins_of_the_capacity_left(runs):
+    # Issue 23: four servers with CPU hogs (0.25-0.75 per CPU); max/mean over the capacity the hogs leave.
+    # Before `balanced` counted the load its sessions do not explain (cpu_left), the hogs' servers took their
+    # whole weight's share: 3.8 at T = 10 s (3 seeds).
+    assert runs.one("hogs", "balanced", 10.0, 0)["max_mean"] < 1.4
+    assert runs.one("hogs", "balanced", 10.0, 0)["to_dead"] == 0
+
+
+def test_the_wave_reports_the_newcomer_against_both_references():
+    # The newcomer's share of the wave over its capacity share (new_share) and over the share that brings it
+    # to the fleet's level (new_level_share): in Rudolfo's fleet the second is about 3.3 times the first.
+    m = storm.wave_metrics(BY_LABEL["balanced"], 10.0, 0)
+    assert 3.0 < m["new_share"] / m["new_level_share"] < 3.6, m
