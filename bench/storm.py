@@ -30,8 +30,12 @@ mean and sigma 0.6), the login delay (``appear``), whether the agents' ssh
 connection count works (``ssh_connections``) and how many steady non-login
 ssh connections each server holds (``background_ssh``), whether the rows at
 the storm's start were taken at each agent's last refresh before it
-(``prestorm``; otherwise every agent refreshes as the storm starts), and a
-server that goes silent for a while (``silent``). In step or not: the report's
+(``prestorm``; otherwise every agent refreshes as the storm starts), a
+server that goes silent for a while (``silent``), every agent restarting at
+once (``restart_s``: a configuration push restarting snmpd; its first row has
+lbLoginRateSpan 0 and lbLoginRate 0, the next ones count only the connections
+opened since, and the agents refresh together from then on), and arrivals
+rising then falling (``rise_fall``: triangular, the peak at a third). In step or not: the report's
 synchronized tables (every agent refreshing at the same instants).
 
 Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
@@ -43,9 +47,16 @@ Scenarios (from the spec's use cases and issue 12; ``SCENARIOS``):
 - lognormal, no-lbssh, background-ssh, slow-logins (sessions show 8-20 s
   after the choice), silent (a big server answers nothing from 20 s to 80 s):
   Rudolfo under those assumptions;
+- restart (issue 23): Rudolfo with every agent restarted at 30 s, in the middle
+  of the storm; rise-fall: Rudolfo's storm rising then falling, sessions
+  showing 5-20 s after the choice;
 - day: after Rudolfo's morning storm, an hour of logins and logouts (sessions of
   200 s plus an exponential half hour) holding 1400 sessions, lognormal memory:
   memory is in sight here, and what swaps is where the day's logins went;
+- day85 (issue 23): the working day at 85 % of the fleet's memory (1490 sessions), lognormal sigma 1.0;
+- hogs (issue 23): Rudolfo with CPU hogs (runnable tasks that are no session's) on four servers, 0.25-0.75
+  per CPU; its max/mean, its blind-window floor and perfect placement by counts are over the capacity the
+  hogs leave (``capacity_left``: the weight times the share of the CPUs the hog leaves);
 - margot: 17 clients within 60 s on 3 desktops (4 CPUs/8 GiB twice, weight 100;
   8 CPUs/16 GiB, weight 200); margot-slow and margot-slow-big: one small
   desktop, or the big one, answering in 800 ms;
@@ -79,10 +90,12 @@ memory figures can avoid at best.
 
 Measures, per algorithm and staleness T: max/mean (the fullest live server's
 sessions per unit of capacity over the fleet's average), the worst peak memory
-(over 100 % = swapping) and how many servers swapped, the share of logins
+(over 100 % = swapping) and how many servers swapped (and for how many server-minutes: swap_minutes,
+counted from the day's start in the working days), the share of logins
 started on a server that was overloaded at that moment (swapping, or load per
 CPU above 2), logins to the dead and to the slow server, the newcomer's share
-of the wave against its fair (capacity) share, for the moves, the share of
+of the wave against its fair (capacity) share and against the share that brings it to the fleet's
+level (the slow start aims at the first), for the moves, the share of
 clients that moved against the dead server's own share, and for the reconnect
 wave, the returning users who got their session back and the sessions left
 waiting.
@@ -136,6 +149,7 @@ BLIP_AT, BLIP_SHARE, BLIP_S, RECONNECT_NEW = 3600.0, 0.4, 60.0, 140
 # The question a returning user's login asks (its bytes never matter here: each server's answer is built from the
 # simulator's bookkeeping, ``SimServer.user_answer``, as the agent's ``usersessions.Answers`` would give it).
 SIM_QUESTION = bytes(QUESTION_SIZE)
+DAY85_CLIENTS = 1490  # day85: the sessions that fill 85 % of Rudolfo's live memory (700 MiB each on average)
 
 
 @dataclass(frozen=True)
@@ -150,11 +164,14 @@ class Model:
     prestorm: bool = False  # True: each row at the storm's start was taken at its agent's last refresh before
     silent: tuple[str, float, float] = ("", 0.0, 0.0)  # (server, from, until): it answers nothing then
     day_s: float = 0.0  # > 0: after the morning storm, a working day this long of logins and logouts (Sim.day)
+    restart_s: float = 0.0  # > 0: every agent restarts at this second (a configuration push restarts snmpd)
+    rise_fall: bool = False  # True: arrivals rise then fall (triangular over storm_s, the peak at a third)
+    sigma: float = LOGNORMAL_SIGMA  # the lognormal session memory's sigma (same mean whatever it is)
 
     def session_memory(self, rng: random.Random) -> float:
         if self.session_mem == "lognormal":
             mean = statistics.fmean(SESSION_MEM)
-            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - LOGNORMAL_SIGMA ** 2 / 2, LOGNORMAL_SIGMA))
+            return min(LOGNORMAL_MAX, rng.lognormvariate(math.log(mean) - self.sigma ** 2 / 2, self.sigma))
         return rng.uniform(*SESSION_MEM)
 
 
@@ -196,6 +213,14 @@ class SimServer:
     # lbRow): the users with a session that has appeared, and those of them waiting. Kept only when the run
     # asks users' questions (Sim.users).
     published_users: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    agent_start: float = -86400.0  # when its agent started: connections before are not counted as new
+    hog: float = 0.0  # runnable tasks that are no session's (a backup, a runaway process), all the time
+    swap_s: float = 0.0  # seconds with memory beyond RAM (swapping), counted from the storm (or the day)
+
+    @property
+    def capacity_left(self) -> float:
+        """The capacity a hog leaves: its weight times the share of its CPUs the hog does not take."""
+        return self.weight * max(0.0, 1.0 - self.hog / self.cpus)
 
     def appeared(self, t: float) -> int:
         return self.steady + sum(1 for s in self.ramping if s.appear <= t)
@@ -211,7 +236,7 @@ class SimServer:
             self.ramping.remove(s)
             self.steady += 1
             self.steady_mem += s.mem
-        mem, run = self.base_mem + self.steady_mem, BASE_RUN + IDLE_CPU * self.steady
+        mem, run = self.base_mem + self.steady_mem, BASE_RUN + self.hog + IDLE_CPU * self.steady
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
@@ -220,6 +245,7 @@ class SimServer:
         self.mem, self.run = mem, run
         overflow = max(0.0, mem - self.ram)
         self.pswp += int(overflow * SWAP_PAGES_PER_MB)
+        self.swap_s += overflow > 0
         if int(t) % 5 == 0:
             self.loads = [ld * e + run * (1 - e) for ld, e in zip(self.loads, EXP)]
         self.peak = max(self.peak, mem / self.ram)
@@ -278,14 +304,15 @@ class SimServer:
         self.history = (self.history + [proc])[-12:]
         self.published_at = t
         n = self.appeared(t)
-        opened = sum(1 for s in self.ramping if t - 10 < s.connect <= t)  # the agent's LoginRate, 10 s window
+        since = max(t - 10, self.agent_start)  # the agent's LoginRate: 10 s window, from its first sample on
+        opened = sum(1 for s in self.ramping if since < s.connect <= t)
         values = compute_values(proc, swap_rates(self.history, 10.0), SessionCount(n, n, "logind"),
                                 AdminSettings(weight=self.weight), POLICY, wall_time=t,
                                 ssh_connections=self.connected(t) if ssh_connections else 0,
-                                login_rate=opened * 6)
+                                login_rate=opened * 6, login_rate_span=int(min(10.0, t - self.agent_start)))
         row = mib.decode_row(values["lbRow"].at(t))
         if not login_rate:
-            del row["lbLoginRate"]
+            del row["lbLoginRate"], row["lbLoginRateSpan"]
         self.published = ServerState(self.name, 161, row, "", self.rtt)
 
     def fast_forward(self, t_from: float, t_to: float) -> None:
@@ -311,6 +338,17 @@ def rudolfo_fleet() -> list[SimServer]:
     fleet += [SimServer(f"app{i:02d}", 8, 32768, 100) for i in range(20)]
     fleet[-1].dead = True
     fleet[-2].rtt = SLOW_RTT
+    return fleet
+
+
+def hogs_fleet() -> list[SimServer]:
+    """Rudolfo's fleet with CPU hogs on four live servers (a backup, a runaway process: runnable tasks that
+    are no session's, running since long before the storm): a big one at 0.5 per CPU, three normal ones at
+    0.25, 0.5 and 0.75 per CPU."""
+    fleet = rudolfo_fleet()
+    for s, per_cpu in zip((fleet[0], fleet[10], fleet[11], fleet[12]), (0.5, 0.25, 0.5, 0.75)):
+        s.hog = per_cpu * s.cpus
+        s.loads = [BASE_RUN + s.hog] * 3
     return fleet
 
 
@@ -392,6 +430,19 @@ SCENARIOS = [
              "about half an hour) holding 1400 sessions, lognormal session memory (the fleet's memory about 80 % "
              "used); servers that swapped during that hour", rudolfo_fleet, 1400,
              Model(session_mem="lognormal", day_s=3600.0)),
+    Scenario("restart", "Rudolfo with every agent restarted at 30 s (a configuration push restarts snmpd "
+             "everywhere in the middle of the storm): rows just after it carry the login rate of the connections "
+             "opened since, 0 at first, and the agents refresh at the same instants from then on",
+             rudolfo_fleet, 1400, Model(restart_s=30.0)),
+    Scenario("rise-fall", "Rudolfo with arrivals rising then falling (triangular over 60 s, the peak at 20 s) "
+             "and slow logins: a session shows 5-20 s after the choice", rudolfo_fleet, 1400,
+             Model(rise_fall=True, appear=(5.0, 20.0))),
+    Scenario("day85", "A working day at 85 % of the fleet's memory: as day, with 1490 sessions and heavier-tailed "
+             "session memory (lognormal sigma 1.0, same mean); servers that swapped during that hour",
+             rudolfo_fleet, DAY85_CLIENTS, Model(session_mem="lognormal", day_s=3600.0, sigma=1.0)),
+    Scenario("hogs", "Rudolfo with CPU hogs on four servers (one big at 0.5 per CPU, three normal at 0.25, 0.5 and "
+             "0.75 per CPU: a backup, a runaway process); max/mean over the capacity the hogs leave",
+             hogs_fleet, 1400),
     Scenario("margot", "Margot: 17 clients within 60 s, 3 desktops", margot_fleet, 17, small=True),
     Scenario("margot-slow", "Margot with a small desktop (a quarter of the capacity) answering in 800 ms",
              margot_slow_fleet, 17, small=True),
@@ -546,7 +597,7 @@ class Sim:
     def _by_counts(self) -> SimServer:
         """The reference: every login to the live server with the fewest sessions per capacity right now
         (what no client can know), ties at random."""
-        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / s.weight, self.rng.random()))
+        return min(self._live(), key=lambda s: ((len(s.clients) + 1) / max(1e-9, s.capacity_left), self.rng.random()))
 
     def _by_memory(self) -> SimServer:
         """The other reference (ORACLE_MEM): every login to the live server with the least memory in
@@ -573,6 +624,8 @@ class Sim:
         while self.t <= end:
             for s in self.fleet:
                 s.step(self.t)
+            if self.model.restart_s and self.t == self.model.restart_s:
+                self._restart()
             for s in self.fleet:
                 if s.published is None and self.model.prestorm and self.period and s.phase:
                     self._publish(s, s.phase - self.period)  # its last refresh before the storm (idle then)
@@ -586,8 +639,20 @@ class Sim:
                 i += 1
             self.t += 1.0
 
+    def _restart(self) -> None:
+        """Every agent restarts now (``Model.restart_s``): its first row at once (``run_until`` publishes
+        it), its login rate counting only the connections opened since, and from then on every agent
+        refreshes at the same instants."""
+        for s in self.fleet:
+            s.agent_start, s.phase = self.t, self.t
+
     def storm(self, clients: list[str], start: float) -> None:
-        self.run_until(start + SETTLE_S, [(start + self.rng.uniform(0, self.model.storm_s), c) for c in clients])
+        span = self.model.storm_s
+        if self.model.rise_fall:  # rising then falling, as bench/storm_alt.py's storm
+            times = [start + self.rng.triangular(0, span, span / 3) for _ in clients]
+        else:
+            times = [start + self.rng.uniform(0, span) for _ in clients]
+        self.run_until(start + SETTLE_S, list(zip(times, clients)))
 
     def day(self, clients: list[str], steady: int) -> None:
         """A working day after the morning storm (``clients`` logged in, each ending after an exponential
@@ -598,7 +663,7 @@ class Sim:
         where = {c: name for _, c, name in self.logins}
         ends = [(self.t + self.rng.expovariate(1 / DAY_SESSION_S), c) for c in clients]
         for s in self.fleet:
-            s.peak = 0.0
+            s.peak, s.swap_s = 0.0, 0.0
         start, fresh = self.t, (f"d{i:05d}" for i in range(10 ** 6))
         rate = steady / (DAY_MIN_SESSION_S + DAY_SESSION_S)
         arrival = start + self.rng.expovariate(rate)
@@ -623,12 +688,13 @@ class Sim:
             ends = later
 
     def max_over_mean(self, in_use: bool = False) -> float:
-        """The fullest live server's sessions per capacity over the fleet's; ``in_use``: without the sessions
-        waiting for a reconnect (those the reconnect wave left behind)."""
+        """The fullest live server's sessions per capacity over the fleet's: capacity is the weight, or
+        what a CPU hog leaves of it (``capacity_left``) where a server has one; ``in_use``: without the
+        sessions waiting for a reconnect (those the reconnect wave left behind)."""
         live = [s for s in self.fleet if not s.dead]
         held = {s.name: len(s.clients) - (len(s.waiting) if in_use else 0) for s in live}
-        total = sum(held.values()) / sum(s.weight for s in live)
-        return max(held[s.name] / s.weight for s in live) / total
+        total = sum(held.values()) / sum(s.capacity_left for s in live)
+        return max(held[s.name] / max(1e-9, s.capacity_left) for s in live) / total
 
 
 def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_clients: int,
@@ -644,6 +710,7 @@ def storm_metrics(fleet_maker, variant: Variant, period: float, seed: int, n_cli
         "max_mean": sim.max_over_mean(),
         "peak_mem": max(s.peak for s in sim.fleet if not s.dead),
         "swapping": sum(1 for s in sim.fleet if s.peak > 1.0),
+        "swap_minutes": sum(s.swap_s for s in sim.fleet) / 60,
         "bad_starts": sim.bad_starts / len(sim.logins),
         "to_dead": sum(1 for _, _, s in sim.logins if s in dead) + sim.to_silent,
         "to_slow": sum(1 for _, _, s in sim.logins if s in slow),
@@ -672,7 +739,11 @@ def wave_metrics(variant: Variant, period: float, seed: int, model: Model = Mode
     wave = sim.logins[before:]
     live_weight = sum(s.weight for s in sim.fleet if not s.dead)
     got = sum(1 for _, _, s in wave if s == newcomer.name) / len(wave)
-    return {"new_share": got / (newcomer.weight / live_weight), "max_mean": sim.max_over_mean(),
+    # The share that brings the newcomer to the fleet's level: the fleet's sessions per capacity after the
+    # wave, times its capacity, over the wave's logins (about 3.3 times its capacity share in Rudolfo's fleet).
+    level = sum(len(s.clients) for s in sim.fleet if not s.dead) / live_weight * newcomer.weight / len(wave)
+    return {"new_share": got / (newcomer.weight / live_weight), "new_level_share": got / level,
+            "max_mean": sim.max_over_mean(),
             "swapping": sum(1 for s in sim.fleet if s.peak > 1.0)}
 
 
@@ -740,10 +811,10 @@ def blind_floor(period: float, synchronized: bool, seeds: int = 2000, sc: Scenar
     sc = sc or SCENARIO["rudolfo"]
     rng = random.Random(1)
     fleet = sc.fleet()
-    usable = [s.weight for s in fleet if not s.dead and s.rtt != SLOW_RTT]
-    live = sum(s.weight for s in fleet if not s.dead)
+    usable = [s.capacity_left for s in fleet if not s.dead and s.rtt != SLOW_RTT]  # the weight, but hogs
+    live = sum(s.capacity_left for s in fleet if not s.dead)
     if sum(usable) < IN_TIME_SHARE * live:  # as balanced's _pool: the slow servers then keep their share
-        usable = [s.weight for s in fleet if not s.dead]
+        usable = [s.capacity_left for s in fleet if not s.dead]
     rate, n = sc.clients / sc.model.storm_s, sc.clients
     worst = []
     for _ in range(seeds):
@@ -945,13 +1016,7 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
         lines.append(f"| {v.label} | " + " | ".join(f"{_mean(mar[(v.label, T)], 'max_mean'):.2f}" for T in periods)
                      + " |")
     lines += _scenario_section(scen, periods)
-    lines += ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
-              "The newcomer's share of the wave's logins over its fair (capacity) share; 1.0 is fair.", "",
-              "| algorithm | " + " | ".join(f"T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
-              "|---|" + "---|" * (len(periods) + 1)]
-    for v in VARIANTS:
-        lines.append(f"| {v.label} | " + " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
-                     + f" | {_mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan'):.2f} |")
+    lines += _wave_section(wave, periods)
     lines += ["", "## Moves: one server dies; a second day", "",
               "| algorithm | clients that moved | ideal (the dead server's clients) | kept their server on a second day |",
               "|---|---|---|---|"]
@@ -1022,6 +1087,13 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
               "- Issue 12, rows older than a flash crowd (1400 logins in 20 s, rows up to 30 s old taken before it): "
               f"`balanced` {sm('flash', 'balanced', 30.0)} at T = 30 s against capacity-weighted `sticky`'s "
               f"{sm('flash', 'sticky', 30.0)}; {sm('flash', 'balanced', T10)} at T = 10 s.",
+              "- Issue 23, every agent restarted 30 s into the storm (rows at each agent's first sample say "
+              "lbLoginRateSpan 0: the login rate not known yet): `balanced` "
+              f"{sm('restart', 'balanced', 30.0)} at T = 30 s with {sm('restart', 'balanced', 30.0, 'swapping')} "
+              f"servers swapping, against `sticky`'s {sm('restart', 'sticky', 30.0)} (read as no logins: 1.74 "
+              f"with 13.4 swapping); {sm('restart', 'balanced', T10)} at T = 10 s. A storm rising and falling "
+              f"with 5-20 s logins: {sm('rise-fall', 'balanced', T10)} at T = 10 s against two choices' "
+              f"{sm('rise-fall', TWO_CHOICES, T10)} (docs/algorithms.md, not met yet).",
               "- Issue 12, logins in progress: with 0-20 steady non-login ssh connections per server, "
               f"{sm('background-ssh', 'balanced', T10)} at T = 10 s; with no connection count at all (lbSshConnections "
               f"0), {sm('no-lbssh', 'balanced', T10)} (Rudolfo as modelled: {mm('balanced', T10)}).",
@@ -1063,6 +1135,29 @@ def report(seeds: int, periods: list[float], plots: bool, out: Path, workers: in
     return "\n".join(lines)
 
 
+def _wave_section(wave: dict, periods: list[float]) -> list[str]:
+    """The newcomer's share of the wave, against its capacity share and against the share that would bring it
+    to the fleet's level; which of the two the slow start aims at."""
+    lines = ["", "## Afternoon wave: a new server joins, 120 s later 30 % log back in within 60 s", "",
+             "The newcomer's share of the wave's logins over two references: its capacity share (its weight over "
+             "the fleet's: 1.0 takes the wave by capacity, as if the newcomer held the fleet's level already), and "
+             "the share that brings it to the fleet's level (the fleet's sessions per capacity after the wave, "
+             "times its weight; in Rudolfo's fleet about 3.3 times its capacity share: 1.0 fills it from empty "
+             "in this one wave). The slow start aims at the capacity share: the newcomer's weight grows from 10 % "
+             "to 100 % over LB_SLOW_START_S (300 s), so that an empty server does not take two capacity shares of "
+             "a storm, as it does without (`balanced, no slow start`); it fills to the fleet's level over the "
+             "following logins. About 0.3 of the level share is that aim met.", "",
+             "| algorithm | " + " | ".join(f"capacity share, T = {T:g} s" for T in periods) + " | "
+             + " | ".join(f"level share, T = {T:g} s" for T in periods) + " | max/mean after (T = 10 s) |",
+             "|---|" + "---|" * (2 * len(periods) + 1)]
+    for v in VARIANTS:
+        cap = " | ".join(f"{_mean(wave[(v.label, T)], 'new_share'):.2f}" for T in periods)
+        lev = " | ".join(f"{_mean(wave[(v.label, T)], 'new_level_share'):.2f}" for T in periods)
+        after = _mean(wave[(v.label, 10.0)], 'max_mean') if 10.0 in periods else float('nan')
+        lines.append(f"| {v.label} | {cap} | {lev} | {after:.2f} |")
+    return lines
+
+
 def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
     """Every site shape's table, the default's distance to the best, and each algorithm's worst case."""
     lines = ["", "## Site shapes (issue 12): the default against the alternatives in every scenario", "",
@@ -1080,6 +1175,16 @@ def _scenario_section(scen: dict, periods: list[float]) -> list[str]:
             slow = _mean(scen[(sc.key, label, 10.0)], "to_slow") if 10.0 in periods else float("nan")
             lines.append(f"| {label} | {cells} | {dead} | {slow:.1f} |")
         lines.append("")
+    days = [sc for sc in SCENARIOS if sc.model.day_s]
+    lines += ["### Swapping server-minutes in the working days", "",
+              "Minutes each server spent with its memory beyond RAM during the day's hour, summed over the fleet "
+              "(issue 23's target for day85: half of what `balanced` left on main, 52.3 at T = 10 s).", "",
+              "| algorithm | " + " | ".join(f"{sc.key}, T = {T:g} s" for sc in days for T in periods) + " |",
+              "|---|" + "---|" * (len(days) * len(periods))]
+    for label in COMPARED:
+        lines.append(f"| {label} | " + " | ".join(f"{_mean(scen[(sc.key, label, T)], 'swap_minutes'):.1f}"
+                                                for sc in days for T in periods) + " |")
+    lines.append("")
     others = [label for label in COMPARED if label != "balanced" and label not in REFERENCES]
     lines += ["### The default against the best of the others, T at most 10 s", "",
               "max/mean of `balanced`, and of the best other algorithm (random, weighted, two choices, sticky, "

@@ -26,8 +26,9 @@ elif [ "$mode" != "--minimal" ]; then
     packages+=(gcc libc6-dev python3-tk xvfb xdotool imagemagick)
     # Current LTSP's session wrappers: the real RDP and X2Go clients, xmessage, the .desktop validator.
     packages+=(freerdp2-x11 pyhoca-cli x11-utils desktop-file-utils keyutils)
-    # A real RDP server that refuses a password (tests/test_sessions.py runs its own, in a mount namespace).
-    packages+=(xrdp)
+    # Real RDP and X2Go servers: xrdp with both backends (Xvnc, xorgxrdp), x2goserver (tests/test_sessions.py
+    # runs an xrdp that refuses a password; tests/test_desktops.py two servers of each in namespaces).
+    packages+=(xrdp tigervnc-standalone-server xorgxrdp x2goserver)
     # SSH_SERVER per login: Debian's real ltsp (pamltsp), a PAM conversation (pamtester), pam_snmplb's headers,
     # sshfs (pamltsp mounts the home from the server it checked the password on).
     packages+=(ltsp pamtester libpam0g-dev sshfs)

@@ -428,7 +428,24 @@ SCALARS = ({'name': 'lbLoad1',
   'hint': '',
   'access': 'read-only',
   'description': "What is wrong with the admin file, on one line: the file's path, the first "
-                 'problem and how many more; the empty string when lbAdminFileStatus is ok.'})
+                 'problem and how many more; the empty string when lbAdminFileStatus is ok.'},
+ {'name': 'lbLoginRateSpan',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 37),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 10),
+  'units': 'seconds',
+  'hint': '',
+  'access': 'read-only',
+  'description': "How many seconds of lbLoginRate's 10 s window the agent has watched the ssh "
+                 'connections for, in the same sample: 10 once it has compared samples over 10 s; '
+                 'less just after the agent started (0 at its first sample, and until it could '
+                 'first read the TCP tables), since connections present when it started do not '
+                 'count as new. lbLoginRate then counts the connections opened within this span '
+                 'only, still times 6. Thin clients take a span of 0 as a login rate not known '
+                 "yet, not as no logins, and a shorter span's count as that span's share of the "
+                 "window's."})
 COLUMNS = ({'name': 'lbUserQuery',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 1),
   'base': 'OCTET STRING',

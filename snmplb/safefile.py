@@ -87,7 +87,7 @@ class TimedRead(Generic[T]):
 
     def __init__(self, read: Callable[[], T], timeout: float) -> None:
         self._read = read
-        self._timeout = timeout
+        self.timeout = timeout
         self._done = threading.Event()
         self._result: T | None = None
         self._running = False
@@ -97,7 +97,7 @@ class TimedRead(Generic[T]):
             self._done.clear()
             self._running = True
             threading.Thread(target=self._work, name="timed-read", daemon=True).start()
-        if not self._done.wait(self._timeout):
+        if not self._done.wait(self.timeout):
             return False, None
         self._running = False
         return True, self._result

@@ -57,6 +57,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_core.py": ("agent", "admin", "client"),
     "test_debian.py": ("client", "login", "agent", "admin", "nms"),  # the packages of these roles
     "test_debian13.py": ("client", "login", "agent", "admin", "nms"),  # the packages, built in Debian 13 and 12
+    "test_desktops.py": ("agent", "login"),  # real xrdp and X2Go servers, the session wrapper
     "test_feed.py": ("login",),
     "test_feed_header.py": ("login",),  # the feed's C header for greeters
     "test_fuzz.py": ("client", "agent"),
@@ -83,6 +84,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "test_sshkeys.py": ("login",),
     "test_status.py": ("login",),
     "test_storm.py": ("client",),
+    "test_usersessions.py": ("agent",),
     "test_v3_spoof.py": ("client",),
     "test_zabbix_import.py": ("nms", "build"),
 }

@@ -1,7 +1,7 @@
 """Helpers shared by several test files (test files import from here, never from each other).
 
 Rows and server states for the pure algorithm tables; get_hosts run as LDM runs it;
-a hostile SNMPv3 discovery Report; snmplb-agent as a process with bounded reads.
+a hostile SNMPv3 discovery Report; snmplb-agent as a process with bounded reads; a FUSE mount that hangs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def row(load_per_cpu=0.5, cpus=4, mem_pct=50, sessions=0, users=0, weight=100, m
                   lbSwapTotal=100, lbSwapFree=100, lbSwapping=1 if swapping else 2, lbSessions=sessions,
                   lbUsers=users, lbWeight=weight, lbMaxSessions=max_sessions, lbAdminState=ADMIN[admin],
                   lbStatus=STATUS[status], lbDataAge=age, lbSessionSource=1, lbInService=in_service,
-                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2))
+                  lbRating=rating if rating is not None else max(1, 100 - lpc // 2),
+                  lbLoginRateSpan=10)  # an agent that has watched its whole login-rate window
     return values
 
 
@@ -220,3 +221,25 @@ def drop_queue(name: str) -> None:
         mqueue.unlink(name)
     except QueueError:
         pass
+
+
+class HungMount:
+    """A real FUSE mount whose server never answers: every lookup under it blocks in the kernel,
+    as on an NFS mount whose server died. Closing the /dev/fuse descriptor aborts the connection
+    (the blocked calls fail with ENOTCONN) and the mount is then detached."""
+
+    def __init__(self, target: Path) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.target = target
+        target.mkdir()
+        self._fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        opts = f"fd={self._fd},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
+        if self._libc.mount(b"snmplb-hung", str(target).encode(), b"fuse.snmplb-hung", 0, opts) != 0:
+            os.close(self._fd)
+            raise OSError(ctypes.get_errno(), "mount fuse")
+
+    def release(self) -> None:
+        os.close(self._fd)
+        self._libc.umount2(str(self.target).encode(), 2)  # MNT_DETACH

@@ -355,7 +355,8 @@ def test_ssh_through_connect_user_r_lands_where_the_users_session_runs(fleet, tm
                                                  "connect --connect-timeout 3 --user %r %p")
         farm.config.write_text(config)
         env = {"LB_SERVERS": " ".join(_addr(i) for i in insts), "LB_SNMP_COMMUNITY": COMMUNITY,
-               "LB_TIMEOUT_MS": "5000", "SNMPLB_CLIENT_CONF": "/nonexistent", "LB_AFFINITY_KEY_FILE": str(key)}
+               "LB_TIMEOUT_MS": "5000", "SNMPLB_CLIENT_CONF": "/nonexistent", "LB_AFFINITY_KEY_FILE": str(key),
+               "LB_ALGORITHM": "best"}  # deterministic: without affinity an idle server, never app3
         assert farm.who(env) == "app3"  # the farm logs in as root (User root): root's session is on app3
         assert farm.who({**env, "LB_AFFINITY": "no"}) in ("app1", "app2")
 

@@ -85,6 +85,34 @@ def test_bad_config_and_broken_proc_are_logged_not_printed(tmp_path):
         assert needle in log
 
 
+def test_a_restarted_agent_says_its_login_rate_is_not_known_yet(tmp_path):
+    # Issue 23: lbLoginRateSpan is the seconds of lbLoginRate's 10 s window the agent has watched: 0 or
+    # little just after it started (its lbLoginRate 0 is then "not known yet"), never more than it has
+    # run, 10 once it has watched a whole window; in lbRow too. A restart starts it over.
+    def span(agent: AgentProcess) -> int:
+        return int(agent.get(mib.oid_str(mib.obj("lbLoginRateSpan").instance))[2])
+
+    for run in ("first", "restarted"):
+        started = time.monotonic()
+        agent = AgentProcess(tmp_path / run)
+        try:
+            seen = [span(agent)]
+            assert seen[0] <= time.monotonic() - started and seen[0] < 10
+            while seen[-1] < 10:
+                assert time.monotonic() - started < 30, seen
+                time.sleep(0.5)
+                seen.append(span(agent))
+                assert seen[-1] >= seen[-2] and seen[-1] <= time.monotonic() - started, seen
+            row = mib.decode_row(agent.get(mib.oid_str(mib.ROW.instance))[2])
+            assert row is not None and row["lbLoginRateSpan"] == 10 and row["lbLoginRate"] == 0
+            rc, err = agent.close()
+            assert rc == 0 and err == b""
+        finally:
+            if agent.p.poll() is None:
+                agent.p.kill()
+                agent.p.wait()
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="openssh-server not installed")
 def test_counts_real_ssh_connections_to_a_real_sshd_and_their_rate(tmp_path):
     import shutil

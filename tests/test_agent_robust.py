@@ -28,7 +28,7 @@ from snmplb.agent.service import LogLimiter
 from snmplb.kvfile import parse_kv_bytes, summarise
 from snmplb.safefile import TimedRead, UnsafeFile, read_bounded
 from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
-from support import AgentProcess
+from support import AgentProcess, HungMount
 
 ADMIN_STATE = mib.oid_str(mib.obj("lbAdminState").instance)
 STATUS = mib.oid_str(mib.obj("lbStatus").instance)
@@ -333,28 +333,6 @@ def test_many_distinct_problems_do_not_flood_the_log(spawn, tmp_path):
 
 
 # ---- a file system whose server never answers (what a dead NFS server does) ----
-
-class HungMount:
-    """A real FUSE mount whose server never answers: every lookup under it blocks in the kernel,
-    as on an NFS mount whose server died. Closing the /dev/fuse descriptor aborts the connection
-    (the blocked calls fail with ENOTCONN) and the mount is then detached."""
-
-    def __init__(self, target: Path) -> None:
-        import ctypes
-
-        self._libc = ctypes.CDLL(None, use_errno=True)
-        self.target = target
-        target.mkdir()
-        self._fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
-        opts = f"fd={self._fd},rootmode=40000,user_id=0,group_id=0,allow_other".encode()
-        if self._libc.mount(b"snmplb-hung", str(target).encode(), b"fuse.snmplb-hung", 0, opts) != 0:
-            os.close(self._fd)
-            raise OSError(ctypes.get_errno(), "mount fuse")
-
-    def release(self) -> None:
-        os.close(self._fd)
-        self._libc.umount2(str(self.target).encode(), 2)  # MNT_DETACH
-
 
 @pytest.fixture
 def hung_mount(tmp_path: Path) -> Iterator[HungMount]:

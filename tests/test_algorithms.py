@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import statistics
 import random
 
 import pytest
@@ -475,3 +476,128 @@ def test_the_others_means_are_each_servers_mean_of_the_others_computed_once():
                 others = [values[j] for j in among if j != i]
                 want = min(sum(others) / len(others), bound) if others else v
                 assert got[i] == pytest.approx(want, rel=1e-12, abs=1e-12), (n, i)
+
+
+def restarted(name, sessions, connecting, age_ms=0, weight=100) -> ServerState:
+    """A row taken just after its agent (re)started: lbLoginRateSpan 0, so lbLoginRate reads 0 whatever
+    arrives; its ssh connections (``connecting`` beyond the sessions) are current."""
+    return ServerState(name, 161, {**row(sessions=sessions, users=min(1, sessions), age=age_ms, weight=weight),
+                                   "lbLoginRate": 0, "lbLoginRateSpan": 0,
+                                   "lbSshConnections": sessions + connecting}, "", 1.0)
+
+
+def test_a_rate_not_known_yet_is_not_no_logins():
+    # Issue 23: a configuration push restarts every agent in a storm; rows 20 s old, every one taken at
+    # its agent's first sample. lbLoginRate 0 there means "not known yet": the fleet's rate comes from the
+    # logins in progress (5 per server over a login's usual LOGIN_LAG_S), and the logins that decide on
+    # these figures spread over the servers instead of piling onto the emptiest.
+    from snmplb.client.balanced import LOGIN_LAG_S, fleet_rate, known_rate, login_shares
+
+    fleet = [restarted(f"r{i}", 20 + i, 5, age_ms=20_000) for i in range(10)]
+    assert known_rate(fleet[0]) is None
+    rate = fleet_rate(fleet)
+    assert rate == pytest.approx(10 * 5 / LOGIN_LAG_S)  # read as no logins (0) before
+    shares = login_shares(fleet, rate, ClientSettings())
+    assert max(shares) < 0.25 and sum(s > 0.02 for s in shares) >= 6, shares  # the emptiest took 63 % before
+    assert shares == sorted(shares, reverse=True)  # the emptier still take more
+
+
+def test_restarted_agents_do_not_set_the_fleets_rate_to_zero():
+    # Half the agents restarted a moment ago (fresh rows, rate not known yet), half known, 15 s old, at
+    # 60 logins a minute each: the known ones stand for the whole fleet (before: the fresh rows read 0).
+    from snmplb.client.balanced import capped_rates, fleet_rate
+
+    known = [storming(f"k{i}", 20, 15_000, 60) for i in range(5)]
+    fresh = [restarted(f"r{i}", 20, 0) for i in range(5)]
+    assert fleet_rate(known + fresh) == pytest.approx(10.0)
+    assert capped_rates(known + fresh) == pytest.approx([1.0] * 10)  # the restarted ones at the fleet's rate
+
+
+def test_a_short_span_counts_its_own_connections_scaled_to_the_window():
+    from snmplb.client.balanced import known_rate
+
+    def with_span(span, per_minute):
+        return ServerState("s", 161, {**row(sessions=5, users=1), "lbLoginRate": per_minute,
+                                      "lbLoginRateSpan": span}, "", 1.0)
+
+    assert known_rate(with_span(2, 12)) == pytest.approx(1.0)  # 2 connections in 2 s: 1 a second
+    assert known_rate(with_span(10, 12)) == pytest.approx(0.2)
+    older = ServerState("o", 161, {k: v for k, v in with_span(10, 12).values.items() if k != "lbLoginRateSpan"},
+                        "", 1.0)
+    assert known_rate(older) == pytest.approx(0.2)  # an agent older than lbLoginRateSpan: the whole window
+# -- issue 23: load the sessions do not explain is capacity in use -----------------------------------------------
+
+def _loaded(name: str, per_cpu: float, sessions: int = 0, cpus: int = 8, weight: int = 100, **kw) -> ServerState:
+    """A server at ``per_cpu`` load per CPU (its 1- and 5-minute averages alike) with ``sessions``."""
+    return up(name, load_per_cpu=per_cpu, sessions=sessions, users=0, cpus=cpus, weight=weight, **kw)
+
+
+def test_an_empty_server_at_1_7_per_cpu_is_not_first_as_often_as_an_idle_one():
+    """Tried as a new user would (issue 23): one server at 1.7 per CPU with no sessions (a backup, a runaway
+    process), one idle with no sessions. The agent calls the first busy; `balanced` counted load only above
+    LB_MAX_LOAD (2.0) and put it first about half the time (31 of 60 before this change)."""
+    servers = [_loaded("busy", 1.7), _loaded("idle", 0.02)]
+    assert servers[0].status == "busy" and servers[1].status == "idle"
+    first = [hosts("balanced", servers, ctx(seed, f"c{seed}"))[0] for seed in range(60)]
+    assert first.count("busy") <= 3, first.count("busy")
+
+
+def test_a_hog_taking_half_a_servers_cpus_halves_its_share():
+    """Ten servers whose load follows their sessions (0.1 per session; 16 to 24 sessions), one of them with a
+    hog of 0.5 per CPU on top: that one keeps half its capacity (``cpu_left``); holding half the sessions of a
+    typical peer, it is as full as that one and takes at most about half the logins of one (less: the margin of
+    ``fill`` weighs more on a smaller capacity) (before: as many as a peer, and more than its
+    capacity left: the hog's load was not counted below LB_MAX_LOAD)."""
+    from snmplb.client.balanced import cpu_left, fleet_rate, login_shares
+
+    def server(name: str, sessions: int, hog: float = 0.0) -> ServerState:
+        s = _loaded(name, round(0.1 * sessions / 8 + hog, 2), sessions)
+        return s._replace(values={**s.values, "lbLoginRate": 30})
+
+    fleet = [server(f"s{i}", 16 + i) for i in range(9)] + [server("hog", 10, hog=0.5)]
+    left = cpu_left(fleet)
+    assert left[-1] == pytest.approx(0.5, abs=0.05) and min(left[:-1]) >= 0.97
+    shares = login_shares(fleet, fleet_rate(fleet), ClientSettings())
+    peer = shares[4]  # the typical peer: 20 sessions
+    assert shares[-1] <= 0.6 * peer, (shares[-1], peer)  # before: the largest share, as the emptiest by count
+
+
+def test_a_load_common_to_every_server_changes_nothing():
+    """A load that does not follow the sessions but is the same everywhere (a fleet-wide daemon) is no
+    server's in particular: the shares are those of the same fleet without it."""
+    from snmplb.client.balanced import cpu_left, login_shares
+
+    quiet = [_loaded(f"s{i}", 0.02, sessions=10 + 3 * i) for i in range(6)]
+    loud = [_loaded(f"s{i}", 0.6, sessions=10 + 3 * i) for i in range(6)]
+    assert cpu_left(loud) == [1.0] * 6
+    assert login_shares(loud, 0.5, ClientSettings()) == login_shares(quiet, 0.5, ClientSettings())
+
+
+def test_exact_ties_after_the_first_choice_go_to_the_higher_rating():
+    """Three empty servers of the same size: after the drawn first one, an exact tie in sessions per capacity
+    goes to the agent's higher lbRating (before: to the configured order). The first choice stays a draw:
+    a tie-break that every client shares would herd them (two choices in Rudolfo's storm: 1.137 -> 1.184)."""
+    servers = [up("low", sessions=0, users=0, rating=60), up("mid", sessions=0, users=0, rating=75),
+               up("high", sessions=0, users=0, rating=90)]
+    firsts = set()
+    for seed in range(40):
+        got = hosts("balanced", servers, ctx(seed))
+        firsts.add(got[0])
+        rest = got[1:]
+        assert rest == sorted(rest, key=lambda h: {"low": 60, "mid": 75, "high": 90}[h], reverse=True), got
+    assert firsts == {"low", "mid", "high"}
+
+
+def test_the_agents_busy_is_where_the_client_sees_no_cpu_left():
+    """The thresholds a user sees side by side (the chooser, snmplb status) agree: the agent calls a server busy
+    from HealthPolicy.busy_load per CPU, and `balanced` leaves a server whose sessions do not explain that
+    load only CPU_LEFT_FLOOR of its capacity. LB_MAX_LOAD (2.0) stays the client's hard limit: above it a
+    server is not chosen at all, whatever explains its load."""
+    from snmplb.agent.verdict import HealthPolicy
+    from snmplb.client import balanced
+
+    assert balanced.FULL_CPU_LOAD == HealthPolicy().busy_load
+    idle = [_loaded(f"i{i}", 0.02) for i in range(3)]
+    left = balanced.cpu_left(idle + [_loaded("busy", HealthPolicy().busy_load)])
+    assert left[:3] == [1.0] * 3 and left[3] == balanced.CPU_LEFT_FLOOR
+    assert ClientSettings().max_load == 2.0 and HealthPolicy().busy_load < ClientSettings().max_load

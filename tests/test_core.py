@@ -313,6 +313,23 @@ def test_login_rate_counts_connections_new_since_the_last_sample_over_ten_second
     assert rate.update(40.0, frozenset()) == 0  # everything aged out
 
 
+def test_login_rate_span_is_how_much_of_the_window_the_agent_has_watched():
+    # lbLoginRateSpan: 0 until the agent has a baseline (just started, or the tables unreadable), then the
+    # seconds since it, at most the window: a restarted agent's 0 is "not known yet", not "no logins".
+    from snmplb.agent.tcpconns import LoginRate
+
+    rate = LoginRate(window=10.0)
+    assert rate.span(0.0) == 0
+    rate.update(0.0, None)  # the tables could not be read: still no baseline
+    assert rate.span(0.5) == 0
+    rate.update(1.0, frozenset({"a"}))  # the baseline
+    assert rate.span(1.0) == 0
+    rate.update(4.5, frozenset({"a", "b"}))
+    assert rate.span(4.5) == 3
+    rate.update(30.0, frozenset({"a", "b"}))
+    assert rate.span(30.0) == 10
+
+
 def test_login_rate_memory_stays_bounded_over_a_long_run():
     """The agent runs for months: what LoginRate holds must not grow with the samples it has seen."""
     import tracemalloc

@@ -225,11 +225,16 @@ class Install:
     added: set[str]
     etc_before: dict[str, bytes] | None
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # what must end before the purge
+    groups_before: str = ""  # snmpd's user's groups (the postinst may add x2gouser; purge takes it back)
 
     def purge(self) -> None:
         while self.cleanups:
             self.cleanups.pop()()
         purge(self.added)
+
+
+def snmpd_groups() -> str:
+    return subprocess.run(["id", "-nG", "Debian-snmp"], capture_output=True, text=True, timeout=30).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +244,7 @@ def installed(built: Built) -> Iterator[Install]:
         pytest.skip("an snmplb package is installed on this machine: the test would replace it")
     before = installed_packages()
     etc_before = snapshot(ETC_SNMPLB)
-    state = Install(set(), etc_before)
+    state = Install(set(), etc_before, groups_before=snmpd_groups())
     try:
         debs = [str(d) for d in built.debs.values()]
         # apt must find every dependency installed: never reach the mirror (--no-download cannot install
@@ -262,6 +267,9 @@ def test_apt_installs_only_snmplb_and_the_admin_file_is_made_once(installed: Ins
     drop_in = Path("/etc/snmp/snmpd.conf.d/snmplb.conf").read_text()
     assert re.search(r"^pass_persist \S+ /usr/bin/snmplb-agent ", drop_in, re.M) and "/opt/snmplb" not in drop_in
     assert Path("/usr/lib/ltsp/get_hosts").resolve() == Path("/usr/share/ltsp/get_hosts")
+    # Where x2goserver is installed (setup.sh installs it), snmpd's user joins x2gouser to read its sessions.
+    if subprocess.run(["getent", "group", "x2gouser"], capture_output=True, timeout=30).returncode == 0:
+        assert "x2gouser" in snmpd_groups().split()
     admin = ETC_SNMPLB / "admin.conf"
     if installed.etc_before is None or str(admin) not in installed.etc_before:
         assert "state = enabled" in admin.read_text()
@@ -664,6 +672,7 @@ def test_zz_purge_leaves_the_machine_as_it_was(installed: Install):
     assert not {p.split(":")[0] for p in installed_packages()} & set(PACKAGES)
     assert snapshot(ETC_SNMPLB) == installed.etc_before
     assert not Path("/var/lib/snmplb-agent").exists()
+    assert snmpd_groups() == installed.groups_before
     assert not Path("/etc/snmp/snmpd.conf.d/snmplb.conf").exists()
     assert not (DIST / "snmplb").exists()
     assert not Path("/usr/share/ltsp/get_hosts").exists() and not Path("/usr/lib/ltsp/get_hosts").exists()

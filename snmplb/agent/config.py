@@ -46,6 +46,13 @@ class AgentConfig:
         (lbUserTable; the clients' LB_AFFINITY_KEY_FILE holds the same key). Owned by root or the agent's
         user, writable by nobody else, not readable by every user (0640 root:Debian-snmp). Empty: no
         key, every question is answered noSuchInstance and affinity is off ("").
+    session_proc: the process table where lbUserTable's answers look for xrdp's X servers (Xvnc, Xorg) and
+        X2Go's agents, and whose net/tcp, tcp6 and unix say which X servers have xrdp connected; readable by
+        every user unless /proc is mounted with hidepid (/proc; empty: no xrdp sessions counted).
+    x2go_db: x2goserver's SQLite session database, read-only, for lbUserTable's answers (running and
+        suspended X2Go sessions); the agent's user needs group x2gouser to read it, which the Debian
+        package's postinst grants when that group exists (/var/lib/x2go/x2go_sessions; empty: no X2Go
+        sessions counted).
     """
 
     proc_root: Path = Path("/proc")
@@ -64,6 +71,8 @@ class AgentConfig:
     min_free_inodes_percent: int = 1
     login_path_timeout: float = 3.0
     affinity_key_file: str = ""
+    session_proc: str = "/proc"
+    x2go_db: str = "/var/lib/x2go/x2go_sessions"
 
     @property
     def policy(self) -> HealthPolicy:
@@ -118,6 +127,8 @@ _PARSE = {
     "min_free_inodes_percent": whole(0, 100),
     "login_path_timeout": number(0.5, 600.0),
     "affinity_key_file": _absolute_or_empty,
+    "session_proc": _absolute_or_empty,
+    "x2go_db": _absolute_or_empty,
 }
 FIELDS = tuple(Field(f.name, f.name, _PARSE[f.name], str(f.default)) for f in fields(AgentConfig))
 KEYS = tuple(f.name for f in FIELDS)

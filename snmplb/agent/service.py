@@ -39,8 +39,9 @@ from snmplb.agent.passpersist import PONG, Entry, Protocol, Table
 from snmplb.agent.procfs import ProcError, ProcSample, read_proc, swap_rates
 from snmplb.safefile import TimedRead
 from snmplb import affinity
-from snmplb.agent.logins import count_sessions
-from snmplb.agent.usersessions import Answers, QuestionBudget, collect as collect_user_sessions
+from snmplb.agent.logins import SessionCount, count_sessions
+from snmplb.agent.usersessions import (Answers, QuestionBudget, Sources, UserNames, UserSessions, XServerScan,
+                                       collect as collect_user_sessions)
 from snmplb.agent.values import DataAge, Row, compute_values
 from snmplb.agent.tcpconns import LoginRate, read_ssh
 
@@ -137,6 +138,29 @@ class AdminWatch:
         return settings, problem, note
 
 
+class UserSessionWatch:
+    """Each user's sessions (``usersessions.collect``), read in a worker and waited for at most ``timeout``
+    seconds: a process table, an NSS lookup or a database that hangs never holds up the sampler. Meanwhile
+    the last reading stays (at most one read outstanding)."""
+
+    def __init__(self, sources: Sources, timeout: float) -> None:
+        self.sources, self.timeout = sources, timeout
+        names, scan = UserNames(), XServerScan()
+        self._reader = TimedRead(lambda: collect_user_sessions(sources, names, scan), timeout)
+        self.users: dict[str, UserSessions] = {}
+
+    def update(self) -> tuple[dict[str, UserSessions], list[str]]:
+        """(each user's sessions to answer with, problem lines to log)."""
+        done, got = self._reader.poll()
+        if not done:
+            return self.users, [f"reading user sessions takes longer than {self.timeout:g} s; "
+                                "the last reading stays"]
+        if got is None:
+            return self.users, ["reading user sessions failed; the last reading stays"]
+        self.users = got.users
+        return self.users, list(got.problems)
+
+
 def build_table(values: dict[str, int | str | DataAge | Row], users: Answers | None = None) -> Table:
     """The pass_persist table of the MIB's objects from their values by name, and the answers to
     lbUserTable's questions (``users``; None: no site key)."""
@@ -155,7 +179,14 @@ class Sampler:
         self._stop = threading.Event()
         self._logins = LoginRate()
         self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
+        self._user_sessions = UserSessionWatch(
+            Sources(logind_dir=str(config.sessions_dir), utmp=str(config.utmp), proc=config.session_proc,
+                    x2go_db=config.x2go_db), min(max(config.interval, 0.2), 0.5))
         self._question_budget = QuestionBudget()  # the questions' HMACs, over every sample's answers
+        # lbSessions' count, read in a worker too: a sessions_dir or utmp on a hung mount never stops sampling.
+        self._session_count = TimedRead(lambda: count_sessions(config.sessions_dir, config.utmp),
+                                        min(max(config.interval, 0.2), 0.5))
+        self._last_count = SessionCount(0, 0, "none")
         self.table = Table(())  # replaced whole, never mutated: readers need no lock
 
     def warn(self, message: str, exc_info: bool = False) -> None:
@@ -176,7 +207,13 @@ class Sampler:
         admin, admin_problem, note = self._admin.update()
         if note:
             self.warn(note)
-        sessions = count_sessions(cfg.sessions_dir, cfg.utmp)
+        done, counted = self._session_count.poll()
+        if done and counted is not None:
+            self._last_count = counted
+        elif not done:
+            self.warn(f"counting sessions in {cfg.sessions_dir} or {cfg.utmp} takes longer than "
+                      f"{self._session_count.timeout:g} s; the last count stays")
+        sessions = self._last_count
         rates = swap_rates(self._history, cfg.rate_window)
         conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
@@ -186,7 +223,8 @@ class Sampler:
         if paths.state != "usable":
             self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
-                                                len(conns or ()), login_rate, listening, paths, admin_problem),
+                                                len(conns or ()), login_rate, self._logins.span(proc.taken_at),
+                                                listening, paths, admin_problem),
                                  self._user_answers())
 
     def _user_answers(self) -> Answers | None:
@@ -198,7 +236,9 @@ class Sampler:
             self.warn(problem)
         if key is None:
             return None
-        users = collect_user_sessions(cfg.sessions_dir)
+        users, problems = self._user_sessions.update()
+        for p in problems:
+            self.warn(p)
         last = self.table.users
         if last is not None and last.key == key and last.users == users:
             # The same answers: kept whole, memo included. snmpd asks one varbind at a time, and a

@@ -84,11 +84,13 @@ class LoginRate:
     established connections) and returns the rate. The first sample sets the
     baseline: connections already there when the agent started are not new.
     Memory is bounded: one set of connections and a count per sample of the window.
+    ``span(t)``: how many seconds of the window the rate has watched (lbLoginRateSpan).
     """
 
     def __init__(self, window: float = 10.0) -> None:
         self.window = window
         self._last: frozenset[str] | None = None
+        self._since: float | None = None  # the baseline's time: the first sample with readable tables
         self._new: collections.deque[tuple[float, int]] = collections.deque()
 
     def update(self, t: float, connections: frozenset[str] | None) -> int:
@@ -96,7 +98,16 @@ class LoginRate:
         if connections is not None:
             if self._last is not None:
                 self._new.append((t, len(connections - self._last)))
+            else:
+                self._since = t
             self._last = connections
         while self._new and self._new[0][0] <= t - self.window:
             self._new.popleft()
         return round(sum(n for _, n in self._new) * 60 / self.window)
+
+    def span(self, t: float) -> int:
+        """Whole seconds of the window watched at ``t``: from the baseline on, at most the window; 0
+        before the baseline (no rate known yet: the agent just started, or has not read the tables)."""
+        if self._since is None:
+            return 0
+        return int(max(0.0, min(self.window, t - self._since)))

@@ -25,6 +25,7 @@ _LISTENING = mib.obj("lbSshListening").enums
 _PATH_STATES = mib.obj("lbLoginPathStatus").enums
 _FILE_STATUS = mib.obj("lbAdminFileStatus").enums
 _PROBLEM_MAX = mib.obj("lbAdminFileProblem").range[1]
+_SPAN_MAX = mib.obj("lbLoginRateSpan").range[1]
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,15 @@ def compute_values(
     wall_time: float = 0.0,
     ssh_connections: int = 0,
     login_rate: int = 0,
+    login_rate_span: int = 10,
     ssh_listening: bool | None = None,
     login_paths: LoginPaths = LoginPaths(),
     admin_problem: str = "",
 ) -> dict[str, int | str | DataAge | Row]:
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample).
 
-    ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
+    ``login_rate_span``: the seconds of lbLoginRate's window watched (``tcpconns.LoginRate.span``; the
+    default: all of it); ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
     (the default: no path checked); ``admin_problem``: what is wrong with the admin file, "" when
     nothing is.
     """
@@ -133,6 +136,7 @@ def compute_values(
         "lbLoginPathProblem": login_paths.problem,
         "lbAdminFileStatus": _FILE_STATUS["problem" if admin_problem else "ok"],
         "lbAdminFileProblem": display_string(admin_problem, _PROBLEM_MAX),
+        "lbLoginRateSpan": max(0, min(_SPAN_MAX, login_rate_span)),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]  # int or DataAge
     return values

@@ -777,6 +777,18 @@ def commands() -> list[Command]:
                   "pyhoca-cli (which exits 0 on most failures) by its last `error:` line (a socket error, a host "
                   "key that does not match, no X2Go server software, an unknown session command) or a "
                   "traceback. Later, whatever the status, a session ran, and the script ends with it."),
+                P("xfreerdp waits without a time limit for a server that accepts the TCP connection and then "
+                  "never answers, and no status comes to read. Its window tells a session from that: xfreerdp "
+                  "opens it once the connection is up (the RDP server's login screen or the desktop), with "
+                  "_NET_WM_PID set to its process, which the script looks for with xdotool(1). An xfreerdp or "
+                  "xfreerdp3 that has opened no window within $SNMPLB_RDP_WINDOW_SECONDS of its start is ended "
+                  "(TERM, then KILL 3 seconds later) and the next server tried (\"host A: no answer within N s "
+                  "(the RDP client opened no window), trying B\"); a client whose window appeared is a session and "
+                  "is never ended by the script. So every attempt is bounded, and the whole failover takes at most "
+                  "$SNMPLB_SESSION_TRY_SECONDS plus one attempt. Where the window cannot be looked for (no "
+                  "$DISPLAY, no xdotool, or a client program other than xfreerdp and xfreerdp3) a session cannot "
+                  "be told from a silent server, and ending it would end sessions: the client is left to its own "
+                  "time limits, and the log says so once."),
                 P("A refused password or account is never tried on another server: the user is told (xfreerdp "
                   "132, 134, 135, 148 to 159, 9, 10 and 144: authentication or logon failed, wrong password, "
                   "account locked, disabled, expired or restricted, access denied; pyhoca-cli's "
@@ -792,8 +804,9 @@ def commands() -> list[Command]:
             ],
             exit_status=[("0", "The session ran and ended normally. Once a client ran, the last one's status is "
                                "passed on; with `rdp`, 128 and up are xfreerdp's codes for a session that could not "
-                               "be opened (the user is told); with `x2go`, 1 when no server could open it or the "
-                               "login was refused (pyhoca-cli itself exits 0)."),
+                               "be opened (the user is told): 141, xfreerdp's own \"no answer in time\", when the "
+                               "last one was ended for opening no window; with `x2go`, 1 when no server could open "
+                               "it or the login was refused (pyhoca-cli itself exits 0)."),
                          ("2", "A usage error or a bad setting (named in the message)."),
                          (str(pick.NONE_USABLE), "No server can take a session (`snmplb pick`'s own status)."),
                          ("127", "The client program or snmplb is not installed.")],
@@ -811,6 +824,11 @@ def commands() -> list[Command]:
                                                  "server is tried; later, a session ran (default 30, more than "
                                                  "xfreerdp's own 15 s connect timeout; 0 to 3600, a bad value as "
                                                  "above)."),
+                ("SNMPLB_RDP_WINDOW_SECONDS", "An xfreerdp that has opened no window within this many seconds of "
+                                              "its start is ended and the next server tried (above; default "
+                                              "$SNMPLB_SESSION_START_SECONDS, 30 unless set; 0: no watchdog, no "
+                                              "bound; 0 to 3600, a bad value is logged, naming it, and the "
+                                              "default used)."),
                 ("SNMPLB_RDP_CLIENT", "The RDP clients to look for, in order (default `xfreerdp3 xfreerdp`)."),
                 ("SNMPLB_RDP_PORT", "The RDP port (default 3389; given to the client when it is another)."),
                 ("SNMPLB_RDP_OPTIONS", "The client's options (default `/f /cert:tofu +auto-reconnect`)."),
@@ -835,7 +853,7 @@ def commands() -> list[Command]:
                       _example('LB_SERVERS="10.0.0.11 10.0.0.12 10.0.0.13"', "LB_ALGORITHM=sticky",
                                'SNMPLB_RDP_OPTIONS="/f /cert:tofu +auto-reconnect /sec:tls"')],
             see_also=["snmplb(1)", "snmplb-ssh-server(8)", "snmplb-client.conf(5)", "xfreerdp(1)",
-                      "pyhoca-cli(1)"],
+                      "pyhoca-cli(1)", "xdotool(1)"],
         ),
         Command(
             "snmplb-ssh-server", 8, "snmplb-client", "point pamltsp at the server snmplb picks, at boot or per login",

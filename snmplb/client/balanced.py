@@ -3,8 +3,9 @@
 The default algorithm (docs/algorithms.md): a safety filter (``safe``, ``_pool``),
 the logins expected to decide on the same figures (``fleet_rate``, ``horizon``),
 water-filling with a margin (``fill``, ``login_shares``), memory where it is the
-tighter limit (``memory_loads``), slow start (``ramp``), and two random choices
-where no login rate is seen. Pure: nothing here polls, sleeps, reads a file or
+tighter limit (``memory_loads``), the CPU that load the sessions do not explain
+takes (``cpu_left``), slow start (``ramp``), and two random choices where no
+login rate is seen. Pure: nothing here polls, sleeps, reads a file or
 the clock.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from snmplb import mib
 from snmplb.client.algorithms import Context, algorithm, passes_thresholds
 from snmplb.client.settings import ClientSettings
 from snmplb.client.serverstate import ServerState
@@ -78,9 +80,17 @@ def _count(s: ServerState, rate: float | None = None) -> float:
     return s.sessions + connecting(s, rate)
 
 
-def _load(s: ServerState) -> float:
-    """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added."""
-    return (_count(s) + 1) / max(1, s.weight)
+def _load(s: ServerState, left: float = 1.0) -> float:
+    """Sessions (logins still connecting included) per unit of capacity, counting the one about to be added;
+    ``left``: the share of its capacity that other load leaves (``cpu_left``)."""
+    return (_count(s) + 1) / (max(1, s.weight) * left)
+
+
+def _order_key(s: ServerState, left: float = 1.0) -> tuple[float, int]:
+    """The order of the servers after the first: emptiest first (``_load``); an exact tie goes to the higher
+    lbRating (the agent's own verdict: of two empty servers, the one with idle CPUs and free memory). Not
+    for the first choice, which is drawn: a rating shared by every client would herd them."""
+    return _load(s, left), -s.rating
 
 
 def safe(s: ServerState, settings: ClientSettings) -> bool:
@@ -152,7 +162,8 @@ def fill(load: Sequence[float], capacity: Sequence[float], logins: float, caps: 
     return takes(hi)
 
 
-def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings) -> list[float]:
+def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSettings,
+                 left: Sequence[float] | None = None) -> list[float]:
     """Each pool server's probability of taking this login (docs/algorithms.md, `balanced`).
 
     ``rate``: the logins per second arriving at the fleet (``fleet_rate``).
@@ -162,9 +173,12 @@ def login_shares(pool: Sequence[ServerState], rate: float, settings: ClientSetti
     expected to share these figures (``rate`` times ``horizon``) fill the
     servers from the emptiest up, none taking more than
     SHARE_CAP times its capacity share (``fill``); this login takes server i
-    with the share m_i / sum(m).
+    with the share m_i / sum(m). A server's capacity is its weight, slow-started (``ramp``), times
+    the share of it that load its sessions do not explain leaves (``cpu_left``; ``left`` when the caller
+    has it already).
     """
-    w = [max(1, x.weight) * ramp(x, settings) for x in pool]
+    left = cpu_left(pool) if left is None else left
+    w = [max(1, x.weight) * ramp(x, settings) * c for x, c in zip(pool, left)]
     total_w = sum(w)
     ages = [x.data_age_s for x in pool]
     own = capped_rates(pool)
@@ -223,10 +237,87 @@ def memory_loads(pool: Sequence[ServerState], load: Sequence[float], w: Sequence
             for ld, f, wi in zip(load, share, w)]
 
 
+FULL_CPU_LOAD = 1.0  # load per CPU at which every CPU is in use: the agent's "busy" (verdict.HealthPolicy.busy_load)
+CPU_LEFT_FLOOR = 0.05  # cpu_left: a server whose CPUs other load takes keeps this share of its capacity
+# cpu_left: unexplained load per CPU up to this is noise (a small server's own daemons, the storm's desktops
+# starting at different times): counted fully only from twice this. Without it the four sizes' storm lost 0.03.
+LOAD_NOISE = 0.1
+FIT_POOL_MIN = 3  # unexplained_load: fewer servers than this are no pool to fit the sessions' load on
+
+
+def sustained_load(s: ServerState) -> float:
+    """Load per CPU that has lasted minutes: the lower of the 1- and 5-minute load averages. A storm's
+    desktops starting (half a runnable task each for their first seconds) lift the 1-minute average far
+    more than the 5-minute one, and by how much depends on when each server's logins came: read from
+    lbLoad1, that noise hid a hog of 0.75 per CPU in a storm. A hog running for minutes shows in both; one
+    that just ended, in neither for long."""
+    row: dict[str, int] = s.values
+    return min(mib.scaled("lbLoad1", row["lbLoad1"]), mib.scaled("lbLoad5", row["lbLoad5"])) / max(1, s.cpus)
+
+
+def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
+    """Each server's load per CPU that its sessions do not explain: a backup, a runaway process, a build -
+    CPU that the sessions cannot have.
+
+    What the sessions explain is fitted across the pool, robustly: load per CPU (``sustained_load``) =
+    a + b * sessions per CPU (logins still connecting included), the slope b from the medians of the halves
+    of the pool with the fewer and the more sessions per CPU, a as the median of what b leaves. A server's
+    unexplained load is what lies above that line. Medians, not trimmed means: hogs only add load, and the
+    few servers that run one (which also hold fewer sessions) would pull a trimmed mean's line up to them.
+    A load common to every server (a fleet-wide daemon, or a fleet where load does not follow the sessions
+    at all) is in a, not unexplained; one server's figures move a and b no further than the edge of the
+    others' range. With no spread of sessions per CPU (an idle fleet), b is 0 and a is the pool's typical
+    (lower median) load. Known weakness: ``balanced`` evens the sessions per CPU, so in a storm the slope
+    is poorly identified and comes out low; a hog on a server holding fewer sessions is then undercounted
+    by 10-30 % (docs/algorithms.md, not met yet). Of fewer than FIT_POOL_MIN servers (LB_SAMPLE's two, a
+    pair of desktops) no line is fitted: a server without sessions has its load above the other's
+    unexplained, a server with sessions none (through two points, a storm's lagging load averages
+    looked like hogs: the sampled mode's four sizes lost balance).
+    """
+    x = [_count(s) / max(1, s.cpus) for s in pool]
+    y = [sustained_load(s) for s in pool]
+    if len(pool) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
+        return [max(0.0, yi - min(y)) if xi == 0 else 0.0 for xi, yi in zip(x, y)]
+    order = sorted(range(len(pool)), key=lambda i: x[i])
+    low, high = order[:len(order) // 2], order[len(order) // 2:]
+    dx = median([x[i] for i in high]) - median([x[i] for i in low]) if low else 0.0
+    dy = median([y[i] for i in high]) - median([y[i] for i in low]) if low else 0.0
+    b = max(0.0, dy / dx) if dx > 0 else 0.0
+    a = median([yi - b * xi for xi, yi in zip(x, y)])
+    return [max(0.0, yi - a - b * xi) for xi, yi in zip(x, y)]
+
+
+def cpu_left(pool: Sequence[ServerState]) -> list[float]:
+    """The share of each server's capacity that load its sessions do not explain (``unexplained_load``)
+    leaves: 1 minus that load over FULL_CPU_LOAD per CPU (the agent's "busy": every CPU in use), at least
+    CPU_LEFT_FLOOR (so that a fleet whose every CPU is taken still shares by weight).
+
+    Load the sessions do not explain is capacity in use, past the noise of the fit (``_past_noise``: none up
+    to LOAD_NOISE per CPU, all of it from twice that). Of an idle server and one at 1.7 per CPU with no
+    sessions, the busy one takes at most about 5 % of the logins, not half (issue 23); a server whose hog takes half
+    its CPUs takes the logins of half its weight. A server claiming less load than its sessions explain
+    gains nothing (at most 1); one claiming more only gives its own logins away.
+    """
+    return [max(CPU_LEFT_FLOOR, 1.0 - min(1.0, _past_noise(u) / FULL_CPU_LOAD)) for u in unexplained_load(pool)]
+
+
+def _past_noise(u: float) -> float:
+    """Unexplained load per CPU as counted: none up to LOAD_NOISE, all of it from twice that, linear between
+    (no cliff: a small change of a figure makes a small change of a share)."""
+    return u if u >= 2 * LOAD_NOISE else max(0.0, 2 * (u - LOAD_NOISE))
+
+
 def horizon(pool: Sequence[ServerState]) -> float:
     """Seconds of logins that decide on the same figures: twice their (trimmed) mean age, plus the
     agent's sampling interval."""
     return 2 * trimmed_mean([x.data_age_s for x in pool]) + HORIZON_PAD_S
+
+
+def median(xs: Sequence[float]) -> float:
+    """The (lower) median of ``xs``, 0 for none: one server's figure moves it at most to its neighbour's;
+    of two, the lower (as ``trimmed_mean``: an idle server and a busy one are not a pool half busy)."""
+    s = sorted(xs)
+    return s[(len(s) - 1) // 2] if s else 0.0
 
 
 TRIM = 0.1  # fleet-wide figures: the share of the servers dropped at each end (``trimmed_mean``),
@@ -286,6 +377,11 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
     """
     if not servers:
         return 0.0
+    known = [x for x in servers if known_rate(x) is not None]
+    if not known:
+        return rate_in_progress(servers)
+    if len(known) < len(servers):
+        return fleet_rate(known) * sum(max(1, x.weight) for x in servers) / sum(max(1, x.weight) for x in known)
     w, rho = _per_capacity(servers)
     youngest = min(x.data_age_s for x in servers)
     fresh = [i for i, x in enumerate(servers) if x.data_age_s <= youngest + RATE_WINDOW_S]
@@ -302,7 +398,14 @@ def fleet_rate(servers: Sequence[ServerState]) -> float:
 
 def capped_rates(servers: Sequence[ServerState]) -> list[float]:
     """Each server's login rate (per second), capped as ``fleet_rate`` caps it against all the others:
-    an absurd lbLoginRate cannot make a server look full of logins in progress either."""
+    an absurd lbLoginRate cannot make a server look full of logins in progress either. A server whose
+    rate is not known yet (``known_rate``) has the fleet's rate per capacity (``fleet_rate``), and the
+    known ones are capped against the known ones only."""
+    known = [x for x in servers if known_rate(x) is not None]
+    if len(known) < len(servers):
+        per_w = fleet_rate(servers) / sum(max(1, x.weight) for x in servers)
+        capped = iter(capped_rates(known))
+        return [next(capped) if known_rate(x) is not None else per_w * max(1, x.weight) for x in servers]
     w, rho = _per_capacity(servers)
     every = range(len(rho))
     means = _others_means(rho, every, _spread_bound(rho, every))
@@ -310,9 +413,34 @@ def capped_rates(servers: Sequence[ServerState]) -> list[float]:
 
 
 def _per_capacity(servers: Sequence[ServerState]) -> tuple[list[int], list[float]]:
-    """Each server's weight (at least 1) and its login rate per unit of that weight."""
+    """Each server's weight (at least 1) and its login rate (``known_rate``, 0 if not known) per unit of
+    that weight."""
     w = [max(1, x.weight) for x in servers]
-    return w, [(x.login_rate or 0.0) / wi for x, wi in zip(servers, w)]
+    return w, [(known_rate(x) or 0.0) / wi for x, wi in zip(servers, w)]
+
+
+def known_rate(s: ServerState) -> float | None:
+    """The server's login rate per second over lbLoginRate's whole window, or None when not known yet.
+
+    lbLoginRateSpan says how much of the window the agent has watched: 0 just after it started (a
+    configuration push restarting snmpd in a storm), when lbLoginRate reads 0 whatever arrives, so
+    "no rate seen" is not "no logins" (docs/balance.md, the "restart" scenario); a shorter span counts
+    only its own connections, scaled up to the window here. An agent too old to publish the span: its
+    rate as it is; too old to publish a rate: None, as ``ServerState.login_rate``.
+    """
+    rate, span = s.login_rate, s.login_rate_span
+    if rate is None or span is None or span >= RATE_WINDOW_S:
+        return rate
+    return rate * RATE_WINDOW_S / span if span > 0 else None
+
+
+def rate_in_progress(servers: Sequence[ServerState]) -> float:
+    """The fleet's login rate when no server knows its own yet (every agent just restarted): the logins
+    in progress (lbSshConnections beyond lbSessions) over the time a login takes to become a session
+    (LOGIN_LAG_S), per capacity as a trimmed mean (one liar moves it little), times the capacity."""
+    w = [max(1, x.weight) for x in servers]
+    per_w = [max(0, x.values.get("lbSshConnections", 0) - x.sessions) / wi for x, wi in zip(servers, w)]
+    return trimmed_mean(per_w) * sum(w) / LOGIN_LAG_S
 
 
 def _capped(rate: float, others: float) -> float:
@@ -340,13 +468,16 @@ def _others_means(values: Sequence[float], among: Sequence[int], bound: float) -
     return out
 
 
-def _two_choices(pool: list[ServerState], ctx: Context) -> list[ServerState]:
-    """Capacity-weighted two random choices, compared on sessions per capacity; slow start as the
-    probability of admitting a candidate, so that it also holds when LB_SAMPLE drew the pool."""
-    keyed = [(ctx.rng.random() ** (1.0 / max(1, x.weight)), i) for i, x in enumerate(pool)]
+def _two_choices(pool: list[ServerState], ctx: Context, left: dict[int, float]) -> list[ServerState]:
+    """Capacity-weighted two random choices, compared on sessions per capacity (``left``: the share of each
+    server's capacity that other load leaves, by id, ``cpu_left``); slow start as the probability of
+    admitting a candidate, so that it also holds when LB_SAMPLE drew the pool."""
+    keyed = [(ctx.rng.random() ** (1.0 / (max(1, x.weight) * left[id(x)])), i) for i, x in enumerate(pool)]
     drawn = [pool[i] for _, i in sorted(keyed, reverse=True)]
     admitted = [x for x in drawn if ctx.rng.random() < ramp(x, ctx.settings)] or drawn
-    return sorted(admitted[:2], key=_load)  # stable: equal loads keep the draw's order
+    # Stable: ties keep the draw's order. Not the rating: clients deciding on the same figures would all take
+    # the same one of two tied servers (Rudolfo's storm at T = 10 s: 1.137 -> 1.184, 3 seeds).
+    return sorted(admitted[:2], key=lambda x: _load(x, left[id(x)]))
 
 
 @algorithm("balanced")
@@ -366,10 +497,12 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
        with at least MEM_HEED of its memory in use counts as full as its memory
        says, relative to the pool (``memory_loads``).
     3. Weights are lbWeight, ramped up over LB_SLOW_START_S for a server that
-       just came into service (lbInService).
+       just came into service (lbInService), times the share of the CPU that
+       load its sessions do not explain leaves (``cpu_left``).
     Rest: the pool by sessions per weight, then the servers that failed the
-    thresholds, by the same measure. Capacity-weighted two random choices
-    decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
+    thresholds, by the same measure; exact ties by lbRating, highest first (in
+    this order only: the first choice is drawn, so that clients do not herd).
+    Capacity-weighted two random choices decide instead in the sampled mode (LB_SAMPLE: a few servers polled say
     little about where the fleet's logins go; in the simulator two choices
     balance better there) and when an agent does not publish lbLoginRate
     (older than this client).
@@ -377,13 +510,15 @@ def balanced(eligible: Sequence[ServerState], ctx: Context) -> list[ServerState]
     sampled = 0 < ctx.settings.sample < len(ctx.settings.servers)
     pool = _pool(eligible, ctx.settings, sampled)
     rate = None if sampled or any(x.login_rate is None for x in eligible) else fleet_rate(eligible)
+    shares_left = cpu_left(pool)
+    left = {id(x): c for x, c in zip(pool, shares_left)}
     if rate is None:
-        first = _two_choices(pool, ctx)
+        first = _two_choices(pool, ctx, left)
     else:
-        first = [pool[_draw(login_shares(pool, rate, ctx.settings), ctx.rng)]]
-    rest = sorted((x for x in pool if all(x is not f for f in first)), key=_load)
+        first = [pool[_draw(login_shares(pool, rate, ctx.settings, shares_left), ctx.rng)]]
+    rest = sorted((x for x in pool if all(x is not f for f in first)), key=lambda x: _order_key(x, left[id(x)]))
     in_pool = {id(x) for x in pool}
-    others = sorted((x for x in eligible if id(x) not in in_pool), key=_load)
+    others = sorted((x for x in eligible if id(x) not in in_pool), key=_order_key)
     return first + rest + others
 
 

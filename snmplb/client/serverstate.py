@@ -156,6 +156,13 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
                 and self.status in OPEN_STATUSES | {"full", "draining"})
 
     @property
+    def login_rate_span(self) -> int | None:
+        """Seconds of lbLoginRate's 10 s window the agent had watched (lbLoginRateSpan: 0 just after it
+        started, when no rate is known yet); None from an agent too old to say (the whole window)."""
+        row: dict[str, int] = self.values
+        return row.get("lbLoginRateSpan")
+
+    @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
         return mib.seconds("lbDataAge", self.values["lbDataAge"])

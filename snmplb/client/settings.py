@@ -145,7 +145,9 @@ VARIABLES: tuple[Variable, ...] = (
              "The login's one deadline, in ms, counted from get_hosts' start (the interpreter's start-up "
              "included): no server delays a login longer."),
     Variable("LB_MAX_LOAD", "max_load", _float(0.01, 1000), 2.0,
-             "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this."),
+             "`thresholded`, `balanced`: skip servers whose 1-minute load per CPU is above this. Below it, "
+             "`balanced` counts the load a server's sessions do not explain as capacity in use: at 1.0 per CPU "
+             "(where the agent says busy) such a server keeps 5 % of its capacity (docs/algorithms.md)."),
     Variable("LB_MAX_RESPONSE_MS", "max_response_ms", _int(1, 30000), 500,
              "`thresholded`: skip servers that answered slower than this (ms); `balanced`: skip them while the "
              "servers that answered in time hold at least 80 % of the safe capacity (a slow desktop holding a "

@@ -211,7 +211,8 @@ class Fleet:
         self.stop_all()
 
     def add(self, name: str, load: FakeLoad = FakeLoad(), admin: AdminSettings | None = None,
-            agent: str | None = None, settings: dict[str, str] | None = None) -> Instance:
+            agent: str | None = None, settings: dict[str, str] | None = None,
+            host: str | None = None, port: int | None = None) -> Instance:
         """Prepare and start one instance; returns when it answers a GET.
 
         Each instance listens on its own loopback address (127.0.0.11, .12, ...)
@@ -221,19 +222,22 @@ class Fleet:
         ``login_paths``. By default an instance checks no login path: the
         machine's real /home and /tmp never decide, and its figures do not
         move with the disk usage of whatever else runs on the machine.
+        ``host`` and ``port`` replace the loopback address and the free port (an
+        instance in a namespace of its own listens on that namespace's address).
         """
         if shutil.which("snmpd") is None and not Path(SNMPD).exists():
             raise FleetError("snmpd is not installed (apt-get install snmpd snmp)")
         n = len(self.instances)
         if n >= 240:
             raise FleetError("at most 240 instances (127.0.0.11 .. 127.0.0.250)")
-        inst = Instance(name=name, dir=self.base / name, host=f"127.0.0.{11 + n}")
+        inst = Instance(name=name, dir=self.base / name, host=host or f"127.0.0.{11 + n}")
         (inst.dir / "persist").mkdir(parents=True, exist_ok=True)
         inst.set_load(load)
         inst.set_admin(admin or AdminSettings())
         conf_pairs = {"proc_root": inst.proc_root, "sessions_dir": inst.sessions_dir,
                       "utmp": inst.dir / "utmp", "admin_file": inst.admin_file,
                       "log_file": inst.dir / "agent.log", "login_paths": "",
+                      "session_proc": "", "x2go_db": "",  # the machine's own desktops never answer
                       **self.agent_settings, **(settings or {})}
         write_atomic(inst.agent_conf, "".join(f"{k} = {v}\n" for k, v in conf_pairs.items()))
         conf = render_snmpd_conf(DROP_IN.read_text(), agent or agent_command(inst.agent_conf),
@@ -246,7 +250,7 @@ class Fleet:
                          create_user_line(u.name, u.auth_pass, u.priv_pass, u.auth_proto, u.priv_proto), mode=0o600)
         last = ""
         for _ in range(_START_TRIES):
-            inst.port = _free_udp_port(inst.host)
+            inst.port = port or _free_udp_port(inst.host)
             self._spawn(inst)
             if self._wait_ready(inst, deadline=time.monotonic() + 15):
                 self.instances.append(inst)
