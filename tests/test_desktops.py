@@ -185,7 +185,7 @@ class Site:
         return s.agent
 
     def add_user(self, name: str) -> str:
-        password = secrets.token_urlsafe(12)
+        password = "pw" + secrets.token_urlsafe(12)  # never "-...": the test hands it on an option line
         run("useradd", "-m", "-s", "/bin/bash", name)
         self.users.append(name)
         run("chpasswd", input=f"{name}:{password}\n")
