@@ -143,9 +143,12 @@ def parse_instance(oid: mib.Oid) -> tuple[str, bytes] | None:
     return None
 
 
-def key_problem(st_mode: int, st_uid: int, my_uid: int, *, agent: bool) -> str:
+def key_problem(st_mode: int, st_uid: int, my_uid: int, *, agent: bool, st_gid: int = 0,
+                my_gids: tuple[int, ...] = (0,)) -> str:
     """Why a key file with this mode and owner must not be used ("" when it may): owned by root or by
-    the reader, writable by nobody else, and, on an agent (``agent``), not readable by everyone."""
+    the reader, writable by nobody else, and, on an agent (``agent``), readable by nobody but root,
+    its owner and a group the agent is in or root's (``st_gid`` the file's group, ``my_gids`` the
+    agent's): a server's users must not ask about each other."""
     import stat
 
     if not stat.S_ISREG(st_mode):
@@ -156,6 +159,8 @@ def key_problem(st_mode: int, st_uid: int, my_uid: int, *, agent: bool) -> str:
         return "may be written by others than its owner"
     if agent and st_mode & 0o004:
         return "may be read by every user on this server (chmod o-r)"
+    if agent and st_mode & 0o040 and st_gid != 0 and st_gid not in my_gids:
+        return "may be read by a group this agent is not in (chgrp to the agent's, or chmod g-r)"
     return ""
 
 
@@ -173,7 +178,8 @@ def read_key(path: str, name: str, *, agent: bool) -> tuple[bytes | None, str]:
         return None, f"{name}: {path} cannot be read ({exc.strerror}); {off}"
     try:
         st = os.fstat(fd)
-        problem = key_problem(st.st_mode, st.st_uid, os.geteuid(), agent=agent)
+        problem = key_problem(st.st_mode, st.st_uid, os.geteuid(), agent=agent, st_gid=st.st_gid,
+                              my_gids=(os.getegid(), *os.getgroups()))
         if problem:
             return None, f"{name}: {path} {problem}; {off}"
         data = os.read(fd, MAX_KEY_BYTES + 1)

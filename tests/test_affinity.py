@@ -612,3 +612,16 @@ def test_a_clients_question_loads_neither_hashlib_nor_openssl():
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(Path(affinity.__file__).parents[1]))
     assert out.stdout.strip() == "[]", out
+
+
+def test_on_an_agent_a_key_readable_by_a_group_it_is_not_in_is_refused():
+    import stat
+
+    regular = stat.S_IFREG
+    # 0640 root:Debian-snmp read by the agent (in that group): fine; by a group of users the agent is
+    # not in (snmplb-admin affinity-key --group users): the server's users could ask about each other.
+    assert affinity.key_problem(regular | 0o640, 0, 110, agent=True, st_gid=115, my_gids=(115,)) == ""
+    assert "a group this agent is not in" in affinity.key_problem(regular | 0o640, 0, 110, agent=True,
+                                                                   st_gid=100, my_gids=(115,))
+    assert affinity.key_problem(regular | 0o640, 0, 110, agent=True, st_gid=0, my_gids=(115,)) == ""
+    assert affinity.key_problem(regular | 0o640, 0, 1000, agent=False, st_gid=100, my_gids=(1000,)) == ""
