@@ -44,8 +44,8 @@ class AgentConfig:
         filesystem) counts as not usable (3).
     affinity_key_file: the site key that clients' questions about a user's sessions are hashed with
         (lbUserTable; the clients' LB_AFFINITY_KEY_FILE holds the same key). Owned by root or the agent's
-        user, writable by nobody else, readable by no other user nor a group the agent is not in (0640 root:Debian-snmp). Empty: no
-        key, every question is answered noSuchInstance and affinity is off ("").
+        user, writable by nobody else, readable by no other user nor by a group the agent is not in (0640
+        root:Debian-snmp). Empty: no key, every question is answered noSuchInstance and affinity is off ("").
     session_proc: the process table where lbUserTable's answers look for xrdp's X servers (Xvnc, Xorg) and
         X2Go's agents, and whose net/tcp, tcp6 and unix say which X servers have xrdp connected; readable by
         every user unless /proc is mounted with hidepid (/proc; empty: no xrdp sessions counted).
