@@ -72,20 +72,24 @@ def _user_answers(varbinds: tuple[tuple[mib.Oid, ber.Tlv], ...], question: bytes
     be true: a decoy's answered with a session among them."""
     from snmplb import affinity
 
-    mine = set(affinity.instances(question)) if question else {oid for oid, _ in varbinds[:2]}
+    # The varbinds carry exactly the OIDs asked (row_from_pdu checked), each a question's instance.
+    parsed = [affinity.parse_instance(oid) for oid, _ in varbinds]
+    asked = question or (parsed[0][1] if parsed and parsed[0] else b"")
     user: dict[str, int] = {}
-    for oid, answer in varbinds:
-        column = affinity.SESSIONS if oid[:len(affinity.SESSIONS.oid)] == affinity.SESSIONS.oid else affinity.WAITING
+    for (_, answer), instance in zip(varbinds, parsed):
+        if instance is None:
+            return "an answer to no question"
+        column, about = instance
         if answer.tag in _NO_VALUE:
             continue
         try:
             n = ber.as_int(answer, ber.GAUGE32, low=0)  # its range: Gauge32's
         except BerError:
-            return f"{column.name} of the wrong type"
-        if oid in mine:
-            user[column.name] = n
+            return f"{column} of the wrong type"
+        if about == asked:
+            user[column] = n
         elif n:
-            return f"{column.name} {n} for a decoy (a question about nobody): a lying agent"
+            return f"{column} {n} for a decoy (a question about nobody): a lying agent"
     if len(user) == 1 or (user and user[affinity.WAITING.name] > user[affinity.SESSIONS.name]):
         return "implausible user sessions"
     return user
