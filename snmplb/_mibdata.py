@@ -445,7 +445,25 @@ SCALARS = ({'name': 'lbLoad1',
                  'count as new. lbLoginRate then counts the connections opened within this span '
                  'only, still times 6. Thin clients take a span of 0 as a login rate not known '
                  "yet, not as no logins, and a shorter span's count as that span's share of the "
-                 "window's."})
+                 "window's."},
+ {'name': 'lbLoginsConnecting',
+  'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 38),
+  'base': 'Gauge32',
+  'tc': '',
+  'enums': {},
+  'range': (0, 4294967295),
+  'units': 'connections',
+  'hint': '',
+  'access': 'read-only',
+  'description': 'Logins still connecting: the established ssh connections (as lbSshConnections '
+                 'counts them) that opened within the last 60 s and that no remote login session '
+                 'registered since has matched, in the same sample. Each remote login session that '
+                 'appears (as lbSessions counts them) matches the oldest such connection still '
+                 'open; a connection still unmatched after 60 s no longer counts (an sftp, an '
+                 'rsync, a monitoring check: a login becomes a session within seconds). Only '
+                 'connections opened after the agent started count (lbLoginRateSpan is below 10 '
+                 'for the first 10 s), and none while the TCP tables cannot be read. Thin clients '
+                 'count these as sessions about to be.'})
 COLUMNS = ({'name': 'lbUserQuery',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 1),
   'base': 'OCTET STRING',

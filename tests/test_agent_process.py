@@ -9,7 +9,7 @@ import pytest
 
 from snmplb import mib
 from snmplb.adminfile import AdminSettings, save_admin
-from snmplb.lab.fleet import FakeLoad, write_fake_proc
+from snmplb.lab.fleet import FakeLoad, write_fake_proc, write_fake_sessions
 from support import LOAD1, AgentProcess
 
 pytestmark = pytest.mark.fleet  # real processes throughout (conftest.py: markers)
@@ -139,6 +139,17 @@ def test_counts_real_ssh_connections_to_a_real_sshd_and_their_rate(tmp_path):
             time.sleep(0.1)
         assert value("lbSshConnections") == "3"  # our own outbound ends (remote port = sshd's) do not count
         assert value("lbLoginRate") == "18"  # 3 new in the last 10 s
+        # Three logins still connecting (sshd waits for them to authenticate): lbLoginsConnecting 3. A
+        # session registers (logind writes its file; the test writes it, sshd here runs without PAM and
+        # logind): it matches one of them, and 2 are still connecting.
+        assert value("lbLoginsConnecting") == "3"
+        write_fake_sessions(agent.sessions, (("ann", "h1"), ("bob", "h2")))
+        end = time.monotonic() + 5
+        while value("lbSessions") != "2" and time.monotonic() < end:
+            time.sleep(0.1)
+        assert value("lbSessions") == "2" and value("lbLoginsConnecting") == "2"
+        row = mib.decode_row(agent.get(mib.oid_str(mib.ROW.instance))[2])
+        assert row is not None and row["lbLoginsConnecting"] == 2
         for c in conns:
             c.close()
         end = time.monotonic() + 5
@@ -146,6 +157,7 @@ def test_counts_real_ssh_connections_to_a_real_sshd_and_their_rate(tmp_path):
             time.sleep(0.1)
         assert value("lbSshConnections") == "0"
         assert value("lbLoginRate") == "18"  # gone again, but they were opened within the window
+        assert value("lbLoginsConnecting") == "0"  # closed: no login is connecting any more
         rc, err = agent.close()
         assert rc == 0 and err == b""
     finally:

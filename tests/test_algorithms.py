@@ -382,11 +382,19 @@ def test_sampled_mode_with_nothing_usable_lists_every_server_in_configured_order
     assert "not polled" in decision.note
 
 
+def uncounted(**kw) -> dict:
+    """``row`` from an agent of before lbLoginsConnecting (revision 202612071900Z): the client estimates the
+    logins still connecting from lbSshConnections, lbSessions and lbLoginRate."""
+    values = row(**kw)
+    del values["lbLoginsConnecting"]
+    return values
+
+
 def test_balanced_counts_logins_still_connecting():
     # 20 ssh connections beyond the sessions, opened within the last 10 s (lbLoginRate 120/min): logins.
-    settled = ServerState("settled", 161, {**row(sessions=20, users=1), "lbSshConnections": 20, "lbLoginRate": 120},
+    settled = ServerState("settled", 161, {**uncounted(sessions=20, users=1), "lbSshConnections": 20, "lbLoginRate": 120},
                           "", 1.0)
-    rushed = ServerState("rushed", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 120},
+    rushed = ServerState("rushed", 161, {**uncounted(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 120},
                          "", 1.0)
     assert all(hosts("balanced", [rushed, settled], ctx(seed))[0] == "settled" for seed in range(50))
 
@@ -396,12 +404,12 @@ def test_steady_ssh_connections_that_are_not_logins_do_not_count():
     # 10 s (lbLoginRate 0), so they are not logins in progress, and the server is not fuller for them.
     from snmplb.client.balanced import connecting
 
-    busy = ServerState("busy", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 0}, "", 1.0)
-    plain = ServerState("plain", 161, {**row(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
+    busy = ServerState("busy", 161, {**uncounted(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 0}, "", 1.0)
+    plain = ServerState("plain", 161, {**uncounted(sessions=20, users=1), "lbSshConnections": 20}, "", 1.0)
     assert connecting(busy) == 0
     assert all(hosts("balanced", [busy, plain], ctx(seed))[0] == "busy" for seed in range(50))
     # Two logins opened within the last 10 s among the 20 extra connections: two in progress, not 20.
-    mixed = ServerState("m", 161, {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 12}, "", 1.0)
+    mixed = ServerState("m", 161, {**uncounted(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 12}, "", 1.0)
     assert connecting(mixed) == 2
 
 
@@ -410,8 +418,31 @@ def test_without_a_connection_count_logins_in_progress_come_from_the_login_rate(
     # seconds (lbLoginRate times a login's usual duration) are counted as connecting.
     from snmplb.client.balanced import LOGIN_LAG_S, connecting
 
-    blind = ServerState("b", 161, {**row(sessions=10, users=1), "lbSshConnections": 0, "lbLoginRate": 60}, "", 1.0)
+    blind = ServerState("b", 161, {**uncounted(sessions=10, users=1), "lbSshConnections": 0, "lbLoginRate": 60}, "", 1.0)
     assert connecting(blind) == 1.0 * LOGIN_LAG_S
+
+
+def test_the_agents_count_of_logins_connecting_tells_them_from_other_connections():
+    # Issue 23 (rise-fall): a login that takes 20 s from its ssh connection to its session was hidden by the
+    # 10 s cap above; lbLoginsConnecting (the agent matches each new session to a connection) counts it, and
+    # an old rsync never. At most the connections beyond the sessions (a broken count adds nothing more).
+    from snmplb.client.balanced import connecting
+
+    values = {**row(sessions=10, users=1), "lbSshConnections": 30, "lbLoginRate": 12}
+    slow = ServerState("slow", 161, {**values, "lbLoginsConnecting": 14}, "", 1.0)
+    assert connecting(slow) == 14  # 12 of them opened more than 10 s ago: the rate alone says 2
+    steady = ServerState("steady", 161, {**values, "lbLoginsConnecting": 0}, "", 1.0)
+    assert connecting(steady) == 0  # 20 old connections, and two new ones that never became logins' either
+    absurd = ServerState("absurd", 161, {**values, "lbLoginsConnecting": 4_000_000_000}, "", 1.0)
+    assert connecting(absurd) == 20
+    # Just after the agent started it has not seen the connections already open: the estimate, if more.
+    young = ServerState("young", 161, {**values, "lbLoginsConnecting": 0, "lbLoginRateSpan": 4}, "", 1.0)
+    assert connecting(young) == 2
+    # An agent that counts no connection (tables unreadable): the login rate's estimate, as before.
+    blind = ServerState("blind", 161, {**row(sessions=10, users=1), "lbSshConnections": 0, "lbLoginRate": 60,
+                                       "lbLoginsConnecting": 0}, "", 1.0)
+    assert connecting(blind) == connecting(blind._replace(values={**blind.values, "lbLoginsConnecting": 9}))
+    assert all(hosts("balanced", [slow, steady], ctx(seed))[0] == "steady" for seed in range(50))
 
 
 def test_rows_older_than_the_storm_do_not_take_twice_their_share():

@@ -330,6 +330,74 @@ def test_login_rate_span_is_how_much_of_the_window_the_agent_has_watched():
     assert rate.span(30.0) == 10
 
 
+def test_logins_connecting_are_the_new_connections_no_new_session_has_matched():
+    # lbLoginsConnecting (issue 23): each new session matches the oldest waiting connection; a waiting
+    # connection that closes, or waits 60 s, is dropped; what was there at the baseline is not new.
+    from snmplb.agent.tcpconns import Connecting
+
+    c = Connecting(window=60.0)
+    assert c.update(0.0, frozenset({"old"}), frozenset({"s0"})) == 0  # the baseline: an rsync, a session
+    assert c.update(1.0, frozenset({"old", "a", "b"}), frozenset({"s0"})) == 2  # two logins connecting
+    assert c.update(2.0, frozenset({"old", "a", "b", "c"}), frozenset({"s0"})) == 3
+    assert c.update(3.0, frozenset({"old", "a", "b", "c"}), frozenset({"s0", "s1"})) == 2  # a's session
+    assert c.update(4.0, frozenset({"old", "a", "c"}), frozenset({"s0", "s1"})) == 1  # b gave up (closed)
+    assert c.update(5.0, None, frozenset({"s0", "s1"})) == 1  # tables unreadable: nothing known to change
+    # 20 s later still no session for c (a slow login): it still counts, then a session comes.
+    assert c.update(25.0, frozenset({"old", "a", "c"}), frozenset({"s0", "s1"})) == 1
+    assert c.update(26.0, frozenset({"old", "a", "c", "d"}), frozenset({"s1", "s2"})) == 1  # s0 left, s2 is c's
+    # d never becomes a session (an sftp): it counts for 60 s, then no more.
+    assert c.update(85.0, frozenset({"old", "a", "c", "d"}), frozenset({"s1", "s2"})) == 1
+    assert c.update(86.0, frozenset({"old", "a", "c", "d"}), frozenset({"s1", "s2"})) == 0
+    assert c.update(87.0, frozenset({"old", "a", "c", "d"}), frozenset({"s1", "s2", "s3"})) == 0  # none waits
+    # A connection that opens and becomes a session between two samples: both new at once, nothing waits.
+    assert c.update(88.0, frozenset({"old", "a", "c", "d", "e"}), frozenset({"s1", "s2", "s3", "s4"})) == 0
+
+
+def test_logins_connecting_before_the_tables_are_readable_and_memory_stays_bounded():
+    import tracemalloc
+
+    from snmplb.agent.tcpconns import Connecting
+
+    c = Connecting(window=60.0)
+    assert c.update(0.0, None, frozenset({"s0"})) == 0  # no baseline yet
+    assert c.update(1.0, frozenset({"a", "b"}), frozenset({"s0", "s1"})) == 0  # the baseline: not new
+    tracemalloc.start()
+    try:
+        def run(start: int, count: int) -> int:
+            for t in range(start, start + count):  # a connection a second that never becomes a session
+                c.update(float(t), frozenset({f"c{t}", f"c{t - 1}", "a"}), frozenset({"s0"}))
+            return tracemalloc.get_traced_memory()[0]
+
+        settled = run(2, 1_000)
+        later = run(1_002, 20_000)
+    finally:
+        tracemalloc.stop()
+    assert later < settled + 64 * 1024
+
+
+def test_session_counts_name_each_session_so_a_new_one_shows():
+    # tcpconns.Connecting tells new sessions by their identities: logind's session file names, utmp's pid,
+    # line and login time; the count's equality ignores them.
+    import tempfile
+    from pathlib import Path
+
+    from snmplb.lab.fleet import write_fake_sessions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "sessions"
+        write_fake_sessions(d, (("ann", "h1"),))
+        first = count_sessions(d, Path(tmp) / "no-utmp")
+        write_fake_sessions(d, (("ann", "h1"), ("bob", "h2")))
+        second = count_sessions(d, Path(tmp) / "no-utmp")
+        assert len(first.ids) == 1 and first.ids < second.ids and len(second.ids) == 2
+        utmp = Path(tmp) / "utmp"
+        utmp.write_bytes(make_utmp_record("ann", "h1", "pts/0", 10) + make_utmp_record("ann", "h1", "pts/1", 11))
+        one = count_sessions(Path(tmp) / "no-logind", utmp)
+        utmp.write_bytes(make_utmp_record("ann", "h1", "pts/1", 11) + make_utmp_record("bob", "h2", "pts/0", 12))
+        two = count_sessions(Path(tmp) / "no-logind", utmp)
+        assert one.sessions == two.sessions == 2 and len(two.ids - one.ids) == 1
+
+
 def test_login_rate_memory_stays_bounded_over_a_long_run():
     """The agent runs for months: what LoginRate holds must not grow with the samples it has seen."""
     import tracemalloc

@@ -33,7 +33,7 @@ def test_pysmi_strict_compile_and_generated_data_is_current():
 
 
 def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
-    assert len(mib.OBJECTS) == 37
+    assert len(mib.OBJECTS) == 38
     assert len({o.oid for o in mib.OBJECTS}) == len(mib.OBJECTS)
     for o in mib.OBJECTS:
         assert o.oid[: len(mib.ROOT)] == mib.ROOT
@@ -48,7 +48,7 @@ def test_every_object_is_a_read_only_scalar_with_a_unique_oid():
 
 def test_row_fields_are_the_integer_objects_in_oid_order():
     names = [o.name for o in mib.ROW_FIELDS]
-    assert names[0] == "lbLoad1" and names[-1] == "lbLoginRateSpan"
+    assert names[0] == "lbLoad1" and names[-1] == "lbLoginsConnecting"
     assert "lbAgentVersion" not in names and "lbRow" not in names
     assert [o.oid for o in mib.ROW_FIELDS] == sorted(o.oid for o in mib.ROW_FIELDS)
     # Distinct values, each legal for its object (an enumeration's own values, within the SMI range).

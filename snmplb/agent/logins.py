@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from snmplb.safefile import UnsafeFile, read_bounded
@@ -22,6 +22,7 @@ _MAX_FILES = 100_000
 _UTMP = struct.Struct("<h2xi32s4s32s256shhi2i4i20s")
 _USER_PROCESS = 7
 _CLOSED_STATES = frozenset({"closing"})
+FILE_KEY = "@file"  # read_logind_dir adds the session file's name (logind's session id) under this key
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class SessionCount:
     sessions: int
     users: int
     source: str  # "logind", "utmp" or "none", as SnmplbSessionSource
+    # Each counted session's identity (logind: its file's name; utmp: pid, line and login time), so that a
+    # later count tells which sessions are new (``tcpconns.Connecting``); not part of the count's equality.
+    ids: frozenset[str] = field(default=frozenset(), compare=False)
 
 
 def parse_logind_session(text: str) -> dict[str, str]:
@@ -55,17 +59,20 @@ def is_remote_login(fields: dict[str, str]) -> bool:
 def count_logind(session_files: Iterable[dict[str, str]]) -> SessionCount:
     """Count the remote login sessions among parsed logind session files."""
     users: set[str] = set()
+    ids: set[str] = set()
     n = 0
     for fields in session_files:
         if is_remote_login(fields):
             n += 1
             users.add(fields.get("USER") or fields.get("UID", "?"))
-    return SessionCount(n, len(users), "logind")
+            ids.add(fields.get(FILE_KEY) or f"{fields.get('SCOPE')}:{fields.get('LEADER')}:{fields.get('REALTIME')}")
+    return SessionCount(n, len(users), "logind", frozenset(ids))
 
 
 def parse_utmp(data: bytes) -> SessionCount:
     """Count USER_PROCESS records with a remote host in a utmp file's bytes."""
     users: set[bytes] = set()
+    ids: set[str] = set()
     n = 0
     size = _UTMP.size
     for off in range(0, len(data) - size + 1, size):
@@ -74,7 +81,9 @@ def parse_utmp(data: bytes) -> SessionCount:
         if ut_type == _USER_PROCESS and user and host:
             n += 1
             users.add(user)
-    return SessionCount(n, len(users), "utmp")
+            line = rec[2].split(b"\0", 1)[0]
+            ids.add(f"{rec[1]}:{line.hex()}:{rec[9]}.{rec[10]}")  # pid, line, login time
+    return SessionCount(n, len(users), "utmp", frozenset(ids))
 
 
 def _read_nonblocking(path: str | Path, limit: int) -> bytes:
@@ -98,7 +107,9 @@ def read_logind_dir(directory: Path) -> Iterable[dict[str, str]]:
                 data = _read_nonblocking(entry.path, _FILE_LIMIT)
             except OSError:
                 continue  # the session ended between scandir and open
-            yield parse_logind_session(data.decode("utf-8", "replace"))
+            fields = parse_logind_session(data.decode("utf-8", "replace"))
+            fields[FILE_KEY] = entry.name
+            yield fields
 
 
 def count_sessions(logind_dir: Path, utmp_file: Path) -> SessionCount:

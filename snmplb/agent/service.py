@@ -43,7 +43,7 @@ from snmplb.agent.logins import SessionCount, count_sessions
 from snmplb.agent.usersessions import (Answers, QuestionBudget, Sources, UserNames, UserSessions, XServerScan,
                                        collect as collect_user_sessions)
 from snmplb.agent.values import DataAge, Row, compute_values
-from snmplb.agent.tcpconns import LoginRate, read_ssh
+from snmplb.agent.tcpconns import Connecting, LoginRate, read_ssh
 
 LINE_LIMIT = 4096
 SPIN_AFTER_PONG = 0.0002
@@ -178,6 +178,7 @@ class Sampler:
         self._admin = AdminWatch(config.admin_file, min(max(config.interval, 0.5), 1.0))
         self._stop = threading.Event()
         self._logins = LoginRate()
+        self._connecting = Connecting()
         self._paths = PathChecker(config.login_paths.split())  # statvfs off this thread: NFS may hang
         self._user_sessions = UserSessionWatch(
             Sources(logind_dir=str(config.sessions_dir), utmp=str(config.utmp), proc=config.session_proc,
@@ -217,6 +218,7 @@ class Sampler:
         rates = swap_rates(self._history, cfg.rate_window)
         conns, listening = read_ssh(cfg.proc_root, cfg.ssh_port)
         login_rate = self._logins.update(proc.taken_at, conns)
+        connecting = self._connecting.update(proc.taken_at, conns, sessions.ids)
         paths = assess(self._paths, cfg.space_policy)
         if listening is False:
             self.warn(f"cannot take a login: nothing listens on ssh port {cfg.ssh_port}")
@@ -224,7 +226,7 @@ class Sampler:
             self.warn(f"cannot take a login: login path {paths.path} is {paths.state}")
         self.table = build_table(compute_values(proc, rates, sessions, admin, cfg.policy, time.time(),
                                                 len(conns or ()), login_rate, self._logins.span(proc.taken_at),
-                                                listening, paths, admin_problem),
+                                                connecting, listening, paths, admin_problem),
                                  self._user_answers())
 
     def _user_answers(self) -> Answers | None:

@@ -111,3 +111,47 @@ class LoginRate:
         if self._since is None:
             return 0
         return int(max(0.0, min(self.window, t - self._since)))
+
+
+CONNECTING_WINDOW_S = 60.0  # lbLoginsConnecting: a connection unmatched by a session for this long is no login
+
+
+class Connecting:
+    """Logins still connecting (lbLoginsConnecting), from successive samples of the established ssh
+    connections and of the remote login sessions' identities (``logins.SessionCount.ids``).
+
+    Each connection first seen after the baseline waits, oldest first, for a session: every session
+    that appears matches the oldest waiting connection still open, and the connection no longer waits.
+    A waiting connection that closes, or waits ``window`` seconds, is dropped: an sftp, an rsync, a
+    monitoring check never becomes a session, and a login does within seconds. Connections and sessions
+    already there at the baseline (the agent's first sample with readable tables) are not new.
+    ``lbSshConnections - lbSessions`` cannot tell a login from an admin's long rsync; this can, and a
+    login that takes 20 s to become a session still counts all that time (docs/balance.md, rise-fall).
+    Memory is bounded by the connections open at once.
+    """
+
+    def __init__(self, window: float = CONNECTING_WINDOW_S) -> None:
+        self.window = window
+        self._conns: frozenset[str] | None = None
+        self._sessions: frozenset[str] = frozenset()
+        self._waiting: dict[str, float] = {}  # connection -> when first seen; insertion order is age order
+
+    def update(self, t: float, connections: frozenset[str] | None, sessions: frozenset[str]) -> int:
+        """One sample (monotonic seconds); ``connections`` None: the tables could not be read, nothing is
+        known to have opened or closed (the waiting ones still age). Returns the logins still connecting."""
+        new_sessions = len(sessions - self._sessions)
+        self._sessions = sessions
+        if connections is not None:
+            if self._conns is None:
+                new_sessions = 0  # the baseline: what is there already is not new
+            else:
+                for c in sorted(connections - self._conns):  # first seen now: they wait, after the older ones
+                    self._waiting[c] = t
+                for c in [c for c in self._waiting if c not in connections]:
+                    del self._waiting[c]  # closed before any session matched it
+            self._conns = connections
+        for c in [c for c, seen in self._waiting.items() if seen <= t - self.window]:
+            del self._waiting[c]
+        for c in list(self._waiting)[:new_sessions]:
+            del self._waiting[c]  # a new session is the oldest waiting login's
+        return len(self._waiting)

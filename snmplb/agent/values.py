@@ -80,6 +80,7 @@ def compute_values(
     ssh_connections: int = 0,
     login_rate: int = 0,
     login_rate_span: int = 10,
+    logins_connecting: int = 0,
     ssh_listening: bool | None = None,
     login_paths: LoginPaths = LoginPaths(),
     admin_problem: str = "",
@@ -87,7 +88,7 @@ def compute_values(
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample).
 
     ``login_rate_span``: the seconds of lbLoginRate's window watched (``tcpconns.LoginRate.span``; the
-    default: all of it); ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
+    default: all of it); ``logins_connecting``: lbLoginsConnecting (``tcpconns.Connecting``); ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
     (the default: no path checked); ``admin_problem``: what is wrong with the admin file, "" when
     nothing is.
     """
@@ -137,6 +138,7 @@ def compute_values(
         "lbAdminFileStatus": _FILE_STATUS["problem" if admin_problem else "ok"],
         "lbAdminFileProblem": display_string(admin_problem, _PROBLEM_MAX),
         "lbLoginRateSpan": max(0, min(_SPAN_MAX, login_rate_span)),
+        "lbLoginsConnecting": _gauge(logins_connecting),
     }
     values["lbRow"] = Row(tuple(values[o.name] for o in mib.ROW_FIELDS))  # type: ignore[misc]  # int or DataAge
     return values

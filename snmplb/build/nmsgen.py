@@ -37,7 +37,7 @@ LABELS = {
     "lbDataAge": "Agent data age", "lbAgentVersion": "Agent version", "lbSessionSource": "Session count source",
     "lbRow": "Row (all values, for thin clients)", "lbInService": "In service for",
     "lbSshConnections": "ssh connections",
-    "lbLoginRate": "Login rate", "lbLoginRateSpan": "Login rate span",
+    "lbLoginRate": "Login rate", "lbLoginRateSpan": "Login rate span", "lbLoginsConnecting": "Logins connecting",
     "lbSshListening": "sshd listening", "lbLoginPathStatus": "Login paths status",
     "lbLoginPathFree": "Login paths free space (least)", "lbLoginPathFreeInodes": "Login paths free inodes (least)",
     "lbLoginPathProblem": "Login paths problem",

@@ -57,12 +57,20 @@ LOGIN_LAG_S = 5.0  # an LDM login's usual time from its ssh connection to its se
 def connecting(s: ServerState, rate: float | None = None) -> float:
     """Logins to ``s`` still connecting (ssh connection up, session not yet registered).
 
-    lbSshConnections beyond lbSessions, but at most the connections opened over the last
-    RATE_WINDOW_S (lbLoginRate): a login becomes a session within seconds, so older connections
-    are not logins in progress but an admin's shell, an rsync, a monitoring check (steady
-    background connections would make a server look many sessions fuller: docs/balance.md). When the count is
-    below the sessions or zero (the agent could not read its TCP tables, or sessions do not come
-    over ssh), the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
+    The agent's own count (lbLoginsConnecting: connections of the last 60 s that no new session has
+    matched), at most lbSshConnections beyond lbSessions; of those opened within the window (as many as
+    its lbLoginRate says), at most as many as ``rate`` allows (a login rate of more than twice the
+    others' counts as twice: ``capped_rates``). Just
+    after the agent started (lbLoginRateSpan below the window) it has not seen the connections already
+    open then: the estimate below, if more.
+
+    From an agent too old to count them, or while it counts no connection (it cannot read its TCP
+    tables, or sessions do not come over ssh): lbSshConnections beyond lbSessions, but at most the
+    connections opened over the last RATE_WINDOW_S (lbLoginRate), since older connections are
+    an admin's shell, an rsync, a monitoring check more often than logins (steady background
+    connections would make a server look many sessions fuller: docs/balance.md), and logins that
+    take longer are missed (docs/balance.md, rise-fall); when the count is below the sessions or zero,
+    the logins of the last LOGIN_LAG_S by the login rate. An agent too old to publish lbLoginRate:
     the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
     (default: its own lbLoginRate).
     """
@@ -71,7 +79,18 @@ def connecting(s: ServerState, rate: float | None = None) -> float:
     if rate is None:
         return float(max(0, conns - s.sessions))
     if conns >= s.sessions and conns > 0:
-        return min(conns - s.sessions, rate * RATE_WINDOW_S)
+        estimate = min(conns - s.sessions, rate * RATE_WINDOW_S)
+        seen = s.logins_connecting
+        if seen is None:
+            return estimate
+        # The cap ``capped_rates`` puts on its rate holds for the count's logins of the window too (one absurd
+        # agent, or one flooded while the others' rows are old): those opened within it, as many as its own
+        # rate says, count at most as many as the capped rate; older ones (slow logins) count whole.
+        counted = float(min(seen, conns - s.sessions))
+        recent = min(counted, (s.login_rate or 0.0) * RATE_WINDOW_S)
+        counted += min(recent, rate * RATE_WINDOW_S) - recent
+        span = s.login_rate_span
+        return max(counted, estimate) if span is not None and span < RATE_WINDOW_S else counted
     return rate * LOGIN_LAG_S
 
 

@@ -163,6 +163,13 @@ class ServerState(record("ServerState", "name port values reason rtt_ms failure"
         return row.get("lbLoginRateSpan")
 
     @property
+    def logins_connecting(self) -> int | None:
+        """Logins still connecting, told from other ssh connections (lbLoginsConnecting); None from an agent
+        too old to say."""
+        row: dict[str, int] = self.values
+        return row.get("lbLoginsConnecting")
+
+    @property
     def data_age_s(self) -> float:
         """How old the agent's figures were when it answered, in seconds."""
         return mib.seconds("lbDataAge", self.values["lbDataAge"])
