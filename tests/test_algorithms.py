@@ -593,6 +593,32 @@ def test_a_hog_taking_half_a_servers_cpus_halves_its_share():
     assert shares[-1] <= 0.6 * peer, (shares[-1], peer)  # before: the largest share, as the emptiest by count
 
 
+def test_in_a_storm_a_hog_running_since_before_it_is_counted_whole():
+    """Issue 23 (``hogs`` at T = 0 s: 1.33 max/mean against a floor of 1.03): in a storm the sessions per CPU
+    are even and their load of minutes is uneven (desktops starting at different times), so the slope of the
+    fit came out low and a hog of 0.75 per CPU on a server holding fewer sessions was undercounted. Its
+    quarter-hour load has it whole while the storm's sessions hardly show there: it keeps a quarter of its
+    capacity. A hog started minutes ago (not yet in the quarter-hour load) is still read from the load of
+    minutes."""
+    from snmplb.client.balanced import cpu_left
+
+    def server(name: str, sessions: int, minutes: float, quarter: float) -> ServerState:
+        s = _loaded(name, minutes, sessions)
+        return s._replace(values={**s.values, "lbLoad15": round(quarter * 100 * 8)})
+
+    # 16-22 sessions on 8 CPUs, the load of minutes 0.40-0.60 per CPU and not in order of the sessions (when
+    # each server's logins came), the quarter-hour load 0.05-0.10; the hog holds 8 sessions.
+    minutes = [0.50, 0.40, 0.60, 0.45, 0.42, 0.58, 0.48, 0.55, 0.52]
+    storm = [server(f"s{i}", 16 + (i * 5) % 7, m, 0.05 + 0.005 * i) for i, m in enumerate(minutes)]
+    hog = server("hog", 8, 0.75 + 0.25, 0.75 + 0.05)
+    left = cpu_left(storm + [hog])
+    assert left[-1] == pytest.approx(0.25, abs=0.05) and min(left[:-1]) >= 0.9, left
+    # Without the quarter-hour load (it equals the load of minutes): the fit on the load of minutes alone.
+    recent = server("recent", 8, 0.75 + 0.25, 0.75 + 0.25)
+    flat = [x._replace(values={**x.values, "lbLoad15": x.values["lbLoad5"]}) for x in storm]
+    assert cpu_left(flat + [recent])[-1] < 0.6
+
+
 def test_a_load_common_to_every_server_changes_nothing():
     """A load that does not follow the sessions but is the same everywhere (a fleet-wide daemon) is no
     server's in particular: the shares are those of the same fleet without it."""

@@ -264,40 +264,56 @@ LOAD_NOISE = 0.1
 FIT_POOL_MIN = 3  # unexplained_load: fewer servers than this are no pool to fit the sessions' load on
 
 
-def sustained_load(s: ServerState) -> float:
+def sustained_load(s: ServerState, longest: bool = False) -> float:
     """Load per CPU that has lasted minutes: the lower of the 1- and 5-minute load averages. A storm's
     desktops starting (half a runnable task each for their first seconds) lift the 1-minute average far
     more than the 5-minute one, and by how much depends on when each server's logins came: read from
     lbLoad1, that noise hid a hog of 0.75 per CPU in a storm. A hog running for minutes shows in both; one
-    that just ended, in neither for long."""
+    that just ended, in neither for long. ``longest``: the 15-minute average too (load that has lasted a
+    quarter of an hour: a storm's sessions hardly show in it yet, a hog running since before the storm does)."""
     row: dict[str, int] = s.values
-    return min(mib.scaled("lbLoad1", row["lbLoad1"]), mib.scaled("lbLoad5", row["lbLoad5"])) / max(1, s.cpus)
+    load = min(mib.scaled("lbLoad1", row["lbLoad1"]), mib.scaled("lbLoad5", row["lbLoad5"]))
+    if longest:
+        load = min(load, mib.scaled("lbLoad15", row["lbLoad15"]))
+    return load / max(1, s.cpus)
 
 
 def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
     """Each server's load per CPU that its sessions do not explain: a backup, a runaway process, a build -
     CPU that the sessions cannot have.
 
-    What the sessions explain is fitted across the pool, robustly: load per CPU (``sustained_load``) =
-    a + b * sessions per CPU (logins still connecting included), the slope b from the medians of the halves
+    What the sessions explain is fitted across the pool, robustly (``_above_fit``): load per CPU
+    (``sustained_load``) = a + b * sessions per CPU (logins still connecting included), the slope b from the medians of the halves
     of the pool with the fewer and the more sessions per CPU, a as the median of what b leaves. A server's
     unexplained load is what lies above that line. Medians, not trimmed means: hogs only add load, and the
     few servers that run one (which also hold fewer sessions) would pull a trimmed mean's line up to them.
     A load common to every server (a fleet-wide daemon, or a fleet where load does not follow the sessions
     at all) is in a, not unexplained; one server's figures move a and b no further than the edge of the
     others' range. With no spread of sessions per CPU (an idle fleet), b is 0 and a is the pool's typical
-    (lower median) load. Known weakness: ``balanced`` evens the sessions per CPU, so in a storm the slope
-    is poorly identified and comes out low; a hog on a server holding fewer sessions is then undercounted
-    by 10-30 % (docs/algorithms.md, not met yet). Of fewer than FIT_POOL_MIN servers (LB_SAMPLE's two, a
-    pair of desktops) no line is fitted: a server without sessions has its load above the other's
-    unexplained, a server with sessions none (through two points, a storm's lagging load averages
-    looked like hogs: the sampled mode's four sizes lost balance).
+    (lower median) load.
+
+    The fit is made twice, on the load of minutes and on the load of a quarter of an hour (``longest``), and
+    each server's unexplained load is the higher of the two. ``balanced`` evens the sessions per CPU, so in
+    a storm the slope is poorly identified and comes out low, and the load of minutes undercounted a hog on a
+    server holding fewer sessions by 10-30 % (issue 23: 1.33 max/mean at T = 0 s in balance.md's ``hogs``);
+    the storm's sessions hardly show in the quarter-hour load, so there the line is flat and a hog running
+    since before the storm stands out whole. A hog started minutes ago shows in the first fit.
+
+    Of fewer than FIT_POOL_MIN servers (LB_SAMPLE's two, a pair of desktops) no line is fitted: a server
+    without sessions has its load above the other's unexplained, a server with sessions none (through two
+    points, a storm's lagging load averages looked like hogs: the sampled mode's four sizes lost balance).
     """
     x = [_count(s) / max(1, s.cpus) for s in pool]
-    y = [sustained_load(s) for s in pool]
-    if len(pool) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
+    return [max(u, v) for u, v in zip(_above_fit(x, [sustained_load(s) for s in pool]),
+                                      _above_fit(x, [sustained_load(s, longest=True) for s in pool]))]
+
+
+def _above_fit(x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """How far each point (x: sessions per CPU, y: load per CPU) lies above the robust line through them
+    (``unexplained_load``); with fewer than FIT_POOL_MIN points, a point without sessions above the lowest."""
+    if len(x) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
         return [max(0.0, yi - min(y)) if xi == 0 else 0.0 for xi, yi in zip(x, y)]
-    order = sorted(range(len(pool)), key=lambda i: x[i])
+    order = sorted(range(len(x)), key=lambda i: x[i])
     low, high = order[:len(order) // 2], order[len(order) // 2:]
     dx = median([x[i] for i in high]) - median([x[i] for i in low]) if low else 0.0
     dy = median([y[i] for i in high]) - median([y[i] for i in low]) if low else 0.0
