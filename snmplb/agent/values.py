@@ -88,7 +88,8 @@ def compute_values(
     """Every object of the MIB, by name, in MIB units (``wall_time``: Unix time of the sample).
 
     ``login_rate_span``: the seconds of lbLoginRate's window watched (``tcpconns.LoginRate.span``; the
-    default: all of it); ``logins_connecting``: lbLoginsConnecting (``tcpconns.Connecting``); ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
+    default: all of it); ``logins_connecting``: lbLoginsConnecting (``tcpconns.Connecting``);
+    ``ssh_listening`` None: the TCP tables could not be read; ``login_paths``: the login paths' check
     (the default: no path checked); ``admin_problem``: what is wrong with the admin file, "" when
     nothing is.
     """
