@@ -34,8 +34,8 @@ class AgentConfig:
     busy_load: load per CPU from which the status is busy (1.0).
     low_mem_percent: available-memory percentage below which the status is busy (10).
     swap_threshold: swap pages/s (in + out) from which the server is swapping (50).
-    ssh_port: the port whose established connections lbSshConnections counts, and on which
-        lbSshListening looks for a listening socket (22).
+    ssh_port: the port whose established connections lbSshConnections counts (and lbLoginsConnecting,
+        those no new session has matched yet), and on which lbSshListening looks for a listening socket (22).
     login_paths: the directories a login writes to, separated by spaces; a server where one is full,
         out of inodes or hung is unavailable ("/home /tmp"; empty: no check).
     min_free_mb: MiB available to ordinary users below which a login path is full (100; 0: no check).
