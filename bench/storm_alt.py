@@ -56,7 +56,7 @@ class AltServer(storm.SimServer):
             self.ramping.remove(s)
             self.steady += 1
             self.steady_mem += s.mem
-        mem, run = self.base_mem + self.steady_mem, storm.BASE_RUN + IDLE_CPU * self.steady
+        mem, run = self.base_mem + self.steady_mem, storm.BASE_RUN + self.hog + IDLE_CPU * self.steady  # a hog (hogs) runs all the time
         for s in self.ramping:
             age = t - s.appear
             if age >= 0:
