@@ -74,22 +74,23 @@ def connecting(s: ServerState, rate: float | None = None) -> float:
     the plain difference, as before. ``rate``: the server's login rate as ``capped_rates`` bounds it
     (default: its own lbLoginRate).
     """
-    conns: int = s.values.get("lbSshConnections", 0)  # typed for mypy (a record's fields are Any to it)
-    rate = s.login_rate if rate is None else rate
+    values: dict[str, int] = s.values  # typed for mypy (a record's fields are Any to it)
+    conns, sessions, own = values.get("lbSshConnections", 0), s.sessions, s.login_rate
+    rate = own if rate is None else rate
     if rate is None:
-        return float(max(0, conns - s.sessions))
-    if conns >= s.sessions and conns > 0:
-        estimate = min(conns - s.sessions, rate * RATE_WINDOW_S)
-        seen = s.logins_connecting
+        return float(max(0, conns - sessions))
+    if conns >= sessions and conns > 0:
+        estimate = min(conns - sessions, rate * RATE_WINDOW_S)
+        seen = values.get("lbLoginsConnecting")
         if seen is None:
             return estimate
         # The cap ``capped_rates`` puts on its rate holds for the count's logins of the window too (one absurd
         # agent, or one flooded while the others' rows are old): those opened within it, as many as its own
         # rate says, count at most as many as the capped rate; older ones (slow logins) count whole.
-        counted = float(min(seen, conns - s.sessions))
-        recent = min(counted, (s.login_rate or 0.0) * RATE_WINDOW_S)
+        counted = float(min(seen, conns - sessions))
+        recent = min(counted, (own or 0.0) * RATE_WINDOW_S)
         counted += min(recent, rate * RATE_WINDOW_S) - recent
-        span = s.login_rate_span
+        span = values.get("lbLoginRateSpan")
         return max(counted, estimate) if span is not None and span < RATE_WINDOW_S else counted
     return rate * LOGIN_LAG_S
 
@@ -304,20 +305,24 @@ def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
     points, a storm's lagging load averages looked like hogs: the sampled mode's four sizes lost balance).
     """
     x = [_count(s) / max(1, s.cpus) for s in pool]
-    return [max(u, v) for u, v in zip(_above_fit(x, [sustained_load(s) for s in pool]),
-                                      _above_fit(x, [sustained_load(s, longest=True) for s in pool]))]
+    minutes, quarter = [sustained_load(s) for s in pool], [sustained_load(s, longest=True) for s in pool]
+    if len(pool) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
+        return [max(0.0, max(ym - min(minutes), yq - min(quarter))) if xi == 0 else 0.0
+                for xi, ym, yq in zip(x, minutes, quarter)]
+    order = sorted(range(len(pool)), key=lambda i: x[i])
+    halves = order[:len(order) // 2], order[len(order) // 2:]
+    dx = median([x[i] for i in halves[1]]) - median([x[i] for i in halves[0]])
+    return [max(u, v) for u, v in zip(_above_fit(x, minutes, halves, dx), _above_fit(x, quarter, halves, dx))]
 
 
-def _above_fit(x: Sequence[float], y: Sequence[float]) -> list[float]:
+def _above_fit(x: Sequence[float], y: Sequence[float], halves: tuple[list[int], list[int]],
+               dx: float) -> list[float]:
     """How far each point (x: sessions per CPU, y: load per CPU) lies above the robust line through them
-    (``unexplained_load``); with fewer than FIT_POOL_MIN points, a point without sessions above the lowest."""
-    if len(x) < FIT_POOL_MIN:  # no line through two points: only a server without sessions is read
-        return [max(0.0, yi - min(y)) if xi == 0 else 0.0 for xi, yi in zip(x, y)]
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    low, high = order[:len(order) // 2], order[len(order) // 2:]
-    dx = median([x[i] for i in high]) - median([x[i] for i in low]) if low else 0.0
+    (``unexplained_load``): ``halves``, the indices of the fewer and the more sessions per CPU, and ``dx``,
+    the difference of their x medians, are the same for both fits and computed once."""
+    low, high = halves
     dy = median([y[i] for i in high]) - median([y[i] for i in low]) if low else 0.0
-    b = max(0.0, dy / dx) if dx > 0 else 0.0
+    b = max(0.0, dy / dx) if dx > 0 and low else 0.0
     a = median([yi - b * xi for xi, yi in zip(x, y)])
     return [max(0.0, yi - a - b * xi) for xi, yi in zip(x, y)]
 
