@@ -461,9 +461,10 @@ SCALARS = ({'name': 'lbLoad1',
                  'appears (as lbSessions counts them) matches the oldest such connection still '
                  'open; a connection still unmatched after 60 s no longer counts (an sftp, an '
                  'rsync, a monitoring check: a login becomes a session within seconds). Only '
-                 'connections opened after the agent started count (lbLoginRateSpan is below 10 '
-                 'for the first 10 s), and none while the TCP tables cannot be read. Thin clients '
-                 'count these as sessions about to be.'})
+                 'connections first seen after the agent could first read the TCP tables count '
+                 '(lbLoginRateSpan is below 10 for the first 10 s); while it cannot read them, no '
+                 'connection is seen to open or close, and those counted keep counting until '
+                 'matched or 60 s old. Thin clients count these as sessions about to be.'})
 COLUMNS = ({'name': 'lbUserQuery',
   'oid': (1, 3, 6, 1, 4, 1, 8072, 9999, 9999, 377, 1, 100, 1, 1),
   'base': 'OCTET STRING',

@@ -60,9 +60,8 @@ def connecting(s: ServerState, rate: float | None = None) -> float:
     The agent's own count (lbLoginsConnecting: connections of the last 60 s that no new session has
     matched), at most lbSshConnections beyond lbSessions; of those opened within the window (as many as
     its lbLoginRate says), at most as many as ``rate`` allows (a login rate of more than twice the
-    others' counts as twice: ``capped_rates``). Just
-    after the agent started (lbLoginRateSpan below the window) it has not seen the connections already
-    open then: the estimate below, if more.
+    others' counts as twice: ``capped_rates``). Just after the agent started (lbLoginRateSpan below the
+    window) it has not seen the connections already open then: the estimate below, if more.
 
     From an agent too old to count them, or while it counts no connection (it cannot read its TCP
     tables, or sessions do not come over ssh): lbSshConnections beyond lbSessions, but at most the
@@ -284,8 +283,9 @@ def unexplained_load(pool: Sequence[ServerState]) -> list[float]:
     CPU that the sessions cannot have.
 
     What the sessions explain is fitted across the pool, robustly (``_above_fit``): load per CPU
-    (``sustained_load``) = a + b * sessions per CPU (logins still connecting included), the slope b from the medians of the halves
-    of the pool with the fewer and the more sessions per CPU, a as the median of what b leaves. A server's
+    (``sustained_load``) = a + b * sessions per CPU (logins still connecting included), the slope b from
+    the medians of the halves of the pool with the fewer and the more sessions per CPU, a as the median of
+    what b leaves. A server's
     unexplained load is what lies above that line. Medians, not trimmed means: hogs only add load, and the
     few servers that run one (which also hold fewer sessions) would pull a trimmed mean's line up to them.
     A load common to every server (a fleet-wide daemon, or a fleet where load does not follow the sessions
