@@ -458,10 +458,11 @@ SCALARS = ({'name': 'lbLoad1',
   'description': 'Logins still connecting: the established ssh connections (as lbSshConnections '
                  'counts them) that opened within the last 60 s and that no remote login session '
                  'registered since has matched, in the same sample. Each remote login session that '
-                 'appears (as lbSessions counts them) matches the oldest such connection still '
-                 'open; a connection still unmatched after 60 s no longer counts (an sftp, an '
-                 'rsync, a monitoring check: a login becomes a session within seconds). Only '
-                 'connections first seen after the agent could first read the TCP tables count '
+                 'appears (as lbSessions counts them, but not those logind says another service '
+                 "than sshd opened, such as xrdp's) matches the oldest such connection still open; "
+                 'a connection still unmatched after 60 s no longer counts (an sftp, an rsync, a '
+                 'monitoring check: a login becomes a session within seconds). Only connections '
+                 'first seen after the agent could first read the TCP tables count '
                  '(lbLoginRateSpan is below 10 for the first 10 s); while it cannot read them, no '
                  'connection is seen to open or close, and those counted keep counting until '
                  'matched or 60 s old. Thin clients count these as sessions about to be.'})

@@ -390,6 +390,12 @@ def test_session_counts_name_each_session_so_a_new_one_shows():
         write_fake_sessions(d, (("ann", "h1"), ("bob", "h2")))
         second = count_sessions(d, Path(tmp) / "no-utmp")
         assert len(first.ids) == 1 and first.ids < second.ids and len(second.ids) == 2
+        # A session that did not come over ssh (xrdp's sesman registers its own) is counted, but matches
+        # no ssh connection: it has no id here.
+        xrdp = (d / "2").read_text().replace("SERVICE=sshd", "SERVICE=xrdp-sesman")
+        (d / "2").write_text(xrdp)
+        third = count_sessions(d, Path(tmp) / "no-utmp")
+        assert third.sessions == 2 and third.ids == first.ids
         utmp = Path(tmp) / "utmp"
         utmp.write_bytes(make_utmp_record("ann", "h1", "pts/0", 10) + make_utmp_record("ann", "h1", "pts/1", 11))
         one = count_sessions(Path(tmp) / "no-logind", utmp)

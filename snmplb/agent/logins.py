@@ -33,7 +33,8 @@ class SessionCount:
     users: int
     source: str  # "logind", "utmp" or "none", as SnmplbSessionSource
     # Each counted session's identity (logind: its file's name; utmp: pid, line and login time), so that a
-    # later count tells which sessions are new (``tcpconns.Connecting``); not part of the count's equality.
+    # later count tells which sessions are new (``tcpconns.Connecting``); logind's only for sessions that came
+    # over ssh (SERVICE=sshd, or no SERVICE): an xrdp session is no ssh connection's. Not part of the equality.
     ids: frozenset[str] = field(default=frozenset(), compare=False)
 
 
@@ -65,7 +66,8 @@ def count_logind(session_files: Iterable[dict[str, str]]) -> SessionCount:
         if is_remote_login(fields):
             n += 1
             users.add(fields.get("USER") or fields.get("UID", "?"))
-            ids.add(fields.get(FILE_KEY) or f"{fields.get('SCOPE')}:{fields.get('LEADER')}:{fields.get('REALTIME')}")
+            if fields.get("SERVICE", "sshd") == "sshd":  # an xrdp or console session has no ssh connection
+                ids.add(fields.get(FILE_KEY) or f"{fields.get('SCOPE')}:{fields.get('LEADER')}:{fields.get('REALTIME')}")
     return SessionCount(n, len(users), "logind", frozenset(ids))
 
 

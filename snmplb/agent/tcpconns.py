@@ -121,7 +121,8 @@ class Connecting:
     connections and of the remote login sessions' identities (``logins.SessionCount.ids``).
 
     Each connection first seen after the baseline waits, oldest first, for a session: every session
-    that appears matches the oldest waiting connection still open, and the connection no longer waits.
+    that appears (that came over ssh, as far as logind tells: ``logins.count_logind``) matches the oldest
+    waiting connection still open, and the connection no longer waits.
     A waiting connection that closes, or waits ``window`` seconds, is dropped: an sftp, an rsync, a
     monitoring check never becomes a session, and a login does within seconds. Connections and sessions
     already there at the baseline (the agent's first sample with readable tables) are not new.
