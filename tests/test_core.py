@@ -353,25 +353,31 @@ def test_logins_connecting_are_the_new_connections_no_new_session_has_matched():
     assert c.update(88.0, frozenset({"old", "a", "c", "d", "e"}), frozenset({"s1", "s2", "s3", "s4"})) == 0
 
 
-def test_logins_connecting_before_the_tables_are_readable_and_memory_stays_bounded():
+def _memory_after_a_long_run(sample, start: int) -> tuple[int, int]:
+    """Traced memory after 1 000 samples (one a second from ``start``: ``sample(t)``) and after 20 000 more:
+    what an agent's tracker holds must not grow with the samples it has seen (it runs for months)."""
     import tracemalloc
 
+    tracemalloc.start()
+    try:
+        def run(first: int, count: int) -> int:
+            for t in range(first, first + count):
+                sample(t)
+            return tracemalloc.get_traced_memory()[0]
+
+        return run(start, 1_000), run(start + 1_000, 20_000)
+    finally:
+        tracemalloc.stop()
+
+
+def test_logins_connecting_before_the_tables_are_readable_and_memory_stays_bounded():
     from snmplb.agent.tcpconns import Connecting
 
     c = Connecting(window=60.0)
     assert c.update(0.0, None, frozenset({"s0"})) == 0  # no baseline yet
     assert c.update(1.0, frozenset({"a", "b"}), frozenset({"s0", "s1"})) == 0  # the baseline: not new
-    tracemalloc.start()
-    try:
-        def run(start: int, count: int) -> int:
-            for t in range(start, start + count):  # a connection a second that never becomes a session
-                c.update(float(t), frozenset({f"c{t}", f"c{t - 1}", "a"}), frozenset({"s0"}))
-            return tracemalloc.get_traced_memory()[0]
-
-        settled = run(2, 1_000)
-        later = run(1_002, 20_000)
-    finally:
-        tracemalloc.stop()
+    settled, later = _memory_after_a_long_run(  # a connection a second that never becomes a session
+        lambda t: c.update(float(t), frozenset({f"c{t}", f"c{t - 1}", "a"}), frozenset({"s0"})), 2)
     assert later < settled + 64 * 1024
 
 
@@ -406,21 +412,10 @@ def test_session_counts_name_each_session_so_a_new_one_shows():
 
 def test_login_rate_memory_stays_bounded_over_a_long_run():
     """The agent runs for months: what LoginRate holds must not grow with the samples it has seen."""
-    import tracemalloc
-
     from snmplb.agent.tcpconns import LoginRate
 
     rate = LoginRate(window=10.0)
-    tracemalloc.start()
-    try:
-        def run(start: int, count: int) -> int:
-            for t in range(start, start + count):
-                rate.update(float(t), frozenset({f"c{t}", f"c{t + 1}"}))  # one new connection a second
-            return tracemalloc.get_traced_memory()[0]
-
-        settled = run(0, 1_000)
-        later = run(1_000, 20_000)
-    finally:
-        tracemalloc.stop()
+    settled, later = _memory_after_a_long_run(  # one new connection a second
+        lambda t: rate.update(float(t), frozenset({f"c{t}", f"c{t + 1}"})), 0)
     assert rate.update(21_000.0, frozenset({"c20999", "c21000", "x"})) == 60  # still counting: one a second
     assert later - settled < 16_384, (settled, later)  # 20 000 more samples, no more memory
